@@ -1,0 +1,492 @@
+//! graze transport: QUIC (quinn, TLS 1.3) with a pinned self-signed scheduler certificate,
+//! the access file that carries address, fingerprint and token, and framed message streams.
+
+use graze_proto::{self as proto, Hello, HelloReply, Role};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use quinn;
+
+/// Server name in the scheduler's certificate and in every client's SNI.
+pub const SERVER_NAME: &str = "graze-scheduler";
+/// ALPN protocol id.
+pub const ALPN: &[u8] = b"graze";
+/// Keep-alive period of every connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// Transport errors.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The access file could not be read or is invalid. Not retryable until fixed.
+    #[error("access file {path}: {msg}")]
+    Access {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A file in the state dir could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Setting up TLS or the endpoint failed.
+    #[error("setting up QUIC: {0}")]
+    Setup(String),
+    /// The scheduler could not be reached or the handshake failed. Retryable.
+    #[error("connecting to the scheduler at {addr}: {msg}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        msg: String,
+    },
+    /// The connection broke. Retryable by reconnecting.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing failed. Retryable by reconnecting.
+    #[error("sending: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading failed. Retryable by reconnecting.
+    #[error("receiving: {0}")]
+    Read(String),
+    /// The peer sent a bad frame. Not retryable: the peer is broken or hostile.
+    #[error("bad frame from peer: {0}")]
+    Frame(#[from] proto::FrameError),
+    /// The scheduler refused us (wrong token, wrong version, ...). Not retryable.
+    #[error("refused by the scheduler: {0}")]
+    Refused(String),
+}
+
+impl NetError {
+    /// Whether trying again later may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            NetError::Connect { .. }
+                | NetError::Connection(_)
+                | NetError::Write(_)
+                | NetError::Read(_)
+        )
+    }
+}
+
+/// What a client needs to reach and prove itself to a scheduler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Scheduler address, `HOST:PORT`.
+    pub scheduler: String,
+    /// SHA-256 of the scheduler's certificate, `sha256:HEX`.
+    pub fingerprint: String,
+    /// Cluster token.
+    pub token: String,
+}
+
+impl Access {
+    /// Read and check an access file.
+    pub fn load(path: &Path) -> Result<Access, NetError> {
+        let err = |msg: String| NetError::Access {
+            path: path.to_owned(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let a: Access = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        parse_fingerprint(&a.fingerprint).map_err(err)?;
+        if a.token.trim().is_empty() {
+            return Err(err("token is empty".into()));
+        }
+        if !a.scheduler.contains(':') {
+            return Err(err(format!(
+                "invalid scheduler '{}': must be HOST:PORT",
+                a.scheduler
+            )));
+        }
+        Ok(a)
+    }
+
+    /// Write the access file, readable by its owner only.
+    pub fn save(&self, path: &Path) -> Result<(), NetError> {
+        let body = format!(
+            "# graze access file: the scheduler's address, its certificate fingerprint and the\n\
+             # cluster token. Whoever holds this file can use the cluster: keep it private.\n{}",
+            toml::to_string(self).map_err(|e| NetError::Setup(e.to_string()))?
+        );
+        write_private(path, body.as_bytes())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| NetError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Parse `sha256:HEX` into the 32 digest bytes.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+    let hexpart = s.strip_prefix("sha256:").ok_or_else(|| {
+        format!("invalid fingerprint '{s}': must start with 'sha256:' followed by 64 hex digits")
+    })?;
+    let bytes = hex::decode(hexpart).map_err(|_| {
+        format!("invalid fingerprint '{s}': must be 'sha256:' followed by 64 hex digits")
+    })?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("invalid fingerprint '{s}': must be 'sha256:' followed by 64 hex digits"))
+}
+
+/// `sha256:HEX` of a DER certificate.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(cert_der)))
+}
+
+/// A random token of 32 bytes, hex.
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Compare tokens without an early exit.
+pub fn token_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The scheduler's certificate and key.
+pub struct Identity {
+    /// DER certificate.
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+    /// DER PKCS#8 key.
+    pub key: Vec<u8>,
+}
+
+impl Identity {
+    /// Load `DIR/cert.der` and `DIR/key.der`, creating a new self-signed pair on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Identity, NetError> {
+        let cert_path = dir.join("cert.der");
+        let key_path = dir.join("key.der");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| NetError::Io { path, source }
+        };
+        if cert_path.exists() && key_path.exists() {
+            let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
+            let key = std::fs::read(&key_path).map_err(io(&key_path))?;
+            return Ok(Identity {
+                cert: cert.into(),
+                key,
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
+            .map_err(|e| NetError::Setup(e.to_string()))?;
+        let key = ck.key_pair.serialize_der();
+        write_private(&key_path, &key)?;
+        write_private(&cert_path, ck.cert.der())?;
+        Ok(Identity {
+            cert: ck.cert.der().clone(),
+            key,
+        })
+    }
+
+    /// The certificate's fingerprint.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.cert)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport(idle_timeout: Duration) -> Result<Arc<quinn::TransportConfig>, NetError> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        idle_timeout
+            .try_into()
+            .map_err(|_| NetError::Setup("idle timeout too large".into()))?,
+    ));
+    t.max_concurrent_bidi_streams(1024u32.into());
+    Ok(Arc::new(t))
+}
+
+/// A QUIC server endpoint presenting `id`.
+pub fn server_endpoint(
+    listen: SocketAddr,
+    id: &Identity,
+    idle_timeout: Duration,
+) -> Result<quinn::Endpoint, NetError> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(id.key.clone().into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![id.cert.clone()], key)
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport(idle_timeout)?);
+    quinn::Endpoint::server(cfg, listen).map_err(|e| NetError::Setup(format!("listen on {listen}: {e}")))
+}
+
+#[derive(Debug)]
+struct PinnedCert {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let got: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if got == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "scheduler certificate fingerprint sha256:{} does not match the pinned sha256:{} from the access file",
+                hex::encode(got),
+                hex::encode(self.pin)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client endpoint bound to `bind` (port chosen by the OS) that only trusts `fingerprint`.
+pub fn client_endpoint(
+    bind: IpAddr,
+    fingerprint: &str,
+    idle_timeout: Duration,
+) -> Result<quinn::Endpoint, NetError> {
+    let pin = parse_fingerprint(fingerprint).map_err(NetError::Setup)?;
+    let provider = provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert { pin, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport(idle_timeout)?);
+    let mut ep = quinn::Endpoint::client(SocketAddr::new(bind, 0))
+        .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")))?;
+    ep.set_default_client_config(cfg);
+    Ok(ep)
+}
+
+/// A framed bidirectional stream.
+pub struct Framed {
+    /// Sending half.
+    pub send: quinn::SendStream,
+    /// Receiving half.
+    pub recv: quinn::RecvStream,
+}
+
+impl Framed {
+    /// Send one message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), NetError> {
+        send(&mut self.send, msg).await
+    }
+    /// Receive one message; `None` when the peer finished the stream cleanly.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, NetError> {
+        recv(&mut self.recv).await
+    }
+}
+
+/// Send one message on a stream.
+pub async fn send<T: Serialize>(s: &mut quinn::SendStream, msg: &T) -> Result<(), NetError> {
+    s.write_all(&proto::encode(msg)).await?;
+    Ok(())
+}
+
+/// Receive one message; `None` on a clean end of stream between frames.
+pub async fn recv<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Option<T>, NetError> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(NetError::Read(e.to_string())),
+    }
+    let len = proto::frame_len(prefix)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Read(e.to_string()))?;
+    Ok(Some(proto::decode(&body)?))
+}
+
+/// Resolve `HOST:PORT`.
+pub async fn resolve(addr: &str) -> Result<SocketAddr, NetError> {
+    let mut it = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| NetError::Connect {
+            addr: addr.into(),
+            msg: format!("cannot resolve: {e}"),
+        })?;
+    it.next().ok_or_else(|| NetError::Connect {
+        addr: addr.into(),
+        msg: "no address".into(),
+    })
+}
+
+/// A connection that passed the hello, with its control stream.
+pub struct Session {
+    /// The endpoint (kept alive with the connection).
+    pub endpoint: quinn::Endpoint,
+    /// The connection.
+    pub conn: quinn::Connection,
+    /// The control stream on which the hello went.
+    pub control: Framed,
+}
+
+/// Connect, pin the certificate, say hello as `role` and wait for the welcome.
+pub async fn connect(
+    access: &Access,
+    role: Role,
+    bind: Option<IpAddr>,
+    idle_timeout: Duration,
+) -> Result<Session, NetError> {
+    let addr = resolve(&access.scheduler).await?;
+    let bind = bind.unwrap_or(match addr {
+        SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+        SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+    });
+    let endpoint = client_endpoint(bind, &access.fingerprint, idle_timeout)?;
+    let cerr = |msg: String| NetError::Connect {
+        addr: access.scheduler.clone(),
+        msg,
+    };
+    let conn = endpoint
+        .connect(addr, SERVER_NAME)
+        .map_err(|e| cerr(e.to_string()))?
+        .await
+        .map_err(|e| cerr(e.to_string()))?;
+    let (send, recv) = conn.open_bi().await?;
+    let mut control = Framed { send, recv };
+    control
+        .send(&Hello {
+            version: proto::PROTOCOL_VERSION,
+            role,
+            token: access.token.clone(),
+            software: format!("graze {}", env!("CARGO_PKG_VERSION")),
+        })
+        .await?;
+    match control.recv::<HelloReply>().await? {
+        Some(HelloReply::Welcome { version }) => {
+            proto::check_version("scheduler", version).map_err(NetError::Refused)?;
+            Ok(Session {
+                endpoint,
+                conn,
+                control,
+            })
+        }
+        Some(HelloReply::Refused { reason }) => Err(NetError::Refused(reason)),
+        None => Err(NetError::Refused(
+            "the scheduler closed the connection during the hello".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("access.toml");
+        let a = Access {
+            scheduler: "127.0.0.1:7700".into(),
+            fingerprint: fingerprint(b"x"),
+            token: random_token(),
+        };
+        a.save(&p).unwrap();
+        assert_eq!(Access::load(&p).unwrap(), a);
+        std::fs::write(&p, "scheduler = \"h:1\"\nfingerprint = \"md5:00\"\ntoken = \"t\"\n").unwrap();
+        let e = Access::load(&p).unwrap_err().to_string();
+        assert!(e.contains("invalid fingerprint 'md5:00'"), "{e}");
+        std::fs::write(&p, "scheduler = \"h:1\"\nfingerprint = \"sha256:00\"\ntoken = \"t\"\nx = 1\n").unwrap();
+        let e = Access::load(&p).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(token_eq("abc", "abc"));
+        assert!(!token_eq("abc", "abd"));
+        assert!(!token_eq("abc", "ab"));
+    }
+}

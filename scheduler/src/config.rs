@@ -1,0 +1,158 @@
+//! Scheduler configuration: `scheduler.toml` plus command-line flags (flags win).
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Command line of `graze-scheduler`.
+#[derive(clap::Parser, Debug, Default)]
+#[command(name = "graze-scheduler", version, about = "graze head node: queues MPI jobs onto idle office PCs")]
+pub struct Cli {
+    /// Directory for the certificate, access file, job output and state.
+    #[arg(long, env = "GRAZE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address to listen on for agents and clients (UDP, QUIC).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Address written into access.toml for others to reach this scheduler.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Accept jobs up to this many ranks even when the known nodes have fewer cores.
+    #[arg(long, value_name = "N")]
+    pub max_job_cores: Option<u32>,
+    /// An agent silent this long is taken as lost, e.g. `10s`.
+    #[arg(long, value_name = "DURATION")]
+    pub node_timeout: Option<String>,
+    /// Configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The `scheduler.toml` file; every field optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Cli::state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// See [`Cli::listen`].
+    pub listen: Option<String>,
+    /// See [`Cli::advertise`].
+    pub advertise: Option<String>,
+    /// See [`Cli::max_job_cores`].
+    pub max_job_cores: Option<u32>,
+    /// See [`Cli::node_timeout`].
+    pub node_timeout: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Address written to access.toml; `None`: derived from the bound address.
+    pub advertise: Option<String>,
+    /// See [`crate::core::CoreConfig::max_job_cores`].
+    pub max_job_cores: u32,
+    /// Agent silence before it is lost.
+    pub node_timeout: Duration,
+}
+
+impl SchedulerConfig {
+    /// Defaults with `state_dir`, listening on an OS-chosen loopback port (for tests).
+    pub fn for_tests(state_dir: &Path) -> SchedulerConfig {
+        SchedulerConfig {
+            state_dir: state_dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            max_job_cores: 0,
+            node_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parse a duration like `90s` or `15m`, quoting the value when it is bad.
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        anyhow::anyhow!("invalid {what} '{s}': {e}; write it like '10s', '90s' or '15m'")
+    })
+}
+
+/// Read the file (if named), apply flags, validate.
+pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
+    let file = match &cli.config {
+        Some(p) => load_file(p)?,
+        None => FileConfig::default(),
+    };
+    let src = |flag: bool| if flag { "--" } else { "scheduler.toml: " };
+    let state_dir = cli
+        .state_dir
+        .or(file.state_dir)
+        .context("no state directory: pass --state-dir DIR (or state_dir in scheduler.toml)")?;
+    let listen_s = cli.listen.clone().or(file.listen).unwrap_or_else(|| "0.0.0.0:7700".into());
+    let listen: SocketAddr = listen_s.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid listen '{listen_s}' ({}listen): must be IP:PORT, e.g. 0.0.0.0:7700",
+            src(cli.listen.is_some())
+        )
+    })?;
+    let timeout_s = cli.node_timeout.or(file.node_timeout).unwrap_or_else(|| "10s".into());
+    let node_timeout = parse_duration("node_timeout", &timeout_s)?;
+    if node_timeout < Duration::from_secs(2) {
+        bail!("invalid node_timeout '{timeout_s}': must be at least 2s");
+    }
+    Ok(SchedulerConfig {
+        state_dir,
+        listen,
+        advertise: cli.advertise.or(file.advertise),
+        max_job_cores: cli.max_job_cores.or(file.max_job_cores).unwrap_or(0),
+        node_timeout,
+    })
+}
+
+/// Parse a scheduler.toml.
+pub fn load_file(p: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    parse_file(&text).with_context(|| format!("in {}", p.display()))
+}
+
+/// Parse scheduler.toml text.
+pub fn parse_file(text: &str) -> Result<FileConfig> {
+    Ok(toml::from_str(text)?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_errors_quote_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "state_dir = \"/x\"\nlisten = \"127.0.0.1:9\"\nmax_job_cores = 4\n").unwrap();
+        let c = resolve(Cli {
+            config: Some(f.clone()),
+            max_job_cores: Some(8),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/x"));
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.max_job_cores, 8);
+        std::fs::write(&f, "state_dir = \"/x\"\nlisten = \"nowhere\"\n").unwrap();
+        let e = format!("{:#}", resolve(Cli { config: Some(f.clone()), ..Cli::default() }).unwrap_err());
+        assert!(e.contains("invalid listen 'nowhere' (scheduler.toml: listen)"), "{e}");
+        std::fs::write(&f, "state_dir = \"/x\"\nlisten_port = 3\n").unwrap();
+        let e = format!("{:#}", resolve(Cli { config: Some(f.clone()), ..Cli::default() }).unwrap_err());
+        assert!(e.contains("unknown field `listen_port`"), "{e}");
+        let e = format!(
+            "{:#}",
+            resolve(Cli { state_dir: Some("/x".into()), node_timeout: Some("soon".into()), ..Cli::default() }).unwrap_err()
+        );
+        assert!(e.contains("invalid node_timeout 'soon'"), "{e}");
+    }
+}

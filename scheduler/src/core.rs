@@ -1,0 +1,745 @@
+//! The sans-IO scheduler core: node table, job queue, allocator.
+//!
+//! Inputs arrive as method calls carrying `now` (ms since the Unix epoch); effects leave as
+//! [`Output`]s collected with [`Core::poll_output`]. No clock, no socket, no file in here.
+//!
+//! Invariant: a core is never promised to two jobs: `Node::held` sums to at most `Node::cores`.
+//! Invariant: a job has at most one allocation alive: a requeued job is not placed again until
+//! every node of its previous run has confirmed its processes are gone (or is lost).
+//! Invariant: after every input, no queued job that fits the offered cores stays queued.
+
+use graze_proto::{
+    Availability, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState, JobView, LaunchId,
+    NodeInfo, NodeStatus, NodeView, SchedulerMsg, Unit,
+};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// Id of one agent connection, chosen by the driver.
+pub type ConnId = u64;
+
+/// Core settings.
+#[derive(Clone, Debug, Default)]
+pub struct CoreConfig {
+    /// Largest job (in ranks) accepted even when the known nodes have fewer cores; 0 means the
+    /// limit is the capacity of every node the scheduler knows, online or not.
+    pub max_job_cores: u32,
+}
+
+/// Effects for the driver to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message to an agent connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: SchedulerMsg,
+    },
+    /// Close an agent connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: String,
+    },
+    /// A job reached a final state.
+    JobFinal(JobId),
+    /// A job changed (state, allocation, events), e.g. to persist it.
+    JobChanged(JobId),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    info: NodeInfo,
+    conn: Option<ConnId>,
+    status: Option<NodeStatus>,
+    /// Cores held per job (running or being cleared).
+    held: BTreeMap<JobId, u32>,
+}
+
+impl Node {
+    fn offered(&self) -> bool {
+        self.conn.is_some()
+            && self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.availability == Availability::Offered)
+    }
+    fn used(&self) -> u32 {
+        self.held.values().sum()
+    }
+    fn free(&self) -> u32 {
+        self.info.cores.saturating_sub(self.used())
+    }
+    fn idle_ms(&self) -> u64 {
+        self.status.as_ref().map_or(0, |s| s.owner_idle_ms)
+    }
+    fn cores_per_socket(&self) -> u32 {
+        (self.info.cores / self.info.sockets.max(1)).max(1)
+    }
+    /// Cores one rank of `unit` reserves here.
+    fn cores_per_rank(&self, unit: Unit) -> u32 {
+        match unit {
+            Unit::Core => 1,
+            Unit::Socket => self.cores_per_socket(),
+            Unit::Node => self.info.cores.max(1),
+        }
+    }
+    /// Ranks of `unit` that fit in `free` cores.
+    fn ranks_in(&self, unit: Unit, free: u32) -> u32 {
+        match unit {
+            Unit::Node => u32::from(free >= self.info.cores && self.info.cores > 0),
+            _ => free / self.cores_per_rank(unit),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    spec: JobSpec,
+    state: JobState,
+    secret: String,
+    submitted_ms: u64,
+    started_ms: Option<u64>,
+    ended_ms: Option<u64>,
+    /// Current or last allocation: host, ranks, cores.
+    alloc: Vec<(String, u32, u32)>,
+    /// Nodes of the previous or current run that still have to confirm their processes are gone.
+    clearing: BTreeSet<String>,
+    exit: Option<ExitStatus>,
+    requeues: u32,
+    events: Vec<JobEvent>,
+    waiting_for: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Remote {
+    origin: ConnId,
+    id: LaunchId,
+    job: JobId,
+}
+
+/// The scheduler's state.
+#[derive(Debug, Clone)]
+pub struct Core {
+    cfg: CoreConfig,
+    nodes: BTreeMap<String, Node>,
+    conns: HashMap<ConnId, String>,
+    jobs: BTreeMap<JobId, Job>,
+    /// Queued jobs in run order: priority (high first), submit time, id.
+    queue: BTreeSet<(Reverse<i32>, u64, JobId)>,
+    next_job: u64,
+    next_remote: u64,
+    remotes: HashMap<LaunchId, Remote>,
+    out: VecDeque<Output>,
+}
+
+impl Core {
+    /// An empty cluster.
+    pub fn new(cfg: CoreConfig) -> Core {
+        Core {
+            cfg,
+            nodes: BTreeMap::new(),
+            conns: HashMap::new(),
+            jobs: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            next_job: 1,
+            next_remote: 1,
+            remotes: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next effect to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, conn: ConnId, msg: SchedulerMsg) {
+        self.out.push_back(Output::Send { conn, msg });
+    }
+
+    fn event(&mut self, job: JobId, now: u64, what: String) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.events.push(JobEvent { at_ms: now, what });
+        }
+        self.out.push_back(Output::JobChanged(job));
+    }
+
+    /// An agent registered on connection `conn`. A node of the same name on another connection
+    /// is taken as lost first (the agent restarted or reconnected).
+    pub fn node_connected(&mut self, conn: ConnId, info: NodeInfo, now: u64) -> Result<(), String> {
+        if info.name.is_empty() {
+            return Err("invalid node name '': must not be empty".into());
+        }
+        if info.cores == 0 {
+            return Err(format!("invalid cores '0' from node '{}': must be at least 1", info.name));
+        }
+        if let Some(old) = self.nodes.get(&info.name).and_then(|n| n.conn) {
+            if old != conn {
+                self.node_lost(old, now);
+                self.out.push_back(Output::Close {
+                    conn: old,
+                    reason: "a newer agent registered with the same name".into(),
+                });
+            }
+        }
+        self.conns.insert(conn, info.name.clone());
+        let node = self.nodes.entry(info.name.clone()).or_insert_with(|| Node {
+            info: info.clone(),
+            conn: None,
+            status: None,
+            held: BTreeMap::new(),
+        });
+        node.info = info;
+        node.conn = Some(conn);
+        node.status = None;
+        node.held.clear();
+        self.send(conn, SchedulerMsg::Registered);
+        self.schedule(now);
+        Ok(())
+    }
+
+    /// A status report from an agent.
+    pub fn node_status(&mut self, conn: ConnId, status: NodeStatus, now: u64) {
+        let Some(name) = self.conns.get(&conn) else {
+            return;
+        };
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let was = node.offered();
+        node.status = Some(status);
+        if node.offered() != was || node.offered() {
+            self.schedule(now);
+        }
+    }
+
+    /// An agent connection ended or timed out: its jobs are requeued, its cores gone.
+    pub fn node_lost(&mut self, conn: ConnId, now: u64) {
+        let Some(name) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(node) = self.nodes.get_mut(&name) else {
+            return;
+        };
+        if node.conn != Some(conn) {
+            return;
+        }
+        node.conn = None;
+        node.status = None;
+        node.held.clear();
+        self.remotes.retain(|_, r| r.origin != conn);
+        let affected: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.clearing.contains(&name) || (j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in affected {
+            let state = self.jobs[&id].state;
+            if state == JobState::Running {
+                self.requeue(id, format!("node {name} lost"), now);
+            }
+            self.cleared(id, &name, now);
+        }
+        self.schedule(now);
+    }
+
+    fn requeue(&mut self, id: JobId, reason: String, now: u64) {
+        let nodes: Vec<String> = self.jobs[&id].alloc.iter().map(|a| a.0.clone()).collect();
+        self.kill_on(id, &nodes);
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.state = JobState::Queued;
+        j.requeues += 1;
+        j.exit = None;
+        let key = (Reverse(j.spec.priority), j.submitted_ms, id);
+        self.queue.insert(key);
+        self.event(id, now, format!("requeued: {reason}"));
+    }
+
+    /// Send KillJob to every online node in `nodes` and wait for their confirmation.
+    fn kill_on(&mut self, id: JobId, nodes: &[String]) {
+        let mut targets = Vec::new();
+        for n in nodes {
+            if let Some(conn) = self.nodes.get(n).and_then(|n| n.conn) {
+                targets.push((n.clone(), conn));
+            }
+        }
+        if let Some(j) = self.jobs.get_mut(&id) {
+            for (n, _) in &targets {
+                j.clearing.insert(n.clone());
+            }
+        }
+        for (_, conn) in targets {
+            self.send(conn, SchedulerMsg::KillJob { job: id });
+        }
+    }
+
+    /// Node `name` confirmed (or can no longer hold) no process of job `id`.
+    fn cleared(&mut self, id: JobId, name: &str, now: u64) {
+        if let Some(node) = self.nodes.get_mut(name) {
+            node.held.remove(&id);
+        }
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.clearing.remove(name);
+        if j.clearing.is_empty() && j.state == JobState::Cancelling {
+            j.state = JobState::Cancelled;
+            j.ended_ms = Some(now);
+            self.event(id, now, "cancelled: every process killed".into());
+            self.out.push_back(Output::JobFinal(id));
+        }
+    }
+
+    /// Queue a job. Refuses a spec that is invalid or could never fit.
+    pub fn submit(&mut self, spec: JobSpec, secret: String, now: u64) -> Result<JobId, String> {
+        if spec.nprocs == 0 {
+            return Err("invalid nprocs '0': a job needs at least 1 rank".into());
+        }
+        if spec.command.is_empty() || spec.command[0].is_empty() {
+            return Err("the job has no command: give one after '--'".into());
+        }
+        for n in &spec.nodes {
+            if !self.nodes.contains_key(n) {
+                let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "unknown node '{n}': known nodes are {}",
+                    if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+                ));
+            }
+        }
+        let (cap, count) = self.capacity(&spec);
+        if spec.nprocs > cap && spec.nprocs > self.cfg.max_job_cores {
+            return Err(format!(
+                "job needs {} {}s but the whole cluster{} has {} ({} node{}): it could never run",
+                spec.nprocs,
+                spec.unit,
+                self.filter_words(&spec),
+                cap,
+                count,
+                if count == 1 { "" } else { "s" }
+            ));
+        }
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        self.jobs.insert(
+            id,
+            Job {
+                spec,
+                state: JobState::Queued,
+                secret,
+                submitted_ms: now,
+                started_ms: None,
+                ended_ms: None,
+                alloc: Vec::new(),
+                clearing: BTreeSet::new(),
+                exit: None,
+                requeues: 0,
+                events: Vec::new(),
+                waiting_for: None,
+            },
+        );
+        let p = self.jobs[&id].spec.priority;
+        self.queue.insert((Reverse(p), now, id));
+        self.event(id, now, "submitted".into());
+        self.schedule(now);
+        Ok(id)
+    }
+
+    fn filter_words(&self, spec: &JobSpec) -> String {
+        let mut w = String::new();
+        if !spec.groups.is_empty() {
+            w.push_str(&format!(" in group {}", spec.groups.join("+")));
+        }
+        if !spec.nodes.is_empty() {
+            w.push_str(&format!(" on nodes {}", spec.nodes.join(",")));
+        }
+        w
+    }
+
+    fn eligible(node: &Node, spec: &JobSpec) -> bool {
+        spec.groups.iter().all(|g| node.info.groups.contains(g))
+            && (spec.nodes.is_empty() || spec.nodes.contains(&node.info.name))
+    }
+
+    /// Ranks of the job's unit the known nodes could hold if all were free, and how many nodes.
+    fn capacity(&self, spec: &JobSpec) -> (u32, u32) {
+        let mut cap = 0u32;
+        let mut count = 0;
+        for n in self.nodes.values().filter(|n| Self::eligible(n, spec)) {
+            cap = cap.saturating_add(n.ranks_in(spec.unit, n.info.cores));
+            count += 1;
+        }
+        (cap, count)
+    }
+
+    /// Cancel a job.
+    pub fn cancel(&mut self, id: JobId, now: u64) -> Result<JobState, String> {
+        let Some(j) = self.jobs.get(&id) else {
+            return Err(format!("no job {id}"));
+        };
+        match j.state {
+            JobState::Queued => {
+                let key = (Reverse(j.spec.priority), j.submitted_ms, id);
+                self.queue.remove(&key);
+                let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
+                if j.clearing.is_empty() {
+                    j.state = JobState::Cancelled;
+                    j.ended_ms = Some(now);
+                    self.event(id, now, "cancelled while queued".into());
+                    self.out.push_back(Output::JobFinal(id));
+                } else {
+                    j.state = JobState::Cancelling;
+                    self.event(id, now, "cancel requested".into());
+                }
+            }
+            JobState::Running => {
+                let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.state = JobState::Cancelling;
+                }
+                self.event(id, now, "cancel requested".into());
+                self.kill_on(id, &nodes);
+                if self.jobs[&id].clearing.is_empty() {
+                    self.cleared(id, "", now);
+                }
+            }
+            JobState::Cancelling => {}
+            s => return Err(format!("job {id} is already {s}")),
+        }
+        self.schedule(now);
+        Ok(self.jobs[&id].state)
+    }
+
+    /// Whether the node of `conn` is part of job `id`'s allocation (current or being cleared).
+    pub fn conn_in_job(&self, conn: ConnId, id: JobId) -> bool {
+        let Some(name) = self.conn_node(conn) else {
+            return false;
+        };
+        self.jobs
+            .get(&id)
+            .is_some_and(|j| j.alloc.iter().any(|a| a.0 == name) || j.clearing.contains(name))
+    }
+
+    fn conn_node(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(&conn).map(String::as_str)
+    }
+
+    /// The job's main command ended on the node of `conn`.
+    pub fn job_exited(&mut self, conn: ConnId, id: JobId, exit: ExitStatus, now: u64) {
+        self.job_ended(conn, id, Ok(exit), now);
+    }
+
+    /// The job's main command could not start on the node of `conn`.
+    pub fn job_failed_to_start(&mut self, conn: ConnId, id: JobId, reason: String, now: u64) {
+        self.job_ended(conn, id, Err(reason), now);
+    }
+
+    fn job_ended(&mut self, conn: ConnId, id: JobId, how: Result<ExitStatus, String>, now: u64) {
+        let Some(name) = self.conn_node(conn).map(str::to_owned) else {
+            return;
+        };
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        // Only the main node of the current run speaks for the job.
+        if j.state != JobState::Running || j.alloc.first().map(|a| a.0.as_str()) != Some(name.as_str()) {
+            return;
+        }
+        let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+        let (state, exit, what) = match how {
+            Ok(e) if e.success() => (JobState::Completed, Some(e), format!("completed: {e}")),
+            Ok(e) => (JobState::Failed, Some(e), format!("failed: {e}")),
+            Err(r) => (JobState::Failed, None, format!("failed to start on {name}: {r}")),
+        };
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.state = state;
+            j.exit = exit;
+            j.ended_ms = Some(now);
+        }
+        self.event(id, now, what);
+        self.out.push_back(Output::JobFinal(id));
+        self.kill_on(id, &nodes);
+        self.schedule(now);
+    }
+
+    /// The node of `conn` has no process of job `id` left.
+    pub fn job_cleared(&mut self, conn: ConnId, id: JobId, now: u64) {
+        let Some(name) = self.conn_node(conn).map(str::to_owned) else {
+            return;
+        };
+        self.cleared(id, &name, now);
+        self.schedule(now);
+    }
+
+    /// A job's launcher shim on the node of `conn` asks to start `command` on `host`.
+    pub fn launch(
+        &mut self,
+        conn: ConnId,
+        id: LaunchId,
+        job: JobId,
+        secret: &str,
+        host: &str,
+        command: Vec<String>,
+    ) {
+        match self.check_launch(conn, job, secret, host) {
+            Ok(target) => {
+                let remote = LaunchId(self.next_remote);
+                self.next_remote += 1;
+                self.remotes.insert(remote, Remote { origin: conn, id, job });
+                self.send(target, SchedulerMsg::SpawnRemote { remote, job, command });
+            }
+            Err(error) => self.send(
+                conn,
+                SchedulerMsg::LaunchDone {
+                    id,
+                    exit: None,
+                    error: Some(error),
+                },
+            ),
+        }
+    }
+
+    fn check_launch(&self, conn: ConnId, job: JobId, secret: &str, host: &str) -> Result<ConnId, String> {
+        let origin = self.conn_node(conn).ok_or("unknown connection")?;
+        let j = self.jobs.get(&job).ok_or_else(|| format!("no job {job}"))?;
+        if j.state != JobState::Running {
+            return Err(format!("job {job} is {}, not running", j.state));
+        }
+        if !crate::secret_eq(&j.secret, secret) {
+            return Err(format!("wrong secret for job {job}"));
+        }
+        if !j.alloc.iter().any(|a| a.0 == origin) {
+            return Err(format!("node {origin} is not part of job {job}"));
+        }
+        if !j.alloc.iter().any(|a| a.0 == host) {
+            let hosts: Vec<&str> = j.alloc.iter().map(|a| a.0.as_str()).collect();
+            return Err(format!(
+                "host '{host}' is not allocated to job {job} (its nodes: {})",
+                hosts.join(", ")
+            ));
+        }
+        self.nodes
+            .get(host)
+            .and_then(|n| n.conn)
+            .ok_or_else(|| format!("node {host} is offline"))
+    }
+
+    /// The shim of a launch went away. The job is ending; its processes are killed with it.
+    pub fn launch_abandoned(&mut self, conn: ConnId, id: LaunchId) {
+        self.remotes.retain(|_, r| !(r.origin == conn && r.id == id));
+    }
+
+    /// A remote command started for a launch ended on the node of `conn`.
+    pub fn remote_exited(&mut self, conn: ConnId, remote: LaunchId, exit: ExitStatus) {
+        let _ = conn;
+        if let Some(r) = self.remotes.remove(&remote) {
+            let _ = r.job;
+            self.send(
+                r.origin,
+                SchedulerMsg::LaunchDone {
+                    id: r.id,
+                    exit: Some(exit),
+                    error: None,
+                },
+            );
+        }
+    }
+
+    /// Try to place every queued job, in queue order.
+    fn schedule(&mut self, now: u64) {
+        let queued: Vec<(Reverse<i32>, u64, JobId)> = self.queue.iter().copied().collect();
+        for key in queued {
+            let id = key.2;
+            let placement = {
+                let j = &self.jobs[&id];
+                if !j.clearing.is_empty() {
+                    let nodes: Vec<&str> = j.clearing.iter().map(String::as_str).collect();
+                    Err(format!("waiting for its previous run to be killed on {}", nodes.join(", ")))
+                } else {
+                    self.place(&j.spec)
+                }
+            };
+            match placement {
+                Ok(alloc) => self.start(id, alloc, now),
+                Err(why) => {
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.waiting_for = Some(why);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pack `spec` onto as few offered nodes as possible, preferring owners idle longest.
+    fn place(&self, spec: &JobSpec) -> Result<Vec<(String, u32, u32)>, String> {
+        let mut cands: Vec<(&Node, u32)> = self
+            .nodes
+            .values()
+            .filter(|n| n.offered() && Self::eligible(n, spec))
+            .map(|n| (n, n.ranks_in(spec.unit, n.free())))
+            .filter(|(_, r)| *r > 0)
+            .collect();
+        let avail: u32 = cands.iter().map(|c| c.1).sum();
+        if avail < spec.nprocs {
+            return Err(format!(
+                "needs {} {}s{}, {} offered",
+                spec.nprocs,
+                spec.unit,
+                self.filter_words(spec),
+                avail
+            ));
+        }
+        cands.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then(b.0.idle_ms().cmp(&a.0.idle_ms()))
+                .then(a.0.info.name.cmp(&b.0.info.name))
+        });
+        let mut left = spec.nprocs;
+        let mut alloc = Vec::new();
+        for (n, ranks) in cands {
+            if left == 0 {
+                break;
+            }
+            let take = ranks.min(left);
+            left -= take;
+            alloc.push((n.info.name.clone(), take, take * n.cores_per_rank(spec.unit)));
+        }
+        Ok(alloc)
+    }
+
+    fn start(&mut self, id: JobId, alloc: Vec<(String, u32, u32)>, now: u64) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        self.queue.remove(&(Reverse(j.spec.priority), j.submitted_ms, id));
+        j.state = JobState::Running;
+        j.started_ms = Some(now);
+        j.ended_ms = None;
+        j.waiting_for = None;
+        j.alloc = alloc.clone();
+        let msg = SchedulerMsg::StartJob {
+            job: id,
+            command: j.spec.command.clone(),
+            cwd: j.spec.cwd.clone(),
+            env: j.spec.env.clone(),
+            hosts: alloc
+                .iter()
+                .map(|a| HostSlots {
+                    host: a.0.clone(),
+                    slots: a.1,
+                })
+                .collect(),
+            secret: j.secret.clone(),
+        };
+        for (host, _, cores) in &alloc {
+            if let Some(n) = self.nodes.get_mut(host) {
+                n.held.insert(id, *cores);
+            }
+        }
+        let hosts: Vec<String> = alloc.iter().map(|a| format!("{}:{}", a.0, a.1)).collect();
+        self.event(id, now, format!("started on {}", hosts.join(" ")));
+        let main = self.nodes.get(&alloc[0].0).and_then(|n| n.conn);
+        if let Some(conn) = main {
+            self.send(conn, msg);
+        }
+    }
+
+    // ---- views -------------------------------------------------------------------------
+
+    /// A job as the CLI shows it.
+    pub fn job_view(&self, id: JobId) -> Option<JobView> {
+        let j = self.jobs.get(&id)?;
+        Some(JobView {
+            id,
+            spec: j.spec.clone(),
+            state: j.state,
+            waiting_for: if j.state == JobState::Queued { j.waiting_for.clone() } else { None },
+            submitted_ms: j.submitted_ms,
+            started_ms: j.started_ms,
+            ended_ms: j.ended_ms,
+            allocation: j
+                .alloc
+                .iter()
+                .map(|a| HostSlots {
+                    host: a.0.clone(),
+                    slots: a.1,
+                })
+                .collect(),
+            exit: j.exit,
+            requeues: j.requeues,
+            events: j.events.clone(),
+        })
+    }
+
+    /// Jobs: all not final, plus final ones when `all`.
+    pub fn job_views(&self, all: bool) -> Vec<JobView> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| all || !j.state.is_final())
+            .filter_map(|(id, _)| self.job_view(*id))
+            .collect()
+    }
+
+    /// All nodes.
+    pub fn node_views(&self) -> Vec<NodeView> {
+        self.nodes
+            .values()
+            .map(|n| NodeView {
+                info: n.info.clone(),
+                online: n.conn.is_some(),
+                status: n.status.clone(),
+                used_cores: n.used(),
+                jobs: n.held.keys().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// State of a job.
+    pub fn job_state(&self, id: JobId) -> Option<JobState> {
+        self.jobs.get(&id).map(|j| j.state)
+    }
+
+    /// Queued job ids in run order.
+    pub fn queued(&self) -> Vec<JobId> {
+        self.queue.iter().map(|k| k.2).collect()
+    }
+
+    /// Check the core's invariants; for tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for n in self.nodes.values() {
+            if n.used() > n.info.cores {
+                return Err(format!("node {} holds {} of {} cores", n.info.name, n.used(), n.info.cores));
+            }
+            for id in n.held.keys() {
+                let j = self.jobs.get(id).ok_or("held by unknown job")?;
+                if !j.alloc.iter().any(|a| a.0 == n.info.name) {
+                    return Err(format!("node {} holds cores for job {id} outside its allocation", n.info.name));
+                }
+            }
+        }
+        for (id, j) in &self.jobs {
+            let in_queue = self.queue.iter().any(|k| k.2 == *id);
+            if in_queue != (j.state == JobState::Queued) {
+                return Err(format!("job {id} in queue={in_queue} but state {}", j.state));
+            }
+        }
+        // No queued job that fits stays queued.
+        for k in &self.queue {
+            let j = &self.jobs[&k.2];
+            if j.clearing.is_empty() && self.place(&j.spec).is_ok() {
+                return Err(format!("job {} fits but stays queued", k.2));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,337 @@
+use super::*;
+use graze_proto::{Availability, ExitStatus, NodeInfo, NodeStatus};
+use proptest::prelude::*;
+
+fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
+    NodeInfo {
+        name: name.into(),
+        addr: String::new(),
+        cores,
+        sockets: 1,
+        memory_bytes: 0,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        mpi: vec![],
+        software: "test".into(),
+    }
+}
+
+fn status(offered: bool, idle_ms: u64) -> NodeStatus {
+    NodeStatus {
+        core_load: vec![],
+        owner_cpu: 0.0,
+        owner_idle_ms: idle_ms,
+        availability: if offered {
+            Availability::Offered
+        } else {
+            Availability::OwnerActive
+        },
+        idle_sources: vec![],
+    }
+}
+
+fn spec(n: u32) -> JobSpec {
+    JobSpec {
+        name: None,
+        nprocs: n,
+        unit: Unit::Core,
+        priority: 0,
+        groups: vec![],
+        nodes: vec![],
+        command: vec!["mpiexec".into(), "graze-pi".into()],
+        cwd: None,
+        env: vec![],
+        user: "u".into(),
+    }
+}
+
+fn add(c: &mut Core, conn: ConnId, name: &str, cores: u32, idle: u64) {
+    c.node_connected(conn, info(name, cores, &[]), 0).unwrap();
+    c.node_status(conn, status(true, idle), 0);
+}
+
+fn drain(c: &mut Core) -> Vec<Output> {
+    std::iter::from_fn(|| c.poll_output()).collect()
+}
+
+fn starts(out: &[Output]) -> Vec<(ConnId, JobId, Vec<HostSlots>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                conn,
+                msg: SchedulerMsg::StartJob { job, hosts, .. },
+            } => Some((*conn, *job, hosts.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn waits_for_cores_then_packs_on_few_nodes() {
+    let mut c = Core::new(CoreConfig { max_job_cores: 16 });
+    add(&mut c, 1, "a1", 2, 10);
+    add(&mut c, 2, "a2", 2, 30);
+    add(&mut c, 3, "a3", 2, 20);
+    let id = c.submit(spec(8), "s".into(), 1).unwrap();
+    drain(&mut c);
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued);
+    assert_eq!(v.waiting_for.as_deref(), Some("needs 8 cores, 6 offered"));
+    add(&mut c, 4, "a4", 2, 5);
+    let out = drain(&mut c);
+    let s = starts(&out);
+    assert_eq!(s.len(), 1);
+    // Idle longest first among equal nodes: a2 (30), a3 (20), a1 (10), a4 (5).
+    let hosts: Vec<&str> = s[0].2.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(hosts, ["a2", "a3", "a1", "a4"]);
+    assert_eq!(s[0].0, 2, "main command goes to the first host");
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn packs_onto_biggest_nodes() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "small", 2, 100);
+    add(&mut c, 2, "big", 8, 1);
+    let id = c.submit(spec(8), "s".into(), 1).unwrap();
+    let s = starts(&drain(&mut c));
+    assert_eq!(s[0].1, id);
+    assert_eq!(s[0].2, vec![HostSlots { host: "big".into(), slots: 8 }]);
+}
+
+#[test]
+fn never_fits_is_refused_with_numbers() {
+    let mut c = Core::new(CoreConfig::default());
+    for i in 0..4 {
+        add(&mut c, i, &format!("a{i}"), 2, 0);
+    }
+    let e = c.submit(spec(100), "s".into(), 0).unwrap_err();
+    assert_eq!(e, "job needs 100 cores but the whole cluster has 8 (4 nodes): it could never run");
+    assert!(c.job_views(true).is_empty());
+}
+
+#[test]
+fn groups_and_nodes_restrict_placement() {
+    let mut c = Core::new(CoreConfig::default());
+    c.node_connected(1, info("gpu1", 4, &["gpu"]), 0).unwrap();
+    c.node_status(1, status(true, 0), 0);
+    add(&mut c, 2, "cpu1", 8, 0);
+    let mut s = spec(2);
+    s.groups = vec!["gpu".into()];
+    c.submit(s, "x".into(), 0).unwrap();
+    let st = starts(&drain(&mut c));
+    assert_eq!(st[0].2[0].host, "gpu1");
+    let mut s = spec(5);
+    s.groups = vec!["gpu".into()];
+    let e = c.submit(s, "x".into(), 0).unwrap_err();
+    assert!(e.contains("in group gpu has 4"), "{e}");
+    let mut s = spec(1);
+    s.nodes = vec!["nope".into()];
+    let e = c.submit(s, "x".into(), 0).unwrap_err();
+    assert!(e.contains("unknown node 'nope'"), "{e}");
+}
+
+#[test]
+fn socket_and_node_units() {
+    let mut c = Core::new(CoreConfig::default());
+    let mut i = info("n1", 8, &[]);
+    i.sockets = 2;
+    c.node_connected(1, i, 0).unwrap();
+    c.node_status(1, status(true, 0), 0);
+    let mut s = spec(2);
+    s.unit = Unit::Socket;
+    c.submit(s, "x".into(), 0).unwrap();
+    let st = starts(&drain(&mut c));
+    assert_eq!(st[0].2[0].slots, 2);
+    assert_eq!(c.node_views()[0].used_cores, 8);
+    let mut s = spec(1);
+    s.unit = Unit::Node;
+    let id = c.submit(s, "x".into(), 0).unwrap();
+    assert_eq!(
+        c.job_view(id).unwrap().waiting_for.as_deref(),
+        Some("needs 1 nodes, 0 offered")
+    );
+}
+
+#[test]
+fn exit_then_clear_frees_cores() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    drain(&mut c);
+    // A node that is not the main node cannot end the job.
+    c.job_exited(2, id, ExitStatus { code: Some(0), signal: None }, 5);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.job_exited(1, id, ExitStatus { code: Some(0), signal: None }, 5);
+    assert_eq!(c.job_state(id), Some(JobState::Completed));
+    let out = drain(&mut c);
+    let kills = out
+        .iter()
+        .filter(|o| matches!(o, Output::Send { msg: SchedulerMsg::KillJob { .. }, .. }))
+        .count();
+    assert_eq!(kills, 2);
+    assert!(out.contains(&Output::JobFinal(id)));
+    // Cores stay held until each node confirms.
+    let id2 = c.submit(spec(4), "s".into(), 6).unwrap();
+    assert_eq!(c.job_state(id2), Some(JobState::Queued));
+    c.job_cleared(1, id, 7);
+    assert_eq!(c.job_state(id2), Some(JobState::Queued));
+    c.job_cleared(2, id, 7);
+    assert_eq!(c.job_state(id2), Some(JobState::Running));
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn cancel_running_waits_for_every_node() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    let id = c.submit(spec(3), "s".into(), 0).unwrap();
+    drain(&mut c);
+    assert_eq!(c.cancel(id, 1).unwrap(), JobState::Cancelling);
+    c.job_cleared(1, id, 2);
+    assert_eq!(c.job_state(id), Some(JobState::Cancelling));
+    c.job_cleared(2, id, 2);
+    assert_eq!(c.job_state(id), Some(JobState::Cancelled));
+    assert!(c.cancel(id, 3).unwrap_err().contains("already cancelled"));
+}
+
+#[test]
+fn node_loss_requeues_and_fences_the_old_run() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    add(&mut c, 3, "a3", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    let s = starts(&drain(&mut c));
+    let lost = &s[0].2[1].host;
+    let lost_conn = match lost.as_str() {
+        "a1" => 1,
+        "a2" => 2,
+        _ => 3,
+    };
+    c.node_lost(lost_conn, 10);
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued);
+    assert_eq!(v.requeues, 1);
+    assert!(v.events.iter().any(|e| e.what == format!("requeued: node {lost} lost")));
+    // The other node of the old run must confirm before the job runs again.
+    assert!(starts(&drain(&mut c)).is_empty());
+    let other = &s[0].2[0].host;
+    let other_conn = match other.as_str() {
+        "a1" => 1,
+        "a2" => 2,
+        _ => 3,
+    };
+    c.job_cleared(other_conn, id, 11);
+    let s2 = starts(&drain(&mut c));
+    assert_eq!(s2.len(), 1);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn launch_is_confined_to_the_allocation() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    add(&mut c, 3, "a3", 2, 0);
+    let id = c.submit(spec(4), "sec".into(), 0).unwrap();
+    let s = starts(&drain(&mut c));
+    let main = s[0].0;
+    let hosts: Vec<String> = s[0].2.iter().map(|h| h.host.clone()).collect();
+    let outside = ["a1", "a2", "a3"].into_iter().find(|h| !hosts.iter().any(|x| x == h)).unwrap();
+    c.launch(main, LaunchId(1), id, "sec", outside, vec!["true".into()]);
+    c.launch(main, LaunchId(2), id, "bad", &hosts[1], vec!["true".into()]);
+    c.launch(main, LaunchId(3), JobId(99), "sec", &hosts[1], vec!["true".into()]);
+    let out = drain(&mut c);
+    let errors: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { msg: SchedulerMsg::LaunchDone { error: Some(e), .. }, .. } => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 3, "{out:?}");
+    assert!(errors[0].contains("not allocated"));
+    assert!(errors[1].contains("wrong secret"));
+    assert!(errors[2].contains("no job 99"));
+    c.launch(main, LaunchId(4), id, "sec", &hosts[1], vec!["true".into()]);
+    let out = drain(&mut c);
+    let Some(Output::Send { conn, msg: SchedulerMsg::SpawnRemote { remote, .. } }) = out.first() else {
+        panic!("{out:?}")
+    };
+    c.remote_exited(*conn, *remote, ExitStatus { code: Some(0), signal: None });
+    let out = drain(&mut c);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            conn: main,
+            msg: SchedulerMsg::LaunchDone { id: LaunchId(4), exit: Some(ExitStatus { code: Some(0), signal: None }), error: None }
+        }]
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Connect(u8, u8),
+    Offer(u8, bool, u16),
+    Lose(u8),
+    Submit(u8, i8),
+    Exit(u8),
+    Clear(u8, u8),
+    Cancel(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..6, 1u8..9).prop_map(|(n, c)| Op::Connect(n, c)),
+        (0u8..6, any::<bool>(), any::<u16>()).prop_map(|(n, o, i)| Op::Offer(n, o, i)),
+        (0u8..6).prop_map(Op::Lose),
+        (1u8..12, -2i8..3).prop_map(|(n, p)| Op::Submit(n, p)),
+        (0u8..40).prop_map(Op::Exit),
+        (0u8..6, 0u8..40).prop_map(|(n, j)| Op::Clear(n, j)),
+        (0u8..40).prop_map(Op::Cancel),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// No core is promised to two jobs, and after every input no queued job that fits stays queued.
+    #[test]
+    fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut c = Core::new(CoreConfig { max_job_cores: 64 });
+        // conn id per node name: node n uses conn n*100 + generation.
+        let mut gen = [0u64; 6];
+        let mut now = 0;
+        for op in ops {
+            now += 1;
+            match op {
+                Op::Connect(n, cores) => {
+                    gen[n as usize] += 1;
+                    let conn = n as u64 * 100 + gen[n as usize];
+                    let _ = c.node_connected(conn, info(&format!("n{n}"), cores as u32, &[]), now);
+                }
+                Op::Offer(n, o, idle) => c.node_status(n as u64 * 100 + gen[n as usize], status(o, idle as u64), now),
+                Op::Lose(n) => c.node_lost(n as u64 * 100 + gen[n as usize], now),
+                Op::Submit(k, p) => {
+                    let mut s = spec(k as u32);
+                    s.priority = p as i32;
+                    let _ = c.submit(s, "s".into(), now);
+                }
+                Op::Exit(j) => {
+                    // The main node of the job reports the exit.
+                    if let Some(v) = c.job_view(JobId(j as u64)) {
+                        if let Some(h) = v.allocation.first() {
+                            let n: usize = h.host[1..].parse().unwrap();
+                            c.job_exited(n as u64 * 100 + gen[n], JobId(j as u64), ExitStatus { code: Some(0), signal: None }, now);
+                        }
+                    }
+                }
+                Op::Clear(n, j) => c.job_cleared(n as u64 * 100 + gen[n as usize], JobId(j as u64), now),
+                Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
+            }
+            drain(&mut c);
+            prop_assert_eq!(c.check_invariants(), Ok(()));
+        }
+    }
+}
