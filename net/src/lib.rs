@@ -150,9 +150,9 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
     let bytes = hex::decode(hexpart).map_err(|_| {
         format!("invalid fingerprint '{s}': must be 'sha256:' followed by 64 hex digits")
     })?;
-    bytes
-        .try_into()
-        .map_err(|_| format!("invalid fingerprint '{s}': must be 'sha256:' followed by 64 hex digits"))
+    bytes.try_into().map_err(|_| {
+        format!("invalid fingerprint '{s}': must be 'sha256:' followed by 64 hex digits")
+    })
 }
 
 /// `sha256:HEX` of a DER certificate.
@@ -255,7 +255,8 @@ pub fn server_endpoint(
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport(idle_timeout)?);
-    quinn::Endpoint::server(cfg, listen).map_err(|e| NetError::Setup(format!("listen on {listen}: {e}")))
+    quinn::Endpoint::server(cfg, listen)
+        .map_err(|e| NetError::Setup(format!("listen on {listen}: {e}")))
 }
 
 #[derive(Debug)]
@@ -475,10 +476,18 @@ mod tests {
         };
         a.save(&p).unwrap();
         assert_eq!(Access::load(&p).unwrap(), a);
-        std::fs::write(&p, "scheduler = \"h:1\"\nfingerprint = \"md5:00\"\ntoken = \"t\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "scheduler = \"h:1\"\nfingerprint = \"md5:00\"\ntoken = \"t\"\n",
+        )
+        .unwrap();
         let e = Access::load(&p).unwrap_err().to_string();
         assert!(e.contains("invalid fingerprint 'md5:00'"), "{e}");
-        std::fs::write(&p, "scheduler = \"h:1\"\nfingerprint = \"sha256:00\"\ntoken = \"t\"\nx = 1\n").unwrap();
+        std::fs::write(
+            &p,
+            "scheduler = \"h:1\"\nfingerprint = \"sha256:00\"\ntoken = \"t\"\nx = 1\n",
+        )
+        .unwrap();
         let e = Access::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
     }

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 /// Command line of `graze-scheduler`.
 #[derive(clap::Parser, Debug, Default)]
-#[command(name = "graze-scheduler", version, about = "graze head node: queues MPI jobs onto idle office PCs")]
+#[command(
+    name = "graze-scheduler",
+    version,
+    about = "graze head node: queues MPI jobs onto idle office PCs"
+)]
 pub struct Cli {
     /// Directory for the certificate, access file, job output and state.
     #[arg(long, env = "GRAZE_STATE_DIR")]
@@ -92,14 +96,21 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
         .state_dir
         .or(file.state_dir)
         .context("no state directory: pass --state-dir DIR (or state_dir in scheduler.toml)")?;
-    let listen_s = cli.listen.clone().or(file.listen).unwrap_or_else(|| "0.0.0.0:7700".into());
+    let listen_s = cli
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| "0.0.0.0:7700".into());
     let listen: SocketAddr = listen_s.parse().map_err(|_| {
         anyhow::anyhow!(
             "invalid listen '{listen_s}' ({}listen): must be IP:PORT, e.g. 0.0.0.0:7700",
             src(cli.listen.is_some())
         )
     })?;
-    let timeout_s = cli.node_timeout.or(file.node_timeout).unwrap_or_else(|| "10s".into());
+    let timeout_s = cli
+        .node_timeout
+        .or(file.node_timeout)
+        .unwrap_or_else(|| "10s".into());
     let node_timeout = parse_duration("node_timeout", &timeout_s)?;
     if node_timeout < Duration::from_secs(2) {
         bail!("invalid node_timeout '{timeout_s}': must be at least 2s");
@@ -133,7 +144,11 @@ mod tests {
     fn flags_override_file_and_errors_quote_values() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s.toml");
-        std::fs::write(&f, "state_dir = \"/x\"\nlisten = \"127.0.0.1:9\"\nmax_job_cores = 4\n").unwrap();
+        std::fs::write(
+            &f,
+            "state_dir = \"/x\"\nlisten = \"127.0.0.1:9\"\nmax_job_cores = 4\n",
+        )
+        .unwrap();
         let c = resolve(Cli {
             config: Some(f.clone()),
             max_job_cores: Some(8),
@@ -144,14 +159,36 @@ mod tests {
         assert_eq!(c.listen.port(), 9);
         assert_eq!(c.max_job_cores, 8);
         std::fs::write(&f, "state_dir = \"/x\"\nlisten = \"nowhere\"\n").unwrap();
-        let e = format!("{:#}", resolve(Cli { config: Some(f.clone()), ..Cli::default() }).unwrap_err());
-        assert!(e.contains("invalid listen 'nowhere' (scheduler.toml: listen)"), "{e}");
+        let e = format!(
+            "{:#}",
+            resolve(Cli {
+                config: Some(f.clone()),
+                ..Cli::default()
+            })
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("invalid listen 'nowhere' (scheduler.toml: listen)"),
+            "{e}"
+        );
         std::fs::write(&f, "state_dir = \"/x\"\nlisten_port = 3\n").unwrap();
-        let e = format!("{:#}", resolve(Cli { config: Some(f.clone()), ..Cli::default() }).unwrap_err());
+        let e = format!(
+            "{:#}",
+            resolve(Cli {
+                config: Some(f.clone()),
+                ..Cli::default()
+            })
+            .unwrap_err()
+        );
         assert!(e.contains("unknown field `listen_port`"), "{e}");
         let e = format!(
             "{:#}",
-            resolve(Cli { state_dir: Some("/x".into()), node_timeout: Some("soon".into()), ..Cli::default() }).unwrap_err()
+            resolve(Cli {
+                state_dir: Some("/x".into()),
+                node_timeout: Some("soon".into()),
+                ..Cli::default()
+            })
+            .unwrap_err()
         );
         assert!(e.contains("invalid node_timeout 'soon'"), "{e}");
     }

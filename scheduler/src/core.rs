@@ -110,8 +110,9 @@ struct Job {
     exit: Option<ExitStatus>,
     requeues: u32,
     events: Vec<JobEvent>,
-    waiting_for: Option<String>,
 }
+
+type QueueKey = (Reverse<i32>, u64, JobId);
 
 #[derive(Debug, Clone)]
 struct Remote {
@@ -127,8 +128,9 @@ pub struct Core {
     nodes: BTreeMap<String, Node>,
     conns: HashMap<ConnId, String>,
     jobs: BTreeMap<JobId, Job>,
-    /// Queued jobs in run order: priority (high first), submit time, id.
-    queue: BTreeSet<(Reverse<i32>, u64, JobId)>,
+    /// Queued jobs in run order (priority high first, submit time, id) with their rank count,
+    /// so a pass can skip jobs larger than the free cores without looking them up.
+    queue: BTreeMap<QueueKey, u32>,
     next_job: u64,
     next_remote: u64,
     remotes: HashMap<LaunchId, Remote>,
@@ -143,7 +145,7 @@ impl Core {
             nodes: BTreeMap::new(),
             conns: HashMap::new(),
             jobs: BTreeMap::new(),
-            queue: BTreeSet::new(),
+            queue: BTreeMap::new(),
             next_job: 1,
             next_remote: 1,
             remotes: HashMap::new(),
@@ -174,7 +176,10 @@ impl Core {
             return Err("invalid node name '': must not be empty".into());
         }
         if info.cores == 0 {
-            return Err(format!("invalid cores '0' from node '{}': must be at least 1", info.name));
+            return Err(format!(
+                "invalid cores '0' from node '{}': must be at least 1",
+                info.name
+            ));
         }
         if let Some(old) = self.nodes.get(&info.name).and_then(|n| n.conn) {
             if old != conn {
@@ -211,7 +216,8 @@ impl Core {
         };
         let was = node.offered();
         node.status = Some(status);
-        if node.offered() != was || node.offered() {
+        // Load and idle time change every second; only a change of offer can place a job.
+        if node.offered() != was {
             self.schedule(now);
         }
     }
@@ -234,7 +240,10 @@ impl Core {
         let affected: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.clearing.contains(&name) || (j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name)))
+            .filter(|(_, j)| {
+                j.clearing.contains(&name)
+                    || (j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in affected {
@@ -257,7 +266,8 @@ impl Core {
         j.requeues += 1;
         j.exit = None;
         let key = (Reverse(j.spec.priority), j.submitted_ms, id);
-        self.queue.insert(key);
+        let n = j.spec.nprocs;
+        self.queue.insert(key, n);
         self.event(id, now, format!("requeued: {reason}"));
     }
 
@@ -309,7 +319,11 @@ impl Core {
                 let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
                 return Err(format!(
                     "unknown node '{n}': known nodes are {}",
-                    if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
             }
         }
@@ -341,11 +355,10 @@ impl Core {
                 exit: None,
                 requeues: 0,
                 events: Vec::new(),
-                waiting_for: None,
             },
         );
-        let p = self.jobs[&id].spec.priority;
-        self.queue.insert((Reverse(p), now, id));
+        let (p, n) = (self.jobs[&id].spec.priority, self.jobs[&id].spec.nprocs);
+        self.queue.insert((Reverse(p), now, id), n);
         self.event(id, now, "submitted".into());
         self.schedule(now);
         Ok(id)
@@ -448,14 +461,20 @@ impl Core {
             return;
         };
         // Only the main node of the current run speaks for the job.
-        if j.state != JobState::Running || j.alloc.first().map(|a| a.0.as_str()) != Some(name.as_str()) {
+        if j.state != JobState::Running
+            || j.alloc.first().map(|a| a.0.as_str()) != Some(name.as_str())
+        {
             return;
         }
         let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
         let (state, exit, what) = match how {
             Ok(e) if e.success() => (JobState::Completed, Some(e), format!("completed: {e}")),
             Ok(e) => (JobState::Failed, Some(e), format!("failed: {e}")),
-            Err(r) => (JobState::Failed, None, format!("failed to start on {name}: {r}")),
+            Err(r) => (
+                JobState::Failed,
+                None,
+                format!("failed to start on {name}: {r}"),
+            ),
         };
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = state;
@@ -491,8 +510,22 @@ impl Core {
             Ok(target) => {
                 let remote = LaunchId(self.next_remote);
                 self.next_remote += 1;
-                self.remotes.insert(remote, Remote { origin: conn, id, job });
-                self.send(target, SchedulerMsg::SpawnRemote { remote, job, command });
+                self.remotes.insert(
+                    remote,
+                    Remote {
+                        origin: conn,
+                        id,
+                        job,
+                    },
+                );
+                self.send(
+                    target,
+                    SchedulerMsg::SpawnRemote {
+                        remote,
+                        job,
+                        command,
+                    },
+                );
             }
             Err(error) => self.send(
                 conn,
@@ -505,7 +538,13 @@ impl Core {
         }
     }
 
-    fn check_launch(&self, conn: ConnId, job: JobId, secret: &str, host: &str) -> Result<ConnId, String> {
+    fn check_launch(
+        &self,
+        conn: ConnId,
+        job: JobId,
+        secret: &str,
+        host: &str,
+    ) -> Result<ConnId, String> {
         let origin = self.conn_node(conn).ok_or("unknown connection")?;
         let j = self.jobs.get(&job).ok_or_else(|| format!("no job {job}"))?;
         if j.state != JobState::Running {
@@ -532,7 +571,8 @@ impl Core {
 
     /// The shim of a launch went away. The job is ending; its processes are killed with it.
     pub fn launch_abandoned(&mut self, conn: ConnId, id: LaunchId) {
-        self.remotes.retain(|_, r| !(r.origin == conn && r.id == id));
+        self.remotes
+            .retain(|_, r| !(r.origin == conn && r.id == id));
     }
 
     /// A remote command started for a launch ended on the node of `conn`.
@@ -553,26 +593,61 @@ impl Core {
 
     /// Try to place every queued job, in queue order.
     fn schedule(&mut self, now: u64) {
-        let queued: Vec<(Reverse<i32>, u64, JobId)> = self.queue.iter().copied().collect();
-        for key in queued {
-            let id = key.2;
-            let placement = {
-                let j = &self.jobs[&id];
-                if !j.clearing.is_empty() {
-                    let nodes: Vec<&str> = j.clearing.iter().map(String::as_str).collect();
-                    Err(format!("waiting for its previous run to be killed on {}", nodes.join(", ")))
-                } else {
-                    self.place(&j.spec)
-                }
+        // Free offered cores bound every placement: jobs above it are skipped without a search.
+        let mut free: u32 = self
+            .nodes
+            .values()
+            .filter(|n| n.offered())
+            .map(Node::free)
+            .sum();
+        if free == 0 {
+            return;
+        }
+        let mut cursor: Option<QueueKey> = None;
+        loop {
+            // Next queued job, after the cursor, small enough for the free cores.
+            let next = match cursor {
+                None => self.queue.iter().find(|(_, n)| **n <= free),
+                Some(c) => self
+                    .queue
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .find(|(_, n)| **n <= free),
             };
-            match placement {
-                Ok(alloc) => self.start(id, alloc, now),
-                Err(why) => {
-                    if let Some(j) = self.jobs.get_mut(&id) {
-                        j.waiting_for = Some(why);
-                    }
+            let Some((key, _)) = next else {
+                return;
+            };
+            let key = *key;
+            cursor = Some(key);
+            let id = key.2;
+            let j = &self.jobs[&id];
+            if !j.clearing.is_empty() {
+                continue;
+            }
+            if let Ok(alloc) = self.place(&j.spec) {
+                free -= alloc.iter().map(|a| a.2).sum::<u32>();
+                self.start(id, alloc, now);
+                if free == 0 {
+                    return;
                 }
             }
+        }
+    }
+
+    /// Why a queued job waits, computed when asked.
+    fn waiting_for(&self, j: &Job) -> Option<String> {
+        if j.state != JobState::Queued {
+            return None;
+        }
+        if !j.clearing.is_empty() {
+            let nodes: Vec<&str> = j.clearing.iter().map(String::as_str).collect();
+            return Some(format!(
+                "waiting for its previous run to be killed on {}",
+                nodes.join(", ")
+            ));
+        }
+        match self.place(&j.spec) {
+            Err(why) => Some(why),
+            Ok(_) => Some("jobs ahead of it in the queue come first".into()),
         }
     }
 
@@ -608,7 +683,11 @@ impl Core {
             }
             let take = ranks.min(left);
             left -= take;
-            alloc.push((n.info.name.clone(), take, take * n.cores_per_rank(spec.unit)));
+            alloc.push((
+                n.info.name.clone(),
+                take,
+                take * n.cores_per_rank(spec.unit),
+            ));
         }
         Ok(alloc)
     }
@@ -617,11 +696,11 @@ impl Core {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
-        self.queue.remove(&(Reverse(j.spec.priority), j.submitted_ms, id));
+        self.queue
+            .remove(&(Reverse(j.spec.priority), j.submitted_ms, id));
         j.state = JobState::Running;
         j.started_ms = Some(now);
         j.ended_ms = None;
-        j.waiting_for = None;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {
             job: id,
@@ -659,7 +738,7 @@ impl Core {
             id,
             spec: j.spec.clone(),
             state: j.state,
-            waiting_for: if j.state == JobState::Queued { j.waiting_for.clone() } else { None },
+            waiting_for: self.waiting_for(j),
             submitted_ms: j.submitted_ms,
             started_ms: j.started_ms,
             ended_ms: j.ended_ms,
@@ -707,30 +786,41 @@ impl Core {
 
     /// Queued job ids in run order.
     pub fn queued(&self) -> Vec<JobId> {
-        self.queue.iter().map(|k| k.2).collect()
+        self.queue.keys().map(|k| k.2).collect()
     }
 
     /// Check the core's invariants; for tests.
     pub fn check_invariants(&self) -> Result<(), String> {
         for n in self.nodes.values() {
             if n.used() > n.info.cores {
-                return Err(format!("node {} holds {} of {} cores", n.info.name, n.used(), n.info.cores));
+                return Err(format!(
+                    "node {} holds {} of {} cores",
+                    n.info.name,
+                    n.used(),
+                    n.info.cores
+                ));
             }
             for id in n.held.keys() {
                 let j = self.jobs.get(id).ok_or("held by unknown job")?;
                 if !j.alloc.iter().any(|a| a.0 == n.info.name) {
-                    return Err(format!("node {} holds cores for job {id} outside its allocation", n.info.name));
+                    return Err(format!(
+                        "node {} holds cores for job {id} outside its allocation",
+                        n.info.name
+                    ));
                 }
             }
         }
         for (id, j) in &self.jobs {
-            let in_queue = self.queue.iter().any(|k| k.2 == *id);
+            let in_queue = self.queue.keys().any(|k| k.2 == *id);
             if in_queue != (j.state == JobState::Queued) {
-                return Err(format!("job {id} in queue={in_queue} but state {}", j.state));
+                return Err(format!(
+                    "job {id} in queue={in_queue} but state {}",
+                    j.state
+                ));
             }
         }
         // No queued job that fits stays queued.
-        for k in &self.queue {
+        for k in self.queue.keys() {
             let j = &self.jobs[&k.2];
             if j.clearing.is_empty() && self.place(&j.spec).is_ok() {
                 return Err(format!("job {} fits but stays queued", k.2));

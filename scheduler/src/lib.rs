@@ -10,12 +10,12 @@ mod store;
 
 use crate::core::{ConnId, Core, CoreConfig, Output};
 use anyhow::{Context, Result};
+pub use config::SchedulerConfig;
 use graze_net::{Access, Framed, Identity, NetError};
 use graze_proto::{
     self as proto, AgentMsg, ClientReply, ClientRequest, Hello, HelloReply, JobId, LogLine, Role,
     SchedulerMsg,
 };
-pub use config::SchedulerConfig;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -133,7 +133,11 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_loop(endpoint: graze_net::quinn::Endpoint, token: String, tx: mpsc::UnboundedSender<Input>) {
+async fn accept_loop(
+    endpoint: graze_net::quinn::Endpoint,
+    token: String,
+    tx: mpsc::UnboundedSender<Input>,
+) {
     let mut next_conn: ConnId = 1;
     while let Some(incoming) = endpoint.accept().await {
         let conn_id = next_conn;
@@ -172,7 +176,10 @@ async fn serve_connection(
         }
         Err(_) => anyhow::bail!("no hello within 10 s"),
     };
-    let refusal = if let Err(e) = proto::check_version(&format!("{:?} peer", hello.role).to_lowercase(), hello.version) {
+    let refusal = if let Err(e) = proto::check_version(
+        &format!("{:?} peer", hello.role).to_lowercase(),
+        hello.version,
+    ) {
         Some(e)
     } else if !graze_net::token_eq(&hello.token, token) {
         Some("invalid cluster token: use the access.toml written by this scheduler".to_string())
@@ -181,7 +188,11 @@ async fn serve_connection(
     };
     if let Some(reason) = refusal {
         warn!(software = %hello.software, "refused connection: {reason}");
-        control.send(&HelloReply::Refused { reason: reason.clone() }).await?;
+        control
+            .send(&HelloReply::Refused {
+                reason: reason.clone(),
+            })
+            .await?;
         let _ = control.send.finish();
         // Give the refusal time to reach the peer before closing.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -254,7 +265,10 @@ async fn serve_agent(
     anyhow::bail!("agent gone: {reason}")
 }
 
-async fn serve_client(conn: graze_net::quinn::Connection, tx: mpsc::UnboundedSender<Input>) -> Result<()> {
+async fn serve_client(
+    conn: graze_net::quinn::Connection,
+    tx: mpsc::UnboundedSender<Input>,
+) -> Result<()> {
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -314,13 +328,20 @@ impl Owner {
 
     fn handle(&mut self, input: Input, now: u64) {
         match input {
-            Input::AgentUp { conn, info, tx, close } => {
+            Input::AgentUp {
+                conn,
+                info,
+                tx,
+                close,
+            } => {
                 let name = info.name.clone();
                 self.agents.insert(conn, (tx, close));
                 if let Err(reason) = self.core.node_connected(conn, info, now) {
                     warn!(node = %name, "registration refused: {reason}");
                     if let Some((tx, close)) = self.agents.remove(&conn) {
-                        let _ = tx.send(SchedulerMsg::RegisterRefused { reason: reason.clone() });
+                        let _ = tx.send(SchedulerMsg::RegisterRefused {
+                            reason: reason.clone(),
+                        });
                         let close = close.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -344,12 +365,21 @@ impl Owner {
         match msg {
             AgentMsg::Register(_) => {}
             AgentMsg::Status(s) => self.core.node_status(conn, s, now),
-            AgentMsg::Output { job, rank, stream, line } => {
+            AgentMsg::Output {
+                job,
+                rank,
+                stream,
+                line,
+            } => {
                 if !self.core.conn_in_job(conn, job) {
                     debug!(conn, %job, "output for a job not on this node dropped");
                     return;
                 }
-                let line = LogLine { rank, stream, line: proto::clip_line(line) };
+                let line = LogLine {
+                    rank,
+                    stream,
+                    line: proto::clip_line(line),
+                };
                 if let Err(e) = self.store.append(job, &line) {
                     warn!(%job, "storing output: {e:#}");
                 }
@@ -367,9 +397,13 @@ impl Owner {
                 self.core.job_failed_to_start(conn, job, reason, now)
             }
             AgentMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
-            AgentMsg::Launch { id, job, secret, host, command } => {
-                self.core.launch(conn, id, job, &secret, &host, command)
-            }
+            AgentMsg::Launch {
+                id,
+                job,
+                secret,
+                host,
+                command,
+            } => self.core.launch(conn, id, job, &secret, &host, command),
             AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
             AgentMsg::RemoteExited { remote, exit } => self.core.remote_exited(conn, remote, exit),
         }
@@ -379,7 +413,9 @@ impl Owner {
         let reply = |r: ClientReply| {
             let _ = tx.send(r);
         };
-        let no_job = |id: JobId| ClientReply::Error { message: format!("no job {id}") };
+        let no_job = |id: JobId| ClientReply::Error {
+            message: format!("no job {id}"),
+        };
         match req {
             ClientRequest::Submit(spec) => {
                 let user = spec.user.clone();
@@ -435,7 +471,10 @@ impl Owner {
                     }
                 }
                 if follow && !state.is_final() {
-                    self.followers.entry(job).or_default().push(Follower { rank, tx });
+                    self.followers
+                        .entry(job)
+                        .or_default()
+                        .push(Follower { rank, tx });
                 } else {
                     reply(ClientReply::LogEnd);
                 }

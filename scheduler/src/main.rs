@@ -14,7 +14,11 @@ fn main() -> ExitCode {
         let cfg = graze_scheduler::config::resolve(cli)?;
         let rt = tokio::runtime::Runtime::new()?;
         rt.block_on(graze_scheduler::run(cfg, shutdown_signal(), |s| {
-            eprintln!("graze-scheduler listening on {}; access file {}", s.addr, s.access_path.display());
+            eprintln!(
+                "graze-scheduler listening on {}; access file {}",
+                s.addr,
+                s.access_path.display()
+            );
         }))
     })();
     match result {

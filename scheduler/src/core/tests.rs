@@ -95,7 +95,13 @@ fn packs_onto_biggest_nodes() {
     let id = c.submit(spec(8), "s".into(), 1).unwrap();
     let s = starts(&drain(&mut c));
     assert_eq!(s[0].1, id);
-    assert_eq!(s[0].2, vec![HostSlots { host: "big".into(), slots: 8 }]);
+    assert_eq!(
+        s[0].2,
+        vec![HostSlots {
+            host: "big".into(),
+            slots: 8
+        }]
+    );
 }
 
 #[test]
@@ -105,7 +111,10 @@ fn never_fits_is_refused_with_numbers() {
         add(&mut c, i, &format!("a{i}"), 2, 0);
     }
     let e = c.submit(spec(100), "s".into(), 0).unwrap_err();
-    assert_eq!(e, "job needs 100 cores but the whole cluster has 8 (4 nodes): it could never run");
+    assert_eq!(
+        e,
+        "job needs 100 cores but the whole cluster has 8 (4 nodes): it could never run"
+    );
     assert!(c.job_views(true).is_empty());
 }
 
@@ -160,14 +169,38 @@ fn exit_then_clear_frees_cores() {
     let id = c.submit(spec(4), "s".into(), 0).unwrap();
     drain(&mut c);
     // A node that is not the main node cannot end the job.
-    c.job_exited(2, id, ExitStatus { code: Some(0), signal: None }, 5);
+    c.job_exited(
+        2,
+        id,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        5,
+    );
     assert_eq!(c.job_state(id), Some(JobState::Running));
-    c.job_exited(1, id, ExitStatus { code: Some(0), signal: None }, 5);
+    c.job_exited(
+        1,
+        id,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        5,
+    );
     assert_eq!(c.job_state(id), Some(JobState::Completed));
     let out = drain(&mut c);
     let kills = out
         .iter()
-        .filter(|o| matches!(o, Output::Send { msg: SchedulerMsg::KillJob { .. }, .. }))
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: SchedulerMsg::KillJob { .. },
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(kills, 2);
     assert!(out.contains(&Output::JobFinal(id)));
@@ -214,7 +247,10 @@ fn node_loss_requeues_and_fences_the_old_run() {
     let v = c.job_view(id).unwrap();
     assert_eq!(v.state, JobState::Queued);
     assert_eq!(v.requeues, 1);
-    assert!(v.events.iter().any(|e| e.what == format!("requeued: node {lost} lost")));
+    assert!(v
+        .events
+        .iter()
+        .any(|e| e.what == format!("requeued: node {lost} lost")));
     // The other node of the old run must confirm before the job runs again.
     assert!(starts(&drain(&mut c)).is_empty());
     let other = &s[0].2[0].host;
@@ -239,15 +275,28 @@ fn launch_is_confined_to_the_allocation() {
     let s = starts(&drain(&mut c));
     let main = s[0].0;
     let hosts: Vec<String> = s[0].2.iter().map(|h| h.host.clone()).collect();
-    let outside = ["a1", "a2", "a3"].into_iter().find(|h| !hosts.iter().any(|x| x == h)).unwrap();
+    let outside = ["a1", "a2", "a3"]
+        .into_iter()
+        .find(|h| !hosts.iter().any(|x| x == h))
+        .unwrap();
     c.launch(main, LaunchId(1), id, "sec", outside, vec!["true".into()]);
     c.launch(main, LaunchId(2), id, "bad", &hosts[1], vec!["true".into()]);
-    c.launch(main, LaunchId(3), JobId(99), "sec", &hosts[1], vec!["true".into()]);
+    c.launch(
+        main,
+        LaunchId(3),
+        JobId(99),
+        "sec",
+        &hosts[1],
+        vec!["true".into()],
+    );
     let out = drain(&mut c);
     let errors: Vec<String> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Send { msg: SchedulerMsg::LaunchDone { error: Some(e), .. }, .. } => Some(e.clone()),
+            Output::Send {
+                msg: SchedulerMsg::LaunchDone { error: Some(e), .. },
+                ..
+            } => Some(e.clone()),
             _ => None,
         })
         .collect();
@@ -257,16 +306,34 @@ fn launch_is_confined_to_the_allocation() {
     assert!(errors[2].contains("no job 99"));
     c.launch(main, LaunchId(4), id, "sec", &hosts[1], vec!["true".into()]);
     let out = drain(&mut c);
-    let Some(Output::Send { conn, msg: SchedulerMsg::SpawnRemote { remote, .. } }) = out.first() else {
+    let Some(Output::Send {
+        conn,
+        msg: SchedulerMsg::SpawnRemote { remote, .. },
+    }) = out.first()
+    else {
         panic!("{out:?}")
     };
-    c.remote_exited(*conn, *remote, ExitStatus { code: Some(0), signal: None });
+    c.remote_exited(
+        *conn,
+        *remote,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+    );
     let out = drain(&mut c);
     assert_eq!(
         out,
         vec![Output::Send {
             conn: main,
-            msg: SchedulerMsg::LaunchDone { id: LaunchId(4), exit: Some(ExitStatus { code: Some(0), signal: None }), error: None }
+            msg: SchedulerMsg::LaunchDone {
+                id: LaunchId(4),
+                exit: Some(ExitStatus {
+                    code: Some(0),
+                    signal: None
+                }),
+                error: None
+            }
         }]
     );
 }

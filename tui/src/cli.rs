@@ -1,0 +1,399 @@
+//! Command-line syntax of `graze` (clap derive) and the value parsers that check single values.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use graze_proto::{JobId, Unit};
+use std::path::PathBuf;
+
+/// `graze`: submit MPI jobs to a graze cluster and watch them.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(name = "graze", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Access file naming the scheduler, its certificate and the cluster token
+    /// [default: $XDG_CONFIG_HOME/graze/access.toml or ~/.config/graze/access.toml]
+    #[arg(long, global = true, env = "GRAZE_ACCESS", value_name = "FILE")]
+    pub access: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Queue a job; prints its id.
+    Submit(SubmitArgs),
+    /// List the jobs not yet finished, and recently finished ones.
+    Queue {
+        /// Include every finished job.
+        #[arg(long)]
+        all: bool,
+        /// Print the jobs as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the nodes: availability, cores, load, owner idle time.
+    Nodes {
+        /// Print the nodes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything known about one job.
+    Show {
+        /// The job id.
+        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
+        job: JobId,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job's output, labelled `[rank]`; stderr lines go to stderr.
+    Logs {
+        /// The job id.
+        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
+        job: JobId,
+        /// Only this rank's output, without labels.
+        #[arg(long, value_name = "R")]
+        rank: Option<u32>,
+        /// Keep printing new output until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Cancel a job, queued or running.
+    Cancel {
+        /// The job id.
+        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
+        job: JobId,
+    },
+    /// Wait until a job ends; exit with its exit code (130 when cancelled).
+    Wait {
+        /// The job id.
+        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
+        job: JobId,
+    },
+}
+
+/// Arguments of `graze submit`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct SubmitArgs {
+    /// Number of ranks: cores, sockets or nodes, see --unit.
+    #[arg(short = 'n', value_name = "N", value_parser = parse_nprocs)]
+    pub nprocs: u32,
+    /// Name for people [default: the command's first word].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Higher runs first; may be negative.
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i32,
+    /// What one rank reserves.
+    #[arg(long, value_enum, default_value_t = UnitArg::Core)]
+    pub unit: UnitArg,
+    /// Only nodes in this group; repeat or separate with commas for several (all must match).
+    #[arg(long = "group", value_name = "G", value_delimiter = ',', value_parser = parse_name)]
+    pub groups: Vec<String>,
+    /// Only these nodes, e.g. `a1,a2`.
+    #[arg(long, value_name = "NODES", value_delimiter = ',', value_parser = parse_name)]
+    pub nodes: Vec<String>,
+    /// Extra environment variable for the job; repeatable.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory on the first node [default: the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Print `{"id": N}` instead of the bare id.
+    #[arg(long)]
+    pub json: bool,
+    /// The command to run, usually `mpiexec PROGRAM ARGS...`; put it after `--`.
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// `--unit` values.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitArg {
+    /// One rank per core.
+    Core,
+    /// One rank per CPU socket; its cores are reserved.
+    Socket,
+    /// One rank per node; the whole node is reserved.
+    Node,
+}
+
+impl From<UnitArg> for Unit {
+    fn from(u: UnitArg) -> Unit {
+        match u {
+            UnitArg::Core => Unit::Core,
+            UnitArg::Socket => Unit::Socket,
+            UnitArg::Node => Unit::Node,
+        }
+    }
+}
+
+/// Parse `-n N`: a whole number, at least 1.
+pub fn parse_nprocs(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| "must be a whole number of at least 1".to_string())?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// Parse a job id: a positive integer.
+pub fn parse_job_id(s: &str) -> Result<JobId, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err("must be a positive integer job id, as `graze queue` shows".into()),
+        Ok(n) => Ok(JobId(n)),
+    }
+}
+
+/// Parse `K=V` for `--env`; K must be a valid environment variable name.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| "must be KEY=VALUE".to_string())?;
+    let mut chars = k.chars();
+    let valid = match chars.next() {
+        Some(c) if c == '_' || c.is_ascii_alphabetic() => {
+            chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        }
+        _ => false,
+    };
+    if !valid {
+        return Err(format!(
+            "must be KEY=VALUE where KEY is letters, digits and '_', not starting with a digit; got key '{k}'"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Parse one node or group name: non-empty, no whitespace.
+pub fn parse_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("empty name (check for a doubled or trailing comma)".into());
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err("a name must not contain spaces".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(args).map_err(|e| e.to_string())
+    }
+
+    fn submit(args: &[&str]) -> SubmitArgs {
+        let mut all = vec!["graze", "submit"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap().command {
+            Command::Submit(s) => s,
+            other => panic!("not a submit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn submit_full() {
+        let s = submit(&[
+            "-n",
+            "8",
+            "--name",
+            "pi",
+            "--priority",
+            "-5",
+            "--unit",
+            "socket",
+            "--group",
+            "lab,fast",
+            "--group",
+            "big",
+            "--nodes",
+            "a1,a2",
+            "--env",
+            "OMP_NUM_THREADS=1",
+            "--env",
+            "X=a=b",
+            "--cwd",
+            "/tmp",
+            "--json",
+            "--",
+            "mpiexec",
+            "-n",
+            "8",
+            "graze-pi",
+        ]);
+        assert_eq!(s.nprocs, 8);
+        assert_eq!(s.name.as_deref(), Some("pi"));
+        assert_eq!(s.priority, -5);
+        assert_eq!(s.unit, UnitArg::Socket);
+        assert_eq!(s.groups, ["lab", "fast", "big"]);
+        assert_eq!(s.nodes, ["a1", "a2"]);
+        assert_eq!(
+            s.env,
+            [
+                ("OMP_NUM_THREADS".to_string(), "1".to_string()),
+                ("X".to_string(), "a=b".to_string())
+            ]
+        );
+        assert_eq!(s.cwd, Some(PathBuf::from("/tmp")));
+        assert!(s.json);
+        assert_eq!(s.command, ["mpiexec", "-n", "8", "graze-pi"]);
+    }
+
+    #[test]
+    fn submit_defaults_and_command_without_dashes() {
+        let s = submit(&["-n", "2", "mpiexec", "./a.out", "--flag"]);
+        assert_eq!(s.nprocs, 2);
+        assert_eq!(s.unit, UnitArg::Core);
+        assert_eq!(s.priority, 0);
+        assert!(s.groups.is_empty() && s.nodes.is_empty() && s.env.is_empty());
+        assert_eq!(s.cwd, None);
+        assert!(!s.json);
+        assert_eq!(s.command, ["mpiexec", "./a.out", "--flag"]);
+    }
+
+    #[test]
+    fn submit_n_zero_is_refused_with_the_value() {
+        let e = parse(&["graze", "submit", "-n", "0", "--", "true"]).unwrap_err();
+        assert!(
+            e.contains("invalid value '0' for '-n <N>': must be at least 1"),
+            "{e}"
+        );
+        let e = parse(&["graze", "submit", "-n", "many", "--", "true"]).unwrap_err();
+        assert!(e.contains("invalid value 'many' for '-n <N>'"), "{e}");
+    }
+
+    #[test]
+    fn submit_needs_n_and_a_command() {
+        let e = parse(&["graze", "submit", "--", "true"]).unwrap_err();
+        assert!(e.contains("-n <N>"), "{e}");
+        let e = parse(&["graze", "submit", "-n", "1"]).unwrap_err();
+        assert!(e.contains("<CMD>"), "{e}");
+        let e = parse(&["graze", "submit", "-n", "1", "--"]).unwrap_err();
+        assert!(e.contains("<CMD>"), "{e}");
+    }
+
+    #[test]
+    fn submit_bad_env_is_quoted() {
+        let e = parse(&["graze", "submit", "-n", "1", "--env", "FOO", "--", "x"]).unwrap_err();
+        assert!(
+            e.contains("invalid value 'FOO' for '--env <K=V>': must be KEY=VALUE"),
+            "{e}"
+        );
+        let e = parse(&["graze", "submit", "-n", "1", "--env", "1X=2", "--", "x"]).unwrap_err();
+        assert!(e.contains("invalid value '1X=2'"), "{e}");
+        assert!(e.contains("got key '1X'"), "{e}");
+    }
+
+    #[test]
+    fn submit_bad_unit_and_empty_group() {
+        let e = parse(&["graze", "submit", "-n", "1", "--unit", "gpu", "--", "x"]).unwrap_err();
+        assert!(e.contains("invalid value 'gpu' for '--unit <UNIT>'"), "{e}");
+        assert!(e.contains("core, socket, node"), "{e}");
+        let e = parse(&["graze", "submit", "-n", "1", "--group", "a,,b", "--", "x"]).unwrap_err();
+        assert!(e.contains("empty name"), "{e}");
+    }
+
+    #[test]
+    fn unknown_flag_is_not_taken_as_the_command() {
+        let e = parse(&["graze", "submit", "-n", "1", "--nmae", "x", "--", "y"]).unwrap_err();
+        assert!(e.contains("--nmae"), "{e}");
+    }
+
+    #[test]
+    fn job_ids() {
+        let c = parse(&["graze", "show", "42", "--json"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Show {
+                job: JobId(42),
+                json: true
+            }
+        );
+        for bad in ["0", "-3", "x1", "4.5"] {
+            let e = parse(&["graze", "cancel", bad]).unwrap_err();
+            assert!(
+                e.contains(&format!("invalid value '{bad}' for '<JOB>'")),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse(&["graze", "wait", "abc"]).unwrap_err();
+        assert!(e.contains("must be a positive integer job id"), "{e}");
+    }
+
+    #[test]
+    fn logs_flags() {
+        let c = parse(&["graze", "logs", "3", "--rank", "0", "--follow"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Logs {
+                job: JobId(3),
+                rank: Some(0),
+                follow: true
+            }
+        );
+        let c = parse(&["graze", "logs", "3", "-f"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Logs {
+                job: JobId(3),
+                rank: None,
+                follow: true
+            }
+        );
+    }
+
+    #[test]
+    fn queue_nodes_wait_cancel() {
+        let c = parse(&["graze", "queue", "--all"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Queue {
+                all: true,
+                json: false
+            }
+        );
+        let c = parse(&["graze", "nodes", "--json"]).unwrap();
+        assert_eq!(c.command, Command::Nodes { json: true });
+        let c = parse(&["graze", "wait", "7"]).unwrap();
+        assert_eq!(c.command, Command::Wait { job: JobId(7) });
+        let c = parse(&["graze", "cancel", "7"]).unwrap();
+        assert_eq!(c.command, Command::Cancel { job: JobId(7) });
+    }
+
+    #[test]
+    fn access_is_global() {
+        let c = parse(&["graze", "queue", "--access", "/etc/a.toml"]).unwrap();
+        assert_eq!(c.access, Some(PathBuf::from("/etc/a.toml")));
+        let c = parse(&["graze", "--access", "b.toml", "nodes"]).unwrap();
+        assert_eq!(c.access, Some(PathBuf::from("b.toml")));
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(parse_nprocs("1"), Ok(1));
+        assert!(parse_nprocs("-1").is_err());
+        assert_eq!(parse_job_id("9"), Ok(JobId(9)));
+        assert_eq!(parse_env("A_1="), Ok(("A_1".into(), String::new())));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_name("a b").is_err());
+        assert_eq!(Unit::from(UnitArg::Node), Unit::Node);
+    }
+}

@@ -1,0 +1,276 @@
+//! A connection to the scheduler as a client, and one method per request.
+//!
+//! Every request goes on a new bidirectional stream: the request is sent, the sending half is
+//! finished, and the replies are read until the scheduler finishes its half. The `graze` command
+//! and the TUI share this module.
+//!
+//! Reading replies is not cancel-safe (a frame may be half read): drive a [`Replies`] or
+//! [`LogStream`] from one task and do not drop a pending `next` in a `select!`.
+
+use graze_net::{Access, Framed, NetError};
+use graze_proto::{ClientReply, ClientRequest, JobId, JobSpec, JobView, LogLine, NodeView, Role};
+use std::time::Duration;
+
+/// Idle timeout of the connection; keep-alives hold it open while waiting for long answers.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Client::close`] waits for the close to reach the scheduler.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The transport failed; retryable when [`NetError::is_retryable`] says so (reconnect).
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The scheduler answered [`ClientReply::Error`] (unknown job, invalid spec, ...). Not
+    /// retryable: the message says what to change.
+    #[error("{0}")]
+    Scheduler(String),
+    /// The scheduler answered with a reply that does not fit the request. Not retryable: the
+    /// scheduler and this client disagree about the protocol.
+    #[error("the scheduler answered {request} with an unexpected {reply} reply")]
+    Unexpected {
+        /// The request's name.
+        request: &'static str,
+        /// The reply's name.
+        reply: &'static str,
+    },
+    /// The scheduler finished the stream without answering. Retryable.
+    #[error("the scheduler ended the stream without answering {request}")]
+    NoAnswer {
+        /// The request's name.
+        request: &'static str,
+    },
+}
+
+impl ClientError {
+    /// Whether trying again (after reconnecting) may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Net(e) => e.is_retryable(),
+            ClientError::NoAnswer { .. } => true,
+            ClientError::Scheduler(_) | ClientError::Unexpected { .. } => false,
+        }
+    }
+}
+
+/// The name of a request, for messages.
+pub fn request_name(req: &ClientRequest) -> &'static str {
+    match req {
+        ClientRequest::Submit(_) => "submit",
+        ClientRequest::Queue { .. } => "queue",
+        ClientRequest::Nodes => "nodes",
+        ClientRequest::Show(_) => "show",
+        ClientRequest::Cancel(_) => "cancel",
+        ClientRequest::Wait(_) => "wait",
+        ClientRequest::Logs { .. } => "logs",
+    }
+}
+
+/// The name of a reply, for messages.
+pub fn reply_name(reply: &ClientReply) -> &'static str {
+    match reply {
+        ClientReply::Submitted { .. } => "submitted",
+        ClientReply::Jobs(_) => "jobs",
+        ClientReply::Nodes(_) => "nodes",
+        ClientReply::Job(_) => "job",
+        ClientReply::Log(_) => "log",
+        ClientReply::LogEnd => "log_end",
+        ClientReply::Error { .. } => "error",
+    }
+}
+
+/// A client connection that passed the hello.
+pub struct Client {
+    endpoint: graze_net::quinn::Endpoint,
+    conn: graze_net::quinn::Connection,
+    /// The stream the hello went on; kept open for the life of the connection.
+    _control: Framed,
+}
+
+impl Client {
+    /// Connect to the scheduler named in `access` and say hello as a client.
+    pub async fn connect(access: &Access) -> Result<Client, ClientError> {
+        let s = graze_net::connect(access, Role::Client, None, IDLE_TIMEOUT).await?;
+        Ok(Client {
+            endpoint: s.endpoint,
+            conn: s.conn,
+            _control: s.control,
+        })
+    }
+
+    /// Send `req` on a new stream; read the replies from the returned [`Replies`].
+    pub async fn open(&self, req: &ClientRequest) -> Result<Replies, ClientError> {
+        let (send, recv) = self.conn.open_bi().await.map_err(NetError::from)?;
+        let mut framed = Framed { send, recv };
+        framed.send(req).await?;
+        framed
+            .send
+            .finish()
+            .map_err(|_| NetError::Write(graze_net::quinn::WriteError::ClosedStream))?;
+        tracing::debug!(request = request_name(req), "request sent");
+        Ok(Replies {
+            framed,
+            request: request_name(req),
+        })
+    }
+
+    /// Send `req` and return its first reply (for requests answered once).
+    pub async fn request(&self, req: &ClientRequest) -> Result<ClientReply, ClientError> {
+        let mut replies = self.open(req).await?;
+        replies.next().await?.ok_or(ClientError::NoAnswer {
+            request: request_name(req),
+        })
+    }
+
+    /// Queue a job; its id.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobId, ClientError> {
+        match self.request(&ClientRequest::Submit(spec)).await? {
+            ClientReply::Submitted { id } => Ok(id),
+            other => Err(unexpected("submit", &other)),
+        }
+    }
+
+    /// Jobs not yet final plus recent final ones; every job with `all`.
+    pub async fn queue(&self, all: bool) -> Result<Vec<JobView>, ClientError> {
+        match self.request(&ClientRequest::Queue { all }).await? {
+            ClientReply::Jobs(jobs) => Ok(jobs),
+            other => Err(unexpected("queue", &other)),
+        }
+    }
+
+    /// All nodes.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        match self.request(&ClientRequest::Nodes).await? {
+            ClientReply::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected("nodes", &other)),
+        }
+    }
+
+    /// One job.
+    pub async fn show(&self, job: JobId) -> Result<JobView, ClientError> {
+        self.job_reply(&ClientRequest::Show(job)).await
+    }
+
+    /// Cancel a job; the job in its new state.
+    pub async fn cancel(&self, job: JobId) -> Result<JobView, ClientError> {
+        self.job_reply(&ClientRequest::Cancel(job)).await
+    }
+
+    /// The job once the scheduler says it is final (check [`JobView::state`] all the same).
+    pub async fn wait(&self, job: JobId) -> Result<JobView, ClientError> {
+        self.job_reply(&ClientRequest::Wait(job)).await
+    }
+
+    /// A job's output: stored lines, then with `follow` new ones until the job is final.
+    pub async fn logs(
+        &self,
+        job: JobId,
+        rank: Option<u32>,
+        follow: bool,
+    ) -> Result<LogStream, ClientError> {
+        let replies = self
+            .open(&ClientRequest::Logs { job, rank, follow })
+            .await?;
+        Ok(LogStream {
+            replies,
+            done: false,
+        })
+    }
+
+    async fn job_reply(&self, req: &ClientRequest) -> Result<JobView, ClientError> {
+        match self.request(req).await? {
+            ClientReply::Job(job) => Ok(*job),
+            other => Err(unexpected(request_name(req), &other)),
+        }
+    }
+
+    /// Close the connection politely and wait briefly for the scheduler to hear it.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"bye");
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!("the scheduler did not acknowledge the close in time");
+        }
+    }
+}
+
+fn unexpected(request: &'static str, reply: &ClientReply) -> ClientError {
+    ClientError::Unexpected {
+        request,
+        reply: reply_name(reply),
+    }
+}
+
+/// The replies to one request.
+pub struct Replies {
+    framed: Framed,
+    request: &'static str,
+}
+
+impl Replies {
+    /// The next reply; `None` when the scheduler finished the stream. A
+    /// [`ClientReply::Error`] comes out as [`ClientError::Scheduler`].
+    pub async fn next(&mut self) -> Result<Option<ClientReply>, ClientError> {
+        match self.framed.recv::<ClientReply>().await? {
+            Some(ClientReply::Error { message }) => Err(ClientError::Scheduler(message)),
+            Some(reply) => {
+                tracing::trace!(request = self.request, reply = reply_name(&reply), "reply");
+                Ok(Some(reply))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The output of a [`Client::logs`] request.
+pub struct LogStream {
+    replies: Replies,
+    done: bool,
+}
+
+impl LogStream {
+    /// The next batch of lines; `None` after [`ClientReply::LogEnd`].
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<LogLine>>, ClientError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.replies.next().await? {
+            Some(ClientReply::Log(lines)) => Ok(Some(lines)),
+            Some(ClientReply::LogEnd) => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(other) => Err(unexpected("logs", &other)),
+            None => {
+                tracing::warn!("the scheduler ended the log stream without an end marker");
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_retryability() {
+        assert_eq!(request_name(&ClientRequest::Wait(JobId(1))), "wait");
+        assert_eq!(reply_name(&ClientReply::LogEnd), "log_end");
+        let e = unexpected("submit", &ClientReply::Jobs(vec![]));
+        assert_eq!(
+            e.to_string(),
+            "the scheduler answered submit with an unexpected jobs reply"
+        );
+        assert!(!e.is_retryable());
+        assert!(!ClientError::Scheduler("no job 9".into()).is_retryable());
+        assert!(ClientError::NoAnswer { request: "nodes" }.is_retryable());
+        assert!(ClientError::Net(NetError::Read("reset".into())).is_retryable());
+        assert!(!ClientError::Net(NetError::Refused("bad token".into())).is_retryable());
+    }
+}

@@ -1,0 +1,425 @@
+//! `graze`, the user's command: submit MPI jobs to a graze cluster, list the queue and the
+//! nodes, follow a job's output, cancel it or wait for it.
+//!
+//! [`cli`] is the syntax, [`client`] talks to the scheduler, [`format`] turns its answers into
+//! text. [`run`] ties them together; `main.rs` only calls [`main_entry`].
+
+pub mod cli;
+pub mod client;
+pub mod format;
+
+use anyhow::{bail, Context as _};
+use cli::{Cli, Command, SubmitArgs};
+use client::{Client, ClientError};
+use graze_net::Access;
+use graze_proto::{JobId, JobSpec, Stream};
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code of `graze` when the scheduler refused a request (`error: ...` printed).
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit code of `graze` when it could not do its work (bad access file, no connection, ...).
+pub const EXIT_ERROR: u8 = 2;
+
+/// How long `graze wait` pauses before asking again if the scheduler answered too early.
+const WAIT_RETRY: Duration = Duration::from_secs(1);
+
+/// Parse the command line, set up logging and a runtime, run, and turn errors into exit codes.
+pub fn main_entry() -> ExitCode {
+    let cli = match <Cli as clap::Parser>::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success, usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_ERROR));
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Log to stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run one `graze` command. A request the scheduler refuses prints `error: MESSAGE` and gives
+/// exit code 1; other failures come back as errors (exit code 2 in [`main_entry`]).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Everything that can be checked without the scheduler is checked first.
+    let spec = match &cli.command {
+        Command::Submit(args) => Some(build_spec(args)?),
+        _ => None,
+    };
+    let path = access_path(
+        cli.access.as_deref(),
+        env_os("XDG_CONFIG_HOME"),
+        env_os("HOME"),
+    )?;
+    let access = load_access(&path, cli.access.is_some())?;
+    let client = Client::connect(&access)
+        .await
+        .with_context(|| format!("using the access file {}", path.display()))?;
+    let result = dispatch(&client, cli.command, spec).await;
+    client.close().await;
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            if let Some(ClientError::Scheduler(message)) = find_cause::<ClientError>(&e) {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+            if find_cause::<std::io::Error>(&e)
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                // The reader went away (`graze logs 3 | head`): not an error.
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn find_cause<T: std::error::Error + 'static>(e: &anyhow::Error) -> Option<&T> {
+    e.chain().find_map(|c| c.downcast_ref::<T>())
+}
+
+async fn dispatch(
+    client: &Client,
+    command: Command,
+    spec: Option<JobSpec>,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Submit(args) => {
+            let spec = spec.context("internal: submit without a job spec")?;
+            let id = client.submit(spec).await.context("submitting the job")?;
+            if args.json {
+                print(&format!("{{\"id\": {id}}}\n"))?;
+            } else {
+                print(&format!("{id}\n"))?;
+            }
+        }
+        Command::Queue { all, json } => {
+            let jobs = client.queue(all).await.context("listing the queue")?;
+            if json {
+                print(&json_text(&jobs)?)?;
+            } else {
+                print(&format::queue_table(&jobs, format::now_ms()))?;
+            }
+        }
+        Command::Nodes { json } => {
+            let nodes = client.nodes().await.context("listing the nodes")?;
+            if json {
+                print(&json_text(&nodes)?)?;
+            } else {
+                print(&format::nodes_table(&nodes))?;
+            }
+        }
+        Command::Show { job, json } => {
+            let view = client
+                .show(job)
+                .await
+                .with_context(|| format!("showing job {job}"))?;
+            if json {
+                print(&json_text(&view)?)?;
+            } else {
+                print(&format::job_details(&view, format::now_ms()))?;
+            }
+        }
+        Command::Logs { job, rank, follow } => logs(client, job, rank, follow).await?,
+        Command::Cancel { job } => {
+            let view = client
+                .cancel(job)
+                .await
+                .with_context(|| format!("cancelling job {job}"))?;
+            print(&format!("{}\n", format::cancel_message(&view)))?;
+        }
+        Command::Wait { job } => {
+            let view = loop {
+                let view = client
+                    .wait(job)
+                    .await
+                    .with_context(|| format!("waiting for job {job}"))?;
+                if view.state.is_final() {
+                    break view;
+                }
+                tracing::warn!(state = %view.state, "the scheduler answered wait before the job ended; asking again");
+                tokio::time::sleep(WAIT_RETRY).await;
+            };
+            eprintln!("{}", format::wait_summary(&view));
+            return Ok(ExitCode::from(format::wait_exit_code(&view)));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn logs(client: &Client, job: JobId, rank: Option<u32>, follow: bool) -> anyhow::Result<()> {
+    let what = || format!("reading the output of job {job}");
+    let mut stream = client.logs(job, rank, follow).await.with_context(what)?;
+    let bare = rank.is_some();
+    while let Some(lines) = stream.next_batch().await.with_context(what)? {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        for l in &lines {
+            let text = format::log_line(l, bare);
+            match l.stream {
+                Stream::Stdout => writeln!(out, "{text}").context("writing to stdout")?,
+                Stream::Stderr => writeln!(err, "{text}").context("writing to stderr")?,
+            }
+        }
+        out.flush().context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    let mut s = serde_json::to_string_pretty(value).context("encoding JSON")?;
+    s.push('\n');
+    Ok(s)
+}
+
+fn env_os(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// The access file to use: the one named by `--access`/`GRAZE_ACCESS`, else
+/// `$XDG_CONFIG_HOME/graze/access.toml` (when absolute), else `$HOME/.config/graze/access.toml`.
+pub fn access_path(
+    given: Option<&Path>,
+    xdg_config_home: Option<OsString>,
+    home: Option<OsString>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_owned());
+    }
+    if let Some(x) = xdg_config_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(x.join("graze").join("access.toml"));
+    }
+    match home {
+        Some(h) => Ok(PathBuf::from(h).join(".config/graze/access.toml")),
+        None => bail!(
+            "no access file given and neither XDG_CONFIG_HOME nor HOME is set; \
+             copy STATE_DIR/access.toml from the scheduler and name it with --access FILE or GRAZE_ACCESS"
+        ),
+    }
+}
+
+/// Load the access file, explaining how to get one when it is missing.
+pub fn load_access(path: &Path, explicit: bool) -> anyhow::Result<Access> {
+    if !path.exists() {
+        let how = if explicit {
+            "named by --access or GRAZE_ACCESS"
+        } else {
+            "the default location"
+        };
+        bail!(
+            "no access file at {} ({how}); copy STATE_DIR/access.toml from the scheduler to there, \
+             or name another with --access FILE or GRAZE_ACCESS",
+            path.display()
+        );
+    }
+    Ok(Access::load(path)?)
+}
+
+/// Turn `graze submit` arguments into a [`JobSpec`], with the current directory and user.
+fn build_spec(args: &SubmitArgs) -> anyhow::Result<JobSpec> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    spec_from_args(args, &cwd, current_user())
+}
+
+/// Turn `graze submit` arguments into a [`JobSpec`]; a relative `--cwd` is taken from `cwd`.
+pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Result<JobSpec> {
+    if args.command.first().is_none_or(|w| w.trim().is_empty()) {
+        bail!(
+            "invalid command '{}': the first word must not be empty; put the command after --",
+            format::shell_words(&args.command)
+        );
+    }
+    let dir = match &args.cwd {
+        Some(d) => cwd.join(d),
+        None => cwd.to_owned(),
+    };
+    let dir = dir.into_os_string().into_string().map_err(|d| {
+        anyhow::anyhow!(
+            "invalid working directory '{}': not UTF-8",
+            d.to_string_lossy()
+        )
+    })?;
+    Ok(JobSpec {
+        name: args.name.clone().filter(|n| !n.is_empty()),
+        nprocs: args.nprocs,
+        unit: args.unit.into(),
+        priority: args.priority,
+        groups: args.groups.clone(),
+        nodes: args.nodes.clone(),
+        command: args.command.clone(),
+        cwd: Some(dir),
+        env: args.env.clone(),
+        user,
+    })
+}
+
+/// The submitting user's login name: `$USER`, `$LOGNAME`, the password database, or `unknown`.
+pub fn current_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(passwd_name)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn passwd_name() -> Option<String> {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    // SAFETY: passwd is plain data; all-zero is a valid (empty) value that getpwuid_r overwrites.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and buf.len() is the buffer's real size.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside buf, alive here.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+    use graze_proto::Unit;
+
+    fn submit_args(args: &[&str]) -> SubmitArgs {
+        let mut all = vec!["graze", "submit"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Submit(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spec_from_submit() {
+        let a = submit_args(&[
+            "-n", "4", "--unit", "node", "--cwd", "run1", "--env", "A=1", "--", "mpiexec", "x",
+        ]);
+        let s = spec_from_args(&a, Path::new("/home/alice"), "alice".into()).unwrap();
+        assert_eq!(s.nprocs, 4);
+        assert_eq!(s.unit, Unit::Node);
+        assert_eq!(s.cwd.as_deref(), Some("/home/alice/run1"));
+        assert_eq!(s.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(s.command, ["mpiexec", "x"]);
+        assert_eq!(s.user, "alice");
+        assert_eq!(s.name, None);
+
+        let a = submit_args(&["-n", "1", "--cwd", "/scratch", "--", "true"]);
+        let s = spec_from_args(&a, Path::new("/home/alice"), "alice".into()).unwrap();
+        assert_eq!(s.cwd.as_deref(), Some("/scratch"));
+        let s = spec_from_args(
+            &submit_args(&["-n", "1", "--", "true"]),
+            Path::new("/w"),
+            "u".into(),
+        )
+        .unwrap();
+        assert_eq!(s.cwd.as_deref(), Some("/w"));
+    }
+
+    #[test]
+    fn empty_command_word_is_refused() {
+        let a = submit_args(&["-n", "1", "--", "", "x"]);
+        let e = spec_from_args(&a, Path::new("/"), "u".into()).unwrap_err();
+        assert!(e.to_string().contains("invalid command ''' x'"), "{e}");
+    }
+
+    #[test]
+    fn access_path_order() {
+        let p = access_path(
+            Some(Path::new("/a.toml")),
+            Some("/x".into()),
+            Some("/h".into()),
+        );
+        assert_eq!(p.unwrap(), PathBuf::from("/a.toml"));
+        let p = access_path(None, Some("/x".into()), Some("/h".into()));
+        assert_eq!(p.unwrap(), PathBuf::from("/x/graze/access.toml"));
+        let p = access_path(None, Some("relative".into()), Some("/h".into()));
+        assert_eq!(p.unwrap(), PathBuf::from("/h/.config/graze/access.toml"));
+        let e = access_path(None, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("copy STATE_DIR/access.toml from the scheduler"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_access_file_names_the_path() {
+        let e = load_access(Path::new("/nonexistent/graze/access.toml"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no access file at /nonexistent/graze/access.toml"),
+            "{e}"
+        );
+        assert!(
+            e.contains("copy STATE_DIR/access.toml from the scheduler"),
+            "{e}"
+        );
+        let e = load_access(Path::new("/nonexistent/a.toml"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("named by --access or GRAZE_ACCESS"), "{e}");
+    }
+
+    #[test]
+    fn a_user_is_always_found() {
+        assert!(!current_user().is_empty());
+        // The password database knows the user running the tests (root in containers).
+        assert!(passwd_name().is_some());
+    }
+
+    #[test]
+    fn scheduler_errors_are_found_through_context() {
+        let e =
+            anyhow::Error::new(ClientError::Scheduler("no job 9".into())).context("showing job 9");
+        assert!(matches!(
+            find_cause::<ClientError>(&e),
+            Some(ClientError::Scheduler(m)) if m == "no job 9"
+        ));
+    }
+}

@@ -1,0 +1,288 @@
+//! The client and the `graze` binary against a fake scheduler that answers canned replies over
+//! real QUIC, with a pinned certificate and the hello, as the real scheduler does.
+#![allow(clippy::unwrap_used)]
+
+use graze::client::{Client, ClientError};
+use graze_net::{quinn, Access, Identity};
+use graze_proto::{
+    ClientReply, ClientRequest, ExitStatus, Hello, HelloReply, JobId, JobSpec, JobState, JobView,
+    LogLine, Stream, Unit, PROTOCOL_VERSION,
+};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+fn job(id: u64, state: JobState, exit: Option<ExitStatus>) -> JobView {
+    JobView {
+        id: JobId(id),
+        spec: JobSpec {
+            name: Some("pi".into()),
+            nprocs: 4,
+            unit: Unit::Core,
+            priority: 0,
+            groups: vec![],
+            nodes: vec![],
+            command: vec!["mpiexec".into(), "graze-pi".into()],
+            cwd: Some("/tmp".into()),
+            env: vec![],
+            user: "alice".into(),
+        },
+        state,
+        waiting_for: None,
+        submitted_ms: 1_714_564_800_000,
+        started_ms: Some(1_714_564_801_000),
+        ended_ms: state.is_final().then_some(1_714_564_802_000),
+        allocation: vec![],
+        exit,
+        requeues: 0,
+        events: vec![],
+    }
+}
+
+fn answers(req: ClientRequest) -> Vec<ClientReply> {
+    match req {
+        ClientRequest::Submit(spec) if spec.nprocs == 99 => vec![ClientReply::Error {
+            message: "no node group 'gpu'".into(),
+        }],
+        ClientRequest::Submit(_) => vec![ClientReply::Submitted { id: JobId(42) }],
+        ClientRequest::Queue { .. } => {
+            vec![ClientReply::Jobs(vec![job(3, JobState::Running, None)])]
+        }
+        ClientRequest::Nodes => vec![ClientReply::Nodes(vec![])],
+        ClientRequest::Show(JobId(9)) => vec![ClientReply::Error {
+            message: "no job 9".into(),
+        }],
+        ClientRequest::Show(id) => vec![ClientReply::Job(Box::new(job(
+            id.0,
+            JobState::Queued,
+            None,
+        )))],
+        ClientRequest::Cancel(id) => vec![ClientReply::Job(Box::new(job(
+            id.0,
+            JobState::Cancelled,
+            None,
+        )))],
+        ClientRequest::Wait(JobId(5)) => vec![ClientReply::Job(Box::new(job(
+            5,
+            JobState::Failed,
+            Some(ExitStatus {
+                code: Some(3),
+                signal: None,
+            }),
+        )))],
+        ClientRequest::Wait(id) => vec![ClientReply::Job(Box::new(job(
+            id.0,
+            JobState::Cancelled,
+            None,
+        )))],
+        ClientRequest::Logs { rank, .. } => {
+            let line = |rank, stream, line: &str| LogLine {
+                rank,
+                stream,
+                line: line.into(),
+            };
+            let mut all = vec![
+                line(Some(0), Stream::Stdout, "hello from 0"),
+                line(Some(1), Stream::Stdout, "hello from 1"),
+                line(Some(1), Stream::Stderr, "warning from 1"),
+                line(None, Stream::Stdout, "mpiexec says"),
+            ];
+            if let Some(r) = rank {
+                all.retain(|l| l.rank == Some(r));
+            }
+            let (a, b) = all.split_at(2.min(all.len()));
+            vec![
+                ClientReply::Log(a.to_vec()),
+                ClientReply::Log(b.to_vec()),
+                ClientReply::LogEnd,
+            ]
+        }
+    }
+}
+
+async fn serve_conn(conn: quinn::Connection) {
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let hello: Hello = graze_net::recv(&mut recv).await.unwrap().unwrap();
+    let reply = if hello.token == "secret" {
+        HelloReply::Welcome {
+            version: PROTOCOL_VERSION,
+        }
+    } else {
+        HelloReply::Refused {
+            reason: "wrong cluster token".into(),
+        }
+    };
+    graze_net::send(&mut send, &reply).await.unwrap();
+    while let Ok((mut s, mut r)) = conn.accept_bi().await {
+        tokio::spawn(async move {
+            let req: ClientRequest = graze_net::recv(&mut r).await.unwrap().unwrap();
+            // The client finishes its half after the request.
+            assert!(graze_net::recv::<ClientRequest>(&mut r)
+                .await
+                .unwrap()
+                .is_none());
+            for a in answers(req) {
+                graze_net::send(&mut s, &a).await.unwrap();
+            }
+            s.finish().unwrap();
+            let _ = s.stopped().await;
+        });
+    }
+}
+
+/// Start the fake scheduler; write an access file for it into `dir`.
+fn start(dir: &Path, token: &str) -> std::path::PathBuf {
+    let id = Identity::load_or_create(dir).unwrap();
+    let ep =
+        graze_net::server_endpoint("127.0.0.1:0".parse().unwrap(), &id, Duration::from_secs(10))
+            .unwrap();
+    let access = Access {
+        scheduler: ep.local_addr().unwrap().to_string(),
+        fingerprint: id.fingerprint(),
+        token: token.into(),
+    };
+    let path = dir.join("access.toml");
+    access.save(&path).unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    serve_conn(conn).await;
+                }
+            });
+        }
+    });
+    path
+}
+
+#[tokio::test]
+async fn client_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = start(dir.path(), "secret");
+    let client = Client::connect(&Access::load(&path).unwrap())
+        .await
+        .unwrap();
+
+    let spec = job(1, JobState::Queued, None).spec;
+    assert_eq!(client.submit(spec.clone()).await.unwrap(), JobId(42));
+    let bad = JobSpec { nprocs: 99, ..spec };
+    match client.submit(bad).await {
+        Err(ClientError::Scheduler(m)) => assert_eq!(m, "no node group 'gpu'"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.queue(true).await.unwrap().len(), 1);
+    assert!(client.nodes().await.unwrap().is_empty());
+    assert_eq!(client.show(JobId(4)).await.unwrap().state, JobState::Queued);
+    assert!(matches!(
+        client.show(JobId(9)).await,
+        Err(ClientError::Scheduler(_))
+    ));
+    assert_eq!(
+        client.cancel(JobId(4)).await.unwrap().state,
+        JobState::Cancelled
+    );
+    assert_eq!(client.wait(JobId(5)).await.unwrap().state, JobState::Failed);
+
+    let mut logs = client.logs(JobId(5), None, true).await.unwrap();
+    let mut n = 0;
+    while let Some(batch) = logs.next_batch().await.unwrap() {
+        n += batch.len();
+    }
+    assert_eq!(n, 4);
+    assert!(logs.next_batch().await.unwrap().is_none());
+
+    // Several requests at once on one connection.
+    let (a, b) = tokio::join!(client.queue(false), client.show(JobId(7)));
+    assert_eq!(a.unwrap()[0].id, JobId(3));
+    assert_eq!(b.unwrap().id, JobId(7));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn wrong_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = start(dir.path(), "wrong");
+    let e = Client::connect(&Access::load(&path).unwrap())
+        .await
+        .err()
+        .unwrap();
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("wrong cluster token"), "{e}");
+}
+
+async fn graze(access: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_graze"))
+        .arg("--access")
+        .arg(access)
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = start(dir.path(), "secret");
+
+    let o = graze(&path, &["submit", "-n", "4", "--", "mpiexec", "graze-pi"]).await;
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(0), "42\n".into()));
+    let o = graze(&path, &["submit", "--json", "-n", "4", "--", "x"]).await;
+    assert_eq!(text(&o.stdout), "{\"id\": 42}\n");
+
+    let o = graze(&path, &["submit", "-n", "99", "--", "x"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr), "error: no node group 'gpu'\n");
+
+    let o = graze(&path, &["show", "9"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr), "error: no job 9\n");
+
+    let o = graze(&path, &["show", "4"]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stdout).starts_with("job 4\n"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    let o = graze(&path, &["queue", "--json"]).await;
+    let jobs: Vec<JobView> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(jobs[0].id, JobId(3));
+
+    let o = graze(&path, &["wait", "5"]).await;
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(text(&o.stderr), "job 5 failed: exit 3\n");
+    let o = graze(&path, &["wait", "6"]).await;
+    assert_eq!(o.status.code(), Some(130));
+    assert_eq!(text(&o.stderr), "job 6 cancelled\n");
+
+    let o = graze(&path, &["cancel", "6"]).await;
+    assert_eq!(text(&o.stdout), "cancelled job 6\n");
+
+    let o = graze(&path, &["logs", "5"]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        text(&o.stdout),
+        "[0] hello from 0\n[1] hello from 1\n[-] mpiexec says\n"
+    );
+    assert_eq!(text(&o.stderr), "[1] warning from 1\n");
+    let o = graze(&path, &["logs", "5", "--rank", "0"]).await;
+    assert_eq!(text(&o.stdout), "hello from 0\n");
+
+    let missing = dir.path().join("nope.toml");
+    let o = graze(&missing, &["queue"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(err.starts_with("error: no access file at "), "{err}");
+    assert!(
+        err.contains("nope.toml (named by --access or GRAZE_ACCESS)"),
+        "{err}"
+    );
+}
