@@ -62,6 +62,15 @@ pub enum NetError {
     /// The scheduler refused us (wrong token, wrong version, ...). Not retryable.
     #[error("refused by the scheduler: {0}")]
     Refused(String),
+    /// The TLS handshake failed, e.g. the certificate does not match the pinned fingerprint.
+    /// Not retryable: the access file or the scheduler's identity is wrong.
+    #[error("cannot trust the scheduler at {addr}: {msg}")]
+    Untrusted {
+        /// Where.
+        addr: String,
+        /// Why.
+        msg: String,
+    },
 }
 
 impl NetError {
@@ -433,7 +442,18 @@ pub async fn connect(
         .connect(addr, SERVER_NAME)
         .map_err(|e| cerr(e.to_string()))?
         .await
-        .map_err(|e| cerr(e.to_string()))?;
+        .map_err(|e| match &e {
+            // TLS alerts are the crypto range of QUIC transport error codes (0x100-0x1ff).
+            quinn::ConnectionError::TransportError(t)
+                if (0x100..0x200).contains(&u64::from(t.code)) =>
+            {
+                NetError::Untrusted {
+                    addr: access.scheduler.clone(),
+                    msg: t.reason.clone(),
+                }
+            }
+            _ => cerr(e.to_string()),
+        })?;
     let (send, recv) = conn.open_bi().await?;
     let mut control = Framed { send, recv };
     control

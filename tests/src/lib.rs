@@ -312,10 +312,7 @@ pub fn processes_with_env(vars: &[&str]) -> Vec<u32> {
             continue;
         };
         let entries: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if !vars
-            .iter()
-            .all(|v| entries.iter().any(|e| *e == v.as_bytes()))
-        {
+        if !vars.iter().all(|v| entries.contains(&v.as_bytes())) {
             continue;
         }
         if process_state(pid).is_some_and(|s| s != 'Z' && s != 'X') {

@@ -1,0 +1,1015 @@
+//! The agent's owning task: one loop that holds all state (connection, jobs, pending
+//! launches, owner status) and is fed by one channel of [`Input`].
+//!
+//! Drivers around it: a connector task per connection attempt, a reader and a writer task per
+//! connection, a task per job process (exit) and per output pipe (lines), the launcher socket
+//! listener, and a CPU sampler thread. The 50 ms tick is a timer inside the loop itself so
+//! that a flood of output cannot delay availability changes.
+
+use crate::config::AgentConfig;
+use crate::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
+use crate::idle::{self, Owner};
+use crate::launch::{self, LaunchRequest, ShimEvent, ShimReply};
+use crate::machine::{CpuMeter, CpuSample};
+use crate::process::{self, Sink};
+use crate::procs::{ProcSet, Survivors, TAG_VAR};
+use anyhow::{anyhow, Context, Result};
+use graze_net::{Access, NetError, Session};
+use graze_proto::{
+    AgentMsg, Availability, ExitStatus, HostSlots, JobId, LaunchId, NodeInfo, NodeStatus, Role,
+    SchedulerMsg, Stream,
+};
+use rand::Rng;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// Owner idle sources are evaluated this often.
+pub(crate) const TICK: Duration = Duration::from_millis(50);
+/// A status goes out at least this often.
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// First reconnect delay.
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest reconnect delay.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long killing a job's processes may take before survivors are reported.
+pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// QUIC idle timeout.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connect plus register must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Everything the owning task reacts to.
+pub(crate) enum Input {
+    /// A connection attempt registered.
+    Connected { gen: u64, session: Box<Session> },
+    /// A connection attempt failed.
+    ConnectFailed { gen: u64, error: ConnectError },
+    /// A message from the scheduler.
+    Scheduler { gen: u64, msg: SchedulerMsg },
+    /// The connection broke (reader or writer).
+    Lost { gen: u64, reason: String },
+    /// An output line of a job process.
+    Output {
+        job: JobId,
+        rank: Option<u32>,
+        stream: Stream,
+        line: String,
+    },
+    /// A job's main command ended.
+    MainExited { job: JobId, exit: ExitStatus },
+    /// A remote-launched command ended.
+    RemoteExited {
+        job: JobId,
+        remote: LaunchId,
+        exit: ExitStatus,
+    },
+    /// Killing a job's processes finished.
+    Killed {
+        job: JobId,
+        result: Result<(), Survivors>,
+    },
+    /// From the launcher socket.
+    Shim(ShimEvent),
+    /// A CPU measurement.
+    Sample(CpuSample),
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("the scheduler refused to register node '{name}': {reason}")]
+    RegisterRefused { name: String, reason: String },
+    #[error("the scheduler answered the registration with {0}")]
+    Unexpected(String),
+    #[error("the scheduler closed the connection during registration")]
+    Closed,
+    #[error("no answer from the scheduler within {}s", CONNECT_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+impl ConnectError {
+    fn is_fatal(&self) -> bool {
+        match self {
+            ConnectError::Net(e) => !e.is_retryable(),
+            ConnectError::RegisterRefused { .. } => true,
+            ConnectError::Unexpected(_) | ConnectError::Closed | ConnectError::Timeout => false,
+        }
+    }
+}
+
+enum Conn {
+    /// Not connected; try again at `retry_at`.
+    Down { retry_at: Instant },
+    /// A connector task runs.
+    Connecting { task: JoinHandle<()> },
+    /// Registered.
+    Up {
+        out: mpsc::Sender<AgentMsg>,
+        conn: graze_net::quinn::Connection,
+        endpoint: graze_net::quinn::Endpoint,
+        tasks: Vec<JoinHandle<()>>,
+    },
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum Main {
+    /// The main command does not run on this node.
+    None,
+    Running,
+    Exited,
+}
+
+struct Job {
+    tag: String,
+    span: tracing::Span,
+    secret: Option<String>,
+    pgids: Vec<i32>,
+    main: Main,
+    remotes: HashSet<LaunchId>,
+    killing: bool,
+    killed: bool,
+}
+
+impl Job {
+    fn procs(&self) -> ProcSet {
+        ProcSet::new(self.pgids.clone(), Some(self.tag.clone()))
+    }
+}
+
+struct PendingLaunch {
+    job: JobId,
+    reply: oneshot::Sender<ShimReply>,
+}
+
+/// Sends a process's events into the owning task.
+#[derive(Clone)]
+struct ProcSink {
+    tx: mpsc::Sender<Input>,
+    job: JobId,
+    /// `None` for the main command (its lines carry hydra's rank labels).
+    remote: Option<LaunchId>,
+}
+
+impl Sink for ProcSink {
+    async fn line(&self, stream: Stream, line: String) -> bool {
+        let (rank, line) = match self.remote {
+            None => match hydra::parse_label(&line) {
+                (Some(r), rest) => (Some(r), rest.to_string()),
+                (None, _) => (None, line),
+            },
+            Some(_) => (None, line),
+        };
+        self.tx
+            .send(Input::Output {
+                job: self.job,
+                rank,
+                stream,
+                line,
+            })
+            .await
+            .is_ok()
+    }
+
+    async fn exited(&self, exit: ExitStatus) {
+        let ev = match self.remote {
+            None => Input::MainExited {
+                job: self.job,
+                exit,
+            },
+            Some(remote) => Input::RemoteExited {
+                job: self.job,
+                remote,
+                exit,
+            },
+        };
+        let _ = self.tx.send(ev).await;
+    }
+}
+
+/// The agent's state, owned by [`Agent::run`].
+pub(crate) struct Agent {
+    cfg: AgentConfig,
+    access: Access,
+    info: NodeInfo,
+    tx: mpsc::Sender<Input>,
+    instance: String,
+    owner: Owner,
+    jobs: HashMap<JobId, Job>,
+    launches: HashMap<LaunchId, PendingLaunch>,
+    conn: Conn,
+    gen: u64,
+    backoff: Duration,
+    failures: u32,
+    last_status: Option<(Instant, Availability)>,
+    cpu: CpuSample,
+    jobsets: watch::Sender<Vec<ProcSet>>,
+    jobs_dir: PathBuf,
+    sock: PathBuf,
+    fatal: Option<anyhow::Error>,
+}
+
+/// Run the agent until `shutdown` completes or a fatal error.
+pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    if cfg.idle_sources.is_empty() {
+        anyhow::bail!(crate::config::NO_IDLE_SOURCE);
+    }
+    let access = Access::load(&cfg.access).context("loading the access file")?;
+    let jobs_dir = cfg.spool.join("jobs");
+    std::fs::create_dir_all(&jobs_dir)
+        .with_context(|| format!("creating spool directory '{}'", jobs_dir.display()))?;
+    let sock = cfg.spool.join("launch.sock");
+    let listener = launch::bind(&sock)
+        .with_context(|| format!("listening on launcher socket '{}'", sock.display()))?;
+    if !cfg.launcher.exists() {
+        tracing::warn!(launcher = %cfg.launcher.display(),
+            "launcher shim not found; MPI jobs spanning several nodes will fail");
+    }
+
+    let info = crate::machine::node_info(&cfg).await;
+    tracing::info!(name = %info.name, cores = info.cores, sockets = info.sockets,
+        mpi = ?info.mpi.iter().map(|m| format!("{} {}", m.kind, m.version)).collect::<Vec<_>>(),
+        scheduler = %access.scheduler, "graze-agent starting");
+
+    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let listen_task = tokio::spawn(launch::serve(listener, tx.clone(), Input::Shim));
+    let (jobsets, jobsets_rx) = watch::channel(Vec::new());
+    spawn_sampler(tx.clone(), jobsets_rx);
+
+    let started = Instant::now();
+    let mut agent = Agent {
+        owner: Owner::new(&cfg.idle_sources, started),
+        instance: hex_id(),
+        cfg,
+        access,
+        info,
+        tx,
+        jobs: HashMap::new(),
+        launches: HashMap::new(),
+        conn: Conn::Down { retry_at: started },
+        gen: 0,
+        backoff: BACKOFF_MIN,
+        failures: 0,
+        last_status: None,
+        cpu: CpuSample {
+            core_load: Vec::new(),
+            owner_cpu: 0.0,
+            job_cpu: 0.0,
+        },
+        jobsets,
+        jobs_dir,
+        sock,
+        fatal: None,
+    };
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+            _ = tick.tick() => agent.on_tick().await,
+            Some(input) = rx.recv() => agent.handle(input).await,
+        }
+        if agent.fatal.is_some() {
+            break;
+        }
+    }
+    listen_task.abort();
+    agent.stop().await;
+    match agent.fatal.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn hex_id() -> String {
+    let v: u64 = rand::thread_rng().gen();
+    format!("{v:016x}")
+}
+
+fn spawn_sampler(tx: mpsc::Sender<Input>, jobsets: watch::Receiver<Vec<ProcSet>>) {
+    let spawned = std::thread::Builder::new()
+        .name("cpu-sampler".into())
+        .spawn(move || {
+            let mut meter = CpuMeter::new();
+            loop {
+                std::thread::sleep(STATUS_EVERY);
+                let sets = jobsets.borrow().clone();
+                let s = meter.sample(&sets);
+                if tx.blocking_send(Input::Sample(s)).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the CPU sampler; owner CPU use reads as 0");
+    }
+}
+
+impl Agent {
+    async fn handle(&mut self, input: Input) {
+        match input {
+            Input::Connected { gen, session } => self.on_connected(gen, *session),
+            Input::ConnectFailed { gen, error } => self.on_connect_failed(gen, error),
+            Input::Scheduler { gen, msg } if gen == self.gen => self.on_scheduler(msg).await,
+            Input::Scheduler { .. } => {}
+            Input::Lost { gen, reason } => {
+                if gen == self.gen && matches!(self.conn, Conn::Up { .. }) {
+                    self.lose_connection(&reason);
+                }
+            }
+            Input::Output {
+                job,
+                rank,
+                stream,
+                line,
+            } => {
+                if self.jobs.contains_key(&job) {
+                    self.send(AgentMsg::Output {
+                        job,
+                        rank,
+                        stream,
+                        line,
+                    })
+                    .await;
+                }
+            }
+            Input::MainExited { job, exit } => self.on_main_exited(job, exit).await,
+            Input::RemoteExited { job, remote, exit } => {
+                self.on_remote_exited(job, remote, exit).await
+            }
+            Input::Killed { job, result } => self.on_killed(job, result).await,
+            Input::Shim(ShimEvent::Request(r)) => self.on_launch_request(r).await,
+            Input::Shim(ShimEvent::Gone(id)) => {
+                if let Some(p) = self.launches.remove(&id) {
+                    tracing::info!(job = %p.job, launch = id.0, "launcher shim went away; launch abandoned");
+                    self.send(AgentMsg::LaunchAbandoned { id }).await;
+                }
+            }
+            Input::Sample(s) => self.cpu = s,
+        }
+    }
+
+    // ---- connection ----
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        if let Conn::Down { retry_at } = self.conn {
+            if now >= retry_at {
+                self.start_connect();
+            }
+        }
+        let owner = self.owner.evaluate(now, SystemTime::now());
+        let avail = idle::availability(
+            owner.idle,
+            self.cfg.start_after,
+            self.cpu.owner_cpu,
+            self.cfg.owner_cpu_max,
+        );
+        let due = match &self.last_status {
+            None => true,
+            Some((at, last)) => {
+                if !idle::same_kind(last, &avail) {
+                    tracing::info!(from = %last, to = %avail, "availability changed");
+                    true
+                } else {
+                    now.duration_since(*at) >= STATUS_EVERY
+                }
+            }
+        };
+        if due && matches!(self.conn, Conn::Up { .. }) {
+            let status = NodeStatus {
+                core_load: self.cpu.core_load.clone(),
+                owner_cpu: self.cpu.owner_cpu,
+                owner_idle_ms: owner.idle.as_millis().try_into().unwrap_or(u64::MAX),
+                availability: avail.clone(),
+                idle_sources: owner.working,
+            };
+            self.send(AgentMsg::Status(status)).await;
+            self.last_status = Some((now, avail));
+        } else if !matches!(self.conn, Conn::Up { .. }) {
+            // Remember the kind so changes are logged, and report afresh after connecting.
+            self.last_status = None;
+        }
+    }
+
+    fn start_connect(&mut self) {
+        self.gen += 1;
+        let gen = self.gen;
+        let tx = self.tx.clone();
+        let access = self.access.clone();
+        let bind = self.cfg.bind;
+        let info = self.info.clone();
+        let task = tokio::spawn(
+            async move {
+                let r = tokio::time::timeout(CONNECT_TIMEOUT, connect(access, bind, info)).await;
+                let input = match r {
+                    Ok(Ok(session)) => Input::Connected {
+                        gen,
+                        session: Box::new(session),
+                    },
+                    Ok(Err(error)) => Input::ConnectFailed { gen, error },
+                    Err(_) => Input::ConnectFailed {
+                        gen,
+                        error: ConnectError::Timeout,
+                    },
+                };
+                let _ = tx.send(input).await;
+            }
+            .instrument(tracing::info_span!("connect", attempt = gen)),
+        );
+        self.conn = Conn::Connecting { task };
+    }
+
+    fn on_connected(&mut self, gen: u64, session: Session) {
+        if gen != self.gen || !matches!(self.conn, Conn::Connecting { .. }) {
+            session.conn.close(0u32.into(), b"stale");
+            return;
+        }
+        tracing::info!(scheduler = %self.access.scheduler, node = %self.cfg.name, "registered with the scheduler");
+        self.backoff = BACKOFF_MIN;
+        self.failures = 0;
+        self.last_status = None;
+        let Session {
+            endpoint,
+            conn,
+            control,
+        } = session;
+        let graze_net::Framed { mut send, mut recv } = control;
+        let (out, mut out_rx) = mpsc::channel::<AgentMsg>(1024);
+        let tx = self.tx.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                if let Err(e) = graze_net::send(&mut send, &msg).await {
+                    let _ = tx
+                        .send(Input::Lost {
+                            gen,
+                            reason: e.to_string(),
+                        })
+                        .await;
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
+        let tx = self.tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let reason = match graze_net::recv::<SchedulerMsg>(&mut recv).await {
+                    Ok(Some(msg)) => {
+                        if tx.send(Input::Scheduler { gen, msg }).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(None) => "the scheduler closed the connection".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let _ = tx.send(Input::Lost { gen, reason }).await;
+                return;
+            }
+        });
+        self.conn = Conn::Up {
+            out,
+            conn,
+            endpoint,
+            tasks: vec![writer, reader],
+        };
+    }
+
+    fn on_connect_failed(&mut self, gen: u64, error: ConnectError) {
+        if gen != self.gen {
+            return;
+        }
+        if error.is_fatal() {
+            self.fatal = Some(anyhow!(error).context(format!(
+                "connecting to the scheduler at {}",
+                self.access.scheduler
+            )));
+            return;
+        }
+        self.failures += 1;
+        let delay = self.next_delay();
+        tracing::warn!(error = %error, attempt = self.failures,
+            retry_in_ms = delay.as_millis() as u64, "cannot reach the scheduler");
+        self.conn = Conn::Down {
+            retry_at: Instant::now() + delay,
+        };
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let jitter_ms = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
+        base + Duration::from_millis(jitter_ms)
+    }
+
+    /// The scheduler is gone: every job process here is killed, then we reconnect.
+    fn lose_connection(&mut self, reason: &str) {
+        tracing::warn!(
+            reason,
+            "lost the scheduler; killing every job process on this node"
+        );
+        self.close_conn(b"reconnecting");
+        let delay = self.next_delay();
+        self.conn = Conn::Down {
+            retry_at: Instant::now() + delay,
+        };
+        self.fail_launches("graze-agent lost its connection to the scheduler");
+        for (id, job) in self.jobs.drain() {
+            let set = job.procs();
+            let dir = JobFiles::paths(&self.jobs_dir, id).dir;
+            let span = job.span.clone();
+            tokio::task::spawn_blocking(move || {
+                let _e = span.enter();
+                if let Err(e) = set.kill(KILL_TIMEOUT) {
+                    tracing::error!(error = %e, "job processes survived SIGKILL");
+                }
+                let _ = std::fs::remove_dir_all(dir);
+            });
+        }
+        self.publish_jobsets();
+    }
+
+    fn close_conn(&mut self, why: &'static [u8]) {
+        match std::mem::replace(
+            &mut self.conn,
+            Conn::Down {
+                retry_at: Instant::now(),
+            },
+        ) {
+            Conn::Up { conn, tasks, .. } => {
+                conn.close(0u32.into(), why);
+                for t in tasks {
+                    t.abort();
+                }
+            }
+            Conn::Connecting { task } => task.abort(),
+            Conn::Down { .. } => {}
+        }
+    }
+
+    fn fail_launches(&mut self, why: &str) {
+        for (_, p) in self.launches.drain() {
+            let _ = p.reply.send(ShimReply::error(why));
+        }
+    }
+
+    /// Send to the scheduler if connected; a full writer queue waits (backpressure).
+    async fn send(&mut self, msg: AgentMsg) {
+        if let Conn::Up { out, .. } = &self.conn {
+            if out.send(msg).await.is_err() {
+                // The writer ended; its Lost input (or the reader's) follows.
+                tracing::debug!("writer gone; message dropped");
+            }
+        }
+    }
+
+    async fn on_scheduler(&mut self, msg: SchedulerMsg) {
+        match msg {
+            SchedulerMsg::Registered => tracing::debug!("registered again"),
+            SchedulerMsg::RegisterRefused { reason } => {
+                self.fatal = Some(anyhow!(ConnectError::RegisterRefused {
+                    name: self.cfg.name.clone(),
+                    reason
+                }));
+            }
+            SchedulerMsg::StartJob {
+                job,
+                command,
+                cwd,
+                env,
+                hosts,
+                secret,
+            } => self.start_job(job, command, cwd, env, hosts, secret).await,
+            SchedulerMsg::SpawnRemote {
+                remote,
+                job,
+                command,
+            } => self.spawn_remote(remote, job, command).await,
+            SchedulerMsg::LaunchDone { id, exit, error } => {
+                let Some(p) = self.launches.remove(&id) else {
+                    tracing::debug!(launch = id.0, "answer for a launch that is gone");
+                    return;
+                };
+                let reply = match (exit, error) {
+                    (_, Some(e)) => ShimReply::error(e),
+                    (Some(x), None) => ShimReply::exit(x.shell_code()),
+                    (None, None) => ShimReply::error("the scheduler gave no reason"),
+                };
+                let _ = p.reply.send(reply);
+            }
+            SchedulerMsg::KillJob { job } => self.kill_job(job),
+        }
+    }
+
+    // ---- jobs ----
+
+    fn tag(&self, job: JobId) -> String {
+        format!("{}-{job}", self.instance)
+    }
+
+    fn job_entry(&mut self, job: JobId) -> &mut Job {
+        let tag = self.tag(job);
+        self.jobs.entry(job).or_insert_with(|| Job {
+            tag,
+            span: tracing::info_span!("job", id = %job),
+            secret: None,
+            pgids: Vec::new(),
+            main: Main::None,
+            remotes: HashSet::new(),
+            killing: false,
+            killed: false,
+        })
+    }
+
+    fn publish_jobsets(&self) {
+        let sets: Vec<ProcSet> = self.jobs.values().map(Job::procs).collect();
+        self.jobsets.send_replace(sets);
+    }
+
+    fn base_command(&self, program: &str, job: JobId, tag: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        for v in SECRET_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.env("GRAZE_JOB_ID", job.to_string())
+            .env(TAG_VAR, tag)
+            .stdin(Stdio::null())
+            .process_group(0);
+        cmd
+    }
+
+    async fn start_job(
+        &mut self,
+        job: JobId,
+        command: Vec<String>,
+        cwd: Option<String>,
+        env: Vec<(String, String)>,
+        hosts: Vec<HostSlots>,
+        secret: String,
+    ) {
+        if let Some(j) = self.jobs.get(&job) {
+            if j.main != Main::None || j.killing {
+                let reason = format!("job {job} already runs on node '{}'", self.cfg.name);
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                return;
+            }
+        }
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        let Some(program) = command.first().cloned() else {
+            let reason = "empty command".to_string();
+            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            return;
+        };
+        if let Err(e) = files.write(&hosts) {
+            let reason = format!(
+                "cannot write job files in '{}': {}",
+                files.dir.display(),
+                process::io_reason(&e)
+            );
+            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            return;
+        }
+        let tag = self.tag(job);
+        let span = tracing::info_span!("job", id = %job);
+        let mut note = None;
+        let dir = match cwd {
+            Some(c) if std::path::Path::new(&c).is_dir() => PathBuf::from(c),
+            Some(c) => {
+                note = Some(format!(
+                    "graze: working directory '{c}' does not exist on node '{}'; running in '{}'",
+                    self.cfg.name,
+                    files.dir.display()
+                ));
+                files.dir.clone()
+            }
+            None => files.dir.clone(),
+        };
+        let mut cmd = self.base_command(&program, job, &tag);
+        cmd.args(&command[1..]).current_dir(&dir);
+        let sock = self.sock.clone();
+        let vars = JobEnv {
+            job,
+            files: &files,
+            hosts: &hosts,
+            launcher: &self.cfg.launcher,
+            launch_sock: &sock,
+            secret: &secret,
+            tag: &tag,
+            extra: &env,
+        }
+        .vars();
+        cmd.envs(vars);
+        let sink = ProcSink {
+            tx: self.tx.clone(),
+            job,
+            remote: None,
+        };
+        match process::spawn(cmd, sink, span.clone()) {
+            Ok(pid) => {
+                let _e = span.enter();
+                tracing::info!(pid, command = ?command, cwd = %dir.display(), "job started");
+                drop(_e);
+                let j = self.job_entry(job);
+                j.span = span;
+                j.secret = Some(secret);
+                j.main = Main::Running;
+                j.pgids.push(pid as i32);
+                self.publish_jobsets();
+                if let Some(line) = note {
+                    self.send(AgentMsg::Output {
+                        job,
+                        rank: None,
+                        stream: Stream::Stderr,
+                        line,
+                    })
+                    .await;
+                }
+            }
+            Err(e) => {
+                let reason = format!("cannot run '{program}': {}", process::io_reason(&e));
+                span.in_scope(|| tracing::warn!(%reason, "job failed to start"));
+                let _ = std::fs::remove_dir_all(&files.dir);
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            }
+        }
+    }
+
+    async fn spawn_remote(&mut self, remote: LaunchId, job: JobId, command: Vec<String>) {
+        let fail = |why: String| {
+            vec![
+                AgentMsg::Output {
+                    job,
+                    rank: None,
+                    stream: Stream::Stderr,
+                    line: why,
+                },
+                AgentMsg::RemoteExited {
+                    remote,
+                    exit: ExitStatus {
+                        code: Some(127),
+                        signal: None,
+                    },
+                },
+            ]
+        };
+        if self.jobs.get(&job).is_some_and(|j| j.killing) {
+            for m in fail(format!(
+                "graze: not starting a process for job {job} on '{}': the job is being killed",
+                self.cfg.name
+            )) {
+                self.send(m).await;
+            }
+            return;
+        }
+        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
+        }
+        let tag = self.tag(job);
+        let line = command.join(" ");
+        let mut cmd = self.base_command("sh", job, &tag);
+        cmd.arg("-c").arg(&line);
+        if dir.is_dir() {
+            cmd.current_dir(&dir);
+        }
+        let sink = ProcSink {
+            tx: self.tx.clone(),
+            job,
+            remote: Some(remote),
+        };
+        let span = self.job_entry(job).span.clone();
+        match process::spawn(cmd, sink, span.clone()) {
+            Ok(pid) => {
+                span.in_scope(|| tracing::info!(remote = remote.0, pid, command = %line, "remote launch started"));
+                let j = self.job_entry(job);
+                j.pgids.push(pid as i32);
+                j.remotes.insert(remote);
+                self.publish_jobsets();
+            }
+            Err(e) => {
+                for m in fail(format!(
+                    "graze: cannot run 'sh' on '{}': {}",
+                    self.cfg.name,
+                    process::io_reason(&e)
+                )) {
+                    self.send(m).await;
+                }
+                if let Some(j) = self.jobs.get(&job) {
+                    if j.main == Main::None && j.remotes.is_empty() && j.pgids.is_empty() {
+                        self.jobs.remove(&job);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_main_exited(&mut self, job: JobId, exit: ExitStatus) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        j.main = Main::Exited;
+        j.span
+            .in_scope(|| tracing::info!(%exit, "job's main command ended"));
+        self.send(AgentMsg::JobExited { job, exit }).await;
+        self.maybe_cleared(job).await;
+    }
+
+    async fn on_remote_exited(&mut self, job: JobId, remote: LaunchId, exit: ExitStatus) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        j.remotes.remove(&remote);
+        j.span
+            .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
+        self.send(AgentMsg::RemoteExited { remote, exit }).await;
+        self.maybe_cleared(job).await;
+    }
+
+    fn kill_job(&mut self, job: JobId) {
+        let set = match self.jobs.get_mut(&job) {
+            Some(j) if j.killing => return,
+            Some(j) => {
+                j.killing = true;
+                j.span
+                    .in_scope(|| tracing::info!("killing the job's processes"));
+                j.procs()
+            }
+            // Nothing known here; still sweep for tagged orphans.
+            None => ProcSet::new(Vec::new(), Some(self.tag(job))),
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || set.kill(KILL_TIMEOUT))
+                .await
+                .unwrap_or(Ok(()));
+            let _ = tx.send(Input::Killed { job, result }).await;
+        });
+    }
+
+    async fn on_killed(&mut self, job: JobId, result: Result<(), Survivors>) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            self.send(AgentMsg::JobCleared { job }).await;
+            return;
+        };
+        j.killed = true;
+        if let Err(e) = result {
+            j.span
+                .in_scope(|| tracing::error!(error = %e, "job processes survived SIGKILL"));
+            // Answer anyway: the scheduler must not wait forever for unkillable processes.
+            self.clear(job).await;
+            return;
+        }
+        self.maybe_cleared(job).await;
+    }
+
+    /// Answer `JobCleared` once the kill finished and every process we started was reaped.
+    async fn maybe_cleared(&mut self, job: JobId) {
+        let done = self.jobs.get(&job).is_some_and(|j| {
+            j.killing && j.killed && j.main != Main::Running && j.remotes.is_empty()
+        });
+        if done {
+            self.clear(job).await;
+        }
+    }
+
+    async fn clear(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.remove(&job) {
+            j.span.in_scope(|| tracing::info!("job cleared"));
+        }
+        self.publish_jobsets();
+        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove job directory");
+            }
+        }
+        self.send(AgentMsg::JobCleared { job }).await;
+    }
+
+    // ---- launches ----
+
+    async fn on_launch_request(&mut self, r: LaunchRequest) {
+        let LaunchRequest { id, req, reply } = r;
+        let check = match self.jobs.get(&req.job) {
+            None => Err(format!(
+                "job {} is not running on node '{}'",
+                req.job, self.cfg.name
+            )),
+            Some(j) if j.killing => Err(format!("job {} is being killed", req.job)),
+            Some(j) => match &j.secret {
+                Some(s) if graze_net::token_eq(s, &req.secret) => Ok(()),
+                _ => Err(format!("wrong secret for job {}", req.job)),
+            },
+        };
+        if let Err(e) = check {
+            tracing::warn!(launch = id.0, job = %req.job, error = %e, "launch refused");
+            let _ = reply.send(ShimReply::error(e));
+            return;
+        }
+        if !matches!(self.conn, Conn::Up { .. }) {
+            let _ = reply.send(ShimReply::error(
+                "graze-agent has no connection to the scheduler",
+            ));
+            return;
+        }
+        if let Some(j) = self.jobs.get(&req.job) {
+            j.span.in_scope(|| {
+                tracing::info!(launch = id.0, host = %req.host, command = ?req.command, "launch requested")
+            });
+        }
+        self.launches.insert(
+            id,
+            PendingLaunch {
+                job: req.job,
+                reply,
+            },
+        );
+        self.send(AgentMsg::Launch {
+            id,
+            job: req.job,
+            secret: req.secret,
+            host: req.host,
+            command: req.command,
+        })
+        .await;
+    }
+
+    // ---- shutdown ----
+
+    async fn stop(&mut self) {
+        self.fail_launches("graze-agent is shutting down");
+        let sets: Vec<(tracing::Span, ProcSet)> = self
+            .jobs
+            .values()
+            .map(|j| (j.span.clone(), j.procs()))
+            .collect();
+        if !sets.is_empty() {
+            tracing::info!(jobs = sets.len(), "killing job processes");
+        }
+        let killing = tokio::task::spawn_blocking(move || {
+            for (span, set) in sets {
+                if let Err(e) = set.kill(KILL_TIMEOUT) {
+                    span.in_scope(|| tracing::error!(error = %e, "job processes survived SIGKILL"));
+                }
+            }
+        });
+        let _ = killing.await;
+        for id in self.jobs.keys() {
+            let _ = std::fs::remove_dir_all(JobFiles::paths(&self.jobs_dir, *id).dir);
+        }
+        self.jobs.clear();
+        let endpoint = match &self.conn {
+            Conn::Up { endpoint, .. } => Some(endpoint.clone()),
+            _ => None,
+        };
+        self.close_conn(b"agent shutting down");
+        if let Some(ep) = endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+        }
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+/// Connect, say hello, register.
+async fn connect(
+    access: Access,
+    bind: Option<std::net::IpAddr>,
+    info: NodeInfo,
+) -> Result<Session, ConnectError> {
+    let mut s = graze_net::connect(&access, Role::Agent, bind, IDLE_TIMEOUT).await?;
+    let name = info.name.clone();
+    s.control.send(&AgentMsg::Register(info)).await?;
+    match s.control.recv::<SchedulerMsg>().await? {
+        Some(SchedulerMsg::Registered) => Ok(s),
+        Some(SchedulerMsg::RegisterRefused { reason }) => {
+            Err(ConnectError::RegisterRefused { name, reason })
+        }
+        Some(other) => {
+            let mut what = format!("{other:?}");
+            if what.len() > 200 {
+                let mut end = 200;
+                while !what.is_char_boundary(end) {
+                    end -= 1;
+                }
+                what.truncate(end);
+                what.push_str("...");
+            }
+            Err(ConnectError::Unexpected(what))
+        }
+        None => Err(ConnectError::Closed),
+    }
+}

@@ -1,0 +1,425 @@
+//! Finding, killing, stopping and continuing every process of a job on this PC.
+//!
+//! A job's process set is found from `/proc` alone, so it also catches processes that left
+//! the agent's view:
+//!
+//! - every process in a process group the agent created for the job (the main command and
+//!   each remote launch run in a group of their own),
+//! - every descendant of those (walking the parent links),
+//! - every process whose environment holds `GRAZE_JOB_TAG=<tag>`, which catches orphans that
+//!   were re-parented to init in a new session (MPICH ranks keep running when their hydra
+//!   proxy is SIGKILLed, and `mpiexec` never notices).
+//!
+//! Zombies count as gone: they hold no CPU or memory and cannot be killed, only reaped by
+//! their parent. The agent's own process is never part of a set.
+//!
+//! Everything here is blocking (it reads `/proc` and sleeps between rounds): call it from
+//! `spawn_blocking` or a thread.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Name of the environment variable that marks a job's processes.
+pub const TAG_VAR: &str = "GRAZE_JOB_TAG";
+
+/// How long to wait between two rounds of signals.
+const ROUND: Duration = Duration::from_millis(20);
+
+/// One line of `/proc/PID/stat`, the fields graze needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Process id.
+    pub pid: i32,
+    /// Parent's process id.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgrp: i32,
+    /// State letter: `R`, `S`, `D`, `T`, `t`, `Z`, `X`, ...
+    pub state: char,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Start time after boot, in clock ticks (tells a reused pid from the old one).
+    pub start_ticks: u64,
+}
+
+impl ProcInfo {
+    /// True for zombies and dead processes: nothing left to kill.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    /// True when stopped by a signal (or by a tracer).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
+/// Parse the text of `/proc/PID/stat`. The command name may hold spaces and parentheses, so
+/// the fields after it are found from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcInfo> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text.get(..open)?.trim().parse().ok()?;
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] is field 3 (state); field N is rest[N - 3].
+    let field = |n: usize| rest.get(n - 3).copied();
+    let num = |n: usize| field(n).and_then(|s| s.parse::<u64>().ok());
+    Some(ProcInfo {
+        pid,
+        state: field(3)?.chars().next()?,
+        ppid: field(4)?.parse().ok()?,
+        pgrp: field(5)?.parse().ok()?,
+        cpu_ticks: num(14)?.saturating_add(num(15)?),
+        start_ticks: num(22)?,
+    })
+}
+
+/// Read one process's stat; `None` when it does not exist (any more).
+pub fn read_stat(pid: i32) -> Option<ProcInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// True when `pid` does not exist or is a zombie.
+pub fn is_gone(pid: i32) -> bool {
+    read_stat(pid).is_none_or(|p| p.is_gone())
+}
+
+/// Every process visible in `/proc`.
+pub fn all_processes() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_stat)
+        .collect()
+}
+
+/// True when the environment `pid` started with holds exactly `entry` (`NAME=value`).
+/// Unreadable environments (other users' processes, gone processes) do not match.
+pub fn environ_has(pid: i32, entry: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(bytes) => bytes.split(|b| *b == 0).any(|e| e == entry.as_bytes()),
+        Err(_) => false,
+    }
+}
+
+/// Send `sig` to `pid`; errors (already gone, not ours) are ignored on purpose.
+fn signal(pid: i32, sig: i32) {
+    if pid > 1 {
+        // SAFETY: kill(2) takes plain integers and has no memory effects in this process.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// The processes of one job on this PC. See the module documentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcSet {
+    /// Process groups the agent created for the job.
+    pub pgids: Vec<i32>,
+    /// The job's tag: processes whose environment holds `GRAZE_JOB_TAG=<tag>` belong to it.
+    pub tag: Option<String>,
+}
+
+/// Processes a set did not get rid of in time.
+#[derive(Debug, thiserror::Error)]
+#[error("{} process(es) survived: {}", .0.len(), describe(.0))]
+pub struct Survivors(pub Vec<ProcInfo>);
+
+fn describe(ps: &[ProcInfo]) -> String {
+    ps.iter()
+        .map(|p| format!("pid {} (state {})", p.pid, p.state))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ProcSet {
+    /// A set from the job's process groups and tag.
+    pub fn new(pgids: Vec<i32>, tag: Option<String>) -> ProcSet {
+        ProcSet { pgids, tag }
+    }
+
+    /// The live (non-zombie) members now.
+    pub fn members(&self) -> Vec<ProcInfo> {
+        members_of(std::slice::from_ref(self))
+    }
+
+    /// SIGKILL every member, rescanning until none is left or `timeout` passed.
+    pub fn kill(&self, timeout: Duration) -> Result<(), Survivors> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.members();
+            if m.is_empty() {
+                return Ok(());
+            }
+            // Freeze first so that no member forks a new child between the scan and the kill.
+            for p in &m {
+                signal(p.pid, libc::SIGSTOP);
+            }
+            for p in &m {
+                signal(p.pid, libc::SIGKILL);
+            }
+            if Instant::now() >= deadline {
+                let left = self.members();
+                return if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Survivors(left))
+                };
+            }
+            std::thread::sleep(ROUND);
+        }
+    }
+
+    /// SIGSTOP every member, rescanning until all are stopped or `timeout` passed.
+    pub fn stop(&self, timeout: Duration) -> Result<(), Survivors> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running: Vec<ProcInfo> = self
+                .members()
+                .into_iter()
+                .filter(|p| !p.is_stopped())
+                .collect();
+            if running.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Survivors(running));
+            }
+            for p in &running {
+                signal(p.pid, libc::SIGSTOP);
+            }
+            std::thread::sleep(ROUND);
+        }
+    }
+
+    /// SIGCONT every member. Stopped processes cannot fork, so one round suffices.
+    pub fn cont(&self) {
+        for p in self.members() {
+            signal(p.pid, libc::SIGCONT);
+        }
+    }
+}
+
+/// The live members of any of `sets`, each process once.
+pub fn members_of(sets: &[ProcSet]) -> Vec<ProcInfo> {
+    if sets.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id() as i32;
+    let procs = all_processes();
+    let pgids: HashSet<i32> = sets.iter().flat_map(|s| s.pgids.iter().copied()).collect();
+    let tags: Vec<String> = sets
+        .iter()
+        .filter_map(|s| s.tag.as_ref())
+        .map(|t| format!("{TAG_VAR}={t}"))
+        .collect();
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in &procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let by_pid: HashMap<i32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let mut queue: Vec<i32> = procs
+        .iter()
+        .filter(|p| p.pid != me && !p.is_gone())
+        .filter(|p| pgids.contains(&p.pgrp) || tags.iter().any(|t| environ_has(p.pid, t)))
+        .map(|p| p.pid)
+        .collect();
+    let mut found: HashSet<i32> = HashSet::new();
+    while let Some(pid) = queue.pop() {
+        if pid <= 1 || pid == me || !found.insert(pid) {
+            continue;
+        }
+        if let Some(kids) = children.get(&pid) {
+            queue.extend(kids.iter().copied());
+        }
+    }
+    let mut out: Vec<ProcInfo> = found
+        .into_iter()
+        .filter_map(|pid| by_pid.get(&pid).map(|p| (*p).clone()))
+        .filter(|p| !p.is_gone())
+        .collect();
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// Clock ticks per second for the CPU times in [`ProcInfo`].
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command, Stdio};
+
+    fn unique_tag() -> String {
+        format!("test-{}-{}", std::process::id(), rand::random::<u64>())
+    }
+
+    fn group(script: &str, tag: Option<&str>) -> Child {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(script)
+            .process_group(0)
+            .stdin(Stdio::null());
+        if let Some(t) = tag {
+            c.env(TAG_VAR, t);
+        }
+        c.spawn().unwrap()
+    }
+
+    /// Poll until `cond` holds, for at most 5 s.
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn sleeps(m: &[ProcInfo]) -> usize {
+        m.iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                    .map(|c| c.trim() == "sleep")
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 9999 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        let p = parse_stat(line).unwrap();
+        assert_eq!(p.pid, 4242);
+        assert_eq!(p.state, 'S');
+        assert_eq!(p.ppid, 1);
+        assert_eq!(p.pgrp, 4242);
+        assert_eq!(p.cpu_ticks, 10);
+        assert_eq!(p.start_ticks, 9999);
+        assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("12 (x) S").is_none());
+    }
+
+    #[test]
+    fn own_stat_is_readable() {
+        let me = read_stat(std::process::id() as i32).unwrap();
+        assert!(!me.is_gone());
+    }
+
+    #[test]
+    fn kills_a_whole_process_group_tree() {
+        let mut child = group("sleep 100 & sleep 100 & wait", None);
+        let set = ProcSet::new(vec![child.id() as i32], None);
+        assert!(
+            wait_for(|| sleeps(&set.members()) == 2),
+            "{:?}",
+            set.members()
+        );
+        let pids: Vec<i32> = set.members().iter().map(|p| p.pid).collect();
+        assert_eq!(pids.len(), 3, "sh and two sleeps: {pids:?}");
+        set.kill(Duration::from_secs(5)).unwrap();
+        child.wait().unwrap();
+        for pid in pids {
+            assert!(is_gone(pid), "pid {pid} survived");
+        }
+        assert!(set.members().is_empty());
+    }
+
+    #[test]
+    fn kills_descendants_that_left_the_group() {
+        // The inner sh moves its sleep into a new session and process group; only the parent
+        // links (while the parent lives) connect it to the job.
+        let mut child = group("setsid sleep 100 & wait", None);
+        let set = ProcSet::new(vec![child.id() as i32], None);
+        assert!(wait_for(|| sleeps(&set.members()) == 1));
+        let pids: Vec<i32> = set.members().iter().map(|p| p.pid).collect();
+        set.kill(Duration::from_secs(5)).unwrap();
+        child.wait().unwrap();
+        for pid in pids {
+            assert!(is_gone(pid), "pid {pid} survived");
+        }
+    }
+
+    #[test]
+    fn kills_tagged_orphans() {
+        let tag = unique_tag();
+        // setsid puts sh in a new session; sh starts a background sleep and exits, so the
+        // sleep is re-parented to init (or a subreaper): only its environment marks it.
+        let status = Command::new("setsid")
+            .args(["sh", "-c", "sleep 100 > /dev/null 2>&1 &"])
+            .env(TAG_VAR, &tag)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let set = ProcSet::new(vec![], Some(tag.clone()));
+        assert!(wait_for(|| sleeps(&set.members()) == 1), "orphan not found");
+        let pids: Vec<i32> = set.members().iter().map(|p| p.pid).collect();
+        assert_eq!(pids.len(), 1);
+        // Another tag does not match it.
+        assert!(ProcSet::new(vec![], Some(format!("{tag}x")))
+            .members()
+            .is_empty());
+        set.kill(Duration::from_secs(5)).unwrap();
+        assert!(wait_for(|| is_gone(pids[0])), "orphan {} survived", pids[0]);
+    }
+
+    #[test]
+    fn kills_a_mixed_set() {
+        let tag = unique_tag();
+        let mut child = group("sleep 100 & sleep 100 & wait", Some(&tag));
+        Command::new("setsid")
+            .args(["sh", "-c", "sleep 100 > /dev/null 2>&1 &"])
+            .env(TAG_VAR, &tag)
+            .status()
+            .unwrap();
+        let set = ProcSet::new(vec![child.id() as i32], Some(tag));
+        assert!(wait_for(|| sleeps(&set.members()) == 3));
+        let pids: Vec<i32> = set.members().iter().map(|p| p.pid).collect();
+        set.kill(Duration::from_secs(5)).unwrap();
+        child.wait().unwrap();
+        assert!(wait_for(|| pids.iter().all(|p| is_gone(*p))), "{pids:?}");
+    }
+
+    #[test]
+    fn stops_and_continues_a_set() {
+        let mut child = group("sleep 100 & wait", None);
+        let set = ProcSet::new(vec![child.id() as i32], None);
+        assert!(wait_for(|| sleeps(&set.members()) == 1));
+        set.stop(Duration::from_secs(5)).unwrap();
+        let m = set.members();
+        assert_eq!(m.len(), 2);
+        for p in &m {
+            let now = read_stat(p.pid).unwrap();
+            assert_eq!(now.state, 'T', "pid {} not stopped", p.pid);
+        }
+        set.cont();
+        assert!(wait_for(|| set.members().iter().all(|p| !p.is_stopped())));
+        set.kill(Duration::from_secs(5)).unwrap();
+        child.wait().unwrap();
+        assert!(set.members().is_empty());
+    }
+
+    #[test]
+    fn empty_sets_have_no_members() {
+        assert!(ProcSet::default().members().is_empty());
+        assert!(members_of(&[]).is_empty());
+        ProcSet::default().kill(Duration::from_millis(10)).unwrap();
+    }
+}
