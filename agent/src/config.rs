@@ -552,7 +552,7 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let text = include_str!("../agent.example.toml");
+        let text = include_str!("../../config/agent.toml");
         let f = file(text);
         resolve(&cli(&["--access", "/a"]), Some(&f), &defaults()).unwrap();
     }

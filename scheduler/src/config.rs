@@ -141,6 +141,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_file_parses() {
+        let f = parse_file(include_str!("../../config/scheduler.toml")).unwrap();
+        assert_eq!(f.listen.as_deref(), Some("0.0.0.0:7700"));
+        let c = resolve(Cli {
+            state_dir: Some("/x".into()),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(c.node_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
     fn flags_override_file_and_errors_quote_values() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s.toml");
