@@ -16,11 +16,11 @@ use crate::procs::{ProcSet, Survivors, TAG_VAR};
 use anyhow::{anyhow, Context, Result};
 use graze_net::{Access, NetError, Session};
 use graze_proto::{
-    AgentMsg, Availability, ExitStatus, HostSlots, JobId, LaunchId, NodeInfo, NodeStatus, Role,
-    SchedulerMsg, Stream,
+    AgentMsg, Availability, ExitStatus, HeldJob, HostSlots, JobId, LaunchId, NodeInfo, NodeStatus,
+    Role, SchedulerMsg, Stream,
 };
 use rand::Rng;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,6 +39,8 @@ pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long killing a job's processes may take before survivors are reported.
 pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Job messages kept until the scheduler acknowledges them.
+const UNACKED_MAX: usize = 200_000;
 /// QUIC idle timeout.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect plus register must finish within this.
@@ -53,7 +55,12 @@ pub(crate) enum Input {
     /// A message from the scheduler.
     Scheduler { gen: u64, msg: SchedulerMsg },
     /// The connection broke (reader or writer).
-    Lost { gen: u64, reason: String },
+    Lost {
+        gen: u64,
+        reason: String,
+        /// Ended by silence (the idle timeout) rather than a close or reset.
+        timed_out: bool,
+    },
     /// An output line of a job process.
     Output {
         job: JobId,
@@ -133,9 +140,12 @@ struct Job {
     secret: Option<String>,
     pgids: Vec<i32>,
     main: Main,
-    remotes: HashSet<LaunchId>,
+    /// Remote launches running here, with the origin node and launch id to answer.
+    remotes: HashMap<LaunchId, (String, LaunchId)>,
     killing: bool,
     killed: bool,
+    /// The run's epoch from the scheduler; reported back when registering again.
+    epoch: u64,
 }
 
 impl Job {
@@ -214,6 +224,12 @@ pub(crate) struct Agent {
     jobs_dir: PathBuf,
     sock: PathBuf,
     fatal: Option<anyhow::Error>,
+    /// When the scheduler was lost while jobs ran here.
+    lost_at: Option<Instant>,
+    /// Job messages sent but not yet acknowledged, oldest first.
+    unacked: VecDeque<(u64, AgentMsg)>,
+    /// Last job-message sequence number used.
+    seq: u64,
 }
 
 /// Run the agent until `shutdown` completes or a fatal error.
@@ -267,6 +283,9 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         jobs_dir,
         sock,
         fatal: None,
+        lost_at: None,
+        unacked: VecDeque::new(),
+        seq: 0,
     };
 
     let mut tick = tokio::time::interval(TICK);
@@ -325,9 +344,13 @@ impl Agent {
             Input::ConnectFailed { gen, error } => self.on_connect_failed(gen, error),
             Input::Scheduler { gen, msg } if gen == self.gen => self.on_scheduler(msg).await,
             Input::Scheduler { .. } => {}
-            Input::Lost { gen, reason } => {
+            Input::Lost {
+                gen,
+                reason,
+                timed_out,
+            } => {
                 if gen == self.gen && matches!(self.conn, Conn::Up { .. }) {
-                    self.lose_connection(&reason);
+                    self.lose_connection(&reason, timed_out);
                 }
             }
             Input::Output {
@@ -366,6 +389,17 @@ impl Agent {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        if let Some(at) = self.lost_at {
+            if matches!(self.conn, Conn::Up { .. }) {
+                self.lost_at = None;
+            } else if now.duration_since(at) >= self.cfg.node_timeout {
+                tracing::warn!(
+                    after_s = self.cfg.node_timeout.as_secs_f64(),
+                    "the scheduler did not come back; killing every job process on this node"
+                );
+                self.kill_all_jobs("graze-agent lost its connection to the scheduler");
+            }
+        }
         if let Conn::Down { retry_at } = self.conn {
             if now >= retry_at {
                 self.start_connect();
@@ -411,7 +445,9 @@ impl Agent {
         let tx = self.tx.clone();
         let access = self.access.clone();
         let bind = self.cfg.bind;
-        let info = self.info.clone();
+        let mut info = self.info.clone();
+        info.held = self.held();
+        info.instance = self.instance.clone();
         let task = tokio::spawn(
             async move {
                 let r = tokio::time::timeout(CONNECT_TIMEOUT, connect(access, bind, info)).await;
@@ -450,13 +486,28 @@ impl Agent {
         let graze_net::Framed { mut send, mut recv } = control;
         let (out, mut out_rx) = mpsc::channel::<AgentMsg>(1024);
         let tx = self.tx.clone();
+        // Unacknowledged job messages go first, in order (the scheduler drops any it has).
+        let backlog: Vec<AgentMsg> = self.unacked.iter().map(|(_, m)| m.clone()).collect();
         let writer = tokio::spawn(async move {
+            for msg in backlog {
+                if let Err(e) = graze_net::send(&mut send, &msg).await {
+                    let _ = tx
+                        .send(Input::Lost {
+                            gen,
+                            reason: e.to_string(),
+                            timed_out: e.is_timeout(),
+                        })
+                        .await;
+                    return;
+                }
+            }
             while let Some(msg) = out_rx.recv().await {
                 if let Err(e) = graze_net::send(&mut send, &msg).await {
                     let _ = tx
                         .send(Input::Lost {
                             gen,
                             reason: e.to_string(),
+                            timed_out: e.is_timeout(),
                         })
                         .await;
                     return;
@@ -475,12 +526,28 @@ impl Agent {
                         continue;
                     }
                     Ok(None) => "the scheduler closed the connection".to_string(),
-                    Err(e) => e.to_string(),
+                    Err(e) => {
+                        let _ = tx
+                            .send(Input::Lost {
+                                gen,
+                                reason: e.to_string(),
+                                timed_out: e.is_timeout(),
+                            })
+                            .await;
+                        return;
+                    }
                 };
-                let _ = tx.send(Input::Lost { gen, reason }).await;
+                let _ = tx
+                    .send(Input::Lost {
+                        gen,
+                        reason,
+                        timed_out: false,
+                    })
+                    .await;
                 return;
             }
         });
+        self.lost_at = None;
         self.conn = Conn::Up {
             out,
             conn,
@@ -511,23 +578,48 @@ impl Agent {
 
     fn next_delay(&mut self) -> Duration {
         let base = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        // While jobs wait for the scheduler, keep trying often: they die at node_timeout.
+        let max = if self.jobs.is_empty() {
+            BACKOFF_MAX
+        } else {
+            BACKOFF_MIN * 2
+        };
+        self.backoff = (self.backoff * 2).min(max);
         let jitter_ms = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
         base + Duration::from_millis(jitter_ms)
     }
 
-    /// The scheduler is gone: every job process here is killed, then we reconnect.
-    fn lose_connection(&mut self, reason: &str) {
-        tracing::warn!(
-            reason,
-            "lost the scheduler; killing every job process on this node"
-        );
+    /// The scheduler is gone. Job processes keep running until `node_timeout` has passed
+    /// without the scheduler (a restarting scheduler finds them again); a link that went
+    /// silent has already been silent that long, so its jobs are killed at once.
+    fn lose_connection(&mut self, reason: &str, timed_out: bool) {
         self.close_conn(b"reconnecting");
+        self.backoff = BACKOFF_MIN;
         let delay = self.next_delay();
         self.conn = Conn::Down {
             retry_at: Instant::now() + delay,
         };
-        self.fail_launches("graze-agent lost its connection to the scheduler");
+        if timed_out || self.jobs.is_empty() {
+            tracing::warn!(
+                reason,
+                "lost the scheduler; killing every job process on this node"
+            );
+            self.kill_all_jobs("graze-agent lost its connection to the scheduler");
+        } else {
+            tracing::warn!(
+                reason,
+                keep_for_s = self.cfg.node_timeout.as_secs_f64(),
+                "lost the scheduler; keeping job processes while reconnecting"
+            );
+            self.lost_at = Some(Instant::now());
+        }
+    }
+
+    /// Kill every job process on this node and forget the jobs (fenced: the scheduler will
+    /// not find them when this agent registers again).
+    fn kill_all_jobs(&mut self, why: &str) {
+        self.lost_at = None;
+        self.fail_launches(why);
         for (id, job) in self.jobs.drain() {
             let set = job.procs();
             let dir = JobFiles::paths(&self.jobs_dir, id).dir;
@@ -541,6 +633,19 @@ impl Agent {
             });
         }
         self.publish_jobsets();
+    }
+
+    /// The runs this node holds, for registering.
+    fn held(&self) -> Vec<HeldJob> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| !j.killing && j.epoch > 0)
+            .map(|(id, j)| HeldJob {
+                job: *id,
+                epoch: j.epoch,
+                main: j.main != Main::None,
+            })
+            .collect()
     }
 
     fn close_conn(&mut self, why: &'static [u8]) {
@@ -568,10 +673,34 @@ impl Agent {
     }
 
     /// Send to the scheduler if connected; a full writer queue waits (backpressure).
+    /// Job messages (output, exits, clears, remote exits) are numbered and kept until the
+    /// scheduler acknowledges them, and sent again after a reconnect, so none is lost in a
+    /// broken connection; status reports and launch requests only matter live.
     async fn send(&mut self, msg: AgentMsg) {
+        let msg = match msg {
+            AgentMsg::Output { .. }
+            | AgentMsg::JobExited { .. }
+            | AgentMsg::JobFailedToStart { .. }
+            | AgentMsg::JobCleared { .. }
+            | AgentMsg::RemoteExited { .. } => {
+                self.seq += 1;
+                let m = AgentMsg::Sequenced {
+                    seq: self.seq,
+                    msg: Box::new(msg),
+                };
+                if self.unacked.len() >= UNACKED_MAX {
+                    tracing::warn!("too many unacknowledged job messages; dropping the oldest");
+                    self.unacked.pop_front();
+                }
+                self.unacked.push_back((self.seq, m.clone()));
+                m
+            }
+            m => m,
+        };
         if let Conn::Up { out, .. } = &self.conn {
             if out.send(msg).await.is_err() {
-                // The writer ended; its Lost input (or the reader's) follows.
+                // The writer ended; its Lost input (or the reader's) follows, and the
+                // reconnect resends what was not acknowledged.
                 tracing::debug!("writer gone; message dropped");
             }
         }
@@ -593,12 +722,27 @@ impl Agent {
                 env,
                 hosts,
                 secret,
-            } => self.start_job(job, command, cwd, env, hosts, secret).await,
+                epoch,
+            } => {
+                self.start_job(job, command, cwd, env, hosts, secret).await;
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.epoch = j.epoch.max(epoch);
+                }
+            }
             SchedulerMsg::SpawnRemote {
                 remote,
                 job,
                 command,
-            } => self.spawn_remote(remote, job, command).await,
+                epoch,
+                origin,
+                origin_id,
+            } => {
+                self.spawn_remote(remote, job, command, (origin, origin_id))
+                    .await;
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.epoch = j.epoch.max(epoch);
+                }
+            }
             SchedulerMsg::LaunchDone { id, exit, error } => {
                 let Some(p) = self.launches.remove(&id) else {
                     tracing::debug!(launch = id.0, "answer for a launch that is gone");
@@ -612,6 +756,11 @@ impl Agent {
                 let _ = p.reply.send(reply);
             }
             SchedulerMsg::KillJob { job } => self.kill_job(job),
+            SchedulerMsg::Ack { seq } => {
+                while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+                    self.unacked.pop_front();
+                }
+            }
         }
     }
 
@@ -629,9 +778,10 @@ impl Agent {
             secret: None,
             pgids: Vec::new(),
             main: Main::None,
-            remotes: HashSet::new(),
+            remotes: HashMap::new(),
             killing: false,
             killed: false,
+            epoch: 0,
         })
     }
 
@@ -748,7 +898,13 @@ impl Agent {
         }
     }
 
-    async fn spawn_remote(&mut self, remote: LaunchId, job: JobId, command: Vec<String>) {
+    async fn spawn_remote(
+        &mut self,
+        remote: LaunchId,
+        job: JobId,
+        command: Vec<String>,
+        origin: (String, LaunchId),
+    ) {
         let fail = |why: String| {
             vec![
                 AgentMsg::Output {
@@ -763,6 +919,8 @@ impl Agent {
                         code: Some(127),
                         signal: None,
                     },
+                    origin: origin.0.clone(),
+                    origin_id: origin.1,
                 },
             ]
         };
@@ -797,7 +955,7 @@ impl Agent {
                 span.in_scope(|| tracing::info!(remote = remote.0, pid, command = %line, "remote launch started"));
                 let j = self.job_entry(job);
                 j.pgids.push(pid as i32);
-                j.remotes.insert(remote);
+                j.remotes.insert(remote, origin.clone());
                 self.publish_jobsets();
             }
             Err(e) => {
@@ -832,10 +990,19 @@ impl Agent {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
-        j.remotes.remove(&remote);
+        let (origin, origin_id) = j
+            .remotes
+            .remove(&remote)
+            .unwrap_or((String::new(), LaunchId(0)));
         j.span
             .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
-        self.send(AgentMsg::RemoteExited { remote, exit }).await;
+        self.send(AgentMsg::RemoteExited {
+            remote,
+            exit,
+            origin,
+            origin_id,
+        })
+        .await;
         self.maybe_cleared(job).await;
     }
 

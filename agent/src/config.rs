@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub spool: PathBuf,
     /// Path of the `graze-launch` shim that hydra runs instead of ssh.
     pub launcher: PathBuf,
+    /// How long job processes survive a lost scheduler: after this the agent kills them
+    /// itself (the scheduler requeues the job after the same time). Match the scheduler's.
+    pub node_timeout: Duration,
 }
 
 /// Command line of `graze-agent`.
@@ -85,6 +88,9 @@ pub struct Cli {
     /// Path of the graze-launch shim [default: next to this program, else on PATH].
     #[arg(long, value_name = "FILE")]
     pub launcher: Option<PathBuf>,
+    /// Keep job processes this long when the scheduler is lost, e.g. `10s` [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub node_timeout: Option<String>,
     /// TOML file with the same keys as these flags; flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -114,6 +120,8 @@ pub struct FileConfig {
     pub spool: Option<PathBuf>,
     /// See [`AgentConfig::launcher`].
     pub launcher: Option<PathBuf>,
+    /// See [`AgentConfig::node_timeout`].
+    pub node_timeout: Option<String>,
 }
 
 /// A config file and where it came from (for error messages).
@@ -389,6 +397,27 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
             )
         })?;
 
+    let node_timeout = match cli.node_timeout.as_ref().or(f.node_timeout.as_ref()) {
+        None => Duration::from_secs(10),
+        Some(s) => {
+            let bad_timeout = |why: &str| {
+                bad(
+                    "node-timeout",
+                    "node_timeout",
+                    cli.node_timeout.is_some(),
+                    s,
+                    why,
+                )
+            };
+            let d = humantime::parse_duration(s.trim())
+                .map_err(|e| bad_timeout(&format!("{e}; write a duration such as 10s")))?;
+            if d < Duration::from_secs(2) {
+                return Err(bad_timeout("must be at least 2s"));
+            }
+            d
+        }
+    };
+
     Ok(AgentConfig {
         access,
         name,
@@ -400,6 +429,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         owner_cpu_max,
         spool,
         launcher,
+        node_timeout,
     })
 }
 
@@ -472,6 +502,7 @@ mod tests {
                 owner_cpu_max: 25,
                 spool: "/tmp/graze-agent-ann/pc7".into(),
                 launcher: "/opt/graze/graze-launch".into(),
+                node_timeout: Duration::from_secs(10),
             }
         );
     }

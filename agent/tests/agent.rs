@@ -101,10 +101,16 @@ impl Peer {
     }
 
     /// The next message that is not a status report.
+    /// The next message that is not a status; numbered job messages are acknowledged and
+    /// unwrapped, as the scheduler does.
     async fn next_event(&mut self) -> AgentMsg {
         loop {
             match self.next().await {
                 AgentMsg::Status(_) => {}
+                AgentMsg::Sequenced { seq, msg } => {
+                    self.send(SchedulerMsg::Ack { seq }).await;
+                    return *msg;
+                }
                 m => return m,
             }
         }
@@ -169,6 +175,7 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
         owner_cpu_max: 100,
         spool: spool.to_owned(),
         launcher: PathBuf::from(env!("CARGO_BIN_EXE_graze-launch")),
+        node_timeout: Duration::from_secs(3),
     }
 }
 
@@ -192,6 +199,7 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
             })
             .collect(),
         secret: format!("secret-{job}"),
+        epoch: 1,
     }
 }
 
@@ -295,10 +303,13 @@ async fn mpi_job_launches_through_the_shim() {
                     remote: id,
                     job,
                     command,
+                    epoch: 1,
+                    origin: "self".into(),
+                    origin_id: id,
                 })
                 .await;
             }
-            AgentMsg::RemoteExited { remote, exit } => {
+            AgentMsg::RemoteExited { remote, exit, .. } => {
                 p.send(SchedulerMsg::LaunchDone {
                     id: remote,
                     exit: Some(exit),
@@ -376,6 +387,9 @@ async fn running_mpi_job_is_killed_whole() {
                     remote: id,
                     job,
                     command,
+                    epoch: 1,
+                    origin: "self".into(),
+                    origin_id: id,
                 })
                 .await;
             }
@@ -446,10 +460,13 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
             "-c".into(),
             "'sleep 100 > /dev/null 2>&1 &'".into(),
         ],
+        epoch: 1,
+        origin: "self".into(),
+        origin_id: LaunchId(5),
     })
     .await;
     loop {
-        if let AgentMsg::RemoteExited { remote, exit } = p.next_event().await {
+        if let AgentMsg::RemoteExited { remote, exit, .. } = p.next_event().await {
             assert_eq!(remote, LaunchId(5));
             assert!(exit.success(), "{exit}");
             break;
@@ -531,10 +548,25 @@ async fn failed_start_and_losing_the_scheduler() {
     };
     assert!(!graze_agent::procs::is_gone(pid));
 
-    // The scheduler goes away: the job's processes die and the agent comes back.
+    // The scheduler goes away (a restart): the job keeps running, and the agent comes back
+    // reporting the run it holds.
     p.conn.close(0u32.into(), b"bye");
-    let (_p2, info) = sched.accept_registered().await;
+    let (p2, info) = sched.accept_registered().await;
     assert_eq!(info.name, "l1");
+    assert_eq!(
+        info.held,
+        vec![graze_proto::HeldJob {
+            job: JobId(job),
+            epoch: 1,
+            main: true
+        }]
+    );
+    assert!(
+        !graze_agent::procs::is_gone(pid),
+        "the job survived the reconnect"
+    );
+    // The scheduler is gone for good: after node_timeout (3 s here) the agent kills the job.
+    p2.conn.close(0u32.into(), b"bye");
     let deadline = Instant::now() + WAIT;
     while !graze_agent::procs::is_gone(pid) || !tagged_processes(job).is_empty() {
         assert!(Instant::now() < deadline, "job survived the lost scheduler");

@@ -159,6 +159,24 @@ pub struct NodeInfo {
     pub mpi: Vec<MpiFlavour>,
     /// The agent's software version.
     pub software: String,
+    /// Jobs whose processes this agent still holds, e.g. after a reconnect or a scheduler
+    /// restart. The scheduler keeps the runs it still knows and fences (kills) the others.
+    #[serde(default)]
+    pub held: Vec<HeldJob>,
+    /// Random id of this agent process; job message sequence numbers restart with it.
+    #[serde(default)]
+    pub instance: String,
+}
+
+/// A job run an agent still holds processes of.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HeldJob {
+    /// The job.
+    pub job: JobId,
+    /// The run's epoch, from [`SchedulerMsg::StartJob`] or [`SchedulerMsg::SpawnRemote`].
+    pub epoch: u64,
+    /// Whether the job's main command runs on this node (still running or not yet reported).
+    pub main: bool,
 }
 
 /// Whether the PC offers its cores now, and if not why.
@@ -284,12 +302,27 @@ pub enum AgentMsg {
         /// The launch.
         id: LaunchId,
     },
+    /// A job message (output, exit, clear, remote exit) numbered so that none is lost or
+    /// applied twice: the agent keeps it until the scheduler's [`SchedulerMsg::Ack`] covers
+    /// `seq`, resends it after a reconnect, and the scheduler drops numbers it already applied.
+    Sequenced {
+        /// Per agent instance, from 1, without gaps.
+        seq: u64,
+        /// The message.
+        msg: Box<AgentMsg>,
+    },
     /// A command this agent started for a remote launch ended.
     RemoteExited {
         /// The scheduler's id for the remote process.
         remote: LaunchId,
         /// How it ended.
         exit: ExitStatus,
+        /// The node whose shim asked for it (from [`SchedulerMsg::SpawnRemote`]).
+        #[serde(default)]
+        origin: String,
+        /// The origin agent's launch id.
+        #[serde(default = "no_launch")]
+        origin_id: LaunchId,
     },
 }
 
@@ -318,6 +351,10 @@ pub enum SchedulerMsg {
         hosts: Vec<HostSlots>,
         /// Secret the job's launcher shim must present.
         secret: String,
+        /// The run's epoch: grows with every (re)start of the job. Agents report it back in
+        /// [`HeldJob`] so a stale run can be fenced.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Start a command on this node for a job (a hydra proxy).
     SpawnRemote {
@@ -327,6 +364,16 @@ pub enum SchedulerMsg {
         job: JobId,
         /// Words to run with `sh -c`.
         command: Vec<String>,
+        /// The run's epoch.
+        #[serde(default)]
+        epoch: u64,
+        /// The node whose shim asked; echoed in [`AgentMsg::RemoteExited`] so the answer finds
+        /// its way even across a scheduler restart.
+        #[serde(default)]
+        origin: String,
+        /// The origin agent's launch id, echoed likewise.
+        #[serde(default = "no_launch")]
+        origin_id: LaunchId,
     },
     /// A launch this agent asked for ended (or could not start).
     LaunchDone {
@@ -337,11 +384,20 @@ pub enum SchedulerMsg {
         /// Why it could not start, if it could not.
         error: Option<String>,
     },
+    /// Every [`AgentMsg::Sequenced`] up to `seq` is applied and committed.
+    Ack {
+        /// Highest sequence number applied.
+        seq: u64,
+    },
     /// Kill every process of the job on this node, then answer [`AgentMsg::JobCleared`].
     KillJob {
         /// The job.
         job: JobId,
     },
+}
+
+fn no_launch() -> LaunchId {
+    LaunchId(0)
 }
 
 /// How ranks are counted for a job.

@@ -55,6 +55,8 @@ fn main() {
             },
             mpi: vec![],
             software: "bench".into(),
+            held: vec![],
+            instance: String::new(),
         };
         c.node_connected(n as u64, info, 0).unwrap();
         let st = NodeStatus {

@@ -19,11 +19,57 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 pub type ConnId = u64;
 
 /// Core settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CoreConfig {
     /// Largest job (in ranks) accepted even when the known nodes have fewer cores; 0 means the
     /// limit is the capacity of every node the scheduler knows, online or not.
     pub max_job_cores: u32,
+    /// How long restored running jobs wait for their nodes to report back after a restart.
+    pub node_timeout_ms: u64,
+    /// After a node is lost, how long its jobs wait before they may run again, so the cut-off
+    /// agent (which kills its own processes when it times out) never overlaps the next run.
+    pub fence_margin_ms: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            max_job_cores: 0,
+            node_timeout_ms: 10_000,
+            fence_margin_ms: 1_000,
+        }
+    }
+}
+
+/// A job as persisted by the driver and handed back to [`Core::restore`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    /// Id.
+    pub id: JobId,
+    /// The spec.
+    pub spec: JobSpec,
+    /// State.
+    pub state: JobState,
+    /// The shim secret.
+    pub secret: String,
+    /// Submit time.
+    pub submitted_ms: u64,
+    /// Start of the current or last run.
+    pub started_ms: Option<u64>,
+    /// End.
+    pub ended_ms: Option<u64>,
+    /// Current or last allocation: host, ranks, cores.
+    pub alloc: Vec<(String, u32, u32)>,
+    /// Nodes that must still confirm the last run's processes are gone.
+    pub clearing: Vec<String>,
+    /// How the main command ended.
+    pub exit: Option<ExitStatus>,
+    /// Requeue count.
+    pub requeues: u32,
+    /// Life events.
+    pub events: Vec<JobEvent>,
+    /// The current run's epoch.
+    pub epoch: u64,
 }
 
 /// Effects for the driver to carry out.
@@ -47,6 +93,8 @@ pub enum Output {
     JobFinal(JobId),
     /// A job changed (state, allocation, events), e.g. to persist it.
     JobChanged(JobId),
+    /// A node registered (new or changed info), e.g. to persist the roster.
+    NodeChanged(String),
 }
 
 #[derive(Debug, Clone)]
@@ -110,16 +158,17 @@ struct Job {
     exit: Option<ExitStatus>,
     requeues: u32,
     events: Vec<JobEvent>,
+    /// The current run's epoch, +1 per start.
+    epoch: u64,
+    /// After a restart: nodes of the running allocation that have not yet reported holding it.
+    confirm: BTreeSet<String>,
+    /// When unconfirmed nodes count as lost.
+    confirm_deadline: Option<u64>,
+    /// Not placed again before this time (fence after a node loss).
+    fence_until: Option<u64>,
 }
 
 type QueueKey = (Reverse<i32>, u64, JobId);
-
-#[derive(Debug, Clone)]
-struct Remote {
-    origin: ConnId,
-    id: LaunchId,
-    job: JobId,
-}
 
 /// The scheduler's state.
 #[derive(Debug, Clone)]
@@ -133,7 +182,6 @@ pub struct Core {
     queue: BTreeMap<QueueKey, u32>,
     next_job: u64,
     next_remote: u64,
-    remotes: HashMap<LaunchId, Remote>,
     out: VecDeque<Output>,
 }
 
@@ -148,7 +196,6 @@ impl Core {
             queue: BTreeMap::new(),
             next_job: 1,
             next_remote: 1,
-            remotes: HashMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -169,8 +216,9 @@ impl Core {
         self.out.push_back(Output::JobChanged(job));
     }
 
-    /// An agent registered on connection `conn`. A node of the same name on another connection
-    /// is taken as lost first (the agent restarted or reconnected).
+    /// An agent registered on connection `conn`, reporting the job runs it still holds.
+    /// A node of the same name on another connection is replaced (the agent reconnected):
+    /// runs it still holds go on, runs it lost are requeued, runs nobody knows are fenced.
     pub fn node_connected(&mut self, conn: ConnId, info: NodeInfo, now: u64) -> Result<(), String> {
         if info.name.is_empty() {
             return Err("invalid node name '': must not be empty".into());
@@ -181,27 +229,96 @@ impl Core {
                 info.name
             ));
         }
-        if let Some(old) = self.nodes.get(&info.name).and_then(|n| n.conn) {
+        let name = info.name.clone();
+        if let Some(old) = self.nodes.get(&name).and_then(|n| n.conn) {
             if old != conn {
-                self.node_lost(old, now);
+                self.conns.remove(&old);
                 self.out.push_back(Output::Close {
                     conn: old,
                     reason: "a newer agent registered with the same name".into(),
                 });
             }
         }
-        self.conns.insert(conn, info.name.clone());
-        let node = self.nodes.entry(info.name.clone()).or_insert_with(|| Node {
+        let mut held: BTreeMap<JobId, graze_proto::HeldJob> =
+            info.held.iter().map(|h| (h.job, h.clone())).collect();
+        self.conns.insert(conn, name.clone());
+        let node = self.nodes.entry(name.clone()).or_insert_with(|| Node {
             info: info.clone(),
             conn: None,
             status: None,
             held: BTreeMap::new(),
         });
         node.info = info;
+        node.info.held.clear();
         node.conn = Some(conn);
         node.status = None;
         node.held.clear();
         self.send(conn, SchedulerMsg::Registered);
+        self.out.push_back(Output::NodeChanged(name.clone()));
+
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            let j = &self.jobs[&id];
+            let in_alloc = j.alloc.iter().find(|a| a.0 == name).map(|a| a.2);
+            let live = matches!(j.state, JobState::Running | JobState::Cancelling);
+            // A run is kept only if the node still holds it and still has the cores for it
+            // (an agent may come back offering fewer).
+            let fits = in_alloc.is_some_and(|c| {
+                self.nodes
+                    .get(&name)
+                    .is_some_and(|n| n.used() + c <= n.info.cores)
+            });
+            let holds = fits && held.get(&id).is_some_and(|h| h.epoch == j.epoch);
+            match (live, in_alloc) {
+                (true, Some(cores)) if holds => {
+                    held.remove(&id);
+                    if let Some(n) = self.nodes.get_mut(&name) {
+                        n.held.insert(id, cores);
+                    }
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.confirm.remove(&name);
+                        if j.confirm.is_empty() {
+                            j.confirm_deadline = None;
+                        }
+                    }
+                    if self.jobs[&id].state == JobState::Cancelling
+                        && self.jobs[&id].clearing.contains(&name)
+                    {
+                        self.send(conn, SchedulerMsg::KillJob { job: id });
+                    }
+                }
+                (true, Some(_)) => {
+                    if j.state == JobState::Running {
+                        self.requeue(
+                            id,
+                            format!("node {name} came back without the job's processes"),
+                            now,
+                        );
+                    } else {
+                        self.cleared(id, &name, now);
+                    }
+                }
+                _ if j.clearing.contains(&name) => {
+                    if held.remove(&id).is_some() {
+                        // Still there: hold its cores until the node confirms the kill.
+                        if let (Some(cores), Some(n)) = (in_alloc, self.nodes.get_mut(&name)) {
+                            let cores = cores.min(n.free());
+                            if cores > 0 {
+                                n.held.insert(id, cores);
+                            }
+                        }
+                        self.send(conn, SchedulerMsg::KillJob { job: id });
+                    } else {
+                        self.cleared(id, &name, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Runs nobody here knows any more: fence them.
+        for id in held.into_keys() {
+            self.send(conn, SchedulerMsg::KillJob { job: id });
+        }
         self.schedule(now);
         Ok(())
     }
@@ -236,7 +353,6 @@ impl Core {
         node.conn = None;
         node.status = None;
         node.held.clear();
-        self.remotes.retain(|_, r| r.origin != conn);
         let affected: Vec<JobId> = self
             .jobs
             .iter()
@@ -246,10 +362,15 @@ impl Core {
             })
             .map(|(id, _)| *id)
             .collect();
+        let fence = now + self.cfg.fence_margin_ms;
         for id in affected {
             let state = self.jobs[&id].state;
             if state == JobState::Running {
                 self.requeue(id, format!("node {name} lost"), now);
+            }
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.fence_until = Some(j.fence_until.map_or(fence, |f| f.max(fence)));
+                j.confirm.remove(&name);
             }
             self.cleared(id, &name, now);
         }
@@ -265,6 +386,8 @@ impl Core {
         j.state = JobState::Queued;
         j.requeues += 1;
         j.exit = None;
+        j.confirm.clear();
+        j.confirm_deadline = None;
         let key = (Reverse(j.spec.priority), j.submitted_ms, id);
         let n = j.spec.nprocs;
         self.queue.insert(key, n);
@@ -355,6 +478,10 @@ impl Core {
                 exit: None,
                 requeues: 0,
                 events: Vec::new(),
+                epoch: 0,
+                confirm: BTreeSet::new(),
+                confirm_deadline: None,
+                fence_until: None,
             },
         );
         let (p, n) = (self.jobs[&id].spec.priority, self.jobs[&id].spec.nprocs);
@@ -439,6 +566,11 @@ impl Core {
             .is_some_and(|j| j.alloc.iter().any(|a| a.0 == name) || j.clearing.contains(name))
     }
 
+    /// The node name of an agent connection.
+    pub fn node_of(&self, conn: ConnId) -> Option<&str> {
+        self.conn_node(conn)
+    }
+
     fn conn_node(&self, conn: ConnId) -> Option<&str> {
         self.conns.get(&conn).map(String::as_str)
     }
@@ -510,20 +642,17 @@ impl Core {
             Ok(target) => {
                 let remote = LaunchId(self.next_remote);
                 self.next_remote += 1;
-                self.remotes.insert(
-                    remote,
-                    Remote {
-                        origin: conn,
-                        id,
-                        job,
-                    },
-                );
+                let epoch = self.jobs.get(&job).map_or(0, |j| j.epoch);
+                let origin = self.conn_node(conn).unwrap_or_default().to_string();
                 self.send(
                     target,
                     SchedulerMsg::SpawnRemote {
                         remote,
                         job,
                         command,
+                        epoch,
+                        origin,
+                        origin_id: id,
                     },
                 );
             }
@@ -569,23 +698,151 @@ impl Core {
             .ok_or_else(|| format!("node {host} is offline"))
     }
 
-    /// The shim of a launch went away. The job is ending; its processes are killed with it.
-    pub fn launch_abandoned(&mut self, conn: ConnId, id: LaunchId) {
-        self.remotes
-            .retain(|_, r| !(r.origin == conn && r.id == id));
-    }
+    /// The shim of a launch went away. Nothing to undo here: the job is ending, and its
+    /// processes on every node are killed with it.
+    pub fn launch_abandoned(&mut self, _conn: ConnId, _id: LaunchId) {}
 
-    /// A remote command started for a launch ended on the node of `conn`.
-    pub fn remote_exited(&mut self, conn: ConnId, remote: LaunchId, exit: ExitStatus) {
-        let _ = conn;
-        if let Some(r) = self.remotes.remove(&remote) {
-            let _ = r.job;
+    /// A remote command started for a launch ended; the answer goes to the origin node's
+    /// current connection (routing needs no memory, so it survives a scheduler restart).
+    pub fn remote_exited(&mut self, origin: &str, origin_id: LaunchId, exit: ExitStatus) {
+        if let Some(conn) = self.nodes.get(origin).and_then(|n| n.conn) {
             self.send(
-                r.origin,
+                conn,
                 SchedulerMsg::LaunchDone {
-                    id: r.id,
+                    id: origin_id,
                     exit: Some(exit),
                     error: None,
+                },
+            );
+        }
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .flat_map(|j| [j.confirm_deadline, j.fence_until])
+            .flatten()
+            .min()
+    }
+
+    /// Deadlines: unconfirmed runs after a restart are requeued, fences expire.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            let j = &self.jobs[&id];
+            if j.fence_until.is_some_and(|t| t <= now) {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.fence_until = None;
+                }
+            }
+            let j = &self.jobs[&id];
+            if j.confirm_deadline.is_some_and(|t| t <= now) && !j.confirm.is_empty() {
+                let missing: Vec<String> = j.confirm.iter().cloned().collect();
+                match j.state {
+                    JobState::Running => self.requeue(
+                        id,
+                        format!(
+                            "node {} did not report back after the scheduler restart",
+                            missing.join(", ")
+                        ),
+                        now,
+                    ),
+                    _ => {
+                        for n in &missing {
+                            self.cleared(id, n, now);
+                        }
+                    }
+                }
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.confirm.clear();
+                    j.confirm_deadline = None;
+                    for n in &missing {
+                        j.clearing.remove(n);
+                    }
+                }
+                if self.jobs[&id].state == JobState::Cancelling {
+                    self.cleared(id, "", now);
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// A job as persisted.
+    pub fn job_record(&self, id: JobId) -> Option<JobRecord> {
+        let j = self.jobs.get(&id)?;
+        Some(JobRecord {
+            id,
+            spec: j.spec.clone(),
+            state: j.state,
+            secret: j.secret.clone(),
+            submitted_ms: j.submitted_ms,
+            started_ms: j.started_ms,
+            ended_ms: j.ended_ms,
+            alloc: j.alloc.clone(),
+            clearing: j.clearing.iter().cloned().collect(),
+            exit: j.exit,
+            requeues: j.requeues,
+            events: j.events.clone(),
+            epoch: j.epoch,
+        })
+    }
+
+    /// A node's registered info, as persisted.
+    pub fn node_info(&self, name: &str) -> Option<NodeInfo> {
+        self.nodes.get(name).map(|n| n.info.clone())
+    }
+
+    /// Rebuild state after a restart from persisted jobs and nodes. Runs that were live wait
+    /// up to the node timeout for every node of theirs to report holding them.
+    pub fn restore(&mut self, jobs: Vec<JobRecord>, nodes: Vec<NodeInfo>, now: u64) {
+        for info in nodes {
+            self.nodes.insert(
+                info.name.clone(),
+                Node {
+                    info,
+                    conn: None,
+                    status: None,
+                    held: BTreeMap::new(),
+                },
+            );
+        }
+        for r in jobs {
+            self.next_job = self.next_job.max(r.id.0 + 1);
+            let live = matches!(r.state, JobState::Running | JobState::Cancelling);
+            let confirm: BTreeSet<String> = if live {
+                r.alloc.iter().map(|a| a.0.clone()).collect()
+            } else {
+                BTreeSet::new()
+            };
+            let clearing: BTreeSet<String> = r.clearing.into_iter().collect();
+            if r.state == JobState::Queued {
+                self.queue.insert(
+                    (Reverse(r.spec.priority), r.submitted_ms, r.id),
+                    r.spec.nprocs,
+                );
+            }
+            // Live runs, and kills not yet confirmed, wait for their nodes to report back.
+            let deadline = (live || !clearing.is_empty()).then_some(now + self.cfg.node_timeout_ms);
+            self.jobs.insert(
+                r.id,
+                Job {
+                    spec: r.spec,
+                    state: r.state,
+                    secret: r.secret,
+                    submitted_ms: r.submitted_ms,
+                    started_ms: r.started_ms,
+                    ended_ms: r.ended_ms,
+                    alloc: r.alloc,
+                    confirm: if live { confirm } else { clearing.clone() },
+                    clearing,
+                    exit: r.exit,
+                    requeues: r.requeues,
+                    events: r.events,
+                    epoch: r.epoch,
+                    confirm_deadline: deadline,
+                    fence_until: None,
                 },
             );
         }
@@ -620,7 +877,7 @@ impl Core {
             cursor = Some(key);
             let id = key.2;
             let j = &self.jobs[&id];
-            if !j.clearing.is_empty() {
+            if !j.clearing.is_empty() || j.fence_until.is_some() {
                 continue;
             }
             if let Ok(alloc) = self.place(&j.spec) {
@@ -644,6 +901,9 @@ impl Core {
                 "waiting for its previous run to be killed on {}",
                 nodes.join(", ")
             ));
+        }
+        if j.fence_until.is_some() {
+            return Some("waiting briefly so its lost node's processes are gone first".into());
         }
         match self.place(&j.spec) {
             Err(why) => Some(why),
@@ -701,6 +961,7 @@ impl Core {
         j.state = JobState::Running;
         j.started_ms = Some(now);
         j.ended_ms = None;
+        j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {
             job: id,
@@ -715,6 +976,7 @@ impl Core {
                 })
                 .collect(),
             secret: j.secret.clone(),
+            epoch: j.epoch,
         };
         for (host, _, cores) in &alloc {
             if let Some(n) = self.nodes.get_mut(host) {
@@ -822,7 +1084,7 @@ impl Core {
         // No queued job that fits stays queued.
         for k in self.queue.keys() {
             let j = &self.jobs[&k.2];
-            if j.clearing.is_empty() && self.place(&j.spec).is_ok() {
+            if j.clearing.is_empty() && j.fence_until.is_none() && self.place(&j.spec).is_ok() {
                 return Err(format!("job {} fits but stays queued", k.2));
             }
         }

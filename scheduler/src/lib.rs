@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod core;
+pub mod db;
 mod store;
 
 use crate::core::{ConnId, Core, CoreConfig, Output};
@@ -112,17 +113,35 @@ pub async fn run(
         access: access.clone(),
     });
 
-    let store = store::Store::open(&cfg.state_dir.join("jobs"))?;
+    let mut store = store::Store::open(&cfg.state_dir.join("jobs"))?;
+    let db = db::Db::open(&cfg.state_dir.join("graze.redb"))?;
+    let loaded = db.load()?;
+    let mut core = Core::new(CoreConfig {
+        max_job_cores: cfg.max_job_cores,
+        node_timeout_ms: cfg.node_timeout.as_millis() as u64,
+        ..CoreConfig::default()
+    });
+    info!(
+        jobs = loaded.jobs.len(),
+        nodes = loaded.nodes.len(),
+        "state restored from the database"
+    );
+    core.restore(loaded.jobs, loaded.nodes, now_ms());
+    store.restore_index(loaded.outputs);
+    let seqs = loaded.seqs.into_iter().collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let accept = tokio::spawn(accept_loop(endpoint.clone(), token, tx));
     let owner = Owner {
-        core: Core::new(CoreConfig {
-            max_job_cores: cfg.max_job_cores,
-        }),
+        core,
         agents: HashMap::new(),
         waiters: HashMap::new(),
         followers: HashMap::new(),
         store,
+        db,
+        deferred: Vec::new(),
+        seqs,
+        seq_dirty: std::collections::BTreeSet::new(),
+        acks: HashMap::new(),
     };
     tokio::select! {
         r = owner.run(rx) => r?,
@@ -315,15 +334,42 @@ struct Owner {
     waiters: HashMap<JobId, Vec<mpsc::UnboundedSender<ClientReply>>>,
     followers: HashMap<JobId, Vec<Follower>>,
     store: store::Store,
+    db: db::Db,
+    /// Replies sent only once the state they acknowledge is committed.
+    deferred: Vec<(mpsc::UnboundedSender<ClientReply>, ClientReply)>,
+    /// Per node: agent instance and highest job-message sequence number applied.
+    seqs: HashMap<String, (String, u64)>,
+    seq_dirty: std::collections::BTreeSet<String>,
+    /// Acks to send once committed.
+    acks: HashMap<ConnId, u64>,
 }
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> Result<()> {
-        while let Some(input) = rx.recv().await {
-            self.handle(input, now_ms());
-            self.flush();
+        loop {
+            let deadline = self.core.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => {
+                        let wait = t.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle(input, now_ms());
+                    // Take whatever else is already waiting into the same commit.
+                    while let Ok(input) = rx.try_recv() {
+                        self.handle(input, now_ms());
+                    }
+                }
+                () = sleep => self.core.handle_timeout(now_ms()),
+            }
+            self.flush()?;
         }
-        Ok(())
     }
 
     fn handle(&mut self, input: Input, now: u64) {
@@ -335,6 +381,12 @@ impl Owner {
                 close,
             } => {
                 let name = info.name.clone();
+                let instance = info.instance.clone();
+                if self.seqs.get(&name).map(|s| &s.0) != Some(&instance) {
+                    // A new agent process: its sequence numbers start again.
+                    self.seqs.insert(name.clone(), (instance, 0));
+                    self.seq_dirty.insert(name.clone());
+                }
                 self.agents.insert(conn, (tx, close));
                 if let Err(reason) = self.core.node_connected(conn, info, now) {
                     warn!(node = %name, "registration refused: {reason}");
@@ -364,6 +416,24 @@ impl Owner {
     fn agent_msg(&mut self, conn: ConnId, msg: AgentMsg, now: u64) {
         match msg {
             AgentMsg::Register(_) => {}
+            AgentMsg::Sequenced { seq, msg } => {
+                let Some(node) = self.core.node_of(conn).map(str::to_owned) else {
+                    return;
+                };
+                let last = self.seqs.get(&node).map_or(0, |s| s.1);
+                if seq > last {
+                    if seq != last + 1 {
+                        warn!(%node, seq, last, "job messages missing from this agent");
+                    }
+                    if !matches!(*msg, AgentMsg::Sequenced { .. }) {
+                        self.agent_msg(conn, *msg, now);
+                    }
+                    self.seqs.entry(node.clone()).or_default().1 = seq;
+                    self.seq_dirty.insert(node);
+                }
+                // Applied now or before: either way it may be acknowledged once committed.
+                self.acks.insert(conn, seq.max(last));
+            }
             AgentMsg::Status(s) => self.core.node_status(conn, s, now),
             AgentMsg::Output {
                 job,
@@ -405,7 +475,15 @@ impl Owner {
                 command,
             } => self.core.launch(conn, id, job, &secret, &host, command),
             AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
-            AgentMsg::RemoteExited { remote, exit } => self.core.remote_exited(conn, remote, exit),
+            AgentMsg::RemoteExited {
+                remote,
+                exit,
+                origin,
+                origin_id,
+            } => {
+                debug!(conn, remote = remote.0, %origin, "remote exited");
+                self.core.remote_exited(&origin, origin_id, exit)
+            }
         }
     }
 
@@ -422,7 +500,9 @@ impl Owner {
                 match self.core.submit(spec, graze_net::random_token(), now) {
                     Ok(id) => {
                         info!(%id, %user, "job submitted");
-                        reply(ClientReply::Submitted { id })
+                        // Acknowledged only once the job is committed.
+                        self.deferred
+                            .push((tx.clone(), ClientReply::Submitted { id }));
                     }
                     Err(message) => {
                         info!(%user, "submit refused: {message}");
@@ -482,8 +562,10 @@ impl Owner {
         }
     }
 
-    /// Carry out the core's outputs.
-    fn flush(&mut self) {
+    /// Carry out the core's outputs; commit changed state, then send what waited for it.
+    fn flush(&mut self) -> Result<()> {
+        let mut jobs = std::collections::BTreeSet::new();
+        let mut nodes = std::collections::BTreeSet::new();
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Send { conn, msg } => {
@@ -508,8 +590,49 @@ impl Owner {
                     }
                     self.store.close(id);
                 }
-                Output::JobChanged(_) => {}
+                Output::JobChanged(id) => {
+                    jobs.insert(id);
+                }
+                Output::NodeChanged(name) => {
+                    nodes.insert(name);
+                }
             }
         }
+        self.store.flush_all();
+        let records: Vec<_> = jobs
+            .iter()
+            .filter_map(|id| self.core.job_record(*id))
+            .collect();
+        let infos: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| self.core.node_info(n))
+            .collect();
+        let outputs: Vec<_> = records
+            .iter()
+            .filter(|r| r.state.is_final())
+            .filter_map(|r| self.store.index(r.id).map(|ix| (r.id, ix)))
+            .collect();
+        let seqs: Vec<_> = std::mem::take(&mut self.seq_dirty)
+            .into_iter()
+            .filter_map(|n| self.seqs.get(&n).map(|s| (n, s.clone())))
+            .collect();
+        if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs) {
+            // Nothing may be acknowledged that is not durable: stop rather than lie.
+            for (tx, _) in self.deferred.drain(..) {
+                let _ = tx.send(ClientReply::Error {
+                    message: format!("the scheduler cannot commit its state: {e:#}"),
+                });
+            }
+            return Err(e.context("committing scheduler state"));
+        }
+        for (tx, reply) in self.deferred.drain(..) {
+            let _ = tx.send(reply);
+        }
+        for (conn, seq) in self.acks.drain() {
+            if let Some((tx, _)) = self.agents.get(&conn) {
+                let _ = tx.send(SchedulerMsg::Ack { seq });
+            }
+        }
+        Ok(())
     }
 }

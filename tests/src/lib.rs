@@ -132,6 +132,49 @@ impl Cluster {
         c
     }
 
+    /// SIGKILL the scheduler, as a crash would.
+    pub fn kill_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+
+    /// Start the scheduler again on the same state dir and address.
+    pub fn restart_scheduler(&mut self, extra: &[&str]) {
+        let addr = graze_net::Access::load(&self.access)
+            .expect("access file")
+            .scheduler;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("scheduler.log"))
+            .unwrap();
+        self.scheduler = Command::new(bin("graze-scheduler"))
+            .arg("--state-dir")
+            .arg(self.dir.path().join("scheduler"))
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restarting graze-scheduler");
+        let access = self.access.clone();
+        wait_for(
+            "the restarted scheduler to answer",
+            Duration::from_secs(30),
+            || {
+                let out = Command::new(bin("graze"))
+                    .arg("--access")
+                    .arg(&access)
+                    .args(["queue", "--json"])
+                    .output()
+                    .ok()?;
+                out.status.success().then_some(())
+            },
+        );
+    }
+
     fn assert_running(&mut self) {
         if let Ok(Some(st)) = self.scheduler.try_wait() {
             panic!("scheduler exited: {st}\n{}", self.log("scheduler"));
@@ -271,6 +314,9 @@ impl Drop for Cluster {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         if std::thread::panicking() || std::env::var_os("GRAZE_KEEP_TEST_DIR").is_some() {
+            if std::env::var_os("GRAZE_KEEP_TEST_DIR").is_some() {
+                self.dir.disable_cleanup(true);
+            }
             let kept = self.dir.path().to_owned();
             eprintln!("--- cluster logs in {} ---", kept.display());
             for e in std::fs::read_dir(&kept).into_iter().flatten().flatten() {

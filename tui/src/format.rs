@@ -469,6 +469,8 @@ mod tests {
                     version: "4.1".into(),
                 }],
                 software: "graze-agent 0.1.0".into(),
+                held: vec![],
+                instance: String::new(),
             },
             online: true,
             status: Some(NodeStatus {

@@ -12,6 +12,8 @@ fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
         groups: groups.iter().map(|g| g.to_string()).collect(),
         mpi: vec![],
         software: "test".into(),
+        held: vec![],
+        instance: String::new(),
     }
 }
 
@@ -67,7 +69,10 @@ fn starts(out: &[Output]) -> Vec<(ConnId, JobId, Vec<HostSlots>)> {
 
 #[test]
 fn waits_for_cores_then_packs_on_few_nodes() {
-    let mut c = Core::new(CoreConfig { max_job_cores: 16 });
+    let mut c = Core::new(CoreConfig {
+        max_job_cores: 16,
+        ..CoreConfig::default()
+    });
     add(&mut c, 1, "a1", 2, 10);
     add(&mut c, 2, "a2", 2, 30);
     add(&mut c, 3, "a3", 2, 20);
@@ -260,6 +265,10 @@ fn node_loss_requeues_and_fences_the_old_run() {
         _ => 3,
     };
     c.job_cleared(other_conn, id, 11);
+    // Fenced a moment, so the cut-off agent's own kill lands before the next run.
+    assert!(starts(&drain(&mut c)).is_empty());
+    assert_eq!(c.poll_timeout(), Some(1_010));
+    c.handle_timeout(1_010);
     let s2 = starts(&drain(&mut c));
     assert_eq!(s2.len(), 1);
     c.check_invariants().unwrap();
@@ -307,15 +316,24 @@ fn launch_is_confined_to_the_allocation() {
     c.launch(main, LaunchId(4), id, "sec", &hosts[1], vec!["true".into()]);
     let out = drain(&mut c);
     let Some(Output::Send {
-        conn,
-        msg: SchedulerMsg::SpawnRemote { remote, .. },
+        msg:
+            SchedulerMsg::SpawnRemote {
+                origin,
+                origin_id,
+                epoch,
+                ..
+            },
+        ..
     }) = out.first()
     else {
         panic!("{out:?}")
     };
+    assert_eq!(*epoch, 1);
+    assert_eq!(*origin_id, LaunchId(4));
+    let origin = origin.clone();
     c.remote_exited(
-        *conn,
-        *remote,
+        &origin,
+        LaunchId(4),
         ExitStatus {
             code: Some(0),
             signal: None,
@@ -347,6 +365,8 @@ enum Op {
     Exit(u8),
     Clear(u8, u8),
     Cancel(u8),
+    Restart,
+    Reconnect(u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -358,6 +378,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..40).prop_map(Op::Exit),
         (0u8..6, 0u8..40).prop_map(|(n, j)| Op::Clear(n, j)),
         (0u8..40).prop_map(Op::Cancel),
+        Just(Op::Restart),
+        (0u8..6, any::<bool>()).prop_map(|(n, h)| Op::Reconnect(n, h)),
     ]
 }
 
@@ -366,7 +388,7 @@ proptest! {
     /// No core is promised to two jobs, and after every input no queued job that fits stays queued.
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut c = Core::new(CoreConfig { max_job_cores: 64 });
+        let mut c = Core::new(CoreConfig { max_job_cores: 64, ..CoreConfig::default() });
         // conn id per node name: node n uses conn n*100 + generation.
         let mut gen = [0u64; 6];
         let mut now = 0;
@@ -395,10 +417,185 @@ proptest! {
                     }
                 }
                 Op::Clear(n, j) => c.job_cleared(n as u64 * 100 + gen[n as usize], JobId(j as u64), now),
+                Op::Restart => {
+                    c = restart(&c, now);
+                    gen.iter_mut().for_each(|g| *g += 1);
+                }
+                Op::Reconnect(n, holds) => {
+                    // The node comes back on a new connection, holding what it ran (or not).
+                    let name = format!("n{n}");
+                    let mut i = info(&name, 4, &[]);
+                    if holds {
+                        i.held = c
+                            .job_views(false)
+                            .iter()
+                            .filter(|v| v.allocation.iter().any(|h| h.host == name))
+                            .map(|v| held(v.id, c.jobs[&v.id].epoch))
+                            .collect();
+                    }
+                    gen[n as usize] += 1;
+                    let conn = n as u64 * 100 + gen[n as usize];
+                    let _ = c.node_connected(conn, i, now);
+                    c.node_status(conn, status(true, 0), now);
+                }
                 Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
             }
             drain(&mut c);
             prop_assert_eq!(c.check_invariants(), Ok(()));
         }
     }
+}
+
+fn held(job: JobId, epoch: u64) -> graze_proto::HeldJob {
+    graze_proto::HeldJob {
+        job,
+        epoch,
+        main: false,
+    }
+}
+
+/// Persist everything and restore into a fresh core, as a scheduler restart does.
+fn restart(c: &Core, now: u64) -> Core {
+    let ids: Vec<JobId> = c.jobs.keys().copied().collect();
+    let jobs = ids.iter().filter_map(|id| c.job_record(*id)).collect();
+    let nodes = c.nodes.keys().filter_map(|n| c.node_info(n)).collect();
+    let mut n = Core::new(c.cfg.clone());
+    n.restore(jobs, nodes, now);
+    n
+}
+
+fn two_node_job() -> (Core, JobId) {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    drain(&mut c);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    (c, id)
+}
+
+#[test]
+fn restart_keeps_a_run_whose_nodes_all_hold_it() {
+    let (c, id) = two_node_job();
+    let mut c = restart(&c, 100);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    assert_eq!(c.node_views().iter().filter(|n| n.online).count(), 0);
+    for (conn, name) in [(11, "a1"), (12, "a2")] {
+        let mut i = info(name, 2, &[]);
+        i.held = vec![held(id, 1)];
+        c.node_connected(conn, i, 200).unwrap();
+        c.node_status(conn, status(true, 0), 200);
+    }
+    let out = drain(&mut c);
+    assert!(
+        !out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                msg: SchedulerMsg::KillJob { .. },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    assert_eq!(c.poll_timeout(), None);
+    // Its cores are held again: a new 1-core job must wait.
+    let id2 = c.submit(spec(1), "t".into(), 300).unwrap();
+    assert_eq!(c.job_state(id2), Some(JobState::Queued));
+    c.check_invariants().unwrap();
+    // And its end is still understood.
+    c.job_exited(
+        11,
+        id,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        400,
+    );
+    assert_eq!(c.job_state(id), Some(JobState::Completed));
+}
+
+#[test]
+fn restart_requeues_a_run_a_node_lost_or_that_never_came_back() {
+    let (c, id) = two_node_job();
+    let mut c1 = restart(&c, 100);
+    let mut i = info("a1", 2, &[]);
+    i.held = vec![held(id, 1)];
+    c1.node_connected(11, i, 200).unwrap();
+    // a2 comes back empty-handed: the run is broken.
+    c1.node_connected(12, info("a2", 2, &[]), 200).unwrap();
+    assert_eq!(c1.job_state(id), Some(JobState::Queued));
+    let v = c1.job_view(id).unwrap();
+    assert!(
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .contains("came back without the job's processes"),
+        "{v:?}"
+    );
+
+    let mut c2 = restart(&c, 100);
+    let mut i = info("a1", 2, &[]);
+    i.held = vec![held(id, 1)];
+    c2.node_connected(11, i, 200).unwrap();
+    assert_eq!(c2.poll_timeout(), Some(100 + 10_000));
+    c2.handle_timeout(10_100);
+    let v = c2.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued);
+    assert!(
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .contains("a2 did not report back"),
+        "{v:?}"
+    );
+    c2.check_invariants().unwrap();
+}
+
+#[test]
+fn reconnect_with_a_stale_run_is_fenced() {
+    let (mut c, id) = two_node_job();
+    // a2's link drops and the job is requeued and restarted elsewhere meanwhile.
+    c.node_lost(2, 10);
+    c.job_cleared(1, id, 11);
+    drain(&mut c);
+    // a2 reconnects, still holding the old epoch 1.
+    let mut i = info("a2", 2, &[]);
+    i.held = vec![held(id, 1), held(JobId(77), 3)];
+    c.node_connected(22, i, 20).unwrap();
+    let out = drain(&mut c);
+    let kills: Vec<JobId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                conn: 22,
+                msg: SchedulerMsg::KillJob { job },
+            } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kills, vec![id, JobId(77)]);
+}
+
+#[test]
+fn reconnect_within_the_timeout_keeps_the_run() {
+    let (mut c, id) = two_node_job();
+    // The agent reconnects on a new connection before the old one timed out.
+    let mut i = info("a2", 2, &[]);
+    i.held = vec![held(id, 1)];
+    c.node_connected(22, i, 20).unwrap();
+    c.node_status(22, status(true, 0), 20);
+    let out = drain(&mut c);
+    assert!(out.contains(&Output::Close {
+        conn: 2,
+        reason: "a newer agent registered with the same name".into()
+    }));
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    // The old connection's loss is now a no-op.
+    c.node_lost(2, 30);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.check_invariants().unwrap();
 }
