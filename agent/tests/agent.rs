@@ -157,8 +157,23 @@ impl RunningAgent {
     }
 }
 
+/// As root, jobs run as an unprivileged test user (created if missing) and the spool must be
+/// reachable by it; as a normal user, jobs run as that user.
+fn run_as(spool: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    graze_agent::install::ensure_user(Path::new("/"), "graze-test").unwrap();
+    std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some("graze-test".into())
+}
+
 fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
     AgentConfig {
+        run_as: run_as(spool),
+        nice: 0,
+        memory_max: None,
         access: sched.access_path.clone(),
         name: name.into(),
         cores: 3,
@@ -537,7 +552,12 @@ async fn failed_start_and_losing_the_scheduler() {
     assert_eq!(info.name, "l1");
     let deadline = Instant::now() + WAIT;
     while !graze_agent::procs::is_gone(pid) || !tagged_processes(job).is_empty() {
-        assert!(Instant::now() < deadline, "job survived the lost scheduler");
+        assert!(
+            Instant::now() < deadline,
+            "job survived the lost scheduler: pid {pid} {:?}, tagged {:?}",
+            graze_agent::procs::read_stat(pid),
+            tagged_processes(job)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     agent.shutdown().await;
