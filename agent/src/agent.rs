@@ -252,8 +252,12 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let sock = cfg.spool.join("launch.sock");
     let listener = launch::bind(&sock)
         .with_context(|| format!("listening on launcher socket '{}'", sock.display()))?;
-    confine::share_socket(&confine, &sock)
-        .with_context(|| format!("giving launcher socket '{}' to the job user", sock.display()))?;
+    confine::share_socket(&confine, &sock).with_context(|| {
+        format!(
+            "giving launcher socket '{}' to the job user",
+            sock.display()
+        )
+    })?;
     let cgroups = match CgroupRoot::detect(&cfg.name) {
         Ok(r) => {
             tracing::info!(kind = ?r.kind, base = %r.base.display(), "one cgroup per job");
@@ -858,8 +862,8 @@ impl Agent {
             return;
         }
         let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) = std::fs::create_dir_all(&dir)
-            .and_then(|()| confine::give_job_dir(&self.confine, &dir))
+        if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|()| confine::give_job_dir(&self.confine, &dir))
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }

@@ -211,11 +211,13 @@ impl CgroupRoot {
             .parent()
             .map(|p| p.join("cgroup.subtree_control"))
             .unwrap_or_default();
-        let available = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+        let available =
+            std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
         if !available.split_whitespace().any(|c| c == "memory") {
             let _ = write_file(&parent_ctrl, "+memory");
         }
-        let available = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+        let available =
+            std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
         if available.split_whitespace().any(|c| c == "memory") {
             if let Err(e) = write_file(&base.join("cgroup.subtree_control"), "+memory") {
                 tracing::warn!(error = %e, "cannot enable the memory controller for job cgroups; no per-job memory cap");
@@ -231,7 +233,10 @@ impl CgroupRoot {
     /// Create (afresh) the cgroup of job `label`, with `memory_max` bytes as its memory cap.
     pub fn create_job(&self, label: &str, memory_max: Option<u64>) -> std::io::Result<JobCgroup> {
         let dir = self.base.join(format!("job-{label}"));
-        let memory = self.memory_base.as_ref().map(|m| m.join(format!("job-{label}")));
+        let memory = self
+            .memory_base
+            .as_ref()
+            .map(|m| m.join(format!("job-{label}")));
         let cg = JobCgroup {
             kind: self.kind,
             dir,

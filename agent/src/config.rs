@@ -474,7 +474,13 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
     let memory_max = match cli.memory_max.as_ref().or(f.memory_max.as_ref()) {
         None => None,
         Some(s) => Some(parse_size(s).map_err(|why| {
-            bad("memory-max", "memory_max", cli.memory_max.is_some(), s, &why)
+            bad(
+                "memory-max",
+                "memory_max",
+                cli.memory_max.is_some(),
+                s,
+                &why,
+            )
         })?),
     };
 
@@ -814,20 +820,28 @@ mod tests {
         assert_eq!(c.memory_max, Some(2 << 30));
         let e = format!(
             "{:#}",
-            resolve(&cli(&[&base[..], &["--run-as", "root"]].concat()), None, &root).unwrap_err()
+            resolve(
+                &cli(&[&base[..], &["--run-as", "root"]].concat()),
+                None,
+                &root
+            )
+            .unwrap_err()
         );
-        assert!(e.contains("invalid --run-as 'root': job processes never run as root"), "{e}");
+        assert!(
+            e.contains("invalid --run-as 'root': job processes never run as root"),
+            "{e}"
+        );
         // A normal user runs jobs as itself and cannot name another user.
         let c = resolve(&cli(&base), None, &defaults()).unwrap();
         assert_eq!(c.run_as, None);
         let e = err(&cli(&[&base[..], &["--run-as", "bob"]].concat()), None);
-        assert!(e.contains("invalid --run-as 'bob': only an agent started as root"), "{e}");
+        assert!(
+            e.contains("invalid --run-as 'bob': only an agent started as root"),
+            "{e}"
+        );
         let e = err(&cli(&[&base[..], &["--nice", "-5"]].concat()), None);
         assert!(e.contains("invalid --nice '-5'"), "{e}");
-        let e = err(
-            &cli(&base),
-            Some(&file("memory_max = \"lots\"\n")),
-        );
+        let e = err(&cli(&base), Some(&file("memory_max = \"lots\"\n")));
         assert!(e.contains("invalid memory_max 'lots' in agent.toml"), "{e}");
         assert_eq!(parse_size("512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("1048576").unwrap(), 1 << 20);

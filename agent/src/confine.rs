@@ -39,7 +39,9 @@ pub enum UserError {
     #[error("user '{0}' does not exist: create it (`graze-agent install` creates 'graze', or `useradd --system --shell /usr/sbin/nologin {0}`) or set run_as to an existing unprivileged user")]
     Missing(String),
     /// The user is root.
-    #[error("run_as user '{0}' has uid 0: job processes never run as root; name an unprivileged user")]
+    #[error(
+        "run_as user '{0}' has uid 0: job processes never run as root; name an unprivileged user"
+    )]
     Root(String),
     /// The lookup failed.
     #[error("looking up user '{name}': {source}")]
@@ -68,7 +70,9 @@ fn passwd_entry(pw: &libc::passwd) -> User {
     }
 }
 
-fn lookup(by: impl Fn(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> i32) -> std::io::Result<Option<User>> {
+fn lookup(
+    by: impl Fn(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> i32,
+) -> std::io::Result<Option<User>> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: an all-zero passwd is a valid value for getpw*_r to fill.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -135,7 +139,10 @@ pub struct Confinement {
 /// The environment every job process starts from: [`PASS_VARS`] and `LC_*` from the agent,
 /// the agent's non-secret `GRAZE_*` site variables, and `HOME`, `USER`, `LOGNAME` of the job's
 /// user. Job variables (hydra's, `GRAZE_JOB_*`) are added on top by the caller.
-pub fn base_env(agent_env: impl IntoIterator<Item = (OsString, OsString)>, user: &User) -> Vec<(OsString, OsString)> {
+pub fn base_env(
+    agent_env: impl IntoIterator<Item = (OsString, OsString)>,
+    user: &User,
+) -> Vec<(OsString, OsString)> {
     let mut out: Vec<(OsString, OsString)> = agent_env
         .into_iter()
         .filter(|(k, _)| {
@@ -236,9 +243,8 @@ pub fn supplementary_groups(user: &User) -> Vec<libc::gid_t> {
         let mut groups = vec![0 as libc::gid_t; n as usize];
         let mut count = n;
         // SAFETY: `groups` holds `count` entries; getgrouplist writes at most that many.
-        let rc = unsafe {
-            libc::getgrouplist(name.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count)
-        };
+        let rc =
+            unsafe { libc::getgrouplist(name.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count) };
         if rc >= 0 {
             groups.truncate(count.max(0) as usize);
             return groups;
@@ -406,7 +412,11 @@ mod tests {
         .map(|(k, v)| ((*k).into(), (*v).into()))
         .collect();
         let e = base_env(agent, &u());
-        let get = |k: &str| e.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned());
+        let get = |k: &str| {
+            e.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        };
         assert_eq!(get("PATH").as_deref(), Some("/usr/bin"));
         assert_eq!(get("HOME").as_deref(), Some("/nonexistent"));
         assert_eq!(get("USER").as_deref(), Some("graze"));
@@ -450,8 +460,13 @@ mod tests {
     fn root_and_missing_users_are_refused() {
         let e = user_by_name("root").unwrap_err().to_string();
         assert!(e.contains("never run as root"), "{e}");
-        let e = user_by_name("no-such-user-graze-test").unwrap_err().to_string();
-        assert!(e.contains("user 'no-such-user-graze-test' does not exist"), "{e}");
+        let e = user_by_name("no-such-user-graze-test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("user 'no-such-user-graze-test' does not exist"),
+            "{e}"
+        );
         let me = current_user();
         assert!(!me.name.is_empty());
     }

@@ -180,7 +180,13 @@ pub fn cpu_weight(nice: i32) -> u32 {
 }
 
 /// The unit file text.
-pub fn unit_text(exe: &Path, config: &Path, system: bool, nice: i32, memory_max: Option<u64>) -> String {
+pub fn unit_text(
+    exe: &Path,
+    config: &Path,
+    system: bool,
+    nice: i32,
+    memory_max: Option<u64>,
+) -> String {
     let mut s = String::new();
     s.push_str("# Written by `graze-agent install`; removed by `graze-agent uninstall`.\n");
     s.push_str("[Unit]\n");
@@ -243,7 +249,10 @@ pub fn config_text(a: &InstallArgs, layout: &Layout, run_as: Option<&str>) -> St
     if let Some(u) = run_as {
         s.push_str(&format!("run_as = {}\n", toml_str(u)));
     }
-    s.push_str(&format!("nice = {}\n", a.nice.unwrap_or(crate::config::DEFAULT_NICE)));
+    s.push_str(&format!(
+        "nice = {}\n",
+        a.nice.unwrap_or(crate::config::DEFAULT_NICE)
+    ));
     if let Some(m) = &a.memory_max {
         s.push_str(&format!("memory_max = {}\n", toml_str(m)));
     }
@@ -317,7 +326,8 @@ pub fn install(a: &InstallArgs) -> Result<String> {
     }
     let memory_max = match &a.memory_max {
         Some(s) => Some(
-            crate::config::parse_size(s).map_err(|why| anyhow::anyhow!("invalid --memory-max '{s}': {why}"))?,
+            crate::config::parse_size(s)
+                .map_err(|why| anyhow::anyhow!("invalid --memory-max '{s}': {why}"))?,
         ),
         None => None,
     };
@@ -361,7 +371,11 @@ pub fn install(a: &InstallArgs) -> Result<String> {
             "# graze access file installed by `graze-agent install`: keep it private.\n{}",
             toml::to_string(&access).context("formatting the access file")?
         );
-        rec.file(&access_at, body.as_bytes(), if system { 0o640 } else { 0o600 })?;
+        rec.file(
+            &access_at,
+            body.as_bytes(),
+            if system { 0o640 } else { 0o600 },
+        )?;
         if let Some(gid) = gid {
             std::os::unix::fs::chown(&access_at, Some(0), Some(gid))
                 .with_context(|| format!("giving '{}' to root:{gid}", access_at.display()))?;
@@ -405,10 +419,18 @@ pub fn install(a: &InstallArgs) -> Result<String> {
     } else {
         msg.push_str(&format!(
             "systemd is not running{}: start the agent yourself with\n  {} --config {}\n{}",
-            if a.root.is_some() { " in that root" } else { " on this machine" },
+            if a.root.is_some() {
+                " in that root"
+            } else {
+                " on this machine"
+            },
             exe.display(),
             layout.config().display(),
-            if system { "as root (jobs run as the unprivileged user)\n" } else { "" }
+            if system {
+                "as root (jobs run as the unprivileged user)\n"
+            } else {
+                ""
+            }
         ));
     }
     Ok(msg)
@@ -421,7 +443,11 @@ fn systemctl(pre: &[&str], args: &[&str]) -> Result<()> {
         .status()
         .with_context(|| format!("running systemctl {}", args.join(" ")))?;
     if !st.success() {
-        bail!("systemctl {} {} failed: {st}", pre.join(" "), args.join(" "));
+        bail!(
+            "systemctl {} {} failed: {st}",
+            pre.join(" "),
+            args.join(" ")
+        );
     }
     Ok(())
 }
@@ -448,7 +474,9 @@ pub fn uninstall(a: &UninstallArgs) -> Result<String> {
     }
     let stopped = stop_agents(&layout.at(&m.config));
     if stopped > 0 {
-        msg.push_str(&format!("stopped {stopped} running graze-agent process(es)\n"));
+        msg.push_str(&format!(
+            "stopped {stopped} running graze-agent process(es)\n"
+        ));
     }
     let _ = std::fs::remove_file(&mpath);
     remove_all(&m, &layout);
@@ -497,9 +525,7 @@ pub fn stop_agents(config: &Path) -> usize {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_agent = args
-            .first()
-            .is_some_and(|a0| a0.ends_with(b"graze-agent"));
+        let is_agent = args.first().is_some_and(|a0| a0.ends_with(b"graze-agent"));
         let has_config = args.windows(2).any(|w| w[0] == b"--config" && w[1] == want);
         if is_agent && has_config {
             pids.push(pid);
@@ -512,9 +538,7 @@ pub fn stop_agents(config: &Path) -> usize {
         }
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline
-        && pids.iter().any(|p| !crate::procs::is_gone(*p))
-    {
+    while std::time::Instant::now() < deadline && pids.iter().any(|p| !crate::procs::is_gone(*p)) {
         std::thread::sleep(Duration::from_millis(50));
     }
     pids.len()
@@ -571,12 +595,16 @@ pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
         let uid = field(l, 2).and_then(|s| s.parse().ok()).unwrap_or(0);
         let gid = field(l, 3).and_then(|s| s.parse().ok()).unwrap_or(0);
         if uid == 0 {
-            bail!("user '{name}' in {} has uid 0: jobs never run as root", passwd.display());
+            bail!(
+                "user '{name}' in {} has uid 0: jobs never run as root",
+                passwd.display()
+            );
         }
         return Ok((false, uid, gid));
     }
     let gr = read_lines(&group);
-    let used = |lines: &[String], id: u32| lines.iter().any(|l| field(l, 2) == Some(&id.to_string()));
+    let used =
+        |lines: &[String], id: u32| lines.iter().any(|l| field(l, 2) == Some(&id.to_string()));
     let id = (100..1000u32)
         .rev()
         .find(|id| !used(&pw, *id) && !used(&gr, *id))

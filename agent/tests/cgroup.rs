@@ -20,7 +20,10 @@ fn spawn_in(cg: &JobCgroup, script: &str) -> tokio::process::Child {
     let c = Confinement::new(confine::current_user(), false, 0);
     let mut cmd = tokio::process::Command::new("sh");
     let keep = c.apply(&mut cmd, Some(cg)).unwrap();
-    cmd.arg("-c").arg(script).process_group(0).kill_on_drop(true);
+    cmd.arg("-c")
+        .arg(script)
+        .process_group(0)
+        .kill_on_drop(true);
     let child = cmd.spawn().unwrap();
     drop(keep);
     child
@@ -39,7 +42,11 @@ fn exercise(root: &CgroupRoot, label: &str) {
     wait_for("4 processes in the cgroup", || cg.pids().len() == 4);
     assert!(cg.pids().contains(&pid));
     let set = ProcSet::new(vec![], None).with_cgroup(Some(cg.clone()));
-    assert_eq!(set.members().len(), 4, "the setsid sleeper is found through the cgroup");
+    assert_eq!(
+        set.members().len(),
+        4,
+        "the setsid sleeper is found through the cgroup"
+    );
 
     // The memory cap is set on the job's cgroup.
     let (dir, file) = match cg.kind {
@@ -50,7 +57,10 @@ fn exercise(root: &CgroupRoot, label: &str) {
         let v = std::fs::read_to_string(d.join(file)).unwrap();
         assert_eq!(v.trim(), (256u64 << 20).to_string(), "{}", d.display());
     } else {
-        eprintln!("no memory controller for {:?} here: cap not checked", cg.kind);
+        eprintln!(
+            "no memory controller for {:?} here: cap not checked",
+            cg.kind
+        );
     }
 
     // Freeze and thaw.
@@ -65,7 +75,9 @@ fn exercise(root: &CgroupRoot, label: &str) {
         assert_eq!(read_stat(p.pid).unwrap().state, 'T', "pid {}", p.pid);
     }
     set.cont();
-    wait_for("continued", || set.members().iter().all(|p| !p.is_stopped()));
+    wait_for("continued", || {
+        set.members().iter().all(|p| !p.is_stopped())
+    });
 
     // Kill the whole job through the cgroup.
     set.kill(Duration::from_secs(5)).unwrap();
@@ -84,8 +96,9 @@ fn unique(prefix: &str) -> String {
 fn v1_freezer_and_memory_where_writable() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let (_, v1) = graze_agent::cgroup::parse_proc_cgroup(&own);
-    let mounts =
-        graze_agent::cgroup::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+    let mounts = graze_agent::cgroup::parse_mountinfo(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+    );
     let (Some(fm), Some(fp)) = (mounts.v1.get("freezer"), v1.get("freezer")) else {
         eprintln!("skipped: no cgroup v1 freezer on this machine");
         return;
@@ -110,13 +123,16 @@ fn v1_freezer_and_memory_where_writable() {
 fn v2_freeze_and_kill_where_writable() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let (v2, _) = graze_agent::cgroup::parse_proc_cgroup(&own);
-    let mounts =
-        graze_agent::cgroup::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+    let mounts = graze_agent::cgroup::parse_mountinfo(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+    );
     let (Some(m), Some(p)) = (mounts.v2, v2) else {
         eprintln!("skipped: no cgroup v2 hierarchy on this machine");
         return;
     };
-    let base = m.join(p.trim_start_matches('/')).join(unique("graze-test-v2"));
+    let base = m
+        .join(p.trim_start_matches('/'))
+        .join(unique("graze-test-v2"));
     let root = match CgroupRoot::v2_at(&base) {
         Ok(r) => r,
         Err(e) => {

@@ -77,7 +77,10 @@ fn system_install_round_trip_leaves_nothing() {
     let unit = std::fs::read_to_string(r.join("etc/systemd/system/graze-agent.service")).unwrap();
     let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_graze-agent")).unwrap();
     for want in [
-        format!("ExecStart={} --config /etc/graze/agent.toml\n", exe.display()),
+        format!(
+            "ExecStart={} --config /etc/graze/agent.toml\n",
+            exe.display()
+        ),
         "Restart=on-failure\n".into(),
         "Nice=15\n".into(),
         "CPUWeight=4\n".into(),
@@ -91,7 +94,10 @@ fn system_install_round_trip_leaves_nothing() {
     let parsed = graze_agent::config::ConfigFile::parse(Path::new("agent.toml"), &cfg).unwrap();
     assert_eq!(parsed.values.access, Some("/etc/graze/access.toml".into()));
     assert_eq!(parsed.values.cores, Some(2));
-    assert_eq!(parsed.values.groups, Some(vec!["lab".into(), "fast".into()]));
+    assert_eq!(
+        parsed.values.groups,
+        Some(vec!["lab".into(), "fast".into()])
+    );
     assert_eq!(parsed.values.run_as.as_deref(), Some("graze"));
     assert_eq!(parsed.values.nice, Some(15));
     // The jobs' user: no login shell, no home of value.
@@ -134,7 +140,9 @@ fn user_install_round_trip_leaves_nothing() {
     let r = root.path();
     // Files the user already had are left alone.
     let home = graze_agent::confine::current_user().home;
-    let mine = r.join(home.strip_prefix("/").unwrap()).join(".config/other.toml");
+    let mine = r
+        .join(home.strip_prefix("/").unwrap())
+        .join(".config/other.toml");
     std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
     std::fs::write(&mine, "x").unwrap();
     let before = tree(r);
@@ -146,11 +154,17 @@ fn user_install_round_trip_leaves_nothing() {
     let cfg_dir = r.join(home.strip_prefix("/").unwrap()).join(".config");
     let unit = std::fs::read_to_string(cfg_dir.join("systemd/user/graze-agent.service")).unwrap();
     assert!(unit.contains("WantedBy=default.target"), "{unit}");
-    assert!(unit.contains("Nice=19\n") && unit.contains("CPUWeight=1\n"), "{unit}");
+    assert!(
+        unit.contains("Nice=19\n") && unit.contains("CPUWeight=1\n"),
+        "{unit}"
+    );
     let m = std::fs::metadata(cfg_dir.join("graze/access.toml")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
     let cfg = std::fs::read_to_string(cfg_dir.join("graze/agent.toml")).unwrap();
-    assert!(!cfg.contains("run_as"), "a user agent runs jobs as itself: {cfg}");
+    assert!(
+        !cfg.contains("run_as"),
+        "a user agent runs jobs as itself: {cfg}"
+    );
     run(agent().args(["uninstall", "--user", "--root"]).arg(r));
     assert_eq!(tree(r), before, "files left behind");
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "x");

@@ -68,7 +68,10 @@ pub fn ensure_test_user() -> Option<u32> {
         if !out.status.success() {
             return None;
         }
-        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
     };
     if let Some(u) = uid() {
         return Some(u);
@@ -87,7 +90,10 @@ pub fn ensure_test_user() -> Option<u32> {
         .status()
         .expect("running useradd");
     // 9: created meanwhile by another test process.
-    assert!(st.success() || st.code() == Some(9), "useradd {TEST_USER}: {st}");
+    assert!(
+        st.success() || st.code() == Some(9),
+        "useradd {TEST_USER}: {st}"
+    );
     Some(uid().expect("the test user exists"))
 }
 
@@ -269,7 +275,15 @@ impl Cluster {
     /// `graze-scheduler token create --role ROLE --name NAME`, saved as an access file.
     pub fn create_token(&self, role: &str, name: &str) -> PathBuf {
         let out = Command::new(bin("graze-scheduler"))
-            .args(["token", "create", "--role", role, "--name", name, "--state-dir"])
+            .args([
+                "token",
+                "create",
+                "--role",
+                role,
+                "--name",
+                name,
+                "--state-dir",
+            ])
             .arg(self.state_dir())
             .output()
             .expect("running graze-scheduler token create");

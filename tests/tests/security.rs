@@ -48,7 +48,10 @@ fn job_runs_unprivileged_without_the_agents_secrets() {
         assert_eq!(Some(uid), ensure_test_user(), "{text}");
     }
     let access = graze_net::Access::load(&c.access).unwrap();
-    assert!(!text.contains(&access.token), "the token reached the job:\n{text}");
+    assert!(
+        !text.contains(&access.token),
+        "the token reached the job:\n{text}"
+    );
     assert!(!text.contains("GRAZE_ACCESS"), "{text}");
     assert!(
         !text.contains(&c.access.display().to_string()),
@@ -63,13 +66,24 @@ fn job_runs_unprivileged_without_the_agents_secrets() {
         (!jobdir.exists()).then_some(())
     });
     // Files a job leaves behind are kept as its output, the rest goes.
-    let id = c.submit(&["-n", "1", "--", "sh", "-c", "echo 42 > result.txt"]);
+    let id = c.submit(&[
+        "-n",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "cd \"$(dirname \"$GRAZE_NODEFILE\")\" && echo 42 > result.txt",
+    ]);
     assert_eq!(wait_done(&c, id)["state"], "completed");
     let kept = c.dir.path().join("spool/u2/output").join(id.to_string());
     wait_for("the job's output kept", Duration::from_secs(10), || {
         kept.join("result.txt").exists().then_some(())
     });
-    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 1, "only the job's own file");
+    assert_eq!(
+        std::fs::read_dir(&kept).unwrap().count(),
+        1,
+        "only the job's own file"
+    );
 }
 
 #[test]
@@ -99,7 +113,10 @@ fn roles_are_enforced_and_revocation_is_immediate() {
     assert!(e.contains("has role agent"), "{e}");
 
     // Alice's job records alice, whatever her login says.
-    let out = c.graze_with(&alice, &["submit", "--json", "-n", "1", "--", "sleep", "60"]);
+    let out = c.graze_with(
+        &alice,
+        &["submit", "--json", "-n", "1", "--", "sleep", "60"],
+    );
     let id: u64 = serde_json::from_str::<serde_json::Value>(&ok(&out)).unwrap()["id"]
         .as_u64()
         .unwrap();
