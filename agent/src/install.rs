@@ -4,7 +4,8 @@
 //! As root (a system install):
 //! - the system user `graze` (no login shell, home `/nonexistent`) that jobs run as;
 //! - `/etc/graze/agent.toml`, and the access file as `/etc/graze/access.toml`, readable by
-//!   root and the `graze` group only (0640 root:graze);
+//!   root only (0600): the agent runs as root and `graze` is the user jobs run as, so letting
+//!   `graze` read it would hand every job the agent's token;
 //! - `/etc/systemd/system/graze-agent.service` with `Restart=on-failure`, `Nice=`,
 //!   `CPUWeight=` and `MemoryMax=` from the owner policy, and `Delegate=yes` for job cgroups;
 //! - `/var/spool/graze-agent` for job files.
@@ -365,20 +366,17 @@ pub fn install(a: &InstallArgs) -> Result<String> {
         rec.dir(&layout.at(&layout.etc), 0o755)?;
         let cfg = config_text(a, &layout, run_as.as_deref());
         rec.file(&layout.at(&layout.config()), cfg.as_bytes(), 0o644)?;
-        // The access file: root and the jobs' group (system), or the user alone.
+        // The access file: its owner alone (root for a system install). Not the jobs' user:
+        // jobs must not read the agent's token.
         let access_at = layout.at(&layout.access());
         let body = format!(
             "# graze access file installed by `graze-agent install`: keep it private.\n{}",
             toml::to_string(&access).context("formatting the access file")?
         );
-        rec.file(
-            &access_at,
-            body.as_bytes(),
-            if system { 0o640 } else { 0o600 },
-        )?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(&access_at, Some(0), Some(gid))
-                .with_context(|| format!("giving '{}' to root:{gid}", access_at.display()))?;
+        rec.file(&access_at, body.as_bytes(), 0o600)?;
+        if gid.is_some() {
+            std::os::unix::fs::chown(&access_at, Some(0), Some(0))
+                .with_context(|| format!("giving '{}' to root", access_at.display()))?;
         }
         if let Some(sp) = &layout.spool {
             rec.dir(&layout.at(sp), 0o755)?;

@@ -108,10 +108,10 @@ fn system_install_round_trip_leaves_nothing() {
     assert!(gid > 0);
     let shadow = std::fs::read_to_string(r.join("etc/shadow")).unwrap();
     assert!(shadow.contains("graze:!:"), "locked password: {shadow}");
-    // The access file: root and graze's group only.
+    // The access file: root only; jobs run as graze and must not read the agent's token.
     let m = std::fs::metadata(r.join("etc/graze/access.toml")).unwrap();
-    assert_eq!(m.permissions().mode() & 0o777, 0o640);
-    assert_eq!((m.uid(), m.gid()), (0, gid));
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    assert_eq!((m.uid(), m.gid()), (0, 0));
     assert!(r.join("var/spool/graze-agent").is_dir());
 
     // Installing twice is refused.
