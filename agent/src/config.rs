@@ -839,7 +839,7 @@ mod tests {
             e.contains("invalid --run-as 'bob': only an agent started as root"),
             "{e}"
         );
-        let e = err(&cli(&[&base[..], &["--nice", "-5"]].concat()), None);
+        let e = err(&cli(&[&base[..], &["--nice=-5"]].concat()), None);
         assert!(e.contains("invalid --nice '-5'"), "{e}");
         let e = err(&cli(&base), Some(&file("memory_max = \"lots\"\n")));
         assert!(e.contains("invalid memory_max 'lots' in agent.toml"), "{e}");

@@ -169,7 +169,18 @@ fn run_as(spool: &Path) -> Option<String> {
     Some("graze-test".into())
 }
 
+/// Marks the job processes of this test binary's agents (the agents pass `GRAZE_*` site
+/// variables on to jobs), so tests running at the same time elsewhere on the machine with the
+/// same job ids are not mistaken for ours.
+fn test_marker() -> String {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let value = std::process::id().to_string();
+    ONCE.call_once(|| std::env::set_var("GRAZE_AGENT_TEST_PID", &value));
+    format!("GRAZE_AGENT_TEST_PID={value}")
+}
+
 fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
+    test_marker();
     AgentConfig {
         run_as: run_as(spool),
         nice: 0,
@@ -213,16 +224,18 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
 /// Pids of live processes whose environment carries a tag of `job`.
 fn tagged_processes(job: u64) -> Vec<i32> {
     let suffix = format!("-{job}");
+    let marker = test_marker();
     graze_agent::procs::all_processes()
         .into_iter()
         .filter(|p| !p.is_gone())
         .filter(|p| {
             std::fs::read(format!("/proc/{}/environ", p.pid))
                 .map(|env| {
-                    env.split(|b| *b == 0).any(|e| {
-                        let e = String::from_utf8_lossy(e);
-                        e.starts_with("GRAZE_JOB_TAG=") && e.ends_with(&suffix)
-                    })
+                    env.split(|b| *b == 0).any(|e| e == marker.as_bytes())
+                        && env.split(|b| *b == 0).any(|e| {
+                            let e = String::from_utf8_lossy(e);
+                            e.starts_with("GRAZE_JOB_TAG=") && e.ends_with(&suffix)
+                        })
                 })
                 .unwrap_or(false)
         })
