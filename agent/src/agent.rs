@@ -6,7 +6,9 @@
 //! listener, and a CPU sampler thread. The 50 ms tick is a timer inside the loop itself so
 //! that a flood of output cannot delay availability changes.
 
+use crate::cgroup::{CgroupRoot, JobCgroup};
 use crate::config::AgentConfig;
+use crate::confine::{self, Confinement};
 use crate::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
 use crate::idle::{self, Owner};
 use crate::launch::{self, LaunchRequest, ShimEvent, ShimReply};
@@ -146,11 +148,13 @@ struct Job {
     killed: bool,
     /// The run's epoch from the scheduler; reported back when registering again.
     epoch: u64,
+    /// The job's cgroup, when cgroups are writable here.
+    cgroup: Option<JobCgroup>,
 }
 
 impl Job {
     fn procs(&self) -> ProcSet {
-        ProcSet::new(self.pgids.clone(), Some(self.tag.clone()))
+        ProcSet::new(self.pgids.clone(), Some(self.tag.clone())).with_cgroup(self.cgroup.clone())
     }
 }
 
@@ -230,6 +234,12 @@ pub(crate) struct Agent {
     unacked: VecDeque<(u64, AgentMsg)>,
     /// Last job-message sequence number used.
     seq: u64,
+    /// Who job processes run as, and their environment.
+    confine: Confinement,
+    /// Where job cgroups are made; `None`: process groups only.
+    cgroups: Option<CgroupRoot>,
+    /// Where files a job left in its working directory are kept (`SPOOL/output/ID`).
+    output_dir: PathBuf,
 }
 
 /// Run the agent until `shutdown` completes or a fatal error.
@@ -241,9 +251,40 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let jobs_dir = cfg.spool.join("jobs");
     std::fs::create_dir_all(&jobs_dir)
         .with_context(|| format!("creating spool directory '{}'", jobs_dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let confine = match &cfg.run_as {
+        Some(name) if is_root => Confinement::new(confine::user_by_name(name)?, true, cfg.nice),
+        Some(name) => anyhow::bail!(
+            "run_as '{name}' needs an agent started as root; a normal user's agent runs jobs as itself"
+        ),
+        None if is_root => anyhow::bail!(
+            "graze-agent runs as root but no run_as user is set: job processes never run as root (set run_as, default 'graze')"
+        ),
+        None => Confinement::new(confine::current_user(), false, cfg.nice),
+    };
+    let output_dir = cfg.spool.join("output");
+    confine::prepare_spool(&confine, &cfg.spool, &jobs_dir, &output_dir)?;
     let sock = cfg.spool.join("launch.sock");
     let listener = launch::bind(&sock)
         .with_context(|| format!("listening on launcher socket '{}'", sock.display()))?;
+    confine::share_socket(&confine, &sock).with_context(|| {
+        format!(
+            "giving launcher socket '{}' to the job user",
+            sock.display()
+        )
+    })?;
+    let cgroups = match CgroupRoot::detect(&cfg.name) {
+        Ok(r) => {
+            tracing::info!(kind = ?r.kind, base = %r.base.display(), "one cgroup per job");
+            Some(r)
+        }
+        Err(why) => {
+            tracing::info!(%why, "cgroups not writable; jobs are tracked by process group");
+            None
+        }
+    };
+    tracing::info!(user = %confine.user.name, uid = confine.user.uid, "job processes run as");
     if !cfg.launcher.exists() {
         tracing::warn!(launcher = %cfg.launcher.display(),
             "launcher shim not found; MPI jobs spanning several nodes will fail");
@@ -286,6 +327,9 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         lost_at: None,
         unacked: VecDeque::new(),
         seq: 0,
+        confine,
+        cgroups,
+        output_dir,
     };
 
     let mut tick = tokio::time::interval(TICK);
@@ -622,14 +666,18 @@ impl Agent {
         self.fail_launches(why);
         for (id, job) in self.jobs.drain() {
             let set = job.procs();
-            let dir = JobFiles::paths(&self.jobs_dir, id).dir;
+            let files = JobFiles::paths(&self.jobs_dir, id);
+            let output = self.output_dir.join(id.to_string());
             let span = job.span.clone();
             tokio::task::spawn_blocking(move || {
                 let _e = span.enter();
                 if let Err(e) = set.kill(KILL_TIMEOUT) {
                     tracing::error!(error = %e, "job processes survived SIGKILL");
                 }
-                let _ = std::fs::remove_dir_all(dir);
+                if let Some(cg) = &set.cgroup {
+                    let _ = cg.remove();
+                }
+                confine::finish_job_dir(&files, &output);
             });
         }
         self.publish_jobsets();
@@ -782,7 +830,26 @@ impl Agent {
             killing: false,
             killed: false,
             epoch: 0,
+            cgroup: None,
         })
+    }
+
+    /// The job's cgroup, made on first use where cgroups are writable.
+    fn job_cgroup(&mut self, job: JobId) -> Option<JobCgroup> {
+        if let Some(cg) = self.jobs.get(&job).and_then(|j| j.cgroup.clone()) {
+            return Some(cg);
+        }
+        let root = self.cgroups.as_ref()?;
+        match root.create_job(&job.to_string(), self.cfg.memory_max) {
+            Ok(cg) => {
+                self.job_entry(job).cgroup = Some(cg.clone());
+                Some(cg)
+            }
+            Err(e) => {
+                tracing::warn!(%job, error = %e, "cannot make the job's cgroup; tracking it by process group");
+                None
+            }
+        }
     }
 
     fn publish_jobsets(&self) {
@@ -790,8 +857,17 @@ impl Agent {
         self.jobsets.send_replace(sets);
     }
 
-    fn base_command(&self, program: &str, job: JobId, tag: &str) -> tokio::process::Command {
+    /// A command for a job process: clean environment, own process group, the job's cgroup
+    /// and user (see [`Confinement::apply`]). The files returned must live until the spawn.
+    fn base_command(
+        &mut self,
+        program: &str,
+        job: JobId,
+        tag: &str,
+    ) -> std::io::Result<(tokio::process::Command, Vec<std::fs::File>)> {
+        let cgroup = self.job_cgroup(job);
         let mut cmd = tokio::process::Command::new(program);
+        let keep = self.confine.apply(&mut cmd, cgroup.as_ref())?;
         for v in SECRET_VARS {
             cmd.env_remove(v);
         }
@@ -799,7 +875,7 @@ impl Agent {
             .env(TAG_VAR, tag)
             .stdin(Stdio::null())
             .process_group(0);
-        cmd
+        Ok((cmd, keep))
     }
 
     async fn start_job(
@@ -824,7 +900,10 @@ impl Agent {
             self.send(AgentMsg::JobFailedToStart { job, reason }).await;
             return;
         };
-        if let Err(e) = files.write(&hosts) {
+        if let Err(e) = files
+            .write(&hosts)
+            .and_then(|()| confine::give_job_dir(&self.confine, &files.dir))
+        {
             let reason = format!(
                 "cannot write job files in '{}': {}",
                 files.dir.display(),
@@ -848,7 +927,14 @@ impl Agent {
             }
             None => files.dir.clone(),
         };
-        let mut cmd = self.base_command(&program, job, &tag);
+        let (mut cmd, _keep) = match self.base_command(&program, job, &tag) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("cannot confine the job: {}", process::io_reason(&e));
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                return;
+            }
+        };
         cmd.args(&command[1..]).current_dir(&dir);
         let sock = self.sock.clone();
         let vars = JobEnv {
@@ -934,12 +1020,26 @@ impl Agent {
             return;
         }
         let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|()| confine::give_job_dir(&self.confine, &dir))
+        {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }
         let tag = self.tag(job);
         let line = command.join(" ");
-        let mut cmd = self.base_command("sh", job, &tag);
+        let (mut cmd, _keep) = match self.base_command("sh", job, &tag) {
+            Ok(c) => c,
+            Err(e) => {
+                for m in fail(format!(
+                    "graze: cannot confine a process of job {job} on '{}': {}",
+                    self.cfg.name,
+                    process::io_reason(&e)
+                )) {
+                    self.send(m).await;
+                }
+                return;
+            }
+        };
         cmd.arg("-c").arg(&line);
         if dir.is_dir() {
             cmd.current_dir(&dir);
@@ -1056,14 +1156,15 @@ impl Agent {
     async fn clear(&mut self, job: JobId) {
         if let Some(j) = self.jobs.remove(&job) {
             j.span.in_scope(|| tracing::info!("job cleared"));
-        }
-        self.publish_jobsets();
-        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove job directory");
+            if let Some(cg) = &j.cgroup {
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(%job, error = %e, "cannot remove the job's cgroup");
+                }
             }
         }
+        self.publish_jobsets();
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        confine::finish_job_dir(&files, &self.output_dir.join(job.to_string()));
         self.send(AgentMsg::JobCleared { job }).await;
     }
 
@@ -1135,10 +1236,19 @@ impl Agent {
             }
         });
         let _ = killing.await;
-        for id in self.jobs.keys() {
-            let _ = std::fs::remove_dir_all(JobFiles::paths(&self.jobs_dir, *id).dir);
+        for (id, j) in &self.jobs {
+            if let Some(cg) = &j.cgroup {
+                let _ = cg.remove();
+            }
+            confine::finish_job_dir(
+                &JobFiles::paths(&self.jobs_dir, *id),
+                &self.output_dir.join(id.to_string()),
+            );
         }
         self.jobs.clear();
+        if let Some(r) = &self.cgroups {
+            r.remove();
+        }
         let endpoint = match &self.conn {
             Conn::Up { endpoint, .. } => Some(endpoint.clone()),
             _ => None,

@@ -47,7 +47,18 @@ pub struct AgentConfig {
     /// How long job processes survive a lost scheduler: after this the agent kills them
     /// itself (the scheduler requeues the job after the same time). Match the scheduler's.
     pub node_timeout: Duration,
+    /// The unprivileged user job processes run as when the agent runs as root; `None` when
+    /// the agent runs as a normal user (jobs then run as that user).
+    pub run_as: Option<String>,
+    /// Nice level of job processes (0 to 19); also the service's `Nice=`.
+    pub nice: i32,
+    /// Memory cap of each job on this PC, in bytes (its cgroup's limit where cgroups are
+    /// writable); also the service's `MemoryMax=`.
+    pub memory_max: Option<u64>,
 }
+
+/// Default for `nice`.
+pub const DEFAULT_NICE: i32 = 19;
 
 /// Command line of `graze-agent`.
 #[derive(clap::Parser, Clone, Debug, Default, PartialEq)]
@@ -91,9 +102,30 @@ pub struct Cli {
     /// Keep job processes this long when the scheduler is lost, e.g. `10s` [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub node_timeout: Option<String>,
+    /// Run job processes as this unprivileged user when started as root [default: graze].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Nice level of job processes, 0 to 19 [default: 19].
+    #[arg(long, value_name = "N")]
+    pub nice: Option<i32>,
+    /// Memory cap per job, e.g. `4G`, `512M` [default: none].
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
     /// TOML file with the same keys as these flags; flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Install or uninstall the agent as a service instead of running it.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+/// Subcommands of `graze-agent`; without one it runs the agent.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Set the agent up as a service (systemd unit, config, access file, jobs' user).
+    Install(crate::install::InstallArgs),
+    /// Stop the service and remove everything `install` created.
+    Uninstall(crate::install::UninstallArgs),
 }
 
 /// The TOML file's contents. Every key is optional.
@@ -122,6 +154,12 @@ pub struct FileConfig {
     pub launcher: Option<PathBuf>,
     /// See [`AgentConfig::node_timeout`].
     pub node_timeout: Option<String>,
+    /// See [`AgentConfig::run_as`].
+    pub run_as: Option<String>,
+    /// See [`AgentConfig::nice`].
+    pub nice: Option<i32>,
+    /// See [`AgentConfig::memory_max`]; e.g. `"4G"`.
+    pub memory_max: Option<String>,
 }
 
 /// A config file and where it came from (for error messages).
@@ -418,6 +456,63 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         }
     };
 
+    let run_as = cli.run_as.as_ref().or(f.run_as.as_ref());
+    let run_as = if defaults.is_root {
+        let u = run_as
+            .cloned()
+            .unwrap_or_else(|| crate::confine::DEFAULT_RUN_AS.to_string());
+        if u == "root" || u == "0" || u.trim().is_empty() {
+            return Err(bad(
+                "run-as",
+                "run_as",
+                cli.run_as.is_some(),
+                &u,
+                "job processes never run as root; name an unprivileged user such as graze",
+            ));
+        }
+        Some(u)
+    } else {
+        match run_as {
+            Some(u) if *u != defaults.user => {
+                return Err(bad(
+                    "run-as",
+                    "run_as",
+                    cli.run_as.is_some(),
+                    u,
+                    &format!(
+                        "only an agent started as root runs jobs as another user; this agent runs as '{}' and runs jobs as itself",
+                        defaults.user
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    };
+
+    let nice = cli.nice.or(f.nice).unwrap_or(DEFAULT_NICE);
+    if !(0..=19).contains(&nice) {
+        return Err(bad(
+            "nice",
+            "nice",
+            cli.nice.is_some(),
+            &nice,
+            "must be from 0 to 19 (19 is the gentlest)",
+        ));
+    }
+
+    let memory_max = match cli.memory_max.as_ref().or(f.memory_max.as_ref()) {
+        None => None,
+        Some(s) => Some(parse_size(s).map_err(|why| {
+            bad(
+                "memory-max",
+                "memory_max",
+                cli.memory_max.is_some(),
+                s,
+                &why,
+            )
+        })?),
+    };
+
     Ok(AgentConfig {
         access,
         name,
@@ -430,7 +525,39 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         spool,
         launcher,
         node_timeout,
+        run_as,
+        nice,
+        memory_max,
     })
+}
+
+/// Parse a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err("must be bytes or a number with K, M, G or T, e.g. 4G".into()),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| "must be bytes or a number with K, M, G or T, e.g. 4G".to_string())?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| "is too large".to_string())?;
+    if bytes < (1 << 20) {
+        return Err("must be at least 1M".into());
+    }
+    Ok(bytes)
 }
 
 /// A node name must work as a host name in hydra's host file.
@@ -503,6 +630,9 @@ mod tests {
                 spool: "/tmp/graze-agent-ann/pc7".into(),
                 launcher: "/opt/graze/graze-launch".into(),
                 node_timeout: Duration::from_secs(10),
+                run_as: None,
+                nice: 19,
+                memory_max: None,
             }
         );
     }
@@ -704,6 +834,49 @@ mod tests {
             .unwrap_err()
         );
         assert!(e.contains("cannot find graze-launch"), "{e}");
+    }
+
+    #[test]
+    fn run_as_nice_and_memory() {
+        let base = ["--access", "/a", "--idle-source", "always-idle"];
+        let mut root = defaults();
+        root.is_root = true;
+        let c = resolve(&cli(&base), None, &root).unwrap();
+        assert_eq!(c.run_as.as_deref(), Some("graze"));
+        let mut a = base.to_vec();
+        a.extend(["--run-as", "jobs", "--nice", "10", "--memory-max", "2G"]);
+        let c = resolve(&cli(&a), None, &root).unwrap();
+        assert_eq!(c.run_as.as_deref(), Some("jobs"));
+        assert_eq!(c.nice, 10);
+        assert_eq!(c.memory_max, Some(2 << 30));
+        let e = format!(
+            "{:#}",
+            resolve(
+                &cli(&[&base[..], &["--run-as", "root"]].concat()),
+                None,
+                &root
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("invalid --run-as 'root': job processes never run as root"),
+            "{e}"
+        );
+        // A normal user runs jobs as itself and cannot name another user.
+        let c = resolve(&cli(&base), None, &defaults()).unwrap();
+        assert_eq!(c.run_as, None);
+        let e = err(&cli(&[&base[..], &["--run-as", "bob"]].concat()), None);
+        assert!(
+            e.contains("invalid --run-as 'bob': only an agent started as root"),
+            "{e}"
+        );
+        let e = err(&cli(&[&base[..], &["--nice=-5"]].concat()), None);
+        assert!(e.contains("invalid --nice '-5'"), "{e}");
+        let e = err(&cli(&base), Some(&file("memory_max = \"lots\"\n")));
+        assert!(e.contains("invalid memory_max 'lots' in agent.toml"), "{e}");
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("10").is_err());
     }
 
     #[test]

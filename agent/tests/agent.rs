@@ -163,8 +163,34 @@ impl RunningAgent {
     }
 }
 
+/// As root, jobs run as an unprivileged test user (created if missing) and the spool must be
+/// reachable by it; as a normal user, jobs run as that user.
+fn run_as(spool: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    graze_agent::install::ensure_user(Path::new("/"), "graze-test").unwrap();
+    std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some("graze-test".into())
+}
+
+/// Marks the job processes of this test binary's agents (the agents pass `GRAZE_*` site
+/// variables on to jobs), so tests running at the same time elsewhere on the machine with the
+/// same job ids are not mistaken for ours.
+fn test_marker() -> String {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let value = std::process::id().to_string();
+    ONCE.call_once(|| std::env::set_var("GRAZE_AGENT_TEST_PID", &value));
+    format!("GRAZE_AGENT_TEST_PID={value}")
+}
+
 fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
+    test_marker();
     AgentConfig {
+        run_as: run_as(spool),
+        nice: 0,
+        memory_max: None,
         access: sched.access_path.clone(),
         name: name.into(),
         cores: 3,
@@ -206,16 +232,18 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
 /// Pids of live processes whose environment carries a tag of `job`.
 fn tagged_processes(job: u64) -> Vec<i32> {
     let suffix = format!("-{job}");
+    let marker = test_marker();
     graze_agent::procs::all_processes()
         .into_iter()
         .filter(|p| !p.is_gone())
         .filter(|p| {
             std::fs::read(format!("/proc/{}/environ", p.pid))
                 .map(|env| {
-                    env.split(|b| *b == 0).any(|e| {
-                        let e = String::from_utf8_lossy(e);
-                        e.starts_with("GRAZE_JOB_TAG=") && e.ends_with(&suffix)
-                    })
+                    env.split(|b| *b == 0).any(|e| e == marker.as_bytes())
+                        && env.split(|b| *b == 0).any(|e| {
+                            let e = String::from_utf8_lossy(e);
+                            e.starts_with("GRAZE_JOB_TAG=") && e.ends_with(&suffix)
+                        })
                 })
                 .unwrap_or(false)
         })
@@ -569,7 +597,12 @@ async fn failed_start_and_losing_the_scheduler() {
     p2.conn.close(0u32.into(), b"bye");
     let deadline = Instant::now() + WAIT;
     while !graze_agent::procs::is_gone(pid) || !tagged_processes(job).is_empty() {
-        assert!(Instant::now() < deadline, "job survived the lost scheduler");
+        assert!(
+            Instant::now() < deadline,
+            "job survived the lost scheduler: pid {pid} {:?}, tagged {:?}",
+            graze_agent::procs::read_stat(pid),
+            tagged_processes(job)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     agent.shutdown().await;

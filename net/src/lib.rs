@@ -185,6 +185,15 @@ pub fn random_token() -> String {
     hex::encode(b)
 }
 
+/// `sha256:HEX` of a token, as token stores keep it (never the token itself).
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    )
+}
+
 /// Compare tokens without an early exit.
 pub fn token_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -542,6 +551,14 @@ mod tests {
         .unwrap();
         let e = Access::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn token_hash_is_sha256() {
+        assert_eq!(
+            token_hash("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -444,7 +444,8 @@ pub struct JobSpec {
     pub cwd: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
-    /// Who submitted it (login name).
+    /// Who submitted it. The client sends its login name; the scheduler replaces it with the
+    /// name of the identity whose token submitted the job.
     pub user: String,
 }
 
@@ -538,6 +539,9 @@ pub struct NodeView {
     pub used_cores: u32,
     /// Jobs with ranks on this node.
     pub jobs: Vec<JobId>,
+    /// Drained by an admin: takes no new work; running jobs go on.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// One stored output line.
@@ -578,6 +582,18 @@ pub enum ClientRequest {
         rank: Option<u32>,
         /// Keep streaming while the job runs.
         follow: bool,
+    },
+    /// Stop placing new work on a node; its running jobs go on. Admin tokens only.
+    /// Answer: [`ClientReply::Nodes`] with that one node, or [`ClientReply::Error`].
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Let a drained node take work again. Admin tokens only. Answer as for
+    /// [`ClientRequest::Drain`].
+    Undrain {
+        /// Node name.
+        node: String,
     },
 }
 

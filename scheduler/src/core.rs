@@ -104,11 +104,14 @@ struct Node {
     status: Option<NodeStatus>,
     /// Cores held per job (running or being cleared).
     held: BTreeMap<JobId, u32>,
+    /// Drained by an admin: no new work.
+    drained: bool,
 }
 
 impl Node {
     fn offered(&self) -> bool {
-        self.conn.is_some()
+        !self.drained
+            && self.conn.is_some()
             && self
                 .status
                 .as_ref()
@@ -247,6 +250,7 @@ impl Core {
             conn: None,
             status: None,
             held: BTreeMap::new(),
+            drained: false,
         });
         node.info = info;
         node.info.held.clear();
@@ -556,6 +560,35 @@ impl Core {
         Ok(self.jobs[&id].state)
     }
 
+    /// Drain (`on`) or undrain a node: a drained node takes no new work, its running jobs go
+    /// on. The mark outlives reconnects.
+    pub fn set_drained(&mut self, name: &str, on: bool, now: u64) -> Result<NodeView, String> {
+        let Some(node) = self.nodes.get_mut(name) else {
+            let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown node '{name}': known nodes are {}",
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        node.drained = on;
+        if !on {
+            self.schedule(now);
+        }
+        self.node_views()
+            .into_iter()
+            .find(|v| v.info.name == name)
+            .ok_or_else(|| format!("node '{name}' vanished"))
+    }
+
+    /// Who submitted job `id`.
+    pub fn job_owner(&self, id: JobId) -> Option<&str> {
+        self.jobs.get(&id).map(|j| j.spec.user.as_str())
+    }
+
     /// Whether the node of `conn` is part of job `id`'s allocation (current or being cleared).
     pub fn conn_in_job(&self, conn: ConnId, id: JobId) -> bool {
         let Some(name) = self.conn_node(conn) else {
@@ -805,6 +838,7 @@ impl Core {
                     conn: None,
                     status: None,
                     held: BTreeMap::new(),
+                    drained: false,
                 },
             );
         }
@@ -1037,6 +1071,7 @@ impl Core {
                 status: n.status.clone(),
                 used_cores: n.used(),
                 jobs: n.held.keys().copied().collect(),
+                drained: n.drained,
             })
             .collect()
     }

@@ -4,15 +4,20 @@
 //! its driver: a QUIC listener whose connection tasks feed one owning task through an mpsc of
 //! [`Input`]; that task alone owns the [`core::Core`], the output store and the waiters.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod db;
 mod store;
+pub mod token_cmd;
 
+use crate::audit::{Audit, Outcome};
+use crate::auth::{Identity, TokenRole, TokenStore};
 use crate::core::{ConnId, Core, CoreConfig, Output};
 use anyhow::{Context, Result};
 pub use config::SchedulerConfig;
-use graze_net::{Access, Framed, Identity, NetError};
+use graze_net::{Access, Framed, NetError};
 use graze_proto::{
     self as proto, AgentMsg, ClientReply, ClientRequest, Hello, HelloReply, JobId, LogLine, Role,
     SchedulerMsg,
@@ -48,8 +53,8 @@ enum Input {
     Agent(ConnId, AgentMsg),
     /// The agent's connection ended.
     AgentDown(ConnId, String),
-    /// A client request, with where to send the replies.
-    Client(ClientRequest, mpsc::UnboundedSender<ClientReply>),
+    /// A client request from an identity, with where to send the replies.
+    Client(Identity, ClientRequest, mpsc::UnboundedSender<ClientReply>),
 }
 
 mod quinn_close {
@@ -82,7 +87,7 @@ pub async fn run(
 ) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state dir {}", cfg.state_dir.display()))?;
-    let id = Identity::load_or_create(&cfg.state_dir.join("identity"))?;
+    let id = graze_net::Identity::load_or_create(&cfg.state_dir.join("identity"))?;
     let access_path = cfg.state_dir.join("access.toml");
     let token = match Access::load(&access_path) {
         Ok(a) => a.token,
@@ -106,6 +111,13 @@ pub async fn run(
         token: token.clone(),
     };
     access.save(&access_path)?;
+    // The access file's token is the bootstrap admin token (recorded once, on first start).
+    let tokens = TokenStore::new(&cfg.state_dir);
+    if tokens.bootstrap(&token, now_ms())? {
+        info!(store = %tokens.path().display(), "token store created with the bootstrap admin token of access.toml");
+    }
+    let audit = Audit::open(&cfg.state_dir)
+        .with_context(|| format!("opening the audit log in {}", cfg.state_dir.display()))?;
     info!(%addr, access = %access_path.display(), "scheduler listening");
     on_start(Started {
         addr,
@@ -130,7 +142,7 @@ pub async fn run(
     store.restore_index(loaded.outputs);
     let seqs = loaded.seqs.into_iter().collect();
     let (tx, rx) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), token, tx));
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), tokens, audit.clone(), tx));
     let owner = Owner {
         core,
         agents: HashMap::new(),
@@ -142,6 +154,7 @@ pub async fn run(
         seqs,
         seq_dirty: std::collections::BTreeSet::new(),
         acks: HashMap::new(),
+        audit,
     };
     tokio::select! {
         r = owner.run(rx) => r?,
@@ -154,19 +167,21 @@ pub async fn run(
 
 async fn accept_loop(
     endpoint: graze_net::quinn::Endpoint,
-    token: String,
+    tokens: TokenStore,
+    audit: Audit,
     tx: mpsc::UnboundedSender<Input>,
 ) {
     let mut next_conn: ConnId = 1;
     while let Some(incoming) = endpoint.accept().await {
         let conn_id = next_conn;
         next_conn += 1;
-        let token = token.clone();
+        let tokens = tokens.clone();
+        let audit = audit.clone();
         let tx = tx.clone();
         let peer = incoming.remote_address();
         tokio::spawn(
             async move {
-                if let Err(e) = serve_connection(incoming, conn_id, &token, tx).await {
+                if let Err(e) = serve_connection(incoming, conn_id, &tokens, &audit, tx).await {
                     info!("connection ended: {e:#}");
                 }
             }
@@ -178,9 +193,11 @@ async fn accept_loop(
 async fn serve_connection(
     incoming: graze_net::quinn::Incoming,
     conn_id: ConnId,
-    token: &str,
+    tokens: &TokenStore,
+    audit: &Audit,
     tx: mpsc::UnboundedSender<Input>,
 ) -> Result<()> {
+    let peer = incoming.remote_address();
     let conn = incoming.await.context("handshake")?;
     let (send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
@@ -195,17 +212,51 @@ async fn serve_connection(
         }
         Err(_) => anyhow::bail!("no hello within 10 s"),
     };
+    let token = hello.token.clone();
+    let lookup = tokio::task::spawn_blocking({
+        let tokens = tokens.clone();
+        move || tokens.lookup(&token)
+    })
+    .await
+    .context("token lookup task")?;
+    let identity = match lookup {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!("{e}");
+            None
+        }
+    };
     let refusal = if let Err(e) = proto::check_version(
         &format!("{:?} peer", hello.role).to_lowercase(),
         hello.version,
     ) {
         Some(e)
-    } else if !graze_net::token_eq(&hello.token, token) {
-        Some("invalid cluster token: use the access.toml written by this scheduler".to_string())
     } else {
-        None
+        match &identity {
+            None => Some(
+                "invalid cluster token: unknown or revoked; use an access file from this scheduler (access.toml, or one printed by `graze-scheduler token create`)"
+                    .to_string(),
+            ),
+            Some(who) => auth::may_connect(who, hello.role).err(),
+        }
     };
     if let Some(reason) = refusal {
+        let (who, role) = identity
+            .as_ref()
+            .map_or(("-".to_string(), "-".to_string()), |i| {
+                (i.name.clone(), i.role.to_string())
+            });
+        audit.record(
+            &who,
+            &role,
+            "connect",
+            Outcome::Refused,
+            &[
+                ("peer", peer.to_string()),
+                ("as", format!("{:?}", hello.role).to_lowercase()),
+            ],
+            &reason,
+        );
         warn!(software = %hello.software, "refused connection: {reason}");
         control
             .send(&HelloReply::Refused {
@@ -223,9 +274,13 @@ async fn serve_connection(
             version: proto::PROTOCOL_VERSION,
         })
         .await?;
+    let Some(identity) = identity else {
+        anyhow::bail!("no identity after the hello");
+    };
+    debug!(who = %identity, "connection accepted");
     match hello.role {
         Role::Agent => serve_agent(conn, conn_id, control, tx).await,
-        Role::Client => serve_client(conn, tx).await,
+        Role::Client => serve_client(conn, identity, tx).await,
     }
 }
 
@@ -286,6 +341,7 @@ async fn serve_agent(
 
 async fn serve_client(
     conn: graze_net::quinn::Connection,
+    identity: Identity,
     tx: mpsc::UnboundedSender<Input>,
 ) -> Result<()> {
     loop {
@@ -298,6 +354,7 @@ async fn serve_client(
         };
         let tx = tx.clone();
         let conn = conn.clone();
+        let identity = identity.clone();
         tokio::spawn(async move {
             let mut s = Framed { send, recv };
             let req = match s.recv::<ClientRequest>().await {
@@ -310,7 +367,7 @@ async fn serve_client(
                 }
             };
             let (rtx, mut rrx) = mpsc::unbounded_channel();
-            if tx.send(Input::Client(req, rtx)).is_err() {
+            if tx.send(Input::Client(identity, req, rtx)).is_err() {
                 return;
             }
             while let Some(reply) = rrx.recv().await {
@@ -342,6 +399,7 @@ struct Owner {
     seq_dirty: std::collections::BTreeSet<String>,
     /// Acks to send once committed.
     acks: HashMap<ConnId, u64>,
+    audit: Audit,
 }
 
 impl Owner {
@@ -409,7 +467,7 @@ impl Owner {
                 }
             }
             Input::Agent(conn, msg) => self.agent_msg(conn, msg, now),
-            Input::Client(req, tx) => self.client(req, tx, now),
+            Input::Client(who, req, tx) => self.client(&who, req, tx, now),
         }
     }
 
@@ -487,43 +545,158 @@ impl Owner {
         }
     }
 
-    fn client(&mut self, req: ClientRequest, tx: mpsc::UnboundedSender<ClientReply>, now: u64) {
+    /// Why `who` may not see job `id`, or `None` when it may (or the job does not exist).
+    fn job_refusal(&self, who: &Identity, id: JobId) -> Option<String> {
+        let owner = self.core.job_owner(id)?;
+        if auth::may_touch_job(who, owner) {
+            None
+        } else {
+            Some(format!(
+                "job {id} belongs to '{owner}': a user token may only see and cancel its own jobs"
+            ))
+        }
+    }
+
+    fn audit(
+        &self,
+        who: &Identity,
+        action: &str,
+        outcome: Outcome,
+        fields: &[(&str, String)],
+        reason: &str,
+    ) {
+        self.audit.record(
+            &who.name,
+            &who.role.to_string(),
+            action,
+            outcome,
+            fields,
+            reason,
+        );
+    }
+
+    fn drain(&mut self, who: &Identity, node: String, on: bool, now: u64) -> ClientReply {
+        let action = if on { "drain" } else { "undrain" };
+        if !auth::may_drain(who) {
+            let message = format!(
+                "{action} needs an admin token; '{}' has role {}",
+                who.name, who.role
+            );
+            self.audit(who, action, Outcome::Refused, &[("node", node)], &message);
+            return ClientReply::Error { message };
+        }
+        match self.core.set_drained(&node, on, now) {
+            Ok(v) => {
+                self.audit(who, action, Outcome::Ok, &[("node", node)], "");
+                ClientReply::Nodes(vec![v])
+            }
+            Err(message) => {
+                self.audit(who, action, Outcome::Refused, &[("node", node)], &message);
+                ClientReply::Error { message }
+            }
+        }
+    }
+
+    fn client(
+        &mut self,
+        who: &Identity,
+        req: ClientRequest,
+        tx: mpsc::UnboundedSender<ClientReply>,
+        now: u64,
+    ) {
         let reply = |r: ClientReply| {
             let _ = tx.send(r);
         };
         let no_job = |id: JobId| ClientReply::Error {
             message: format!("no job {id}"),
         };
+        // Every request naming a job is refused alike when the job is someone else's.
+        let job_of = |r: &ClientRequest| match r {
+            ClientRequest::Show(id) | ClientRequest::Cancel(id) | ClientRequest::Wait(id) => {
+                Some(*id)
+            }
+            ClientRequest::Logs { job, .. } => Some(*job),
+            _ => None,
+        };
+        if let Some(id) = job_of(&req) {
+            if let Some(message) = self.job_refusal(who, id) {
+                if matches!(req, ClientRequest::Cancel(_)) {
+                    self.audit(
+                        who,
+                        "cancel",
+                        Outcome::Refused,
+                        &[("job", id.to_string())],
+                        &message,
+                    );
+                }
+                return reply(ClientReply::Error { message });
+            }
+        }
         match req {
-            ClientRequest::Submit(spec) => {
-                let user = spec.user.clone();
+            ClientRequest::Submit(mut spec) => {
+                // The job belongs to the token's identity, whatever the client says.
+                let declared = std::mem::replace(&mut spec.user, who.name.clone());
+                let nprocs = spec.nprocs;
                 match self.core.submit(spec, graze_net::random_token(), now) {
                     Ok(id) => {
-                        info!(%id, %user, "job submitted");
+                        self.audit(
+                            who,
+                            "submit",
+                            Outcome::Ok,
+                            &[
+                                ("job", id.to_string()),
+                                ("nprocs", nprocs.to_string()),
+                                ("login", declared),
+                            ],
+                            "",
+                        );
                         // Acknowledged only once the job is committed.
                         self.deferred
                             .push((tx.clone(), ClientReply::Submitted { id }));
                     }
                     Err(message) => {
-                        info!(%user, "submit refused: {message}");
+                        self.audit(
+                            who,
+                            "submit",
+                            Outcome::Refused,
+                            &[("login", declared)],
+                            &message,
+                        );
                         reply(ClientReply::Error { message })
                     }
                 }
             }
-            ClientRequest::Queue { all } => reply(ClientReply::Jobs(self.core.job_views(all))),
+            ClientRequest::Queue { all } => {
+                let mut jobs = self.core.job_views(all);
+                if who.role != TokenRole::Admin {
+                    jobs.retain(|j| j.spec.user == who.name);
+                }
+                reply(ClientReply::Jobs(jobs))
+            }
             ClientRequest::Nodes => reply(ClientReply::Nodes(self.core.node_views())),
+            ClientRequest::Drain { node } => reply(self.drain(who, node, true, now)),
+            ClientRequest::Undrain { node } => reply(self.drain(who, node, false, now)),
             ClientRequest::Show(id) => reply(match self.core.job_view(id) {
                 Some(v) => ClientReply::Job(Box::new(v)),
                 None => no_job(id),
             }),
             ClientRequest::Cancel(id) => match self.core.cancel(id, now) {
                 Ok(_) => {
-                    info!(%id, "job cancel requested");
+                    self.audit(who, "cancel", Outcome::Ok, &[("job", id.to_string())], "");
                     if let Some(v) = self.core.job_view(id) {
                         reply(ClientReply::Job(Box::new(v)))
                     }
                 }
-                Err(message) => reply(ClientReply::Error { message }),
+                Err(message) => {
+                    self.audit(
+                        who,
+                        "cancel",
+                        Outcome::Refused,
+                        &[("job", id.to_string())],
+                        &message,
+                    );
+                    reply(ClientReply::Error { message })
+                }
             },
             ClientRequest::Wait(id) => match self.core.job_view(id) {
                 None => reply(no_job(id)),

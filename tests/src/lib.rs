@@ -49,6 +49,54 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
+/// The unprivileged user agents started as root run test jobs as.
+pub const TEST_USER: &str = "graze-test";
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Create [`TEST_USER`] (a system user without login or home) when running as root and it
+/// is missing; returns its uid, or `None` when not root.
+pub fn ensure_test_user() -> Option<u32> {
+    if !is_root() {
+        return None;
+    }
+    let uid = || {
+        let out = Command::new("id").args(["-u", TEST_USER]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    if let Some(u) = uid() {
+        return Some(u);
+    }
+    let st = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            TEST_USER,
+        ])
+        .status()
+        .expect("running useradd");
+    // 9: created meanwhile by another test process.
+    assert!(
+        st.success() || st.code() == Some(9),
+        "useradd {TEST_USER}: {st}"
+    );
+    Some(uid().expect("the test user exists"))
+}
+
 /// Poll `cond` every 50 ms until it holds or `timeout` passes; panics with `what` on timeout.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -103,6 +151,11 @@ impl Cluster {
             .prefix("graze-test-")
             .tempdir()
             .unwrap();
+        // Jobs of agents started as root run as an unprivileged user who must reach the spools.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let state = dir.path().join("scheduler");
         let log = std::fs::File::create(dir.path().join("scheduler.log")).unwrap();
         let scheduler = Command::new(bin("graze-scheduler"))
@@ -189,6 +242,25 @@ impl Cluster {
     /// Start an agent bound to `ip` offering `cores`, with a `file:` idle source that starts
     /// out idle, `--start-after 0s` and the owner-CPU check off (all agents share one machine).
     pub fn add_agent(&mut self, name: &str, ip: &str, cores: u32, extra: &[&str]) -> &Agent {
+        let access = self.access.clone();
+        self.add_agent_with(&access, name, ip, cores, extra)
+    }
+
+    /// [`Cluster::add_agent`] with another access file. As root, the agent runs its jobs as
+    /// [`TEST_USER`].
+    pub fn add_agent_with(
+        &mut self,
+        access: &Path,
+        name: &str,
+        ip: &str,
+        cores: u32,
+        extra: &[&str],
+    ) -> &Agent {
+        let run_as: Vec<&str> = if ensure_test_user().is_some() {
+            vec!["--run-as", TEST_USER]
+        } else {
+            vec![]
+        };
         let idle_file = self.dir.path().join(format!("{name}.idle"));
         std::fs::write(&idle_file, "").unwrap();
         // The owner was last active an hour ago.
@@ -196,7 +268,8 @@ impl Cluster {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(bin("graze-agent"))
             .arg("--access")
-            .arg(&self.access)
+            .arg(access)
+            .args(&run_as)
             .args(["--name", name, "--bind", ip, "--cores", &cores.to_string()])
             .arg("--idle-source")
             .arg(format!("file:{}", idle_file.display()))
@@ -222,14 +295,63 @@ impl Cluster {
 
     /// Run `graze --access ACCESS ARGS...`.
     pub fn graze(&self, args: &[&str]) -> Output {
+        self.graze_with(&self.access.clone(), args)
+    }
+
+    /// Run `graze --access FILE ARGS...` with another access file.
+    pub fn graze_with(&self, access: &Path, args: &[&str]) -> Output {
         Command::new(bin("graze"))
             .arg("--access")
-            .arg(&self.access)
+            .arg(access)
             .args(args)
             .env("PATH", test_path())
             .stdin(Stdio::null())
             .output()
             .expect("running graze")
+    }
+
+    /// The scheduler's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("scheduler")
+    }
+
+    /// `graze-scheduler token create --role ROLE --name NAME`, saved as an access file.
+    pub fn create_token(&self, role: &str, name: &str) -> PathBuf {
+        let out = Command::new(bin("graze-scheduler"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                role,
+                "--name",
+                name,
+                "--state-dir",
+            ])
+            .arg(self.state_dir())
+            .output()
+            .expect("running graze-scheduler token create");
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = self.dir.path().join(format!("{name}.access.toml"));
+        std::fs::write(&p, &out.stdout).unwrap();
+        p
+    }
+
+    /// `graze-scheduler token revoke NAME`.
+    pub fn revoke_token(&self, name: &str) {
+        let out = Command::new(bin("graze-scheduler"))
+            .args(["token", "revoke", name, "--state-dir"])
+            .arg(self.state_dir())
+            .output()
+            .expect("running graze-scheduler token revoke");
+        assert!(
+            out.status.success(),
+            "token revoke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Run graze, expect success, parse stdout as JSON.

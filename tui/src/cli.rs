@@ -65,6 +65,18 @@ pub enum Command {
         #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
         job: JobId,
     },
+    /// Stop placing new jobs on a node (admin tokens only); its running jobs go on.
+    Drain {
+        /// The node name.
+        #[arg(value_name = "NODE", value_parser = parse_name)]
+        node: String,
+    },
+    /// Let a drained node take jobs again (admin tokens only).
+    Undrain {
+        /// The node name.
+        #[arg(value_name = "NODE", value_parser = parse_name)]
+        node: String,
+    },
     /// Wait until a job ends; exit with its exit code (130 when cancelled).
     Wait {
         /// The job id.

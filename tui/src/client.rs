@@ -65,6 +65,8 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Cancel(_) => "cancel",
         ClientRequest::Wait(_) => "wait",
         ClientRequest::Logs { .. } => "logs",
+        ClientRequest::Drain { .. } => "drain",
+        ClientRequest::Undrain { .. } => "undrain",
     }
 }
 
@@ -145,6 +147,19 @@ impl Client {
         match self.request(&ClientRequest::Nodes).await? {
             ClientReply::Nodes(nodes) => Ok(nodes),
             other => Err(unexpected("nodes", &other)),
+        }
+    }
+
+    /// Drain (`on`) or undrain a node; the node as it is now.
+    pub async fn drain(&self, node: &str, on: bool) -> Result<NodeView, ClientError> {
+        let (req, name) = if on {
+            (ClientRequest::Drain { node: node.into() }, "drain")
+        } else {
+            (ClientRequest::Undrain { node: node.into() }, "undrain")
+        };
+        match self.request(&req).await? {
+            ClientReply::Nodes(mut nodes) if nodes.len() == 1 => Ok(nodes.remove(0)),
+            other => Err(unexpected(name, &other)),
         }
     }
 

@@ -176,10 +176,15 @@ pub fn queue_table(jobs: &[JobView], now_ms: u64) -> String {
 
 /// A node's state: its availability, `offline`, or `no status` before its first report.
 pub fn node_state(node: &NodeView) -> String {
-    match (&node.status, node.online) {
+    let state = match (&node.status, node.online) {
         (_, false) => "offline".into(),
         (Some(s), true) => s.availability.to_string(),
         (None, true) => "no status".into(),
+    };
+    if node.drained {
+        format!("drained ({state})")
+    } else {
+        state
     }
 }
 
@@ -482,6 +487,7 @@ mod tests {
             }),
             used_cores: 4,
             jobs: vec![JobId(11)],
+            drained: false,
         }
     }
 

@@ -158,6 +158,24 @@ async fn dispatch(
                 .with_context(|| format!("cancelling job {job}"))?;
             print(&format!("{}\n", format::cancel_message(&view)))?;
         }
+        Command::Drain { node } => {
+            let v = client
+                .drain(&node, true)
+                .await
+                .with_context(|| format!("draining node {node}"))?;
+            print(&format!(
+                "node {} drained: it takes no new jobs; running jobs ({}) go on\n",
+                v.info.name,
+                v.jobs.len()
+            ))?;
+        }
+        Command::Undrain { node } => {
+            let v = client
+                .drain(&node, false)
+                .await
+                .with_context(|| format!("undraining node {node}"))?;
+            print(&format!("node {} takes jobs again\n", v.info.name))?;
+        }
         Command::Wait { job } => {
             let view = loop {
                 let view = client

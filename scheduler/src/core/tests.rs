@@ -275,6 +275,46 @@ fn node_loss_requeues_and_fences_the_old_run() {
 }
 
 #[test]
+fn drained_node_takes_no_new_work_until_undrained() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 10);
+    add(&mut c, 2, "a2", 2, 10);
+    let running = c.submit(spec(2), "s".into(), 1).unwrap();
+    let out = drain(&mut c);
+    let on = starts(&out)[0].2[0].host.clone();
+    let v = c.set_drained(&on, true, 2).unwrap();
+    assert!(v.drained);
+    // The running job goes on; a new job may only use the other node.
+    assert_eq!(c.job_state(running), Some(JobState::Running));
+    let id = c.submit(spec(2), "s".into(), 3).unwrap();
+    let out = drain(&mut c);
+    assert_ne!(starts(&out)[0].2[0].host, on);
+    c.job_exited(
+        if on == "a1" { 1 } else { 2 },
+        running,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        4,
+    );
+    c.job_cleared(if on == "a1" { 1 } else { 2 }, running, 5);
+    let third = c.submit(spec(2), "s".into(), 6).unwrap();
+    drain(&mut c);
+    assert_eq!(
+        c.job_state(third),
+        Some(JobState::Queued),
+        "drained node stays unused"
+    );
+    c.set_drained(&on, false, 7).unwrap();
+    assert_eq!(c.job_state(third), Some(JobState::Running));
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    let e = c.set_drained("zz", true, 8).unwrap_err();
+    assert!(e.contains("unknown node 'zz'"), "{e}");
+    c.check_invariants().unwrap();
+}
+
+#[test]
 fn launch_is_confined_to_the_allocation() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "a1", 2, 0);
