@@ -687,7 +687,7 @@ impl Agent {
     fn held(&self) -> Vec<HeldJob> {
         self.jobs
             .iter()
-            .filter(|(_, j)| !j.killing && j.epoch > 0)
+            .filter(|(_, j)| !j.killing && j.epoch > 0 && !j.pgids.is_empty())
             .map(|(id, j)| HeldJob {
                 job: *id,
                 epoch: j.epoch,
