@@ -65,6 +65,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Cancel(_) => "cancel",
         ClientRequest::Wait(_) => "wait",
         ClientRequest::Logs { .. } => "logs",
+        ClientRequest::Watch => "watch",
     }
 }
 
@@ -77,6 +78,9 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Job(_) => "job",
         ClientReply::Log(_) => "log",
         ClientReply::LogEnd => "log_end",
+        ClientReply::Snapshot { .. } => "snapshot",
+        ClientReply::NodeChanged(_) => "node_changed",
+        ClientReply::JobChanged(_) => "job_changed",
         ClientReply::Error { .. } => "error",
     }
 }
