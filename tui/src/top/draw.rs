@@ -134,13 +134,17 @@ impl App {
             .values()
             .filter(|j| j.state == JobState::Queued)
             .count();
-        let summary = format!(
-            " nodes {online}/{} · cores {used}/{offered} · jobs {running} run {queued} wait ",
-            m.nodes.len()
-        );
+        let total: u32 = m.nodes.values().map(|e| e.view.info.cores).sum();
         let left: usize = spans.iter().map(|s| s.width()).sum();
         let room = (area.width as usize).saturating_sub(left);
-        if summary.chars().count() <= room {
+        let long = format!(
+            " nodes {online}/{} online · cores {used} used, {offered} offered, {total} total · jobs {running} running, {queued} waiting ",
+            m.nodes.len()
+        );
+        let short = format!(
+            " cores {used}/{offered}/{total} · {running} run {queued} wait "
+        );
+        if let Some(summary) = [long, short].into_iter().find(|s| s.chars().count() <= room) {
             spans.push(Span::raw(" ".repeat(room - summary.chars().count())));
             spans.push(Span::styled(summary, Style::new().dim()));
         }
@@ -420,7 +424,7 @@ impl App {
             spans.push(Span::raw(" · output complete").dim());
         }
         f.render_widget(Line::from(spans), head);
-        let rank_w = if area.width >= 120 { 36 } else { 27 };
+        let rank_w = if area.width >= 120 { 38 } else { 29 };
         let [ranks, right] =
             Layout::horizontal([Constraint::Length(rank_w), Constraint::Min(0)]).areas(rest);
         self.draw_ranks(f, ranks, job);
@@ -461,7 +465,7 @@ impl App {
                 Constraint::Length(7),
                 Constraint::Min(4),
                 Constraint::Length(10),
-                Constraint::Length(4),
+                Constraint::Length(5),
             ],
         )
         .header(Row::new(["RANK", "NODE", "STATE", "LINES"]).style(Style::new().bold().underlined()))

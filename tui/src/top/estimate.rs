@@ -162,6 +162,6 @@ mod tests {
         small.spec.nprocs = 64;
         assert!(expected_start(&m, &small)
             .to_string()
-            .contains("needs 64 cores but its nodes have 8"));
+            .contains("needs 64 cores but its nodes have 10"));
     }
 }
