@@ -85,7 +85,7 @@ pub struct DemoArgs {
     /// machines).
     #[arg(long)]
     pub no_tui: bool,
-    /// Pi rounds of each job (more rounds: longer jobs to watch) [default: 150, or 12 with
+    /// Pi rounds of each job (more rounds: longer jobs to watch) [default: 600, or 12 with
     /// --no-tui].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=100_000))]
     pub rounds: Option<u64>,

@@ -329,7 +329,7 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<std::process::Exi
         }
     };
     let mut demo = Demo::start(args.keep, &say).await?;
-    let rounds = args.rounds.unwrap_or(if args.no_tui { 12 } else { 150 });
+    let rounds = args.rounds.unwrap_or(if args.no_tui { 12 } else { 600 });
     let samples = if args.no_tui { 400_000 } else { 1_000_000 };
     let client = Client::connect(&demo.access).await.context("connecting to the demo scheduler")?;
     let mut ids = Vec::new();
@@ -340,6 +340,16 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<std::process::Exi
             .with_context(|| format!("submitting {name}"))?;
         say(&format!("submitted job {id} {name}: {n} ranks, {rounds} rounds"));
         ids.push(id);
+    }
+    if let Some(last) = ids.last() {
+        let v = client.show(*last).await.context("showing the last demo job")?;
+        if v.state == JobState::Queued {
+            say(&format!(
+                "job {last} {} waits for cores: {}",
+                crate::format::job_name(&v.spec),
+                v.waiting_for.as_deref().unwrap_or("-")
+            ));
+        }
     }
     let code = if args.no_tui {
         let r = tokio::select! {
