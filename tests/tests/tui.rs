@@ -97,7 +97,7 @@ fn graze_top_in_tmux() {
     ]);
     assert!(out.status.success(), "tmux new-session: {out:?}");
     tmux.wait_screen("the shell prompt", Duration::from_secs(10), |s| {
-        s.contains("ready> ")
+        s.contains("ready>")
     });
     let graze = bin("graze");
     tmux.keys(&[&format!("{} demo --rounds 2000", graze.display()), "Enter"]);
