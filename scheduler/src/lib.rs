@@ -458,7 +458,8 @@ impl Owner {
                 self.watch.send(&ClientReply::NodeChanged(Box::new(view)));
             }
         }
-        if self.watch.queue_dirty && now.saturating_sub(self.watch.queue_sent_ms) >= QUEUE_REFRESH_MS
+        if self.watch.queue_dirty
+            && now.saturating_sub(self.watch.queue_sent_ms) >= QUEUE_REFRESH_MS
         {
             self.watch.queue_dirty = false;
             self.watch.queue_sent_ms = now;

@@ -93,7 +93,15 @@ fn graze_top_in_tmux() {
         tmp = tmp.path().display()
     );
     let out = tmux.cmd(&[
-        "new-session", "-d", "-s", "demo", "-x", "100", "-y", "30", &shell,
+        "new-session",
+        "-d",
+        "-s",
+        "demo",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &shell,
     ]);
     assert!(out.status.success(), "tmux new-session: {out:?}");
     tmux.wait_screen("the shell prompt", Duration::from_secs(10), |s| {
@@ -150,9 +158,11 @@ fn graze_top_in_tmux() {
     });
     assert!(!tmux.alternate_on(), "still on the alternate screen:\n{s}");
     assert!(!s.contains("1 Nodes"), "TUI left on screen:\n{s}");
-    wait_for("the demo's processes to end", Duration::from_secs(15), || {
-        demo_processes(tmp.path()).is_empty().then_some(())
-    });
+    wait_for(
+        "the demo's processes to end",
+        Duration::from_secs(15),
+        || demo_processes(tmp.path()).is_empty().then_some(()),
+    );
 }
 
 #[test]

@@ -119,7 +119,10 @@ impl Demo {
         while !demo.access_path.exists() {
             demo.check_alive()?;
             if started.elapsed() > Duration::from_secs(30) {
-                bail!("the scheduler wrote no access file within 30 s; see {}", demo.log("scheduler").display());
+                bail!(
+                    "the scheduler wrote no access file within 30 s; see {}",
+                    demo.log("scheduler").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -156,7 +159,12 @@ impl Demo {
             let nodes = client.nodes().await.context("listing the demo's nodes")?;
             let offered = nodes
                 .iter()
-                .filter(|n| n.online && n.status.as_ref().is_some_and(|s| s.availability.is_offered()))
+                .filter(|n| {
+                    n.online
+                        && n.status
+                            .as_ref()
+                            .is_some_and(|s| s.availability.is_offered())
+                })
                 .count();
             if offered == names.len() {
                 break;
@@ -178,7 +186,12 @@ impl Demo {
         self.dir.join(format!("{name}.log"))
     }
 
-    fn spawn(&mut self, name: &str, mut cmd: std::process::Command, path: &str) -> anyhow::Result<()> {
+    fn spawn(
+        &mut self,
+        name: &str,
+        mut cmd: std::process::Command,
+        path: &str,
+    ) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.log(name))
             .with_context(|| format!("creating {}", self.log(name).display()))?;
         cmd.env("PATH", path)
@@ -331,18 +344,25 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<std::process::Exi
     let mut demo = Demo::start(args.keep, &say).await?;
     let rounds = args.rounds.unwrap_or(if args.no_tui { 12 } else { 600 });
     let samples = if args.no_tui { 400_000 } else { 1_000_000 };
-    let client = Client::connect(&demo.access).await.context("connecting to the demo scheduler")?;
+    let client = Client::connect(&demo.access)
+        .await
+        .context("connecting to the demo scheduler")?;
     let mut ids = Vec::new();
     for (name, n) in JOBS {
         let id = client
             .submit(pi_spec(name, n, rounds, samples, demo.dir()))
             .await
             .with_context(|| format!("submitting {name}"))?;
-        say(&format!("submitted job {id} {name}: {n} ranks, {rounds} rounds"));
+        say(&format!(
+            "submitted job {id} {name}: {n} ranks, {rounds} rounds"
+        ));
         ids.push(id);
     }
     if let Some(last) = ids.last() {
-        let v = client.show(*last).await.context("showing the last demo job")?;
+        let v = client
+            .show(*last)
+            .await
+            .context("showing the last demo job")?;
         if v.state == JobState::Queued {
             say(&format!(
                 "job {last} {} waits for cores: {}",
@@ -400,7 +420,10 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
     let mut ok = true;
     for id in ids {
         let job = loop {
-            let v = client.wait(*id).await.with_context(|| format!("waiting for job {id}"))?;
+            let v = client
+                .wait(*id)
+                .await
+                .with_context(|| format!("waiting for job {id}"))?;
             if v.state.is_final() {
                 break v;
             }

@@ -227,17 +227,17 @@ impl App {
                 f.is_empty()
                     || e.view.info.name.to_lowercase().contains(&f)
                     || NodeState::of(&e.view).label().contains(&f)
-                    || e.view.info.groups.iter().any(|g| g.to_lowercase().contains(&f))
+                    || e.view
+                        .info
+                        .groups
+                        .iter()
+                        .any(|g| g.to_lowercase().contains(&f))
             })
             .collect();
-        let cpu = |e: &super::model::NodeEntry| {
-            e.history
-                .back()
-                .map_or(0, |s| (s.total() * 10.0) as i64)
-        };
-        let idle = |e: &super::model::NodeEntry| {
-            e.view.status.as_ref().map_or(0, |s| s.owner_idle_ms)
-        };
+        let cpu =
+            |e: &super::model::NodeEntry| e.history.back().map_or(0, |s| (s.total() * 10.0) as i64);
+        let idle =
+            |e: &super::model::NodeEntry| e.view.status.as_ref().map_or(0, |s| s.owner_idle_ms);
         match self.node_sort {
             NodeSort::Name => {}
             NodeSort::State => rows.sort_by_key(|e| NodeState::of(&e.view)),
@@ -386,7 +386,11 @@ impl App {
         }
         let i = all.iter().position(|s| *s == self.screen).unwrap_or(0);
         let n = all.len();
-        all[if forward { (i + 1) % n } else { (i + n - 1) % n }]
+        all[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
     }
 
     fn filter_key(&mut self, k: KeyEvent) -> Key {

@@ -10,8 +10,8 @@ use ratatui::style::{Color, Modifier, Style, Stylize as _};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{
-    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Sparkline,
-    Table, TableState, Wrap,
+    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Sparkline, Table,
+    TableState, Wrap,
 };
 use ratatui::Frame;
 
@@ -141,10 +141,11 @@ impl App {
             " nodes {online}/{} online · cores {used} used, {offered} offered, {total} total · jobs {running} running, {queued} waiting ",
             m.nodes.len()
         );
-        let short = format!(
-            " cores {used}/{offered}/{total} · {running} run {queued} wait "
-        );
-        if let Some(summary) = [long, short].into_iter().find(|s| s.chars().count() <= room) {
+        let short = format!(" cores {used}/{offered}/{total} · {running} run {queued} wait ");
+        if let Some(summary) = [long, short]
+            .into_iter()
+            .find(|s| s.chars().count() <= room)
+        {
             spans.push(Span::raw(" ".repeat(room - summary.chars().count())));
             spans.push(Span::styled(summary, Style::new().dim()));
         }
@@ -163,14 +164,21 @@ impl App {
                 Span::styled("  Enter keep · Esc clear", Style::new().dim()),
             ])
         } else if let Some(n) = &self.notice {
-            Line::from(Span::styled(format!(" {n}"), Style::new().fg(Color::Yellow)))
+            Line::from(Span::styled(
+                format!(" {n}"),
+                Style::new().fg(Color::Yellow),
+            ))
         } else {
             let keys = match self.screen {
                 Screen::Nodes if self.owner_key => {
                     "↑↓ move · Enter job · s sort · / filter · o owner types · Tab · ? · q"
                 }
-                Screen::Nodes => "↑↓ move · Enter job · s sort · / filter · Tab queue · ? help · q quit",
-                Screen::Queue => "↑↓ move · Enter open · c cancel · / filter · Tab · ? help · q quit",
+                Screen::Nodes => {
+                    "↑↓ move · Enter job · s sort · / filter · Tab queue · ? help · q quit"
+                }
+                Screen::Queue => {
+                    "↑↓ move · Enter open · c cancel · / filter · Tab · ? help · q quit"
+                }
                 Screen::Job if self.owner_key => {
                     "↑↓ rank · PgUp/PgDn scroll · c cancel · o owner types · Esc · ? · q"
                 }
@@ -187,8 +195,16 @@ impl App {
             Layout::vertical([Constraint::Min(3), Constraint::Length(detail)]).areas(area);
         let wide = area.width >= 120;
         let spark_w: u16 = if wide { 30 } else { 12 };
-        let header = Row::new(["NODE", "STATE", "CORES", "CPU jobs/owner", "IDLE", "GROUPS", "JOBS"])
-            .style(Style::new().bold().underlined());
+        let header = Row::new([
+            "NODE",
+            "STATE",
+            "CORES",
+            "CPU jobs/owner",
+            "IDLE",
+            "GROUPS",
+            "JOBS",
+        ])
+        .style(Style::new().bold().underlined());
         let widths = [
             Constraint::Length(if wide { 16 } else { 8 }),
             Constraint::Length(10),
@@ -200,7 +216,8 @@ impl App {
         ];
         let visible = table_area.height.saturating_sub(3) as usize;
         let (offset, sel) = window(self.node_sel, visible, self.node_rows.len());
-        let rows: Vec<Row<'_>> = self.node_rows[offset..(offset + visible).min(self.node_rows.len())]
+        let rows: Vec<Row<'_>> = self.node_rows
+            [offset..(offset + visible).min(self.node_rows.len())]
             .iter()
             .filter_map(|name| self.model.nodes.get(name))
             .map(|e| node_row(e, spark_w as usize))
@@ -237,9 +254,15 @@ impl App {
         let title = Line::from(vec![
             Span::raw(format!(" {} ", v.info.name)).bold(),
             Span::raw(format!("{} · cpu last {} · ", v.info.addr, history_span(e))),
-            Span::styled(format!("jobs {:.0}%", last.jobs), Style::new().fg(JOBS_COLOR)),
+            Span::styled(
+                format!("jobs {:.0}%", last.jobs),
+                Style::new().fg(JOBS_COLOR),
+            ),
             Span::raw(" · "),
-            Span::styled(format!("owner {:.0}%", last.owner), Style::new().fg(OWNER_COLOR)),
+            Span::styled(
+                format!("owner {:.0}%", last.owner),
+                Style::new().fg(OWNER_COLOR),
+            ),
             Span::raw(" "),
         ]);
         let block = Block::bordered().title(title);
@@ -275,7 +298,11 @@ impl App {
         let w = jobs.width.saturating_sub(6) as usize;
         let take = |pick: fn(&CpuSample) -> f32| -> Vec<u64> {
             let skip = e.history.len().saturating_sub(w);
-            e.history.iter().skip(skip).map(|s| pick(s).round() as u64).collect()
+            e.history
+                .iter()
+                .skip(skip)
+                .map(|s| pick(s).round() as u64)
+                .collect()
         };
         for (area, label, color, data) in [
             (jobs, "jobs ", JOBS_COLOR, take(|s| s.jobs)),
@@ -299,8 +326,17 @@ impl App {
         let [table_area, detail_area] =
             Layout::vertical([Constraint::Min(3), Constraint::Length(detail)]).areas(area);
         let wide = area.width >= 120;
-        let header = Row::new(["ID", "NAME", "USER", "CORES", "STATE", "TIME", "RQ", "WHERE / WHY"])
-            .style(Style::new().bold().underlined());
+        let header = Row::new([
+            "ID",
+            "NAME",
+            "USER",
+            "CORES",
+            "STATE",
+            "TIME",
+            "RQ",
+            "WHERE / WHY",
+        ])
+        .style(Style::new().bold().underlined());
         let widths = [
             Constraint::Length(5),
             Constraint::Length(if wide { 16 } else { 8 }),
@@ -468,7 +504,9 @@ impl App {
                 Constraint::Length(5),
             ],
         )
-        .header(Row::new(["RANK", "NODE", "STATE", "LINES"]).style(Style::new().bold().underlined()))
+        .header(
+            Row::new(["RANK", "NODE", "STATE", "LINES"]).style(Style::new().bold().underlined()),
+        )
         .block(Block::bordered().title(format!(" ranks ({}) ", rows_data.len())))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .column_spacing(1);
@@ -489,7 +527,9 @@ impl App {
                 q.range(start..end)
                     .map(|l| match l.stream {
                         Stream::Stdout => Line::from(l.line.as_str()),
-                        Stream::Stderr => Line::styled(l.line.as_str(), Style::new().fg(Color::Red)),
+                        Stream::Stderr => {
+                            Line::styled(l.line.as_str(), Style::new().fg(Color::Red))
+                        }
                     })
                     .collect()
             })
@@ -663,14 +703,10 @@ fn draw_pi_chart(f: &mut Frame<'_>, area: Rect, pi: &[(f64, f64)]) {
                 .bounds([1.0, n.max(2.0)])
                 .labels(vec![Line::from("1"), Line::from(format!("{}", pts.len()))]),
         )
-        .y_axis(
-            Axis::default()
-                .bounds([lo, hi])
-                .labels(vec![
-                    Line::from(format!("{lo:.4}")),
-                    Line::from(format!("{hi:.4}")),
-                ]),
-        )
+        .y_axis(Axis::default().bounds([lo, hi]).labels(vec![
+            Line::from(format!("{lo:.4}")),
+            Line::from(format!("{hi:.4}")),
+        ]))
         .hidden_legend_constraints((Constraint::Percentage(40), Constraint::Percentage(40)));
     f.render_widget(chart, area);
 }

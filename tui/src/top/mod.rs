@@ -95,9 +95,10 @@ pub async fn run_top(access: Access, opts: TopOptions) -> anyhow::Result<()> {
     let keys = tokio::spawn(async move {
         let mut events = EventStream::new();
         loop {
-            let next =
-                std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut events), cx))
-                    .await;
+            let next = std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut events), cx)
+            })
+            .await;
             match next {
                 Some(Ok(ev)) => {
                     if term_tx.send(ev).is_err() {

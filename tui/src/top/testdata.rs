@@ -8,6 +8,7 @@ use graze_proto::{
 /// The "now" of the fixtures, ms since the epoch.
 pub const NOW_MS: u64 = 1_700_000_000_000;
 
+#[allow(clippy::too_many_arguments)]
 fn node(
     name: &str,
     groups: &[&str],
@@ -47,8 +48,28 @@ fn node(
 /// idle that offers in 4 s, one offline.
 pub fn nodes() -> Vec<NodeView> {
     vec![
-        node("ws2", &["lab"], true, Availability::Offered, 98.0, 2.0, 3600, 2, &[1]),
-        node("ws3", &["lab"], true, Availability::Offered, 97.0, 1.0, 5400, 2, &[1]),
+        node(
+            "ws2",
+            &["lab"],
+            true,
+            Availability::Offered,
+            98.0,
+            2.0,
+            3600,
+            2,
+            &[1],
+        ),
+        node(
+            "ws3",
+            &["lab"],
+            true,
+            Availability::Offered,
+            97.0,
+            1.0,
+            5400,
+            2,
+            &[1],
+        ),
         node(
             "ws4",
             &["lab", "gpu"],
@@ -71,7 +92,17 @@ pub fn nodes() -> Vec<NodeView> {
             0,
             &[],
         ),
-        node("ws6", &["lab"], false, Availability::Offered, 0.0, 0.0, 0, 0, &[]),
+        node(
+            "ws6",
+            &["lab"],
+            false,
+            Availability::Offered,
+            0.0,
+            0.0,
+            0,
+            0,
+            &[],
+        ),
     ]
 }
 
@@ -136,12 +167,12 @@ pub fn pi_logs() -> Vec<LogLine> {
         3.141598, 3.141589, 3.141594,
     ];
     let mut out = Vec::new();
-    let mut old = 0.0;
+    let mut old = 0.0f64;
     for (round, pi) in pis.iter().enumerate() {
         out.push(LogLine {
             rank: Some(0),
             stream: Stream::Stdout,
-            line: format!("pi: {pi:.6} - delta: {:.6}", (pi - old as f64).abs()),
+            line: format!("pi: {pi:.6} - delta: {:.6}", (pi - old).abs()),
         });
         old = *pi;
         for r in 0..4u32 {
@@ -165,7 +196,9 @@ pub fn big(n_nodes: usize, n_jobs: usize) -> (Vec<NodeView>, Vec<JobView>) {
     let states = [
         Availability::Offered,
         Availability::OwnerActive,
-        Availability::Waiting { remaining_ms: 30_000 },
+        Availability::Waiting {
+            remaining_ms: 30_000,
+        },
         Availability::OutsideWindow,
     ];
     let nodes = (0..n_nodes)
