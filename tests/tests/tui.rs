@@ -72,7 +72,13 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        let path = self.cmd(&["display-message", "-p", "#{socket_path}"]);
         let _ = self.cmd(&["kill-server"]);
+        // kill-server leaves the socket file behind.
+        let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
+        if !path.is_empty() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
