@@ -595,6 +595,13 @@ pub enum ClientRequest {
         /// Node name.
         node: String,
     },
+    /// Live cluster data for `graze top`: one [`ClientReply::Snapshot`] of every node and every
+    /// job (finished ones included), then [`ClientReply::NodeChanged`] and
+    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it.
+    /// A node's load-only changes are sent at most about once a second per node; changes of
+    /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
+    /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.
+    Watch,
 }
 
 /// Answers to a [`ClientRequest`].
@@ -616,6 +623,17 @@ pub enum ClientReply {
     Log(Vec<LogLine>),
     /// No more output.
     LogEnd,
+    /// First answer to [`ClientRequest::Watch`]: every node and every job.
+    Snapshot {
+        /// All nodes.
+        nodes: Vec<NodeView>,
+        /// All jobs, finished ones included.
+        jobs: Vec<JobView>,
+    },
+    /// A [`ClientRequest::Watch`] delta: this node's new view replaces the old one.
+    NodeChanged(Box<NodeView>),
+    /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).
+    JobChanged(Box<JobView>),
     /// The request failed.
     Error {
         /// Why, for a person.

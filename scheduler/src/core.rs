@@ -1063,17 +1063,42 @@ impl Core {
 
     /// All nodes.
     pub fn node_views(&self) -> Vec<NodeView> {
-        self.nodes
-            .values()
-            .map(|n| NodeView {
-                info: n.info.clone(),
-                online: n.conn.is_some(),
-                status: n.status.clone(),
-                used_cores: n.used(),
-                jobs: n.held.keys().copied().collect(),
-                drained: n.drained,
-            })
-            .collect()
+        self.nodes.values().map(Self::view_of).collect()
+    }
+
+    /// One node, by name.
+    pub fn node_view(&self, name: &str) -> Option<NodeView> {
+        self.nodes.get(name).map(Self::view_of)
+    }
+
+    fn view_of(n: &Node) -> NodeView {
+        NodeView {
+            info: n.info.clone(),
+            online: n.conn.is_some(),
+            status: n.status.clone(),
+            used_cores: n.used(),
+            jobs: n.held.keys().copied().collect(),
+            drained: n.drained,
+        }
+    }
+
+    /// The node name of an agent connection, while it is connected.
+    pub fn conn_name(&self, conn: ConnId) -> Option<&str> {
+        self.conn_node(conn)
+    }
+
+    /// Nodes of a job's current or last allocation and those still clearing it.
+    pub fn job_nodes(&self, id: JobId) -> Vec<String> {
+        let Some(j) = self.jobs.get(&id) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+        for c in &j.clearing {
+            if !v.contains(c) {
+                v.push(c.clone());
+            }
+        }
+        v
     }
 
     /// State of a job.

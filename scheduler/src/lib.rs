@@ -22,7 +22,7 @@ use graze_proto::{
     self as proto, AgentMsg, ClientReply, ClientRequest, Hello, HelloReply, JobId, LogLine, Role,
     SchedulerMsg,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -148,6 +148,7 @@ pub async fn run(
         agents: HashMap::new(),
         waiters: HashMap::new(),
         followers: HashMap::new(),
+        watch: Watch::default(),
         store,
         db,
         deferred: Vec::new(),
@@ -385,11 +386,62 @@ struct Follower {
     tx: mpsc::UnboundedSender<ClientReply>,
 }
 
+/// Least time between two load-only deltas of one node to watchers.
+const NODE_DELTA_MS: u64 = 1000;
+/// Least time between two refreshes of queued jobs' waiting reasons to watchers.
+const QUEUE_REFRESH_MS: u64 = 1000;
+/// Queued jobs (in run order) whose waiting reason is refreshed when the nodes change.
+const QUEUE_REFRESH_MAX: usize = 1000;
+/// How often pending watch deltas are looked at.
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// What a node delta last told watchers: the fields sent at once when they change.
+#[derive(PartialEq)]
+struct NodeSig {
+    online: bool,
+    availability: Option<proto::Availability>,
+    used: u32,
+    jobs: Vec<JobId>,
+}
+
+impl NodeSig {
+    fn of(v: &proto::NodeView) -> NodeSig {
+        NodeSig {
+            online: v.online,
+            availability: v.status.as_ref().map(|s| s.availability.clone()),
+            used: v.used_cores,
+            jobs: v.jobs.clone(),
+        }
+    }
+}
+
+/// `graze top` watchers and what they were last told.
+#[derive(Default)]
+struct Watch {
+    watchers: Vec<mpsc::UnboundedSender<ClientReply>>,
+    /// Per node: the last delta's significant fields and when it was sent.
+    sent: HashMap<String, (NodeSig, u64)>,
+    /// Nodes with a load-only change not yet sent.
+    pending: BTreeSet<String>,
+    /// Nodes touched by the input being handled.
+    touched: BTreeSet<String>,
+    /// Queued jobs' waiting reasons may have changed since this time.
+    queue_dirty: bool,
+    queue_sent_ms: u64,
+}
+
+impl Watch {
+    fn send(&mut self, reply: &ClientReply) {
+        self.watchers.retain(|w| w.send(reply.clone()).is_ok());
+    }
+}
+
 struct Owner {
     core: Core,
     agents: HashMap<ConnId, (mpsc::UnboundedSender<SchedulerMsg>, quinn_close::Closer)>,
     waiters: HashMap<JobId, Vec<mpsc::UnboundedSender<ClientReply>>>,
     followers: HashMap<JobId, Vec<Follower>>,
+    watch: Watch,
     store: store::Store,
     db: db::Db,
     /// Replies sent only once the state they acknowledge is committed.
@@ -404,6 +456,8 @@ struct Owner {
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> Result<()> {
+        let mut tick = tokio::time::interval(WATCH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.core.poll_timeout();
             let sleep = async {
@@ -418,15 +472,104 @@ impl Owner {
             tokio::select! {
                 input = rx.recv() => {
                     let Some(input) = input else { return Ok(()) };
+                    self.touch_input(&input);
                     self.handle(input, now_ms());
                     // Take whatever else is already waiting into the same commit.
                     while let Ok(input) = rx.try_recv() {
+                        self.touch_input(&input);
                         self.handle(input, now_ms());
                     }
+                    self.flush()?;
+                    self.push_nodes(now_ms());
                 }
-                () = sleep => self.core.handle_timeout(now_ms()),
+                () = sleep => {
+                    self.core.handle_timeout(now_ms());
+                    self.flush()?;
+                }
+                _ = tick.tick() => self.watch_tick(now_ms()),
             }
-            self.flush()?;
+        }
+    }
+
+    /// Remember which node an input is about, for watch deltas.
+    fn touch_input(&mut self, input: &Input) {
+        if self.watch.watchers.is_empty() {
+            return;
+        }
+        let name = match input {
+            Input::AgentUp { info, .. } => Some(info.name.clone()),
+            Input::Agent(conn, _) | Input::AgentDown(conn, _) => {
+                self.core.conn_name(*conn).map(str::to_owned)
+            }
+            Input::Client(..) => None,
+        };
+        self.watch.touched.extend(name);
+    }
+
+    /// Send deltas of the nodes touched by the last input: at once when a significant field
+    /// changed, else at most every [`NODE_DELTA_MS`].
+    fn push_nodes(&mut self, now: u64) {
+        if self.watch.watchers.is_empty() {
+            self.watch.touched.clear();
+            return;
+        }
+        for name in std::mem::take(&mut self.watch.touched) {
+            let Some(view) = self.core.node_view(&name) else {
+                continue;
+            };
+            let sig = NodeSig::of(&view);
+            let (significant, due) = match self.watch.sent.get(&name) {
+                None => (true, true),
+                Some((old, at)) => (*old != sig, now.saturating_sub(*at) >= NODE_DELTA_MS),
+            };
+            if significant || due {
+                if significant {
+                    self.watch.queue_dirty = true;
+                }
+                self.watch.pending.remove(&name);
+                self.watch.sent.insert(name, (sig, now));
+                self.watch.send(&ClientReply::NodeChanged(Box::new(view)));
+            } else {
+                self.watch.pending.insert(name);
+            }
+        }
+    }
+
+    /// Send the load-only node deltas that are due, and refresh queued jobs' waiting reasons.
+    fn watch_tick(&mut self, now: u64) {
+        if self.watch.watchers.is_empty() {
+            self.watch.pending.clear();
+            return;
+        }
+        let due: Vec<String> = self
+            .watch
+            .pending
+            .iter()
+            .filter(|n| {
+                self.watch
+                    .sent
+                    .get(*n)
+                    .is_none_or(|(_, at)| now.saturating_sub(*at) >= NODE_DELTA_MS)
+            })
+            .cloned()
+            .collect();
+        for name in due {
+            self.watch.pending.remove(&name);
+            if let Some(view) = self.core.node_view(&name) {
+                self.watch.sent.insert(name, (NodeSig::of(&view), now));
+                self.watch.send(&ClientReply::NodeChanged(Box::new(view)));
+            }
+        }
+        if self.watch.queue_dirty
+            && now.saturating_sub(self.watch.queue_sent_ms) >= QUEUE_REFRESH_MS
+        {
+            self.watch.queue_dirty = false;
+            self.watch.queue_sent_ms = now;
+            for id in self.core.queued().into_iter().take(QUEUE_REFRESH_MAX) {
+                if let Some(v) = self.core.job_view(id) {
+                    self.watch.send(&ClientReply::JobChanged(Box::new(v)));
+                }
+            }
         }
     }
 
@@ -703,6 +846,19 @@ impl Owner {
                 Some(v) if v.state.is_final() => reply(ClientReply::Job(Box::new(v))),
                 Some(_) => self.waiters.entry(id).or_default().push(tx),
             },
+            ClientRequest::Watch => {
+                let snapshot = ClientReply::Snapshot {
+                    nodes: self.core.node_views(),
+                    jobs: self.core.job_views(true),
+                };
+                if tx.send(snapshot).is_ok() {
+                    for n in self.core.node_views() {
+                        let sig = NodeSig::of(&n);
+                        self.watch.sent.insert(n.info.name, (sig, now));
+                    }
+                    self.watch.watchers.push(tx);
+                }
+            }
             ClientRequest::Logs { job, rank, follow } => {
                 let Some(state) = self.core.job_state(job) else {
                     return reply(no_job(job));
@@ -765,6 +921,13 @@ impl Owner {
                 }
                 Output::JobChanged(id) => {
                     jobs.insert(id);
+                    if !self.watch.watchers.is_empty() {
+                        if let Some(v) = self.core.job_view(id) {
+                            self.watch.send(&ClientReply::JobChanged(Box::new(v)));
+                        }
+                        // Its nodes' held cores and job lists may have changed.
+                        self.watch.touched.extend(self.core.job_nodes(id));
+                    }
                 }
                 Output::NodeChanged(name) => {
                     nodes.insert(name);

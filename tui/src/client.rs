@@ -67,6 +67,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Logs { .. } => "logs",
         ClientRequest::Drain { .. } => "drain",
         ClientRequest::Undrain { .. } => "undrain",
+        ClientRequest::Watch => "watch",
     }
 }
 
@@ -79,6 +80,9 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Job(_) => "job",
         ClientReply::Log(_) => "log",
         ClientReply::LogEnd => "log_end",
+        ClientReply::Snapshot { .. } => "snapshot",
+        ClientReply::NodeChanged(_) => "node_changed",
+        ClientReply::JobChanged(_) => "job_changed",
         ClientReply::Error { .. } => "error",
     }
 }

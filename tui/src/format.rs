@@ -94,7 +94,7 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
 }
 
 /// The last column of the queue: why a queued job waits, where a job runs or ran.
-fn where_or_why(job: &JobView) -> String {
+pub fn where_or_why(job: &JobView) -> String {
     match job.state {
         JobState::Queued => job.waiting_for.clone().unwrap_or_else(|| "-".into()),
         JobState::Running | JobState::Cancelling => hosts(&job.allocation),
