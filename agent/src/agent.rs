@@ -215,6 +215,9 @@ pub(crate) struct Agent {
     info: NodeInfo,
     tx: mpsc::Sender<Input>,
     instance: String,
+    /// Stable per spool: job tags start with it, so a restarted agent finds what a crashed
+    /// one left behind.
+    tag_base: String,
     owner: Owner,
     jobs: HashMap<JobId, Job>,
     launches: HashMap<LaunchId, PendingLaunch>,
@@ -290,6 +293,16 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
             "launcher shim not found; MPI jobs spanning several nodes will fail");
     }
 
+    // Job processes a previous agent on this spool left behind (it crashed or was killed)
+    // belong to runs the scheduler has requeued by now: fence them.
+    let tag_base = spool_tag(&cfg.spool);
+    let swept = crate::procs::kill_tag_prefix(&format!("{tag_base}-"));
+    if swept > 0 {
+        tracing::warn!(
+            swept,
+            "killed job processes left behind by a previous agent"
+        );
+    }
     let info = crate::machine::node_info(&cfg).await;
     tracing::info!(name = %info.name, cores = info.cores, sockets = info.sockets,
         mpi = ?info.mpi.iter().map(|m| format!("{} {}", m.kind, m.version)).collect::<Vec<_>>(),
@@ -304,6 +317,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let mut agent = Agent {
         owner: Owner::new(&cfg.idle_sources, started),
         instance: hex_id(),
+        tag_base,
         cfg,
         access,
         info,
@@ -355,6 +369,17 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A stable id for a spool directory (FNV-1a of its path), used in job tags.
+fn spool_tag(spool: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(spool).unwrap_or_else(|_| spool.to_owned());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 fn hex_id() -> String {
@@ -815,7 +840,7 @@ impl Agent {
     // ---- jobs ----
 
     fn tag(&self, job: JobId) -> String {
-        format!("{}-{job}", self.instance)
+        format!("{}-{job}", self.tag_base)
     }
 
     fn job_entry(&mut self, job: JobId) -> &mut Job {

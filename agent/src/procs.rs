@@ -110,6 +110,26 @@ pub fn environ_has(pid: i32, entry: &str) -> bool {
     }
 }
 
+/// SIGKILL every process whose job tag starts with `prefix` (leftovers of an agent process that
+/// died without cleaning up); returns how many were signalled.
+pub fn kill_tag_prefix(prefix: &str) -> usize {
+    let want = format!("{TAG_VAR}={prefix}");
+    let mut n = 0;
+    for p in all_processes() {
+        let Ok(bytes) = std::fs::read(format!("/proc/{}/environ", p.pid)) else {
+            continue;
+        };
+        if bytes
+            .split(|b| *b == 0)
+            .any(|e| e.starts_with(want.as_bytes()))
+        {
+            signal(p.pid, libc::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Send `sig` to `pid`; errors (already gone, not ours) are ignored on purpose.
 fn signal(pid: i32, sig: i32) {
     if pid > 1 {
