@@ -141,11 +141,31 @@ pub struct Cluster {
     pub scheduler: Child,
     /// Agents.
     pub agents: Vec<Agent>,
+    /// Network namespace of the scheduler and the CLI, if not the host's.
+    pub ns: Option<String>,
+}
+
+/// `program`, run inside network namespace `ns` when given (`ip netns exec`, which execs it:
+/// the child's pid is the program's).
+pub fn command(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Cluster {
     /// Start a scheduler on 127.0.0.1 with extra flags and wait for its access file.
     pub fn start(extra: &[&str]) -> Cluster {
+        Self::start_in(None, "127.0.0.1:0", extra)
+    }
+
+    /// Start a scheduler inside network namespace `ns` (if given), listening on `listen`.
+    pub fn start_in(ns: Option<&str>, listen: &str, extra: &[&str]) -> Cluster {
         ensure_built();
         let dir = tempfile::Builder::new()
             .prefix("graze-test-")
@@ -158,10 +178,10 @@ impl Cluster {
         }
         let state = dir.path().join("scheduler");
         let log = std::fs::File::create(dir.path().join("scheduler.log")).unwrap();
-        let scheduler = Command::new(bin("graze-scheduler"))
+        let scheduler = command(ns, &bin("graze-scheduler"))
             .arg("--state-dir")
             .arg(&state)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -175,6 +195,7 @@ impl Cluster {
             access: access.clone(),
             scheduler,
             agents: Vec::new(),
+            ns: ns.map(str::to_owned),
         };
         wait_for(
             "the scheduler's access file",
@@ -256,6 +277,19 @@ impl Cluster {
         cores: u32,
         extra: &[&str],
     ) -> &Agent {
+        self.add_agent_in(None, access, name, ip, cores, extra)
+    }
+
+    /// [`Cluster::add_agent_with`] inside network namespace `ns`, if given.
+    pub fn add_agent_in(
+        &mut self,
+        ns: Option<&str>,
+        access: &Path,
+        name: &str,
+        ip: &str,
+        cores: u32,
+        extra: &[&str],
+    ) -> &Agent {
         let run_as: Vec<&str> = if ensure_test_user().is_some() {
             vec!["--run-as", TEST_USER]
         } else {
@@ -266,7 +300,7 @@ impl Cluster {
         // The owner was last active an hour ago.
         set_mtime_ago(&idle_file, Duration::from_secs(3600));
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        let child = Command::new(bin("graze-agent"))
+        let child = command(ns, &bin("graze-agent"))
             .arg("--access")
             .arg(access)
             .args(&run_as)
@@ -300,7 +334,7 @@ impl Cluster {
 
     /// Run `graze --access FILE ARGS...` with another access file.
     pub fn graze_with(&self, access: &Path, args: &[&str]) -> Output {
-        Command::new(bin("graze"))
+        command(self.ns.as_deref(), &bin("graze"))
             .arg("--access")
             .arg(access)
             .args(args)
@@ -504,4 +538,93 @@ pub fn computed_pi(text: &str) -> Option<(u32, f64)> {
         let (n, x) = rest.split_once(" processors is ")?;
         Some((n.trim().parse().ok()?, x.trim().parse().ok()?))
     })
+}
+
+/// Test hosts in network namespaces: one for the scheduler with a bridge, one per agent joined
+/// to it by a veth pair, on 10.77.N.0/24 (addresses exist only inside these namespaces).
+/// Cutting an agent's port on the bridge is a real partition. Everything is deleted on drop.
+pub struct TestNet {
+    /// The scheduler's namespace.
+    pub sched_ns: String,
+    /// Each agent's namespace.
+    pub agent_ns: Vec<String>,
+    /// The scheduler's address.
+    pub sched_ip: String,
+    /// Each agent's address.
+    pub agent_ip: Vec<String>,
+    ports: Vec<String>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestNet {
+    /// Make the namespaces for `agents` agents. Needs root and iproute2.
+    pub fn new(agents: usize) -> TestNet {
+        let id = std::process::id() % 100_000;
+        let net = (id % 200) + 20;
+        let sched_ns = format!("gz{id}s");
+        let mut t = TestNet {
+            sched_ns: sched_ns.clone(),
+            agent_ns: Vec::new(),
+            sched_ip: format!("10.77.{net}.1"),
+            agent_ip: Vec::new(),
+            ports: Vec::new(),
+        };
+        ip(&["netns", "add", &sched_ns]);
+        ip(&["-n", &sched_ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &sched_ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &sched_ns,
+            "addr",
+            "add",
+            &format!("{}/24", t.sched_ip),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &sched_ns, "link", "set", "br0", "up"]);
+        for i in 0..agents {
+            let ns = format!("gz{id}a{i}");
+            let (a, b) = (format!("gz{id}v{i}"), format!("gz{id}p{i}"));
+            let addr = format!("10.77.{net}.{}", 10 + i);
+            ip(&["netns", "add", &ns]);
+            t.agent_ns.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+            ip(&["link", "set", &a, "netns", &ns]);
+            ip(&["link", "set", &b, "netns", &sched_ns]);
+            ip(&["-n", &sched_ns, "link", "set", &b, "master", "br0"]);
+            ip(&["-n", &sched_ns, "link", "set", &b, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &a]);
+            ip(&["-n", &ns, "link", "set", &a, "up"]);
+            t.agent_ip.push(addr);
+            t.ports.push(b);
+        }
+        t
+    }
+
+    /// Cut agent `i` off: its bridge port goes down.
+    pub fn cut(&self, i: usize) {
+        ip(&["-n", &self.sched_ns, "link", "set", &self.ports[i], "down"]);
+    }
+
+    /// Restore agent `i`'s link.
+    pub fn restore(&self, i: usize) {
+        ip(&["-n", &self.sched_ns, "link", "set", &self.ports[i], "up"]);
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for ns in self.agent_ns.iter().chain(std::iter::once(&self.sched_ns)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
 }
