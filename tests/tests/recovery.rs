@@ -32,6 +32,11 @@ fn scheduler_crash_loses_nothing_and_runs_each_job_once() {
     c.wait_offered(4);
     let locks = c.dir.path().join("locks");
     std::fs::create_dir_all(&locks).unwrap();
+    // Jobs run as an unprivileged user when the agents run as root.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
     // Each run holds an exclusive lock for its whole life: a second run of the same job
     // overlapping the first cannot take it, says OVERLAP and fails the job.
     let script = format!(
