@@ -22,7 +22,10 @@ fn main() {
             let out = c.graze(&["logs", &id.to_string()]);
             (String::from_utf8_lossy(&out.stdout).matches("up").count() >= 2).then_some(())
         });
-        let host = c.show(id)["allocation"][0]["host"].as_str().unwrap().to_string();
+        let host = c.show(id)["allocation"][0]["host"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let a = c.agents.iter_mut().find(|a| a.name == host).unwrap();
         a.child.kill().unwrap();
         let lost = Instant::now();
@@ -31,7 +34,10 @@ fn main() {
             (j["requeues"] == 1 && j["state"] == "running").then_some(())
         });
         let again = lost.elapsed();
-        println!("  trial {trial}: running again {:.2} s after the node was lost", again.as_secs_f64());
+        println!(
+            "  trial {trial}: running again {:.2} s after the node was lost",
+            again.as_secs_f64()
+        );
         figures.push(again.as_secs_f64());
     }
     figures.sort_by(|a, b| a.total_cmp(b));

@@ -90,6 +90,16 @@ impl Demo {
             .tempdir()
             .context("creating the demo's temp dir")?
             .keep();
+        // As root, agents run jobs as an unprivileged user (never root): `nobody` exists on
+        // every Debian machine; it must be able to enter the demo's dir.
+        let run_as: Vec<&str> = if is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("opening {} to the job user", dir.display()))?;
+            vec!["--run-as", "nobody"]
+        } else {
+            Vec::new()
+        };
         let mut demo = Demo {
             dir: dir.clone(),
             keep,
@@ -146,7 +156,8 @@ impl Demo {
                 .arg(format!("file:{}", idle.display()))
                 .args(["--start-after", START_AFTER, "--owner-cpu-max", "100"])
                 .arg("--spool")
-                .arg(dir.join("spool").join(name));
+                .arg(dir.join("spool").join(name))
+                .args(&run_as);
             demo.spawn(name, cmd, &path)?;
             demo.owner_files.insert(name.clone(), idle);
         }
@@ -471,4 +482,9 @@ mod tests {
         assert_eq!(node_names("vm"), ["ws2", "ws3", "ws4", "ws5"]);
         assert_eq!(node_names("ws3")[0], "graze-ws2");
     }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory of ours.
+    unsafe { libc::geteuid() == 0 }
 }
