@@ -473,6 +473,11 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
     }
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory of ours.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,9 +487,4 @@ mod tests {
         assert_eq!(node_names("vm"), ["ws2", "ws3", "ws4", "ws5"]);
         assert_eq!(node_names("ws3")[0], "graze-ws2");
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and touches no memory of ours.
-    unsafe { libc::geteuid() == 0 }
 }
