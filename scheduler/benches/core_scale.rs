@@ -55,6 +55,7 @@ fn main() {
             },
             mpi: vec![],
             software: "bench".into(),
+            policy: Default::default(),
         };
         c.node_connected(n as u64, info, 0).unwrap();
         let st = NodeStatus {

@@ -118,6 +118,11 @@ pub async fn run(
     let owner = Owner {
         core: Core::new(CoreConfig {
             max_job_cores: cfg.max_job_cores,
+            requeue_when_suspended_after_ms: cfg
+                .requeue_when_suspended_after
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
         }),
         agents: HashMap::new(),
         waiters: HashMap::new(),
@@ -319,8 +324,26 @@ struct Owner {
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> Result<()> {
-        while let Some(input) = rx.recv().await {
-            self.handle(input, now_ms());
+        loop {
+            // The core's next deadline (vacating a suspended job), as a sleep.
+            let now = now_ms();
+            let wait = self
+                .core
+                .poll_timeout(now)
+                .map(|at| Duration::from_millis(at.saturating_sub(now)));
+            let timer = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input, now_ms());
+                }
+                () = timer => self.core.handle_timeout(now_ms()),
+            }
             self.flush();
         }
         Ok(())

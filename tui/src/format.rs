@@ -469,6 +469,7 @@ mod tests {
                     version: "4.1".into(),
                 }],
                 software: "graze-agent 0.1.0".into(),
+                policy: Default::default(),
             },
             online: true,
             status: Some(NodeStatus {
