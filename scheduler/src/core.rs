@@ -540,6 +540,17 @@ impl Core {
 
     /// Node `name` confirmed (or can no longer hold) no process of job `id`.
     fn cleared(&mut self, id: JobId, name: &str, now: u64) {
+        // A stray confirmation for a node the job still runs on (and was not asked to clear)
+        // must not free cores its processes use.
+        if let Some(j) = self.jobs.get(&id) {
+            let live = matches!(j.state, JobState::Running | JobState::Suspended)
+                && j.alloc.iter().any(|a| a.0 == name)
+                && !j.clearing.contains(name)
+                && self.nodes.get(name).is_some_and(|n| n.conn.is_some());
+            if live {
+                return;
+            }
+        }
         if let Some(node) = self.nodes.get_mut(name) {
             node.held.remove(&id);
         }
