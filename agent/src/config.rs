@@ -4,6 +4,7 @@
 //! bad value is quoted in the error.
 
 use crate::idle::IdleSourceSpec;
+use crate::window::{Window, Windows};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -18,6 +19,77 @@ pub const DEFAULT_START_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Default for `owner_cpu_max`, in percent of the whole PC.
 pub const DEFAULT_OWNER_CPU_MAX: u32 = 25;
+
+/// The owner policy beyond `start_after` and `owner_cpu_max`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Owner idle time before a job suspended for them continues.
+    pub resume_after: Duration,
+    /// Time a job stays suspended for this PC's owner before it is vacated.
+    pub vacate_after: Duration,
+    /// Time between SIGTERM and SIGKILL when vacating.
+    pub vacate_grace: Duration,
+    /// When the PC may run graze work at all; empty = always.
+    pub windows: Windows,
+    /// Nice level of job processes (0 to 19).
+    pub nice: i32,
+    /// Address-space limit (RLIMIT_AS) of each job process, in bytes.
+    pub memory_max: Option<u64>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            resume_after: Duration::from_secs(5 * 60),
+            vacate_after: Duration::from_secs(10 * 60),
+            vacate_grace: Duration::from_secs(10),
+            windows: Windows::default(),
+            nice: 19,
+            memory_max: None,
+        }
+    }
+}
+
+impl Policy {
+    /// The part the scheduler acts on.
+    pub fn wire(&self) -> graze_proto::OwnerPolicy {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        graze_proto::OwnerPolicy {
+            resume_after_ms: ms(self.resume_after),
+            vacate_after_ms: ms(self.vacate_after),
+            vacate_grace_ms: ms(self.vacate_grace),
+        }
+    }
+}
+
+/// Parse a memory size: `4G`, `512M`, `1048576` (bytes); K, M, G, T are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err("unknown unit; write e.g. 4G, 512M or a number of bytes".into()),
+            };
+            (&t[..t.len() - 1], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| "write a size such as 4G, 512M or a number of bytes".to_string())?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| "too large".to_string())?;
+    if v < 16 << 20 {
+        return Err("must be at least 16M: MPI processes cannot start with less".into());
+    }
+    Ok(v)
+}
 
 /// Everything the agent needs to run. Build it with [`resolve`] (from a command line and a
 /// file) or fill it directly (tests).
@@ -44,6 +116,8 @@ pub struct AgentConfig {
     pub spool: PathBuf,
     /// Path of the `graze-launch` shim that hydra runs instead of ssh.
     pub launcher: PathBuf,
+    /// Suspend, resume, vacate, windows and job limits.
+    pub policy: Policy,
 }
 
 /// Command line of `graze-agent`.
@@ -79,6 +153,25 @@ pub struct Cli {
     /// [default: 25].
     #[arg(long, value_name = "PERCENT")]
     pub owner_cpu_max: Option<u32>,
+    /// Owner idle time before a job suspended for the owner continues [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub resume_after: Option<String>,
+    /// Time a job stays suspended for the owner before it is vacated [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub vacate_after: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a job is vacated [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub vacate_grace: Option<String>,
+    /// Availability window, e.g. 'Mon-Fri 19:00-07:00' or 'Sat-Sun' (repeatable) [default:
+    /// always].
+    #[arg(long = "window", value_name = "WINDOW")]
+    pub windows: Vec<String>,
+    /// Nice level of job processes, 0 to 19 [default: 19].
+    #[arg(long, value_name = "N")]
+    pub nice: Option<i32>,
+    /// Address-space limit per job process, e.g. 4G [default: none].
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
     /// Spool directory for job files and the launcher socket.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
@@ -110,6 +203,18 @@ pub struct FileConfig {
     pub start_after: Option<String>,
     /// See [`AgentConfig::owner_cpu_max`].
     pub owner_cpu_max: Option<u32>,
+    /// See [`Policy::resume_after`].
+    pub resume_after: Option<String>,
+    /// See [`Policy::vacate_after`].
+    pub vacate_after: Option<String>,
+    /// See [`Policy::vacate_grace`].
+    pub vacate_grace: Option<String>,
+    /// See [`Policy::windows`].
+    pub windows: Option<Vec<String>>,
+    /// See [`Policy::nice`].
+    pub nice: Option<i32>,
+    /// See [`Policy::memory_max`].
+    pub memory_max: Option<String>,
     /// See [`AgentConfig::spool`].
     pub spool: Option<PathBuf>,
     /// See [`AgentConfig::launcher`].
@@ -363,6 +468,85 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         ));
     }
 
+    let duration = |flag: &str, key: &str, c: &Option<String>, f: &Option<String>, d: Duration| {
+        match c.as_ref().or(f.as_ref()) {
+            None => Ok(d),
+            Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                bad(
+                    flag,
+                    key,
+                    c.is_some(),
+                    s,
+                    &format!("{e}; write a duration such as 10s, 5m or 1h"),
+                )
+            }),
+        }
+    };
+    let dflt = Policy::default();
+    let resume_after = duration(
+        "resume-after",
+        "resume_after",
+        &cli.resume_after,
+        &f.resume_after,
+        dflt.resume_after,
+    )?;
+    let vacate_after = duration(
+        "vacate-after",
+        "vacate_after",
+        &cli.vacate_after,
+        &f.vacate_after,
+        dflt.vacate_after,
+    )?;
+    let vacate_grace = duration(
+        "vacate-grace",
+        "vacate_grace",
+        &cli.vacate_grace,
+        &f.vacate_grace,
+        dflt.vacate_grace,
+    )?;
+    let (wins, from_cli) = if cli.windows.is_empty() {
+        (f.windows.clone().unwrap_or_default(), false)
+    } else {
+        (cli.windows.clone(), true)
+    };
+    let windows = Windows(
+        wins.iter()
+            .map(|w| {
+                w.parse::<Window>().map_err(|e| match file {
+                    Some(c) if !from_cli => {
+                        anyhow::anyhow!("{e} (windows in {})", c.path.display())
+                    }
+                    _ => anyhow::anyhow!("{e} (--window)"),
+                })
+            })
+            .collect::<Result<_>>()?,
+    );
+    let nice = cli.nice.or(f.nice).unwrap_or(dflt.nice);
+    if !(0..=19).contains(&nice) {
+        return Err(bad(
+            "nice",
+            "nice",
+            cli.nice.is_some(),
+            &nice,
+            "must be from 0 to 19",
+        ));
+    }
+    let memory_max = match cli.memory_max.as_ref().or(f.memory_max.as_ref()) {
+        None => None,
+        Some(s) => Some(
+            parse_size(s)
+                .map_err(|why| bad("memory-max", "memory_max", cli.memory_max.is_some(), s, &why))?,
+        ),
+    };
+    let policy = Policy {
+        resume_after,
+        vacate_after,
+        vacate_grace,
+        windows,
+        nice,
+        memory_max,
+    };
+
     let spool = cli
         .spool
         .clone()
@@ -400,6 +584,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         owner_cpu_max,
         spool,
         launcher,
+        policy,
     })
 }
 
@@ -472,6 +657,7 @@ mod tests {
                 owner_cpu_max: 25,
                 spool: "/tmp/graze-agent-ann/pc7".into(),
                 launcher: "/opt/graze/graze-launch".into(),
+                policy: Policy::default(),
             }
         );
     }

@@ -47,7 +47,12 @@ impl fmt::Display for IdleSourceSpec {
 
 impl IdleSourceSpec {
     /// The source this spec describes.
-    pub fn build(&self, started: Instant) -> Box<dyn IdleSource> {
+    pub fn build(
+        &self,
+        started: Instant,
+        wake: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> Box<dyn IdleSource> {
+        let _ = wake;
         match self {
             IdleSourceSpec::File(p) => Box::new(FileSource { path: p.clone() }),
             IdleSourceSpec::AlwaysIdle => Box::new(AlwaysIdle { since: started }),
@@ -118,8 +123,13 @@ pub struct OwnerIdle {
 
 impl Owner {
     /// Sources from their specs.
-    pub fn new(specs: &[IdleSourceSpec], started: Instant) -> Owner {
-        Owner::from_sources(specs.iter().map(|s| s.build(started)).collect())
+    /// `wake` is notified by event-driven sources when they see input.
+    pub fn new(
+        specs: &[IdleSourceSpec],
+        started: Instant,
+        wake: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> Owner {
+        Owner::from_sources(specs.iter().map(|s| s.build(started, wake)).collect())
     }
 
     /// Sources given directly (for custom sources and tests).
@@ -161,34 +171,76 @@ impl Owner {
     }
 }
 
-/// The availability rule.
+/// What the availability rule looks at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnerState {
+    /// Time since the owner's last input (minimum over the sources).
+    pub idle: Duration,
+    /// Time since the owner was last seen busy by any rule (input, CPU, window), if ever.
+    pub since_busy: Option<Duration>,
+    /// CPU use of the owner's own processes, percent of the whole PC.
+    pub owner_cpu: f32,
+    /// Inside an availability window (or none configured).
+    pub window_open: bool,
+    /// The owner reclaimed the PC and has not been idle for `resume_after` since.
+    pub reclaimed: bool,
+}
+
+/// The owner policy's thresholds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// Idle time before cores are offered.
+    pub start_after: Duration,
+    /// Owner CPU percent above which the PC is busy; 100 disables the check.
+    pub owner_cpu_max: u32,
+    /// Idle time before a reclaimed PC runs its suspended jobs again.
+    pub resume_after: Duration,
+}
+
+/// The availability rule, first match wins:
 ///
+/// - outside every availability window: `OutsideWindow`;
 /// - the owner's own processes use more than `owner_cpu_max` percent: `OwnerCpuBusy`
 ///   (`owner_cpu_max >= 100` disables this check);
+/// - input less than [`OWNER_ACTIVE`] ago: `OwnerActive`;
+/// - reclaimed, and idle (since input and since busy) for less than `resume_after`:
+///   `Reclaimed`;
 /// - idle for at least `start_after`: `Offered`;
-/// - idle for less than [`OWNER_ACTIVE`]: `OwnerActive`;
 /// - otherwise `Waiting` with the time left.
-pub fn availability(
-    idle: Duration,
-    start_after: Duration,
-    owner_cpu: f32,
-    owner_cpu_max: u32,
-) -> Availability {
-    if owner_cpu_max < 100 && owner_cpu > owner_cpu_max as f32 {
+pub fn availability(s: &OwnerState, r: &Rules) -> Availability {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if !s.window_open {
+        return Availability::OutsideWindow;
+    }
+    if r.owner_cpu_max < 100 && s.owner_cpu > r.owner_cpu_max as f32 {
         return Availability::OwnerCpuBusy {
-            percent: owner_cpu.round().clamp(0.0, 100.0) as u32,
+            percent: s.owner_cpu.round().clamp(0.0, 100.0) as u32,
         };
     }
-    if idle >= start_after {
+    if s.idle < OWNER_ACTIVE {
+        return Availability::OwnerActive;
+    }
+    let idle = s.since_busy.map_or(s.idle, |b| b.min(s.idle));
+    if s.reclaimed && idle < r.resume_after {
+        return Availability::Reclaimed {
+            resumes_in_ms: ms(r.resume_after - idle),
+        };
+    }
+    if idle >= r.start_after {
         Availability::Offered
-    } else if idle < OWNER_ACTIVE {
-        Availability::OwnerActive
     } else {
-        let left = start_after - idle;
         Availability::Waiting {
-            remaining_ms: left.as_millis().try_into().unwrap_or(u64::MAX),
+            remaining_ms: ms(r.start_after - idle),
         }
     }
+}
+
+/// True when the owner is using the PC now (as opposed to idle, or reclaimed and idle).
+pub fn is_busy(a: &Availability) -> bool {
+    matches!(
+        a,
+        Availability::OutsideWindow | Availability::OwnerCpuBusy { .. } | Availability::OwnerActive
+    )
 }
 
 /// True when `a` and `b` are the same kind of availability (the numbers inside may differ).
@@ -214,27 +266,78 @@ mod tests {
         assert!("x11".parse::<IdleSourceSpec>().is_err());
     }
 
+    fn st(idle: u64) -> OwnerState {
+        OwnerState {
+            idle: Duration::from_secs(idle),
+            since_busy: None,
+            owner_cpu: 0.0,
+            window_open: true,
+            reclaimed: false,
+        }
+    }
+
     #[test]
     fn rule() {
-        let m = Duration::from_secs(60);
-        let s = Duration::from_secs;
-        assert_eq!(availability(s(60), m, 0.0, 25), Availability::Offered);
-        assert_eq!(availability(s(1), m, 0.0, 25), Availability::OwnerActive);
+        let r = Rules {
+            start_after: Duration::from_secs(60),
+            owner_cpu_max: 25,
+            resume_after: Duration::from_secs(30),
+        };
+        assert_eq!(availability(&st(60), &r), Availability::Offered);
+        assert_eq!(availability(&st(1), &r), Availability::OwnerActive);
         assert_eq!(
-            availability(s(50), m, 0.0, 25),
+            availability(&st(50), &r),
             Availability::Waiting {
                 remaining_ms: 10_000
             }
         );
+        let cpu = OwnerState {
+            owner_cpu: 30.4,
+            ..st(600)
+        };
         assert_eq!(
-            availability(s(600), m, 30.4, 25),
+            availability(&cpu, &r),
             Availability::OwnerCpuBusy { percent: 30 }
         );
-        assert_eq!(availability(s(600), m, 99.0, 100), Availability::Offered);
+        let off = Rules {
+            owner_cpu_max: 100,
+            ..r.clone()
+        };
+        let cpu99 = OwnerState {
+            owner_cpu: 99.0,
+            ..st(600)
+        };
+        assert_eq!(availability(&cpu99, &off), Availability::Offered);
+        let closed = OwnerState {
+            window_open: false,
+            ..st(600)
+        };
+        assert_eq!(availability(&closed, &r), Availability::OutsideWindow);
+        // Reclaimed: idle since input and since the last busy CPU sample counts.
+        let rec = OwnerState {
+            reclaimed: true,
+            since_busy: Some(Duration::from_secs(10)),
+            ..st(600)
+        };
         assert_eq!(
-            availability(Duration::ZERO, Duration::ZERO, 0.0, 25),
-            Availability::Offered
+            availability(&rec, &r),
+            Availability::Reclaimed {
+                resumes_in_ms: 20_000
+            }
         );
+        let rec = OwnerState {
+            since_busy: Some(Duration::from_secs(40)),
+            ..rec
+        };
+        // Idle for resume_after but not start_after: waiting (suspended jobs may resume).
+        assert_eq!(
+            availability(&rec, &r),
+            Availability::Waiting {
+                remaining_ms: 20_000
+            }
+        );
+        assert!(is_busy(&Availability::OwnerActive));
+        assert!(!is_busy(&Availability::Reclaimed { resumes_in_ms: 1 }));
     }
 
     #[test]
@@ -245,6 +348,7 @@ mod tests {
         let mut owner = Owner::new(
             &[IdleSourceSpec::File(p.clone()), IdleSourceSpec::AlwaysIdle],
             started - Duration::from_secs(100),
+            &Default::default(),
         );
         let r = owner.evaluate(Instant::now(), SystemTime::now());
         assert_eq!(r.idle, Duration::ZERO, "missing file counts as active");

@@ -18,6 +18,7 @@ pub mod launch;
 pub mod machine;
 pub mod process;
 pub mod procs;
+pub mod window;
 
 pub use config::{AgentConfig, Cli};
 pub use idle::IdleSourceSpec;
