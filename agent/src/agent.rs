@@ -225,6 +225,8 @@ pub(crate) struct Agent {
     fatal: Option<anyhow::Error>,
     /// The owner reclaimed the PC and has not been idle for `resume_after` since.
     reclaimed: bool,
+    /// The owner is using the PC now (input, CPU, outside the windows).
+    busy_now: bool,
     /// When the owner was last seen busy (input, CPU, window).
     last_busy: Option<Instant>,
     /// Wakes the loop at once when an event-driven idle source sees input.
@@ -284,6 +286,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         sock,
         fatal: None,
         reclaimed: false,
+        busy_now: false,
         last_busy: None,
         wake,
     };
@@ -441,7 +444,7 @@ impl Agent {
 
     /// The scheduler resumes a job: continue its processes unless this PC's owner is busy.
     fn resume_job(&mut self, job: JobId) {
-        let reclaimed = self.reclaimed;
+        let reclaimed = self.reclaimed || self.busy_now;
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
@@ -476,9 +479,18 @@ impl Agent {
             resume_after: policy.resume_after,
         };
         let mut avail = idle::availability(&state, &rules);
-        if idle::is_busy(&avail) {
+        self.busy_now = idle::is_busy(&avail);
+        // Reclaimed matters only while jobs are here to resume; without jobs, start_after
+        // alone says when the PC takes work.
+        let has_jobs = self.jobs.values().any(|j| !j.killing);
+        if self.reclaimed && !has_jobs {
+            self.reclaimed = false;
+            state.reclaimed = false;
+            avail = idle::availability(&state, &rules);
+        }
+        if self.busy_now {
             self.last_busy = Some(now);
-            if !self.reclaimed {
+            if !self.reclaimed && has_jobs {
                 self.reclaimed = true;
                 tracing::info!(why = %avail, "the owner reclaimed this PC");
                 // Locally and at once: no round trip to the scheduler.
@@ -875,7 +887,7 @@ impl Agent {
                 j.pgids.push(pid as i32);
                 let stop = j.suspended;
                 self.publish_jobsets();
-                if stop || self.reclaimed {
+                if stop || self.reclaimed || self.busy_now {
                     // Placed just as the owner came back: stopped until the scheduler resumes it.
                     self.stop_job(job);
                 }
@@ -950,7 +962,7 @@ impl Agent {
                 j.remotes.insert(remote);
                 let stop = j.suspended;
                 self.publish_jobsets();
-                if stop || self.reclaimed {
+                if stop || self.reclaimed || self.busy_now {
                     self.stop_job(job);
                 }
             }

@@ -85,7 +85,7 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
     let start = job.started_ms.unwrap_or(job.submitted_ms);
     match job.state {
         JobState::Queued => duration(now_ms.saturating_sub(job.submitted_ms)),
-        JobState::Running | JobState::Cancelling => duration(now_ms.saturating_sub(start)),
+        JobState::Running | JobState::Suspended | JobState::Cancelling => duration(now_ms.saturating_sub(start)),
         JobState::Completed | JobState::Failed | JobState::Cancelled => match job.ended_ms {
             Some(end) => duration(end.saturating_sub(start)),
             None => "-".into(),
@@ -97,7 +97,7 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
 fn where_or_why(job: &JobView) -> String {
     match job.state {
         JobState::Queued => job.waiting_for.clone().unwrap_or_else(|| "-".into()),
-        JobState::Running | JobState::Cancelling => hosts(&job.allocation),
+        JobState::Running | JobState::Suspended | JobState::Cancelling => hosts(&job.allocation),
         JobState::Completed | JobState::Failed | JobState::Cancelled => {
             match (&job.exit, job.allocation.is_empty()) {
                 (Some(e), false) => format!("{} ({e})", hosts(&job.allocation)),
@@ -178,6 +178,12 @@ pub fn queue_table(jobs: &[JobView], now_ms: u64) -> String {
 pub fn node_state(node: &NodeView) -> String {
     match (&node.status, node.online) {
         (_, false) => "offline".into(),
+        (Some(s), true) if !s.availability.runs_jobs() && node.used_cores > 0 => format!(
+            "{}, {} core{} reclaimed",
+            s.availability,
+            node.used_cores,
+            if node.used_cores == 1 { "" } else { "s" }
+        ),
         (Some(s), true) => s.availability.to_string(),
         (None, true) => "no status".into(),
     }
@@ -225,12 +231,16 @@ pub fn nodes_table(nodes: &[NodeView]) -> String {
                 list_or_dash(&n.info.groups),
                 list_or_dash(&n.jobs),
                 list_or_dash(&mpi),
+                match &n.status {
+                    Some(s) if n.online => list_or_dash(&s.idle_sources),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
     table(
         &[
-            "NAME", "STATE", "CORES", "LOAD", "IDLE", "GROUPS", "JOBS", "MPI",
+            "NAME", "STATE", "CORES", "LOAD", "IDLE", "GROUPS", "JOBS", "MPI", "SOURCES",
         ],
         &rows,
     )
@@ -356,7 +366,7 @@ pub fn cancel_message(job: &JobView) -> String {
         JobState::Completed | JobState::Failed => {
             format!("job {} had already ended: {}", job.id, job.state)
         }
-        JobState::Queued | JobState::Running => {
+        JobState::Queued | JobState::Running | JobState::Suspended => {
             format!(
                 "job {} is still {}; cancel not yet in effect",
                 job.id, job.state
