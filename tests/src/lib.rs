@@ -144,7 +144,8 @@ impl Cluster {
     }
 
     /// Start an agent bound to `ip` offering `cores`, with a `file:` idle source that starts
-    /// out idle, `--start-after 0s` and the owner-CPU check off (all agents share one machine).
+    /// out idle, `--start-after 0s` and the owner-CPU check off (all agents share one machine)
+    /// unless `extra` sets those flags itself.
     pub fn add_agent(&mut self, name: &str, ip: &str, cores: u32, extra: &[&str]) -> &Agent {
         let idle_file = self.dir.path().join(format!("{name}.idle"));
         std::fs::write(&idle_file, "").unwrap();
@@ -157,7 +158,12 @@ impl Cluster {
             .args(["--name", name, "--bind", ip, "--cores", &cores.to_string()])
             .arg("--idle-source")
             .arg(format!("file:{}", idle_file.display()))
-            .args(["--start-after", "0s", "--owner-cpu-max", "100"])
+            .args(
+                [("--start-after", "0s"), ("--owner-cpu-max", "100")]
+                    .iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, v)| [*flag, *v]),
+            )
             .arg("--spool")
             .arg(self.dir.path().join("spool").join(name))
             .args(extra)
@@ -237,6 +243,18 @@ impl Cluster {
     /// `graze show JOB --json`.
     pub fn show(&self, id: u64) -> Value {
         self.graze_json(&["show", &id.to_string(), "--json"])
+    }
+
+    /// The node `name` as `graze nodes --json` shows it.
+    pub fn node(&self, name: &str) -> Value {
+        let nodes = self.graze_json(&["nodes", "--json"]);
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["info"]["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// Live (non-zombie) processes that belong to job `id` of this cluster.
@@ -336,4 +354,17 @@ pub fn computed_pi(text: &str) -> Option<(u32, f64)> {
         let (n, x) = rest.split_once(" processors is ")?;
         Some((n.trim().parse().ok()?, x.trim().parse().ok()?))
     })
+}
+
+/// Mark `p` as touched now: the owner of that agent typed.
+pub fn touch(p: &Path) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+}
+
+/// The command name of a process.
+pub fn process_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
