@@ -524,7 +524,8 @@ impl Agent {
                 owner_cpu: self.cpu.owner_cpu,
                 owner_idle_ms: owner.idle.as_millis().try_into().unwrap_or(u64::MAX),
                 availability: avail.clone(),
-                idle_sources: owner.working,
+                idle_sources: owner.working.clone(),
+                unavailable_sources: owner.unavailable.clone(),
             };
             self.send(AgentMsg::Status(status)).await;
             self.last_status = Some((now, avail));

@@ -143,7 +143,8 @@ pub struct Cli {
     /// Node group (repeatable).
     #[arg(long = "group", value_name = "G")]
     pub groups: Vec<String>,
-    /// Idle source: `file:PATH` or `always-idle` (repeatable).
+    /// Idle source: `x11`, `x11:DISPLAY`, `user-idle`, `tty`, `evdev`, `file:PATH` or
+    /// `always-idle` (repeatable).
     #[arg(long = "idle-source", value_name = "SPEC")]
     pub idle_sources: Vec<String>,
     /// Owner idle time before offering cores, e.g. `90s`, `15m` [default: 15m].
@@ -341,7 +342,7 @@ fn is_executable(p: &Path) -> bool {
 
 /// The error text for a missing idle source.
 pub const NO_IDLE_SOURCE: &str =
-    "no idle source configured: pass --idle-source file:PATH or always-idle";
+    "no idle source configured: pass --idle-source x11, tty, evdev, file:PATH or always-idle";
 
 /// Read the file named by `--config` (if any) and resolve everything.
 pub fn load(cli: &Cli, defaults: &Defaults) -> Result<AgentConfig> {
@@ -775,11 +776,11 @@ mod tests {
         }
         let e = err(
             &cli(&[]),
-            Some(&file("access = \"/a\"\nidle_sources = [\"x11\"]\n")),
+            Some(&file("access = \"/a\"\nidle_sources = [\"x12\"]\n")),
         );
         assert!(
             e.contains(
-                "invalid idle_sources 'x11' in agent.toml: must be 'file:PATH' or 'always-idle'"
+                "invalid idle_sources 'x12' in agent.toml: must be 'file:PATH', 'always-idle'"
             ),
             "{e}"
         );

@@ -13,25 +13,44 @@ use std::time::{Duration, Instant, SystemTime};
 /// Below this idle time the owner counts as active (rather than idle but waiting).
 pub const OWNER_ACTIVE: Duration = Duration::from_secs(2);
 
-/// A configured idle source, as written in the config: `file:PATH` or `always-idle`.
+/// A configured idle source, as written in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdleSourceSpec {
-    /// Idle time = now minus the modification time of the file.
+    /// `file:PATH`: idle time = now minus the modification time of the file.
     File(PathBuf),
-    /// Idle since the agent started (tests, dedicated machines).
+    /// `always-idle`: idle since the agent started (tests, dedicated machines).
     AlwaysIdle,
+    /// `x11` / `x11:DISPLAY` (alias `user-idle`): the X server's screen-saver idle counter.
+    X11(Option<String>),
+    /// `tty`: the atime of logged-in users' terminals (utmp), so SSH and console sessions
+    /// count as presence.
+    Tty,
+    /// `evdev`: Linux input devices `/dev/input/event*`, event-driven.
+    Evdev,
 }
+
+/// The accepted forms, for error messages.
+pub const SPEC_FORMS: &str = "must be 'file:PATH', 'always-idle', 'x11', 'x11:DISPLAY', 'user-idle', 'tty' or 'evdev'";
 
 impl FromStr for IdleSourceSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "always-idle" {
-            return Ok(IdleSourceSpec::AlwaysIdle);
+        match s {
+            "always-idle" => return Ok(IdleSourceSpec::AlwaysIdle),
+            "x11" | "user-idle" => return Ok(IdleSourceSpec::X11(None)),
+            "tty" => return Ok(IdleSourceSpec::Tty),
+            "evdev" => return Ok(IdleSourceSpec::Evdev),
+            _ => {}
+        }
+        if let Some(d) = s.strip_prefix("x11:") {
+            if !d.is_empty() {
+                return Ok(IdleSourceSpec::X11(Some(d.to_string())));
+            }
         }
         match s.strip_prefix("file:") {
             Some(p) if !p.is_empty() => Ok(IdleSourceSpec::File(PathBuf::from(p))),
-            _ => Err("must be 'file:PATH' or 'always-idle'".into()),
+            _ => Err(SPEC_FORMS.into()),
         }
     }
 }
@@ -41,6 +60,10 @@ impl fmt::Display for IdleSourceSpec {
         match self {
             IdleSourceSpec::File(p) => write!(f, "file:{}", p.display()),
             IdleSourceSpec::AlwaysIdle => write!(f, "always-idle"),
+            IdleSourceSpec::X11(None) => write!(f, "x11"),
+            IdleSourceSpec::X11(Some(d)) => write!(f, "x11:{d}"),
+            IdleSourceSpec::Tty => write!(f, "tty"),
+            IdleSourceSpec::Evdev => write!(f, "evdev"),
         }
     }
 }
@@ -52,10 +75,17 @@ impl IdleSourceSpec {
         started: Instant,
         wake: &std::sync::Arc<tokio::sync::Notify>,
     ) -> Box<dyn IdleSource> {
-        let _ = wake;
         match self {
             IdleSourceSpec::File(p) => Box::new(FileSource { path: p.clone() }),
             IdleSourceSpec::AlwaysIdle => Box::new(AlwaysIdle { since: started }),
+            IdleSourceSpec::X11(d) => Box::new(X11 {
+                src: crate::x11::X11Source::new(d.clone()),
+            }),
+            IdleSourceSpec::Tty => Box::new(crate::tty::TtySource::new("/var/run/utmp")),
+            IdleSourceSpec::Evdev => Box::new(crate::evdev::EvdevSource::new(
+                "/dev/input",
+                wake.clone(),
+            )),
         }
     }
 }
@@ -65,8 +95,24 @@ impl IdleSourceSpec {
 pub trait IdleSource: Send {
     /// Name shown in the node status, e.g. `file:/tmp/x`.
     fn name(&self) -> String;
-    /// Time since the owner's last input, or why this source cannot tell now.
-    fn idle(&mut self, now: Instant, wall: SystemTime) -> Result<Duration, String>;
+    /// Time since the owner's last input; `Ok(None)` when there is nothing to watch on this
+    /// PC now (no X display, no input device, nobody logged in on a terminal): the source
+    /// is skipped. An error means the source is broken: the owner counts as active.
+    fn idle(&mut self, now: Instant, wall: SystemTime) -> Result<Option<Duration>, String>;
+}
+
+/// The graphical session (see [`crate::x11`]).
+struct X11 {
+    src: crate::x11::X11Source,
+}
+
+impl IdleSource for X11 {
+    fn name(&self) -> String {
+        format!("x11:{}", self.src.display_name())
+    }
+    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
+        self.src.idle(now)
+    }
 }
 
 /// Idle time from a file's modification time: `touch FILE` means "the owner is here".
@@ -80,14 +126,14 @@ impl IdleSource for FileSource {
         format!("file:{}", self.path.display())
     }
 
-    fn idle(&mut self, _now: Instant, wall: SystemTime) -> Result<Duration, String> {
+    fn idle(&mut self, _now: Instant, wall: SystemTime) -> Result<Option<Duration>, String> {
         let meta = std::fs::metadata(&self.path)
             .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
         let mtime = meta
             .modified()
             .map_err(|e| format!("no modification time for '{}': {e}", self.path.display()))?;
         // A modification time in the future counts as "now".
-        Ok(wall.duration_since(mtime).unwrap_or(Duration::ZERO))
+        Ok(Some(wall.duration_since(mtime).unwrap_or(Duration::ZERO)))
     }
 }
 
@@ -102,8 +148,8 @@ impl IdleSource for AlwaysIdle {
         "always-idle".into()
     }
 
-    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Duration, String> {
-        Ok(now.saturating_duration_since(self.since))
+    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
+        Ok(Some(now.saturating_duration_since(self.since)))
     }
 }
 
@@ -119,6 +165,8 @@ pub struct OwnerIdle {
     pub idle: Duration,
     /// Names of the sources that work.
     pub working: Vec<String>,
+    /// Sources with nothing to watch now (no display, no device), skipped.
+    pub unavailable: Vec<String>,
 }
 
 impl Owner {
@@ -144,9 +192,15 @@ impl Owner {
     pub fn evaluate(&mut self, now: Instant, wall: SystemTime) -> OwnerIdle {
         let mut idle: Option<Duration> = None;
         let mut working = Vec::new();
+        let mut unavailable = Vec::new();
         for (src, broken) in &mut self.sources {
             let d = match src.idle(now, wall) {
-                Ok(d) => {
+                Ok(None) => {
+                    broken.take();
+                    unavailable.push(src.name());
+                    continue;
+                }
+                Ok(Some(d)) => {
                     if broken.take().is_some() {
                         tracing::info!(source = %src.name(), "idle source works again");
                     }
@@ -164,9 +218,11 @@ impl Owner {
             };
             idle = Some(idle.map_or(d, |i| i.min(d)));
         }
+        // No source able to tell: the owner counts as active (never offer by mistake).
         OwnerIdle {
             idle: idle.unwrap_or(Duration::ZERO),
             working,
+            unavailable,
         }
     }
 }
@@ -263,7 +319,17 @@ mod tests {
         assert_eq!(f, IdleSourceSpec::File("/tmp/x".into()));
         assert_eq!(f.to_string(), "file:/tmp/x");
         assert!("file:".parse::<IdleSourceSpec>().is_err());
-        assert!("x11".parse::<IdleSourceSpec>().is_err());
+        assert_eq!(
+            "x11::99".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::X11(Some(":99".into()))
+        );
+        assert_eq!(
+            "user-idle".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::X11(None)
+        );
+        assert_eq!("tty".parse::<IdleSourceSpec>().unwrap(), IdleSourceSpec::Tty);
+        assert_eq!("evdev".parse::<IdleSourceSpec>().unwrap(), IdleSourceSpec::Evdev);
+        assert!("x12".parse::<IdleSourceSpec>().is_err());
     }
 
     fn st(idle: u64) -> OwnerState {
@@ -369,13 +435,22 @@ mod tests {
             fn name(&self) -> String {
                 format!("fixed:{}", self.0)
             }
-            fn idle(&mut self, _: Instant, _: SystemTime) -> Result<Duration, String> {
-                Ok(Duration::from_secs(self.0))
+            fn idle(&mut self, _: Instant, _: SystemTime) -> Result<Option<Duration>, String> {
+                Ok((self.0 > 0).then(|| Duration::from_secs(self.0)))
             }
         }
         let mut o = Owner::from_sources(vec![Box::new(Fixed(50)), Box::new(Fixed(7))]);
         let r = o.evaluate(Instant::now(), SystemTime::now());
         assert_eq!(r.idle, Duration::from_secs(7));
+        // An unavailable source (0 here) is skipped, not counted as active...
+        let mut o = Owner::from_sources(vec![Box::new(Fixed(50)), Box::new(Fixed(0))]);
+        let r = o.evaluate(Instant::now(), SystemTime::now());
+        assert_eq!(r.idle, Duration::from_secs(50));
+        assert_eq!(r.unavailable, vec!["fixed:0".to_string()]);
+        // ... but with none able to tell, the owner counts as active.
+        let mut o = Owner::from_sources(vec![Box::new(Fixed(0))]);
+        let r = o.evaluate(Instant::now(), SystemTime::now());
+        assert_eq!(r.idle, Duration::ZERO);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub mod machine;
 pub mod process;
 pub mod procs;
 pub mod window;
+pub mod x11;
+pub mod tty;
+pub mod evdev;
 
 pub use config::{AgentConfig, Cli};
 pub use idle::IdleSourceSpec;

@@ -258,6 +258,10 @@ pub struct NodeStatus {
     pub availability: Availability,
     /// Idle sources that work on this PC, e.g. `file:/tmp/x`.
     pub idle_sources: Vec<String>,
+    /// Configured idle sources with nothing to watch now (no X display, no input device,
+    /// nobody logged in on a terminal); they are skipped.
+    #[serde(default)]
+    pub unavailable_sources: Vec<String>,
 }
 
 /// A host of an allocation and how many ranks it runs.

@@ -488,6 +488,7 @@ mod tests {
                 owner_idle_ms: 2 * 3_600_000 + 5 * 60_000,
                 availability: Availability::Offered,
                 idle_sources: vec!["x11".into()],
+                unavailable_sources: vec![],
             }),
             used_cores: 4,
             jobs: vec![JobId(11)],

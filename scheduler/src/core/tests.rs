@@ -27,6 +27,7 @@ fn status(offered: bool, idle_ms: u64) -> NodeStatus {
             Availability::OwnerActive
         },
         idle_sources: vec![],
+        unavailable_sources: vec![],
     }
 }
 
