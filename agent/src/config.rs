@@ -738,6 +738,21 @@ mod tests {
     }
 
     #[test]
+    fn policy_from_file_and_flags() {
+        let f = file(
+            "access = \"/a\"\nidle_sources = [\"tty\", \"x11::0\"]\nresume_after = \"2m\"\nwindows = [\"Sat-Sun\"]\nmemory_max = \"2G\"\n",
+        );
+        let c = resolve(&cli(&["--vacate-after", "30s", "--nice", "10"]), Some(&f), &defaults()).unwrap();
+        assert_eq!(c.policy.resume_after, Duration::from_secs(120));
+        assert_eq!(c.policy.vacate_after, Duration::from_secs(30));
+        assert_eq!(c.policy.vacate_grace, Duration::from_secs(10));
+        assert_eq!(c.policy.nice, 10);
+        assert_eq!(c.policy.memory_max, Some(2 << 30));
+        assert_eq!(c.policy.windows.0.len(), 1);
+        assert_eq!(c.policy.wire().vacate_after_ms, 30_000);
+    }
+
+    #[test]
     fn example_file_parses() {
         let text = include_str!("../../config/agent.toml");
         let f = file(text);
@@ -769,6 +784,19 @@ mod tests {
                 "invalid name 'my pc' in agent.toml: may only hold",
             ),
             ("groups = [\"a b\"]", "invalid groups 'a b' in agent.toml"),
+            (
+                "resume_after = \"soon\"",
+                "invalid resume_after 'soon' in agent.toml",
+            ),
+            (
+                "windows = [\"Mon-Fri 19:00-07:00\", \"Sun 9-17\"]",
+                "invalid availability window 'Sun 9-17': '9' is not a time of day",
+            ),
+            ("nice = 20", "invalid nice '20' in agent.toml: must be from 0 to 19"),
+            (
+                "memory_max = \"4Q\"",
+                "invalid memory_max '4Q' in agent.toml: unknown unit",
+            ),
         ];
         for (line, want) in cases {
             let e = err(&cli(&[]), Some(&file(&format!("{base}{line}\n"))));
@@ -801,10 +829,10 @@ mod tests {
         );
         assert!(e.contains("invalid --cores '0': must be at least 1"), "{e}");
         let e = err(
-            &cli(&["--access", "/a", "--idle-source", "tty"]),
+            &cli(&["--access", "/a", "--idle-source", "ttyy"]),
             Some(&file("cores = 2")),
         );
-        assert!(e.contains("invalid --idle-source 'tty'"), "{e}");
+        assert!(e.contains("invalid --idle-source 'ttyy'"), "{e}");
         let e = err(
             &cli(&[
                 "--access",

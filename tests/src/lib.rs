@@ -170,6 +170,8 @@ impl Cluster {
             .env("PATH", test_path())
             .env("RUST_LOG", "info")
             .env("GRAZE_TEST_CLUSTER", self.dir.path())
+            // Tests name their X display explicitly (x11:DISPLAY), never a stray one.
+            .env_remove("DISPLAY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

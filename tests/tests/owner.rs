@@ -296,3 +296,92 @@ fn owner_cpu_load_withdraws_cores() {
         "{ev:?}"
     );
 }
+
+/// A real X server: Xvfb on a free display it picks itself; killed on drop.
+struct Xvfb {
+    child: std::process::Child,
+    /// `:N`.
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("Xvfb")
+            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Xvfb (Debian package xvfb) must be installed");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let n: u32 = line.trim().parse().expect("Xvfb display number");
+        Xvfb {
+            child,
+            display: format!(":{n}"),
+        }
+    }
+
+    /// `xdotool key a` on this display.
+    fn key(&self) {
+        let st = std::process::Command::new("xdotool")
+            .args(["key", "a"])
+            .env("DISPLAY", &self.display)
+            .status()
+            .expect("xdotool (Debian package xdotool) must be installed");
+        assert!(st.success());
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_graphical_source_under_xvfb() {
+    let x = Xvfb::start();
+    let mut c = Cluster::start(&[]);
+    let src = format!("x11:{}", x.display);
+    c.add_agent("x2", "127.0.0.2", 1, &["--idle-source", &src]);
+    // The same agent without any display: keeps running, reports the source unavailable.
+    c.add_agent("x3", "127.0.0.3", 1, &["--idle-source", "x11"]);
+    c.wait_offered(2);
+    let node = c.node("x2");
+    assert!(
+        node["status"]["idle_sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == &serde_json::json!(src)),
+        "{node}"
+    );
+    let node = c.node("x3");
+    assert_eq!(node["status"]["unavailable_sources"][0], "x11:", "{node}");
+
+    let id = c.submit(&["-n", "1", "--nodes", "x2", "--", "sleep", "300"]);
+    let pids = wait_for("the job running", LONG, || {
+        let p = c.job_processes(id);
+        (!p.is_empty()).then_some(p)
+    });
+    x.key();
+    wait_for("the job's processes stopped by a key press", LONG, || {
+        all_stopped(&pids).then_some(())
+    });
+    assert_eq!(availability(&c, "x2"), "owner_active");
+    if let Some(st) = c.agents[1].child.try_wait().unwrap() {
+        panic!("x3 exited: {st}");
+    }
+    drop(x);
+    // The X server goes away: the agent survives it and reports the source unavailable.
+    wait_for("x2 to report its X source unavailable", LONG, || {
+        let n = c.node("x2");
+        (n["status"]["unavailable_sources"][0] == serde_json::json!(src)).then_some(())
+    });
+    assert!(c.agents[0].child.try_wait().unwrap().is_none(), "x2 died with its X server");
+    assert_eq!(c.node("x2")["online"], true);
+}
