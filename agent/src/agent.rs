@@ -411,8 +411,12 @@ impl Agent {
             return;
         }
         let n = procs::stop_now(&sets);
-        tracing::info!(jobs = sets.len(), processes = n,
-            after_us = seen.elapsed().as_micros() as u64, "owner is back: job processes stopped");
+        tracing::info!(
+            jobs = sets.len(),
+            processes = n,
+            after_us = seen.elapsed().as_micros() as u64,
+            "owner is back: job processes stopped"
+        );
         self.follow_up_stop(sets, seen);
     }
 
@@ -437,7 +441,8 @@ impl Agent {
         }
         j.suspended = true;
         let set = j.procs();
-        j.span.in_scope(|| tracing::info!("suspending the job's processes"));
+        j.span
+            .in_scope(|| tracing::info!("suspending the job's processes"));
         procs::stop_now(std::slice::from_ref(&set));
         self.follow_up_stop(vec![set], Instant::now());
     }
@@ -455,7 +460,8 @@ impl Agent {
             return;
         }
         j.suspended = false;
-        j.span.in_scope(|| tracing::info!("resuming the job's processes"));
+        j.span
+            .in_scope(|| tracing::info!("resuming the job's processes"));
         let set = j.procs();
         tokio::task::spawn_blocking(move || set.cont());
     }
@@ -1027,8 +1033,8 @@ impl Agent {
                 None => set.kill(KILL_TIMEOUT),
                 Some(g) => set.vacate(g, KILL_TIMEOUT),
             })
-                .await
-                .unwrap_or(Ok(()));
+            .await
+            .unwrap_or(Ok(()));
             let _ = tx.send(Input::Killed { job, result }).await;
         });
     }

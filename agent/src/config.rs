@@ -82,9 +82,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| "write a size such as 4G, 512M or a number of bytes".to_string())?;
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| "too large".to_string())?;
+    let v = n.checked_mul(mult).ok_or_else(|| "too large".to_string())?;
     if v < 16 << 20 {
         return Err("must be at least 16M: MPI processes cannot start with less".into());
     }
@@ -469,8 +467,11 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         ));
     }
 
-    let duration = |flag: &str, key: &str, c: &Option<String>, f: &Option<String>, d: Duration| {
-        match c.as_ref().or(f.as_ref()) {
+    let duration =
+        |flag: &str, key: &str, c: &Option<String>, f: &Option<String>, d: Duration| match c
+            .as_ref()
+            .or(f.as_ref())
+        {
             None => Ok(d),
             Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
                 bad(
@@ -481,8 +482,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
                     &format!("{e}; write a duration such as 10s, 5m or 1h"),
                 )
             }),
-        }
-    };
+        };
     let dflt = Policy::default();
     let resume_after = duration(
         "resume-after",
@@ -534,10 +534,15 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
     }
     let memory_max = match cli.memory_max.as_ref().or(f.memory_max.as_ref()) {
         None => None,
-        Some(s) => Some(
-            parse_size(s)
-                .map_err(|why| bad("memory-max", "memory_max", cli.memory_max.is_some(), s, &why))?,
-        ),
+        Some(s) => Some(parse_size(s).map_err(|why| {
+            bad(
+                "memory-max",
+                "memory_max",
+                cli.memory_max.is_some(),
+                s,
+                &why,
+            )
+        })?),
     };
     let policy = Policy {
         resume_after,
@@ -742,7 +747,12 @@ mod tests {
         let f = file(
             "access = \"/a\"\nidle_sources = [\"tty\", \"x11::0\"]\nresume_after = \"2m\"\nwindows = [\"Sat-Sun\"]\nmemory_max = \"2G\"\n",
         );
-        let c = resolve(&cli(&["--vacate-after", "30s", "--nice", "10"]), Some(&f), &defaults()).unwrap();
+        let c = resolve(
+            &cli(&["--vacate-after", "30s", "--nice", "10"]),
+            Some(&f),
+            &defaults(),
+        )
+        .unwrap();
         assert_eq!(c.policy.resume_after, Duration::from_secs(120));
         assert_eq!(c.policy.vacate_after, Duration::from_secs(30));
         assert_eq!(c.policy.vacate_grace, Duration::from_secs(10));
@@ -792,7 +802,10 @@ mod tests {
                 "windows = [\"Mon-Fri 19:00-07:00\", \"Sun 9-17\"]",
                 "invalid availability window 'Sun 9-17': '9' is not a time of day",
             ),
-            ("nice = 20", "invalid nice '20' in agent.toml: must be from 0 to 19"),
+            (
+                "nice = 20",
+                "invalid nice '20' in agent.toml: must be from 0 to 19",
+            ),
             (
                 "memory_max = \"4Q\"",
                 "invalid memory_max '4Q' in agent.toml: unknown unit",

@@ -221,21 +221,36 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // Opening a FIFO for reading blocks until a writer comes: open the writer first.
-        let writer = std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).unwrap());
+        let writer =
+            std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).unwrap());
         src.next_scan = None;
         let later = now + Duration::from_secs(1);
         let d = src.idle(later, SystemTime::now()).unwrap().unwrap();
-        assert!(d <= Duration::from_secs(1), "no input yet: idle since start, {d:?}");
+        assert!(
+            d <= Duration::from_secs(1),
+            "no input yet: idle since start, {d:?}"
+        );
         let mut w = writer.join().unwrap();
 
         let woken = wake.notified();
         let t = SystemTime::now() - Duration::from_secs(30);
         let ms = t.duration_since(UNIX_EPOCH).unwrap();
-        w.write_all(&event(ms.as_secs() as i64, i64::from(ms.subsec_micros()), EV_KEY, 30, 1))
+        w.write_all(&event(
+            ms.as_secs() as i64,
+            i64::from(ms.subsec_micros()),
+            EV_KEY,
+            30,
+            1,
+        ))
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), woken).await.unwrap();
         let d = src.idle(later, SystemTime::now()).unwrap().unwrap();
-        assert!(d >= Duration::from_secs(29) && d <= Duration::from_secs(32), "kernel timestamp used: {d:?}");
+        assert!(
+            d >= Duration::from_secs(29) && d <= Duration::from_secs(32),
+            "kernel timestamp used: {d:?}"
+        );
         drop(w);
         // The device went away: the reader ends and the source has nothing to watch.
         for _ in 0..100 {

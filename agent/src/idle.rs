@@ -30,7 +30,8 @@ pub enum IdleSourceSpec {
 }
 
 /// The accepted forms, for error messages.
-pub const SPEC_FORMS: &str = "must be 'file:PATH', 'always-idle', 'x11', 'x11:DISPLAY', 'user-idle', 'tty' or 'evdev'";
+pub const SPEC_FORMS: &str =
+    "must be 'file:PATH', 'always-idle', 'x11', 'x11:DISPLAY', 'user-idle', 'tty' or 'evdev'";
 
 impl FromStr for IdleSourceSpec {
     type Err = String;
@@ -82,10 +83,9 @@ impl IdleSourceSpec {
                 src: crate::x11::X11Source::new(d.clone()),
             }),
             IdleSourceSpec::Tty => Box::new(crate::tty::TtySource::new("/var/run/utmp")),
-            IdleSourceSpec::Evdev => Box::new(crate::evdev::EvdevSource::new(
-                "/dev/input",
-                wake.clone(),
-            )),
+            IdleSourceSpec::Evdev => {
+                Box::new(crate::evdev::EvdevSource::new("/dev/input", wake.clone()))
+            }
         }
     }
 }
@@ -327,8 +327,14 @@ mod tests {
             "user-idle".parse::<IdleSourceSpec>().unwrap(),
             IdleSourceSpec::X11(None)
         );
-        assert_eq!("tty".parse::<IdleSourceSpec>().unwrap(), IdleSourceSpec::Tty);
-        assert_eq!("evdev".parse::<IdleSourceSpec>().unwrap(), IdleSourceSpec::Evdev);
+        assert_eq!(
+            "tty".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::Tty
+        );
+        assert_eq!(
+            "evdev".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::Evdev
+        );
         assert!("x12".parse::<IdleSourceSpec>().is_err());
     }
 

@@ -12,16 +12,16 @@
 
 mod agent;
 pub mod config;
+pub mod evdev;
 pub mod hydra;
 pub mod idle;
 pub mod launch;
 pub mod machine;
 pub mod process;
 pub mod procs;
+pub mod tty;
 pub mod window;
 pub mod x11;
-pub mod tty;
-pub mod evdev;
 
 pub use config::{AgentConfig, Cli};
 pub use idle::IdleSourceSpec;

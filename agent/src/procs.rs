@@ -504,7 +504,9 @@ mod tests {
         assert!(wait_for(|| sleeps(&members_of(&sets)) == 3));
         stop_now(&sets);
         // Signals are delivered asynchronously; no new signal is sent from here on.
-        assert!(wait_for(|| members_of(&sets).iter().all(ProcInfo::is_stopped)));
+        assert!(wait_for(|| members_of(&sets)
+            .iter()
+            .all(ProcInfo::is_stopped)));
         assert_eq!(members_of(&sets).len(), 4);
         stop_all(&sets, Duration::from_secs(1)).unwrap();
         for s in &sets {
@@ -524,7 +526,10 @@ mod tests {
         set.vacate(Duration::from_millis(300), Duration::from_secs(5))
             .unwrap();
         assert!(set.members().is_empty());
-        assert!(t.elapsed() >= Duration::from_millis(300), "the TERM-ignoring sleep waited for the grace");
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "the TERM-ignoring sleep waited for the grace"
+        );
         child.wait().unwrap();
     }
 

@@ -100,7 +100,10 @@ mod tests {
         s.dev = dir.path().to_owned();
         let later = SystemTime::now() + Duration::from_secs(60);
         let idle = s.idle_at(later).unwrap();
-        assert!(idle >= Duration::from_secs(59) && idle <= Duration::from_secs(61), "{idle:?}");
+        assert!(
+            idle >= Duration::from_secs(59) && idle <= Duration::from_secs(61),
+            "{idle:?}"
+        );
         std::fs::write(&utmp, record(8, "pts/7")).unwrap();
         assert_eq!(s.idle_at(later), None, "nobody logged in");
         assert_eq!(TtySource::new(dir.path().join("none")).idle_at(later), None);

@@ -97,7 +97,12 @@ fn parse_days(text: &str, s: &str) -> Result<u8, WindowError> {
 }
 
 fn parse_time(text: &str, s: &str) -> Result<u32, WindowError> {
-    let bad = || err(text, format!("'{s}' is not a time of day; write HH:MM or HH:MM:SS (00:00 to 24:00)"));
+    let bad = || {
+        err(
+            text,
+            format!("'{s}' is not a time of day; write HH:MM or HH:MM:SS (00:00 to 24:00)"),
+        )
+    };
     let parts: Vec<&str> = s.split(':').collect();
     if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.len() != 2) {
         return Err(bad());
@@ -133,7 +138,10 @@ impl FromStr for Window {
             None => (0, DAY),
             Some(r) => {
                 let (a, b) = r.split_once('-').ok_or_else(|| {
-                    err(text, format!("'{r}' is not a time range; write HH:MM-HH:MM"))
+                    err(
+                        text,
+                        format!("'{r}' is not a time range; write HH:MM-HH:MM"),
+                    )
                 })?;
                 let (a, b) = (parse_time(text, a)?, parse_time(text, b)?);
                 if a == b {
@@ -168,7 +176,8 @@ impl Window {
             self.opens_on(d) && sec >= self.start && sec < self.end
         } else {
             // Overnight: open from `start` on an opening day until `end` the next day.
-            (self.opens_on(d) && sec >= self.start) || (self.opens_on((d + 6) % 7) && sec < self.end)
+            (self.opens_on(d) && sec >= self.start)
+                || (self.opens_on((d + 6) % 7) && sec < self.end)
         }
     }
 }
@@ -236,7 +245,10 @@ mod tests {
         assert!(x.contains(MON, at(19, 0)));
         assert!(x.contains(TUE, at(6, 59)));
         assert!(!x.contains(TUE, at(7, 0)));
-        assert!(!x.contains(MON, at(6, 0)), "Sunday night is not a weekday night");
+        assert!(
+            !x.contains(MON, at(6, 0)),
+            "Sunday night is not a weekday night"
+        );
         assert!(x.contains(SAT, at(6, 0)), "Friday night runs into Saturday");
         assert!(!x.contains(SAT, at(8, 0)));
         assert!(!x.contains(SUN, at(20, 0)));
@@ -263,7 +275,10 @@ mod tests {
     fn set_of_windows() {
         let ws = Windows(vec![w("Mon-Fri 19:00-07:00"), w("Sat-Sun")]);
         assert!(ws.contains(SUN, at(12, 0)));
-        assert!(!ws.contains(MON, at(3, 0)), "weekends end at midnight; Sunday night is not in");
+        assert!(
+            !ws.contains(MON, at(3, 0)),
+            "weekends end at midnight; Sunday night is not in"
+        );
         assert!(!ws.contains(TUE, at(12, 0)));
         assert!(Windows::default().contains(TUE, at(12, 0)));
     }
@@ -280,7 +295,10 @@ mod tests {
             ("Mon 08:00-09:00 extra", "write DAYS"),
         ] {
             let e = text.parse::<Window>().unwrap_err().to_string();
-            assert!(e.starts_with(&format!("invalid availability window '{text}'")), "{e}");
+            assert!(
+                e.starts_with(&format!("invalid availability window '{text}'")),
+                "{e}"
+            );
             assert!(e.contains(want), "{text}: {e}");
         }
     }

@@ -116,7 +116,9 @@ impl X11Source {
             return Err("X libraries not loaded".into());
         };
         let name = match &self.display {
-            Some(d) => Some(CString::new(d.as_str()).map_err(|_| format!("bad display name '{d}'"))?),
+            Some(d) => {
+                Some(CString::new(d.as_str()).map_err(|_| format!("bad display name '{d}'"))?)
+            }
             None => None,
         };
         let shown = self.display_name();
@@ -135,7 +137,9 @@ impl X11Source {
             let (mut ev, mut err) = (0, 0);
             if (xss.XScreenSaverQueryExtension)(d, &mut ev, &mut err) == 0 {
                 (xlib.XCloseDisplay)(d);
-                return Err(format!("X display '{shown}' has no MIT-SCREEN-SAVER extension"));
+                return Err(format!(
+                    "X display '{shown}' has no MIT-SCREEN-SAVER extension"
+                ));
             }
             let info = (xss.XScreenSaverAllocInfo)();
             if info.is_null() {

@@ -239,7 +239,11 @@ impl fmt::Display for Availability {
             Availability::OwnerCpuBusy { percent } => write!(f, "owner-busy (cpu {percent}%)"),
             Availability::OutsideWindow => write!(f, "outside window"),
             Availability::Reclaimed { resumes_in_ms } => {
-                write!(f, "owner-busy (idle, resumes in {}s)", resumes_in_ms.div_ceil(1000))
+                write!(
+                    f,
+                    "owner-busy (idle, resumes in {}s)",
+                    resumes_in_ms.div_ceil(1000)
+                )
             }
         }
     }

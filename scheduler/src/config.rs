@@ -128,8 +128,7 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
         .requeue_when_suspended_after
         .or(file.requeue_when_suspended_after)
         .unwrap_or_else(|| "60s".into());
-    let requeue_when_suspended_after =
-        parse_duration("requeue_when_suspended_after", &requeue_s)?;
+    let requeue_when_suspended_after = parse_duration("requeue_when_suspended_after", &requeue_s)?;
     Ok(SchedulerConfig {
         requeue_when_suspended_after,
         state_dir,

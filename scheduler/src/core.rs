@@ -261,11 +261,17 @@ impl Core {
         };
         let was = node.offered();
         let was_blocking = node.blocks_jobs();
-        let was_kind = node.status.as_ref().map(|s| std::mem::discriminant(&s.availability));
+        let was_kind = node
+            .status
+            .as_ref()
+            .map(|s| std::mem::discriminant(&s.availability));
         node.status = Some(status);
         let offered = node.offered();
         let blocking = node.blocks_jobs();
-        let kind = node.status.as_ref().map(|s| std::mem::discriminant(&s.availability));
+        let kind = node
+            .status
+            .as_ref()
+            .map(|s| std::mem::discriminant(&s.availability));
         let name = name.clone();
         if offered {
             for j in self.jobs.values_mut() {
@@ -281,7 +287,9 @@ impl Core {
             let running: Vec<JobId> = self
                 .jobs
                 .iter()
-                .filter(|(_, j)| j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name))
+                .filter(|(_, j)| {
+                    j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in running {
@@ -352,7 +360,10 @@ impl Core {
                 .as_ref()
                 .is_some_and(|s| s.availability == Availability::OutsideWindow);
             let (at, why) = if outside {
-                (since, format!("the availability window of node {name} ended"))
+                (
+                    since,
+                    format!("the availability window of node {name} ended"),
+                )
             } else {
                 let after = n.info.policy.vacate_after_ms;
                 (
@@ -1125,7 +1136,11 @@ impl Core {
                 }
                 JobState::Suspended | JobState::Running => {
                     for a in &j.alloc {
-                        if self.nodes.get(&a.0).is_none_or(|n| !n.held.contains_key(id)) {
+                        if self
+                            .nodes
+                            .get(&a.0)
+                            .is_none_or(|n| !n.held.contains_key(id))
+                        {
                             return Err(format!("job {id} holds no cores on its node {}", a.0));
                         }
                     }
@@ -1147,8 +1162,10 @@ fn human_ms(ms: u64) -> String {
     match s {
         _ if ms < 1000 => format!("{ms}ms"),
         0..=119 => format!("{s}s"),
-        120..=7199 if s % 60 == 0 => format!("{}m", s / 60),
-        120..=7199 => format!("{}m {}s", s / 60, s % 60),
+        120..=7199 => match (s / 60, s % 60) {
+            (m, 0) => format!("{m}m"),
+            (m, r) => format!("{m}m {r}s"),
+        },
         _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
 }

@@ -67,7 +67,13 @@ fn stopped(p: u32) -> bool {
 
 /// Touch (or press) and time until `node` procs and then `all` procs are stopped; then wait
 /// for the scheduler to resume the job.
-fn trial(c: &Cluster, id: u64, node: &[u32], all: &[u32], input: &dyn Fn()) -> (Duration, Duration) {
+fn trial(
+    c: &Cluster,
+    id: u64,
+    node: &[u32],
+    all: &[u32],
+    input: &dyn Fn(),
+) -> (Duration, Duration) {
     let t0 = Instant::now();
     input();
     let mut t_node = None;
@@ -126,13 +132,21 @@ fn main() {
             // Owner idle for resume_after again: rewind the file so the next touch is news.
             set_mtime_ago(&file, Duration::from_secs(3600));
         }
-        println!("  ({} processes on the touched node, {} in the job)", node.len(), all.len());
+        println!(
+            "  ({} processes on the touched node, {} in the job)",
+            node.len(),
+            all.len()
+        );
         stats("file touch -> touched node stopped", tn);
         stats("file touch -> job stopped on both nodes", ta);
     }
 
     // 2. xdotool key under Xvfb, x11 source.
-    if std::process::Command::new("Xvfb").arg("-help").output().is_ok() {
+    if std::process::Command::new("Xvfb")
+        .arg("-help")
+        .output()
+        .is_ok()
+    {
         use std::io::BufRead;
         let mut x = std::process::Command::new("Xvfb")
             .args(["-displayfd", "1", "-nolisten", "tcp"])
@@ -147,7 +161,12 @@ fn main() {
         let display = format!(":{}", line.trim());
         let mut c = Cluster::start(&[]);
         let src = format!("x11:{display}");
-        c.add_agent("k2", "127.0.0.2", 2, &["--idle-source", &src, "--resume-after", "1s"]);
+        c.add_agent(
+            "k2",
+            "127.0.0.2",
+            2,
+            &["--idle-source", &src, "--resume-after", "1s"],
+        );
         c.wait_offered(1);
         let (id, all) = running_job(&c, &["-n", "2", "--", "mpiexec", "sleep", "100000"], 2);
         let key = || {
@@ -181,7 +200,9 @@ fn main() {
         for _ in 0..n {
             touch(&file);
             let threshold = Instant::now() + Duration::from_secs(2);
-            wait_for("owner seen", LONG, || (c.offered_nodes().is_empty()).then_some(()));
+            wait_for("owner seen", LONG, || {
+                (c.offered_nodes().is_empty()).then_some(())
+            });
             let seen: HashSet<String> = wait_for("offered again", LONG, || {
                 let o = c.offered_nodes();
                 (!o.is_empty()).then(|| o.into_iter().collect())

@@ -108,7 +108,10 @@ fn suspend_and_resume_across_nodes() {
         (all_stopped(&now) && now.len() >= pids.len()).then_some(())
     });
     let node = c.node("a3");
-    assert_eq!(node["status"]["availability"]["state"], "owner_active", "{node}");
+    assert_eq!(
+        node["status"]["availability"]["state"], "owner_active",
+        "{node}"
+    );
     let table = String::from_utf8_lossy(&c.graze(&["nodes"]).stdout).to_string();
     assert!(table.contains("owner-busy, 2 cores reclaimed"), "{table}");
     wait_for("the job shown suspended", LONG, || {
@@ -130,10 +133,14 @@ fn suspend_and_resume_across_nodes() {
     assert_eq!(job["state"], "completed", "{job}");
     let ev = events(&job);
     assert!(
-        ev.iter().any(|e| e.starts_with("suspended: node a3 is owner-busy")),
+        ev.iter()
+            .any(|e| e.starts_with("suspended: node a3 is owner-busy")),
         "{ev:?}"
     );
-    assert!(ev.iter().any(|e| e.starts_with("resumed: every node")), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| e.starts_with("resumed: every node")),
+        "{ev:?}"
+    );
     check_pi(&c, id);
 }
 
@@ -292,7 +299,8 @@ fn owner_cpu_load_withdraws_cores() {
     }
     let ev = events(&c.show(id));
     assert!(
-        ev.iter().any(|e| e.starts_with("suspended: node c2 is owner-busy (cpu")),
+        ev.iter()
+            .any(|e| e.starts_with("suspended: node c2 is owner-busy (cpu")),
         "{ev:?}"
     );
 }
@@ -308,7 +316,15 @@ impl Xvfb {
     fn start() -> Xvfb {
         use std::io::BufRead;
         let mut child = std::process::Command::new("Xvfb")
-            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"])
+            .args([
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "640x480x24",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -382,6 +398,9 @@ fn real_graphical_source_under_xvfb() {
         let n = c.node("x2");
         (n["status"]["unavailable_sources"][0] == serde_json::json!(src)).then_some(())
     });
-    assert!(c.agents[0].child.try_wait().unwrap().is_none(), "x2 died with its X server");
+    assert!(
+        c.agents[0].child.try_wait().unwrap().is_none(),
+        "x2 died with its X server"
+    );
     assert_eq!(c.node("x2")["online"], true);
 }

@@ -85,7 +85,9 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
     let start = job.started_ms.unwrap_or(job.submitted_ms);
     match job.state {
         JobState::Queued => duration(now_ms.saturating_sub(job.submitted_ms)),
-        JobState::Running | JobState::Suspended | JobState::Cancelling => duration(now_ms.saturating_sub(start)),
+        JobState::Running | JobState::Suspended | JobState::Cancelling => {
+            duration(now_ms.saturating_sub(start))
+        }
         JobState::Completed | JobState::Failed | JobState::Cancelled => match job.ended_ms {
             Some(end) => duration(end.saturating_sub(start)),
             None => "-".into(),

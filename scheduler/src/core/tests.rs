@@ -69,7 +69,10 @@ fn starts(out: &[Output]) -> Vec<(ConnId, JobId, Vec<HostSlots>)> {
 
 #[test]
 fn waits_for_cores_then_packs_on_few_nodes() {
-    let mut c = Core::new(CoreConfig { max_job_cores: 16, ..CoreConfig::default() });
+    let mut c = Core::new(CoreConfig {
+        max_job_cores: 16,
+        ..CoreConfig::default()
+    });
     add(&mut c, 1, "a1", 2, 10);
     add(&mut c, 2, "a2", 2, 30);
     add(&mut c, 3, "a3", 2, 20);
@@ -344,7 +347,9 @@ fn avail(kind: u8) -> Availability {
     match kind {
         0 | 1 => Availability::Offered,
         2 => Availability::OwnerActive,
-        3 => Availability::Reclaimed { resumes_in_ms: 1000 },
+        3 => Availability::Reclaimed {
+            resumes_in_ms: 1000,
+        },
         4 => Availability::OutsideWindow,
         _ => Availability::Waiting { remaining_ms: 1000 },
     }
@@ -391,10 +396,20 @@ fn reclaim_suspends_on_every_node_and_resumes_together() {
     );
     let v = c.job_view(id).unwrap();
     assert_eq!(v.state, JobState::Suspended);
-    assert!(v.events.last().unwrap().what.contains("suspended: node a2 is owner-busy"));
+    assert!(v
+        .events
+        .last()
+        .unwrap()
+        .what
+        .contains("suspended: node a2 is owner-busy"));
     c.check_invariants().unwrap();
     // Owner idle, but not for resume_after yet: still suspended.
-    busy(&mut c, 2, Availability::Reclaimed { resumes_in_ms: 5 }, 2000);
+    busy(
+        &mut c,
+        2,
+        Availability::Reclaimed { resumes_in_ms: 5 },
+        2000,
+    );
     assert!(sent(&drain(&mut c)).is_empty());
     assert_eq!(c.job_state(id), Some(JobState::Suspended));
     // Idle for resume_after (node waits for start_after before new work): resumed everywhere.
@@ -409,7 +424,11 @@ fn reclaim_suspends_on_every_node_and_resumes_together() {
     );
     let v = c.job_view(id).unwrap();
     assert_eq!(v.state, JobState::Running);
-    assert!(v.events.last().unwrap().what.starts_with("resumed"), "{:?}", v.events);
+    assert!(
+        v.events.last().unwrap().what.starts_with("resumed"),
+        "{:?}",
+        v.events
+    );
     c.check_invariants().unwrap();
 }
 
@@ -497,11 +516,20 @@ fn window_end_vacates_at_once() {
     let (mut c, id) = two_node_job(CoreConfig::default());
     busy(&mut c, 1, Availability::OutsideWindow, 1000);
     let out = sent(&drain(&mut c));
-    assert!(out.contains(&(1, SchedulerMsg::VacateJob { job: id })), "{out:?}");
-    assert!(out.contains(&(2, SchedulerMsg::VacateJob { job: id })), "{out:?}");
+    assert!(
+        out.contains(&(1, SchedulerMsg::VacateJob { job: id })),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&(2, SchedulerMsg::VacateJob { job: id })),
+        "{out:?}"
+    );
     let v = c.job_view(id).unwrap();
     assert_eq!(v.state, JobState::Queued);
-    assert!(v.events.iter().any(|e| e.what.contains("availability window of node a1 ended")));
+    assert!(v
+        .events
+        .iter()
+        .any(|e| e.what.contains("availability window of node a1 ended")));
 }
 
 #[test]
@@ -523,10 +551,17 @@ fn early_move_when_it_fits_elsewhere() {
     c.node_connected(3, info("a3", 4, &[]), 70_000).unwrap();
     c.node_status(3, status(true, 10), 70_000);
     let out = sent(&drain(&mut c));
-    assert!(out.contains(&(2, SchedulerMsg::VacateJob { job: id })), "{out:?}");
+    assert!(
+        out.contains(&(2, SchedulerMsg::VacateJob { job: id })),
+        "{out:?}"
+    );
     let v = c.job_view(id).unwrap();
     assert!(
-        v.events.last().unwrap().what.contains("can run elsewhere now"),
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .contains("can run elsewhere now"),
         "{:?}",
         v.events
     );
