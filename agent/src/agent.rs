@@ -495,7 +495,10 @@ impl Agent {
             avail = idle::availability(&state, &rules);
         }
         if self.busy_now {
-            self.last_busy = Some(now);
+            // Input has its own idle clock; CPU load and closed windows have only this one.
+            if avail != Availability::OwnerActive {
+                self.last_busy = Some(now);
+            }
             if !self.reclaimed && has_jobs {
                 self.reclaimed = true;
                 tracing::info!(why = %avail, "the owner reclaimed this PC");
