@@ -137,7 +137,7 @@ impl IdleSource for FileSource {
     }
 }
 
-/// Always idle, since the agent started.
+/// Always idle, since the agent started (and never less than [`OWNER_ACTIVE`]).
 #[derive(Debug)]
 pub struct AlwaysIdle {
     since: Instant,
@@ -149,7 +149,8 @@ impl IdleSource for AlwaysIdle {
     }
 
     fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
-        Ok(Some(now.saturating_duration_since(self.since)))
+        // Never "owner active", not even in the first seconds: there is no owner.
+        Ok(Some(now.saturating_duration_since(self.since).max(OWNER_ACTIVE)))
     }
 }
 
