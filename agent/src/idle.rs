@@ -150,7 +150,9 @@ impl IdleSource for AlwaysIdle {
 
     fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
         // Never "owner active", not even in the first seconds: there is no owner.
-        Ok(Some(now.saturating_duration_since(self.since).max(OWNER_ACTIVE)))
+        Ok(Some(
+            now.saturating_duration_since(self.since).max(OWNER_ACTIVE),
+        ))
     }
 }
 

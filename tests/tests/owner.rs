@@ -388,7 +388,10 @@ fn real_graphical_source_under_xvfb() {
     wait_for("the job's processes stopped by a key press", LONG, || {
         all_stopped(&pids).then_some(())
     });
-    assert_eq!(availability(&c, "x2"), "owner_active");
+    // The agent stops the processes first, then tells the scheduler.
+    wait_for("x2 shown owner-busy", LONG, || {
+        (availability(&c, "x2") == "owner_active").then_some(())
+    });
     if let Some(st) = c.agents[1].child.try_wait().unwrap() {
         panic!("x3 exited: {st}");
     }
