@@ -6,7 +6,9 @@
 //! listener, and a CPU sampler thread. The 50 ms tick is a timer inside the loop itself so
 //! that a flood of output cannot delay availability changes.
 
+use crate::cgroup::{CgroupRoot, JobCgroup};
 use crate::config::AgentConfig;
+use crate::confine::{self, Confinement};
 use crate::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
 use crate::idle::{self, Owner};
 use crate::launch::{self, LaunchRequest, ShimEvent, ShimReply};
@@ -16,11 +18,11 @@ use crate::procs::{self, ProcSet, Survivors, TAG_VAR};
 use anyhow::{anyhow, Context, Result};
 use graze_net::{Access, NetError, Session};
 use graze_proto::{
-    AgentMsg, Availability, ExitStatus, HostSlots, JobId, LaunchId, NodeInfo, NodeStatus, Role,
-    SchedulerMsg, Stream,
+    AgentMsg, Availability, ExitStatus, HeldJob, HostSlots, JobId, LaunchId, NodeInfo, NodeStatus,
+    Role, SchedulerMsg, Stream,
 };
 use rand::Rng;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,6 +41,8 @@ pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long killing a job's processes may take before survivors are reported.
 pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Job messages kept until the scheduler acknowledges them.
+const UNACKED_MAX: usize = 200_000;
 /// QUIC idle timeout.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect plus register must finish within this.
@@ -53,7 +57,12 @@ pub(crate) enum Input {
     /// A message from the scheduler.
     Scheduler { gen: u64, msg: SchedulerMsg },
     /// The connection broke (reader or writer).
-    Lost { gen: u64, reason: String },
+    Lost {
+        gen: u64,
+        reason: String,
+        /// Ended by silence (the idle timeout) rather than a close or reset.
+        timed_out: bool,
+    },
     /// An output line of a job process.
     Output {
         job: JobId,
@@ -139,17 +148,22 @@ struct Job {
     secret: Option<String>,
     pgids: Vec<i32>,
     main: Main,
-    remotes: HashSet<LaunchId>,
+    /// Remote launches running here, with the origin node and launch id to answer.
+    remotes: HashMap<LaunchId, (String, LaunchId)>,
     killing: bool,
     killed: bool,
     /// Processes are (to be) stopped: the owner reclaimed this PC or the scheduler suspended
     /// the job. Only the scheduler's `ResumeJob` clears it.
     suspended: bool,
+    /// The run's epoch from the scheduler; reported back when registering again.
+    epoch: u64,
+    /// The job's cgroup, when cgroups are writable here.
+    cgroup: Option<JobCgroup>,
 }
 
 impl Job {
     fn procs(&self) -> ProcSet {
-        ProcSet::new(self.pgids.clone(), Some(self.tag.clone()))
+        ProcSet::new(self.pgids.clone(), Some(self.tag.clone())).with_cgroup(self.cgroup.clone())
     }
 }
 
@@ -210,6 +224,9 @@ pub(crate) struct Agent {
     info: NodeInfo,
     tx: mpsc::Sender<Input>,
     instance: String,
+    /// Stable per spool: job tags start with it, so a restarted agent finds what a crashed
+    /// one left behind.
+    tag_base: String,
     owner: Owner,
     jobs: HashMap<JobId, Job>,
     launches: HashMap<LaunchId, PendingLaunch>,
@@ -231,6 +248,18 @@ pub(crate) struct Agent {
     last_busy: Option<Instant>,
     /// Wakes the loop at once when an event-driven idle source sees input.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// When the scheduler was lost while jobs ran here.
+    lost_at: Option<Instant>,
+    /// Job messages sent but not yet acknowledged, oldest first.
+    unacked: VecDeque<(u64, AgentMsg)>,
+    /// Last job-message sequence number used.
+    seq: u64,
+    /// Who job processes run as, and their environment.
+    confine: Confinement,
+    /// Where job cgroups are made; `None`: process groups only.
+    cgroups: Option<CgroupRoot>,
+    /// Where files a job left in its working directory are kept (`SPOOL/output/ID`).
+    output_dir: PathBuf,
 }
 
 /// Run the agent until `shutdown` completes or a fatal error.
@@ -242,14 +271,55 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let jobs_dir = cfg.spool.join("jobs");
     std::fs::create_dir_all(&jobs_dir)
         .with_context(|| format!("creating spool directory '{}'", jobs_dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let confine = match &cfg.run_as {
+        Some(name) if is_root => Confinement::new(confine::user_by_name(name)?, true, cfg.nice),
+        Some(name) => anyhow::bail!(
+            "run_as '{name}' needs an agent started as root; a normal user's agent runs jobs as itself"
+        ),
+        None if is_root => anyhow::bail!(
+            "graze-agent runs as root but no run_as user is set: job processes never run as root (set run_as, default 'graze')"
+        ),
+        None => Confinement::new(confine::current_user(), false, cfg.nice),
+    };
+    let output_dir = cfg.spool.join("output");
+    confine::prepare_spool(&confine, &cfg.spool, &jobs_dir, &output_dir)?;
     let sock = cfg.spool.join("launch.sock");
     let listener = launch::bind(&sock)
         .with_context(|| format!("listening on launcher socket '{}'", sock.display()))?;
+    confine::share_socket(&confine, &sock).with_context(|| {
+        format!(
+            "giving launcher socket '{}' to the job user",
+            sock.display()
+        )
+    })?;
+    let cgroups = match CgroupRoot::detect(&cfg.name) {
+        Ok(r) => {
+            tracing::info!(kind = ?r.kind, base = %r.base.display(), "one cgroup per job");
+            Some(r)
+        }
+        Err(why) => {
+            tracing::info!(%why, "cgroups not writable; jobs are tracked by process group");
+            None
+        }
+    };
+    tracing::info!(user = %confine.user.name, uid = confine.user.uid, "job processes run as");
     if !cfg.launcher.exists() {
         tracing::warn!(launcher = %cfg.launcher.display(),
             "launcher shim not found; MPI jobs spanning several nodes will fail");
     }
 
+    // Job processes a previous agent on this spool left behind (it crashed or was killed)
+    // belong to runs the scheduler has requeued by now: fence them.
+    let tag_base = spool_tag(&cfg.spool);
+    let swept = crate::procs::kill_tag_prefix(&format!("{tag_base}-"));
+    if swept > 0 {
+        tracing::warn!(
+            swept,
+            "killed job processes left behind by a previous agent"
+        );
+    }
     let info = crate::machine::node_info(&cfg).await;
     tracing::info!(name = %info.name, cores = info.cores, sockets = info.sockets,
         mpi = ?info.mpi.iter().map(|m| format!("{} {}", m.kind, m.version)).collect::<Vec<_>>(),
@@ -265,6 +335,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let mut agent = Agent {
         owner: Owner::new(&cfg.idle_sources, started, &wake),
         instance: hex_id(),
+        tag_base,
         cfg,
         access,
         info,
@@ -289,6 +360,12 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         busy_now: false,
         last_busy: None,
         wake,
+        lost_at: None,
+        unacked: VecDeque::new(),
+        seq: 0,
+        confine,
+        cgroups,
+        output_dir,
     };
 
     let wake_rx = agent.wake.clone();
@@ -316,6 +393,17 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A stable id for a spool directory (FNV-1a of its path), used in job tags.
+fn spool_tag(spool: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(spool).unwrap_or_else(|_| spool.to_owned());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 fn hex_id() -> String {
@@ -349,9 +437,13 @@ impl Agent {
             Input::ConnectFailed { gen, error } => self.on_connect_failed(gen, error),
             Input::Scheduler { gen, msg } if gen == self.gen => self.on_scheduler(msg).await,
             Input::Scheduler { .. } => {}
-            Input::Lost { gen, reason } => {
+            Input::Lost {
+                gen,
+                reason,
+                timed_out,
+            } => {
                 if gen == self.gen && matches!(self.conn, Conn::Up { .. }) {
-                    self.lose_connection(&reason);
+                    self.lose_connection(&reason, timed_out);
                 }
             }
             Input::Output {
@@ -511,6 +603,17 @@ impl Agent {
             state.reclaimed = false;
             avail = idle::availability(&state, &rules);
         }
+        if let Some(at) = self.lost_at {
+            if matches!(self.conn, Conn::Up { .. }) {
+                self.lost_at = None;
+            } else if now.duration_since(at) >= self.cfg.node_timeout {
+                tracing::warn!(
+                    after_s = self.cfg.node_timeout.as_secs_f64(),
+                    "the scheduler did not come back; killing every job process on this node"
+                );
+                self.kill_all_jobs("graze-agent lost its connection to the scheduler");
+            }
+        }
         if let Conn::Down { retry_at } = self.conn {
             if now >= retry_at {
                 self.start_connect();
@@ -550,7 +653,9 @@ impl Agent {
         let tx = self.tx.clone();
         let access = self.access.clone();
         let bind = self.cfg.bind;
-        let info = self.info.clone();
+        let mut info = self.info.clone();
+        info.held = self.held();
+        info.instance = self.instance.clone();
         let task = tokio::spawn(
             async move {
                 let r = tokio::time::timeout(CONNECT_TIMEOUT, connect(access, bind, info)).await;
@@ -589,13 +694,28 @@ impl Agent {
         let graze_net::Framed { mut send, mut recv } = control;
         let (out, mut out_rx) = mpsc::channel::<AgentMsg>(1024);
         let tx = self.tx.clone();
+        // Unacknowledged job messages go first, in order (the scheduler drops any it has).
+        let backlog: Vec<AgentMsg> = self.unacked.iter().map(|(_, m)| m.clone()).collect();
         let writer = tokio::spawn(async move {
+            for msg in backlog {
+                if let Err(e) = graze_net::send(&mut send, &msg).await {
+                    let _ = tx
+                        .send(Input::Lost {
+                            gen,
+                            reason: e.to_string(),
+                            timed_out: e.is_timeout(),
+                        })
+                        .await;
+                    return;
+                }
+            }
             while let Some(msg) = out_rx.recv().await {
                 if let Err(e) = graze_net::send(&mut send, &msg).await {
                     let _ = tx
                         .send(Input::Lost {
                             gen,
                             reason: e.to_string(),
+                            timed_out: e.is_timeout(),
                         })
                         .await;
                     return;
@@ -614,12 +734,28 @@ impl Agent {
                         continue;
                     }
                     Ok(None) => "the scheduler closed the connection".to_string(),
-                    Err(e) => e.to_string(),
+                    Err(e) => {
+                        let _ = tx
+                            .send(Input::Lost {
+                                gen,
+                                reason: e.to_string(),
+                                timed_out: e.is_timeout(),
+                            })
+                            .await;
+                        return;
+                    }
                 };
-                let _ = tx.send(Input::Lost { gen, reason }).await;
+                let _ = tx
+                    .send(Input::Lost {
+                        gen,
+                        reason,
+                        timed_out: false,
+                    })
+                    .await;
                 return;
             }
         });
+        self.lost_at = None;
         self.conn = Conn::Up {
             out,
             conn,
@@ -650,36 +786,78 @@ impl Agent {
 
     fn next_delay(&mut self) -> Duration {
         let base = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        // While jobs wait for the scheduler, keep trying often: they die at node_timeout.
+        let max = if self.jobs.is_empty() {
+            BACKOFF_MAX
+        } else {
+            BACKOFF_MIN * 2
+        };
+        self.backoff = (self.backoff * 2).min(max);
         let jitter_ms = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
         base + Duration::from_millis(jitter_ms)
     }
 
-    /// The scheduler is gone: every job process here is killed, then we reconnect.
-    fn lose_connection(&mut self, reason: &str) {
-        tracing::warn!(
-            reason,
-            "lost the scheduler; killing every job process on this node"
-        );
+    /// The scheduler is gone. Job processes keep running until `node_timeout` has passed
+    /// without the scheduler (a restarting scheduler finds them again); a link that went
+    /// silent has already been silent that long, so its jobs are killed at once.
+    fn lose_connection(&mut self, reason: &str, timed_out: bool) {
         self.close_conn(b"reconnecting");
+        self.backoff = BACKOFF_MIN;
         let delay = self.next_delay();
         self.conn = Conn::Down {
             retry_at: Instant::now() + delay,
         };
-        self.fail_launches("graze-agent lost its connection to the scheduler");
+        if timed_out || self.jobs.is_empty() {
+            tracing::warn!(
+                reason,
+                "lost the scheduler; killing every job process on this node"
+            );
+            self.kill_all_jobs("graze-agent lost its connection to the scheduler");
+        } else {
+            tracing::warn!(
+                reason,
+                keep_for_s = self.cfg.node_timeout.as_secs_f64(),
+                "lost the scheduler; keeping job processes while reconnecting"
+            );
+            self.lost_at = Some(Instant::now());
+        }
+    }
+
+    /// Kill every job process on this node and forget the jobs (fenced: the scheduler will
+    /// not find them when this agent registers again).
+    fn kill_all_jobs(&mut self, why: &str) {
+        self.lost_at = None;
+        self.fail_launches(why);
         for (id, job) in self.jobs.drain() {
             let set = job.procs();
-            let dir = JobFiles::paths(&self.jobs_dir, id).dir;
+            let files = JobFiles::paths(&self.jobs_dir, id);
+            let output = self.output_dir.join(id.to_string());
             let span = job.span.clone();
             tokio::task::spawn_blocking(move || {
                 let _e = span.enter();
                 if let Err(e) = set.kill(KILL_TIMEOUT) {
                     tracing::error!(error = %e, "job processes survived SIGKILL");
                 }
-                let _ = std::fs::remove_dir_all(dir);
+                if let Some(cg) = &set.cgroup {
+                    let _ = cg.remove();
+                }
+                confine::finish_job_dir(&files, &output);
             });
         }
         self.publish_jobsets();
+    }
+
+    /// The runs this node holds, for registering.
+    fn held(&self) -> Vec<HeldJob> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| !j.killing && j.epoch > 0 && !j.pgids.is_empty())
+            .map(|(id, j)| HeldJob {
+                job: *id,
+                epoch: j.epoch,
+                main: j.main != Main::None,
+            })
+            .collect()
     }
 
     fn close_conn(&mut self, why: &'static [u8]) {
@@ -707,10 +885,34 @@ impl Agent {
     }
 
     /// Send to the scheduler if connected; a full writer queue waits (backpressure).
+    /// Job messages (output, exits, clears, remote exits) are numbered and kept until the
+    /// scheduler acknowledges them, and sent again after a reconnect, so none is lost in a
+    /// broken connection; status reports and launch requests only matter live.
     async fn send(&mut self, msg: AgentMsg) {
+        let msg = match msg {
+            AgentMsg::Output { .. }
+            | AgentMsg::JobExited { .. }
+            | AgentMsg::JobFailedToStart { .. }
+            | AgentMsg::JobCleared { .. }
+            | AgentMsg::RemoteExited { .. } => {
+                self.seq += 1;
+                let m = AgentMsg::Sequenced {
+                    seq: self.seq,
+                    msg: Box::new(msg),
+                };
+                if self.unacked.len() >= UNACKED_MAX {
+                    tracing::warn!("too many unacknowledged job messages; dropping the oldest");
+                    self.unacked.pop_front();
+                }
+                self.unacked.push_back((self.seq, m.clone()));
+                m
+            }
+            m => m,
+        };
         if let Conn::Up { out, .. } = &self.conn {
             if out.send(msg).await.is_err() {
-                // The writer ended; its Lost input (or the reader's) follows.
+                // The writer ended; its Lost input (or the reader's) follows, and the
+                // reconnect resends what was not acknowledged.
                 tracing::debug!("writer gone; message dropped");
             }
         }
@@ -732,12 +934,27 @@ impl Agent {
                 env,
                 hosts,
                 secret,
-            } => self.start_job(job, command, cwd, env, hosts, secret).await,
+                epoch,
+            } => {
+                self.start_job(job, command, cwd, env, hosts, secret).await;
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.epoch = j.epoch.max(epoch);
+                }
+            }
             SchedulerMsg::SpawnRemote {
                 remote,
                 job,
                 command,
-            } => self.spawn_remote(remote, job, command).await,
+                epoch,
+                origin,
+                origin_id,
+            } => {
+                self.spawn_remote(remote, job, command, (origin, origin_id))
+                    .await;
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.epoch = j.epoch.max(epoch);
+                }
+            }
             SchedulerMsg::LaunchDone { id, exit, error } => {
                 let Some(p) = self.launches.remove(&id) else {
                     tracing::debug!(launch = id.0, "answer for a launch that is gone");
@@ -757,13 +974,18 @@ impl Agent {
                 let grace = self.cfg.policy.vacate_grace;
                 self.kill_job(job, Some(grace))
             }
+            SchedulerMsg::Ack { seq } => {
+                while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+                    self.unacked.pop_front();
+                }
+            }
         }
     }
 
     // ---- jobs ----
 
     fn tag(&self, job: JobId) -> String {
-        format!("{}-{job}", self.instance)
+        format!("{}-{job}", self.tag_base)
     }
 
     fn job_entry(&mut self, job: JobId) -> &mut Job {
@@ -774,11 +996,31 @@ impl Agent {
             secret: None,
             pgids: Vec::new(),
             main: Main::None,
-            remotes: HashSet::new(),
+            remotes: HashMap::new(),
             killing: false,
             killed: false,
             suspended: false,
+            epoch: 0,
+            cgroup: None,
         })
+    }
+
+    /// The job's cgroup, made on first use where cgroups are writable.
+    fn job_cgroup(&mut self, job: JobId) -> Option<JobCgroup> {
+        if let Some(cg) = self.jobs.get(&job).and_then(|j| j.cgroup.clone()) {
+            return Some(cg);
+        }
+        let root = self.cgroups.as_ref()?;
+        match root.create_job(&job.to_string(), self.cfg.memory_max) {
+            Ok(cg) => {
+                self.job_entry(job).cgroup = Some(cg.clone());
+                Some(cg)
+            }
+            Err(e) => {
+                tracing::warn!(%job, error = %e, "cannot make the job's cgroup; tracking it by process group");
+                None
+            }
+        }
     }
 
     fn publish_jobsets(&self) {
@@ -786,8 +1028,17 @@ impl Agent {
         self.jobsets.send_replace(sets);
     }
 
-    fn base_command(&self, program: &str, job: JobId, tag: &str) -> tokio::process::Command {
+    /// A command for a job process: clean environment, own process group, the job's cgroup
+    /// and user (see [`Confinement::apply`]). The files returned must live until the spawn.
+    fn base_command(
+        &mut self,
+        program: &str,
+        job: JobId,
+        tag: &str,
+    ) -> std::io::Result<(tokio::process::Command, Vec<std::fs::File>)> {
+        let cgroup = self.job_cgroup(job);
         let mut cmd = tokio::process::Command::new(program);
+        let keep = self.confine.apply(&mut cmd, cgroup.as_ref())?;
         for v in SECRET_VARS {
             cmd.env_remove(v);
         }
@@ -795,28 +1046,7 @@ impl Agent {
             .env(TAG_VAR, tag)
             .stdin(Stdio::null())
             .process_group(0);
-        let nice = self.cfg.policy.nice;
-        let mem = self.cfg.policy.memory_max;
-        // SAFETY: the closure runs in the forked child before exec and only makes two
-        // async-signal-safe system calls on plain integers and a stack struct.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(bytes) = mem {
-                    let lim = libc::rlimit {
-                        rlim_cur: bytes as libc::rlim_t,
-                        rlim_max: bytes as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        cmd
+        Ok((cmd, keep))
     }
 
     async fn start_job(
@@ -841,7 +1071,10 @@ impl Agent {
             self.send(AgentMsg::JobFailedToStart { job, reason }).await;
             return;
         };
-        if let Err(e) = files.write(&hosts) {
+        if let Err(e) = files
+            .write(&hosts)
+            .and_then(|()| confine::give_job_dir(&self.confine, &files.dir))
+        {
             let reason = format!(
                 "cannot write job files in '{}': {}",
                 files.dir.display(),
@@ -865,7 +1098,14 @@ impl Agent {
             }
             None => files.dir.clone(),
         };
-        let mut cmd = self.base_command(&program, job, &tag);
+        let (mut cmd, _keep) = match self.base_command(&program, job, &tag) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("cannot confine the job: {}", process::io_reason(&e));
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                return;
+            }
+        };
         cmd.args(&command[1..]).current_dir(&dir);
         let sock = self.sock.clone();
         let vars = JobEnv {
@@ -920,7 +1160,13 @@ impl Agent {
         }
     }
 
-    async fn spawn_remote(&mut self, remote: LaunchId, job: JobId, command: Vec<String>) {
+    async fn spawn_remote(
+        &mut self,
+        remote: LaunchId,
+        job: JobId,
+        command: Vec<String>,
+        origin: (String, LaunchId),
+    ) {
         let fail = |why: String| {
             vec![
                 AgentMsg::Output {
@@ -935,6 +1181,8 @@ impl Agent {
                         code: Some(127),
                         signal: None,
                     },
+                    origin: origin.0.clone(),
+                    origin_id: origin.1,
                 },
             ]
         };
@@ -948,12 +1196,26 @@ impl Agent {
             return;
         }
         let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|()| confine::give_job_dir(&self.confine, &dir))
+        {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }
         let tag = self.tag(job);
         let line = command.join(" ");
-        let mut cmd = self.base_command("sh", job, &tag);
+        let (mut cmd, _keep) = match self.base_command("sh", job, &tag) {
+            Ok(c) => c,
+            Err(e) => {
+                for m in fail(format!(
+                    "graze: cannot confine a process of job {job} on '{}': {}",
+                    self.cfg.name,
+                    process::io_reason(&e)
+                )) {
+                    self.send(m).await;
+                }
+                return;
+            }
+        };
         cmd.arg("-c").arg(&line);
         if dir.is_dir() {
             cmd.current_dir(&dir);
@@ -969,7 +1231,7 @@ impl Agent {
                 span.in_scope(|| tracing::info!(remote = remote.0, pid, command = %line, "remote launch started"));
                 let j = self.job_entry(job);
                 j.pgids.push(pid as i32);
-                j.remotes.insert(remote);
+                j.remotes.insert(remote, origin.clone());
                 let stop = j.suspended;
                 self.publish_jobsets();
                 if stop || self.reclaimed || self.busy_now {
@@ -1008,10 +1270,19 @@ impl Agent {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
-        j.remotes.remove(&remote);
+        let (origin, origin_id) = j
+            .remotes
+            .remove(&remote)
+            .unwrap_or((String::new(), LaunchId(0)));
         j.span
             .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
-        self.send(AgentMsg::RemoteExited { remote, exit }).await;
+        self.send(AgentMsg::RemoteExited {
+            remote,
+            exit,
+            origin,
+            origin_id,
+        })
+        .await;
         self.maybe_cleared(job).await;
     }
 
@@ -1071,14 +1342,15 @@ impl Agent {
     async fn clear(&mut self, job: JobId) {
         if let Some(j) = self.jobs.remove(&job) {
             j.span.in_scope(|| tracing::info!("job cleared"));
-        }
-        self.publish_jobsets();
-        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove job directory");
+            if let Some(cg) = &j.cgroup {
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(%job, error = %e, "cannot remove the job's cgroup");
+                }
             }
         }
+        self.publish_jobsets();
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        confine::finish_job_dir(&files, &self.output_dir.join(job.to_string()));
         self.send(AgentMsg::JobCleared { job }).await;
     }
 
@@ -1150,10 +1422,19 @@ impl Agent {
             }
         });
         let _ = killing.await;
-        for id in self.jobs.keys() {
-            let _ = std::fs::remove_dir_all(JobFiles::paths(&self.jobs_dir, *id).dir);
+        for (id, j) in &self.jobs {
+            if let Some(cg) = &j.cgroup {
+                let _ = cg.remove();
+            }
+            confine::finish_job_dir(
+                &JobFiles::paths(&self.jobs_dir, *id),
+                &self.output_dir.join(id.to_string()),
+            );
         }
         self.jobs.clear();
+        if let Some(r) = &self.cgroups {
+            r.remove();
+        }
         let endpoint = match &self.conn {
             Conn::Up { endpoint, .. } => Some(endpoint.clone()),
             _ => None,

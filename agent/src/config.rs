@@ -31,10 +31,6 @@ pub struct Policy {
     pub vacate_grace: Duration,
     /// When the PC may run graze work at all; empty = always.
     pub windows: Windows,
-    /// Nice level of job processes (0 to 19).
-    pub nice: i32,
-    /// Address-space limit (RLIMIT_AS) of each job process, in bytes.
-    pub memory_max: Option<u64>,
 }
 
 impl Default for Policy {
@@ -44,8 +40,6 @@ impl Default for Policy {
             vacate_after: Duration::from_secs(10 * 60),
             vacate_grace: Duration::from_secs(10),
             windows: Windows::default(),
-            nice: 19,
-            memory_max: None,
         }
     }
 }
@@ -60,33 +54,6 @@ impl Policy {
             vacate_grace_ms: ms(self.vacate_grace),
         }
     }
-}
-
-/// Parse a memory size: `4G`, `512M`, `1048576` (bytes); K, M, G, T are powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last() {
-        Some(c) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err("unknown unit; write e.g. 4G, 512M or a number of bytes".into()),
-            };
-            (&t[..t.len() - 1], m)
-        }
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| "write a size such as 4G, 512M or a number of bytes".to_string())?;
-    let v = n.checked_mul(mult).ok_or_else(|| "too large".to_string())?;
-    if v < 16 << 20 {
-        return Err("must be at least 16M: MPI processes cannot start with less".into());
-    }
-    Ok(v)
 }
 
 /// Everything the agent needs to run. Build it with [`resolve`] (from a command line and a
@@ -116,7 +83,21 @@ pub struct AgentConfig {
     pub launcher: PathBuf,
     /// Suspend, resume, vacate, windows and job limits.
     pub policy: Policy,
+    /// How long job processes survive a lost scheduler: after this the agent kills them
+    /// itself (the scheduler requeues the job after the same time). Match the scheduler's.
+    pub node_timeout: Duration,
+    /// The unprivileged user job processes run as when the agent runs as root; `None` when
+    /// the agent runs as a normal user (jobs then run as that user).
+    pub run_as: Option<String>,
+    /// Nice level of job processes (0 to 19); also the service's `Nice=`.
+    pub nice: i32,
+    /// Memory cap of each job on this PC, in bytes (its cgroup's limit where cgroups are
+    /// writable); also the service's `MemoryMax=`.
+    pub memory_max: Option<u64>,
 }
+
+/// Default for `nice`.
+pub const DEFAULT_NICE: i32 = 19;
 
 /// Command line of `graze-agent`.
 #[derive(clap::Parser, Clone, Debug, Default, PartialEq)]
@@ -165,21 +146,39 @@ pub struct Cli {
     /// always].
     #[arg(long = "window", value_name = "WINDOW")]
     pub windows: Vec<String>,
-    /// Nice level of job processes, 0 to 19 [default: 19].
-    #[arg(long, value_name = "N")]
-    pub nice: Option<i32>,
-    /// Address-space limit per job process, e.g. 4G [default: none].
-    #[arg(long, value_name = "SIZE")]
-    pub memory_max: Option<String>,
     /// Spool directory for job files and the launcher socket.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
     /// Path of the graze-launch shim [default: next to this program, else on PATH].
     #[arg(long, value_name = "FILE")]
     pub launcher: Option<PathBuf>,
+    /// Keep job processes this long when the scheduler is lost, e.g. `10s` [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub node_timeout: Option<String>,
+    /// Run job processes as this unprivileged user when started as root [default: graze].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Nice level of job processes, 0 to 19 [default: 19].
+    #[arg(long, value_name = "N")]
+    pub nice: Option<i32>,
+    /// Memory cap per job, e.g. `4G`, `512M` [default: none].
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
     /// TOML file with the same keys as these flags; flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Install or uninstall the agent as a service instead of running it.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+/// Subcommands of `graze-agent`; without one it runs the agent.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Set the agent up as a service (systemd unit, config, access file, jobs' user).
+    Install(crate::install::InstallArgs),
+    /// Stop the service and remove everything `install` created.
+    Uninstall(crate::install::UninstallArgs),
 }
 
 /// The TOML file's contents. Every key is optional.
@@ -210,14 +209,18 @@ pub struct FileConfig {
     pub vacate_grace: Option<String>,
     /// See [`Policy::windows`].
     pub windows: Option<Vec<String>>,
-    /// See [`Policy::nice`].
-    pub nice: Option<i32>,
-    /// See [`Policy::memory_max`].
-    pub memory_max: Option<String>,
     /// See [`AgentConfig::spool`].
     pub spool: Option<PathBuf>,
     /// See [`AgentConfig::launcher`].
     pub launcher: Option<PathBuf>,
+    /// See [`AgentConfig::node_timeout`].
+    pub node_timeout: Option<String>,
+    /// See [`AgentConfig::run_as`].
+    pub run_as: Option<String>,
+    /// See [`AgentConfig::nice`].
+    pub nice: Option<i32>,
+    /// See [`AgentConfig::memory_max`]; e.g. `"4G"`.
+    pub memory_max: Option<String>,
 }
 
 /// A config file and where it came from (for error messages).
@@ -522,35 +525,11 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
             })
             .collect::<Result<_>>()?,
     );
-    let nice = cli.nice.or(f.nice).unwrap_or(dflt.nice);
-    if !(0..=19).contains(&nice) {
-        return Err(bad(
-            "nice",
-            "nice",
-            cli.nice.is_some(),
-            &nice,
-            "must be from 0 to 19",
-        ));
-    }
-    let memory_max = match cli.memory_max.as_ref().or(f.memory_max.as_ref()) {
-        None => None,
-        Some(s) => Some(parse_size(s).map_err(|why| {
-            bad(
-                "memory-max",
-                "memory_max",
-                cli.memory_max.is_some(),
-                s,
-                &why,
-            )
-        })?),
-    };
     let policy = Policy {
         resume_after,
         vacate_after,
         vacate_grace,
         windows,
-        nice,
-        memory_max,
     };
 
     let spool = cli
@@ -579,6 +558,84 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
             )
         })?;
 
+    let node_timeout = match cli.node_timeout.as_ref().or(f.node_timeout.as_ref()) {
+        None => Duration::from_secs(10),
+        Some(s) => {
+            let bad_timeout = |why: &str| {
+                bad(
+                    "node-timeout",
+                    "node_timeout",
+                    cli.node_timeout.is_some(),
+                    s,
+                    why,
+                )
+            };
+            let d = humantime::parse_duration(s.trim())
+                .map_err(|e| bad_timeout(&format!("{e}; write a duration such as 10s")))?;
+            if d < Duration::from_secs(2) {
+                return Err(bad_timeout("must be at least 2s"));
+            }
+            d
+        }
+    };
+
+    let run_as = cli.run_as.as_ref().or(f.run_as.as_ref());
+    let run_as = if defaults.is_root {
+        let u = run_as
+            .cloned()
+            .unwrap_or_else(|| crate::confine::DEFAULT_RUN_AS.to_string());
+        if u == "root" || u == "0" || u.trim().is_empty() {
+            return Err(bad(
+                "run-as",
+                "run_as",
+                cli.run_as.is_some(),
+                &u,
+                "job processes never run as root; name an unprivileged user such as graze",
+            ));
+        }
+        Some(u)
+    } else {
+        match run_as {
+            Some(u) if *u != defaults.user => {
+                return Err(bad(
+                    "run-as",
+                    "run_as",
+                    cli.run_as.is_some(),
+                    u,
+                    &format!(
+                        "only an agent started as root runs jobs as another user; this agent runs as '{}' and runs jobs as itself",
+                        defaults.user
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    };
+
+    let nice = cli.nice.or(f.nice).unwrap_or(DEFAULT_NICE);
+    if !(0..=19).contains(&nice) {
+        return Err(bad(
+            "nice",
+            "nice",
+            cli.nice.is_some(),
+            &nice,
+            "must be from 0 to 19 (19 is the gentlest)",
+        ));
+    }
+
+    let memory_max = match cli.memory_max.as_ref().or(f.memory_max.as_ref()) {
+        None => None,
+        Some(s) => Some(parse_size(s).map_err(|why| {
+            bad(
+                "memory-max",
+                "memory_max",
+                cli.memory_max.is_some(),
+                s,
+                &why,
+            )
+        })?),
+    };
+
     Ok(AgentConfig {
         access,
         name,
@@ -591,7 +648,40 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         spool,
         launcher,
         policy,
+        node_timeout,
+        run_as,
+        nice,
+        memory_max,
     })
+}
+
+/// Parse a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err("must be bytes or a number with K, M, G or T, e.g. 4G".into()),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| "must be bytes or a number with K, M, G or T, e.g. 4G".to_string())?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| "is too large".to_string())?;
+    if bytes < (1 << 20) {
+        return Err("must be at least 1M".into());
+    }
+    Ok(bytes)
 }
 
 /// A node name must work as a host name in hydra's host file.
@@ -664,6 +754,10 @@ mod tests {
                 spool: "/tmp/graze-agent-ann/pc7".into(),
                 launcher: "/opt/graze/graze-launch".into(),
                 policy: Policy::default(),
+                node_timeout: Duration::from_secs(10),
+                run_as: None,
+                nice: 19,
+                memory_max: None,
             }
         );
     }
@@ -745,19 +839,12 @@ mod tests {
     #[test]
     fn policy_from_file_and_flags() {
         let f = file(
-            "access = \"/a\"\nidle_sources = [\"tty\", \"x11::0\"]\nresume_after = \"2m\"\nwindows = [\"Sat-Sun\"]\nmemory_max = \"2G\"\n",
+            "access = \"/a\"\nidle_sources = [\"tty\", \"x11::0\"]\nresume_after = \"2m\"\nwindows = [\"Sat-Sun\"]\n",
         );
-        let c = resolve(
-            &cli(&["--vacate-after", "30s", "--nice", "10"]),
-            Some(&f),
-            &defaults(),
-        )
-        .unwrap();
+        let c = resolve(&cli(&["--vacate-after", "30s"]), Some(&f), &defaults()).unwrap();
         assert_eq!(c.policy.resume_after, Duration::from_secs(120));
         assert_eq!(c.policy.vacate_after, Duration::from_secs(30));
         assert_eq!(c.policy.vacate_grace, Duration::from_secs(10));
-        assert_eq!(c.policy.nice, 10);
-        assert_eq!(c.policy.memory_max, Some(2 << 30));
         assert_eq!(c.policy.windows.0.len(), 1);
         assert_eq!(c.policy.wire().vacate_after_ms, 30_000);
     }
@@ -805,10 +892,6 @@ mod tests {
             (
                 "nice = 20",
                 "invalid nice '20' in agent.toml: must be from 0 to 19",
-            ),
-            (
-                "memory_max = \"4Q\"",
-                "invalid memory_max '4Q' in agent.toml: unknown unit",
             ),
         ];
         for (line, want) in cases {
@@ -901,6 +984,49 @@ mod tests {
             .unwrap_err()
         );
         assert!(e.contains("cannot find graze-launch"), "{e}");
+    }
+
+    #[test]
+    fn run_as_nice_and_memory() {
+        let base = ["--access", "/a", "--idle-source", "always-idle"];
+        let mut root = defaults();
+        root.is_root = true;
+        let c = resolve(&cli(&base), None, &root).unwrap();
+        assert_eq!(c.run_as.as_deref(), Some("graze"));
+        let mut a = base.to_vec();
+        a.extend(["--run-as", "jobs", "--nice", "10", "--memory-max", "2G"]);
+        let c = resolve(&cli(&a), None, &root).unwrap();
+        assert_eq!(c.run_as.as_deref(), Some("jobs"));
+        assert_eq!(c.nice, 10);
+        assert_eq!(c.memory_max, Some(2 << 30));
+        let e = format!(
+            "{:#}",
+            resolve(
+                &cli(&[&base[..], &["--run-as", "root"]].concat()),
+                None,
+                &root
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("invalid --run-as 'root': job processes never run as root"),
+            "{e}"
+        );
+        // A normal user runs jobs as itself and cannot name another user.
+        let c = resolve(&cli(&base), None, &defaults()).unwrap();
+        assert_eq!(c.run_as, None);
+        let e = err(&cli(&[&base[..], &["--run-as", "bob"]].concat()), None);
+        assert!(
+            e.contains("invalid --run-as 'bob': only an agent started as root"),
+            "{e}"
+        );
+        let e = err(&cli(&[&base[..], &["--nice=-5"]].concat()), None);
+        assert!(e.contains("invalid --nice '-5'"), "{e}");
+        let e = err(&cli(&base), Some(&file("memory_max = \"lots\"\n")));
+        assert!(e.contains("invalid memory_max 'lots' in agent.toml"), "{e}");
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("10").is_err());
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! (`src/bin/graze-launch.rs`, see [`launch`]).
 
 mod agent;
+pub mod cgroup;
 pub mod config;
+pub mod confine;
 pub mod evdev;
+pub mod install;
+
 pub mod hydra;
 pub mod idle;
 pub mod launch;

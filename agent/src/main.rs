@@ -24,6 +24,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Some(config::AgentCommand::Install(a)) => {
+            print!("{}", graze_agent::install::install(a)?);
+            return Ok(());
+        }
+        Some(config::AgentCommand::Uninstall(a)) => {
+            print!("{}", graze_agent::install::uninstall(a)?);
+            return Ok(());
+        }
+        None => {}
+    }
     let cfg = config::load(&cli, &Defaults::detect())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

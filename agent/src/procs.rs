@@ -10,6 +10,11 @@
 //!   were re-parented to init in a new session (MPICH ranks keep running when their hydra
 //!   proxy is SIGKILLed, and `mpiexec` never notices).
 //!
+//! - every process in the job's cgroup, where the agent made one (see [`crate::cgroup`]);
+//!   then killing uses the cgroup (`cgroup.kill`, or freeze + SIGKILL + thaw) before the
+//!   process-group sweep, and stopping freezes the cgroup while the members are sent SIGSTOP,
+//!   so no member forks between the scan and the signal.
+//!
 //! Zombies count as gone: they hold no CPU or memory and cannot be killed, only reaped by
 //! their parent. The agent's own process is never part of a set.
 //!
@@ -105,6 +110,26 @@ pub fn environ_has(pid: i32, entry: &str) -> bool {
     }
 }
 
+/// SIGKILL every process whose job tag starts with `prefix` (leftovers of an agent process that
+/// died without cleaning up); returns how many were signalled.
+pub fn kill_tag_prefix(prefix: &str) -> usize {
+    let want = format!("{TAG_VAR}={prefix}");
+    let mut n = 0;
+    for p in all_processes() {
+        let Ok(bytes) = std::fs::read(format!("/proc/{}/environ", p.pid)) else {
+            continue;
+        };
+        if bytes
+            .split(|b| *b == 0)
+            .any(|e| e.starts_with(want.as_bytes()))
+        {
+            signal(p.pid, libc::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Send `sig` to `pid`; errors (already gone, not ours) are ignored on purpose.
 fn signal(pid: i32, sig: i32) {
     if pid > 1 {
@@ -122,6 +147,8 @@ pub struct ProcSet {
     pub pgids: Vec<i32>,
     /// The job's tag: processes whose environment holds `GRAZE_JOB_TAG=<tag>` belong to it.
     pub tag: Option<String>,
+    /// The job's cgroup, when the agent could make one.
+    pub cgroup: Option<crate::cgroup::JobCgroup>,
 }
 
 /// Processes a set did not get rid of in time.
@@ -139,7 +166,17 @@ fn describe(ps: &[ProcInfo]) -> String {
 impl ProcSet {
     /// A set from the job's process groups and tag.
     pub fn new(pgids: Vec<i32>, tag: Option<String>) -> ProcSet {
-        ProcSet { pgids, tag }
+        ProcSet {
+            pgids,
+            tag,
+            cgroup: None,
+        }
+    }
+
+    /// The same set, also holding every process of `cgroup`.
+    pub fn with_cgroup(mut self, cgroup: Option<crate::cgroup::JobCgroup>) -> ProcSet {
+        self.cgroup = cgroup;
+        self
     }
 
     /// The live (non-zombie) members now.
@@ -150,6 +187,11 @@ impl ProcSet {
     /// SIGKILL every member, rescanning until none is left or `timeout` passed.
     pub fn kill(&self, timeout: Duration) -> Result<(), Survivors> {
         let deadline = Instant::now() + timeout;
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.kill(timeout) {
+                tracing::warn!(error = %e, "killing through the job's cgroup; sweeping by process group");
+            }
+        }
         loop {
             let m = self.members();
             if m.is_empty() {
@@ -177,6 +219,17 @@ impl ProcSet {
     /// SIGSTOP every member, rescanning until all are stopped or `timeout` passed.
     pub fn stop(&self, timeout: Duration) -> Result<(), Survivors> {
         let deadline = Instant::now() + timeout;
+        if let Some(cg) = &self.cgroup {
+            // Freeze so that no member forks past the scan, stop everything found, then thaw:
+            // the pending SIGSTOPs take effect and the members show state T as without cgroups.
+            let frozen = cg.freeze(timeout).is_ok();
+            for p in self.members() {
+                signal(p.pid, libc::SIGSTOP);
+            }
+            if frozen {
+                let _ = cg.thaw();
+            }
+        }
         loop {
             let running: Vec<ProcInfo> = self
                 .members()
@@ -284,6 +337,11 @@ pub fn members_of(sets: &[ProcSet]) -> Vec<ProcInfo> {
     let me = std::process::id() as i32;
     let procs = all_processes();
     let pgids: HashSet<i32> = sets.iter().flat_map(|s| s.pgids.iter().copied()).collect();
+    let in_cgroups: HashSet<i32> = sets
+        .iter()
+        .filter_map(|s| s.cgroup.as_ref())
+        .flat_map(|c| c.pids())
+        .collect();
     let tags: Vec<String> = sets
         .iter()
         .filter_map(|s| s.tag.as_ref())
@@ -297,7 +355,11 @@ pub fn members_of(sets: &[ProcSet]) -> Vec<ProcInfo> {
     let mut queue: Vec<i32> = procs
         .iter()
         .filter(|p| p.pid != me && !p.is_gone())
-        .filter(|p| pgids.contains(&p.pgrp) || tags.iter().any(|t| environ_has(p.pid, t)))
+        .filter(|p| {
+            pgids.contains(&p.pgrp)
+                || in_cgroups.contains(&p.pid)
+                || tags.iter().any(|t| environ_has(p.pid, t))
+        })
         .map(|p| p.pid)
         .collect();
     let mut found: HashSet<i32> = HashSet::new();

@@ -101,10 +101,16 @@ impl Peer {
     }
 
     /// The next message that is not a status report.
+    /// The next message that is not a status; numbered job messages are acknowledged and
+    /// unwrapped, as the scheduler does.
     async fn next_event(&mut self) -> AgentMsg {
         loop {
             match self.next().await {
                 AgentMsg::Status(_) => {}
+                AgentMsg::Sequenced { seq, msg } => {
+                    self.send(SchedulerMsg::Ack { seq }).await;
+                    return *msg;
+                }
                 m => return m,
             }
         }
@@ -157,8 +163,34 @@ impl RunningAgent {
     }
 }
 
+/// As root, jobs run as an unprivileged test user (created if missing) and the spool must be
+/// reachable by it; as a normal user, jobs run as that user.
+fn run_as(spool: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    graze_agent::install::ensure_user(Path::new("/"), "graze-test").unwrap();
+    std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some("graze-test".into())
+}
+
+/// Marks the job processes of this test binary's agents (the agents pass `GRAZE_*` site
+/// variables on to jobs), so tests running at the same time elsewhere on the machine with the
+/// same job ids are not mistaken for ours.
+fn test_marker() -> String {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let value = std::process::id().to_string();
+    ONCE.call_once(|| std::env::set_var("GRAZE_AGENT_TEST_PID", &value));
+    format!("GRAZE_AGENT_TEST_PID={value}")
+}
+
 fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
+    test_marker();
     AgentConfig {
+        run_as: run_as(spool),
+        nice: 0,
+        memory_max: None,
         access: sched.access_path.clone(),
         name: name.into(),
         cores: 3,
@@ -170,6 +202,7 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
         spool: spool.to_owned(),
         launcher: PathBuf::from(env!("CARGO_BIN_EXE_graze-launch")),
         policy: graze_agent::config::Policy::default(),
+        node_timeout: Duration::from_secs(3),
     }
 }
 
@@ -193,22 +226,25 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
             })
             .collect(),
         secret: format!("secret-{job}"),
+        epoch: 1,
     }
 }
 
 /// Pids of live processes whose environment carries a tag of `job`.
 fn tagged_processes(job: u64) -> Vec<i32> {
     let suffix = format!("-{job}");
+    let marker = test_marker();
     graze_agent::procs::all_processes()
         .into_iter()
         .filter(|p| !p.is_gone())
         .filter(|p| {
             std::fs::read(format!("/proc/{}/environ", p.pid))
                 .map(|env| {
-                    env.split(|b| *b == 0).any(|e| {
-                        let e = String::from_utf8_lossy(e);
-                        e.starts_with("GRAZE_JOB_TAG=") && e.ends_with(&suffix)
-                    })
+                    env.split(|b| *b == 0).any(|e| e == marker.as_bytes())
+                        && env.split(|b| *b == 0).any(|e| {
+                            let e = String::from_utf8_lossy(e);
+                            e.starts_with("GRAZE_JOB_TAG=") && e.ends_with(&suffix)
+                        })
                 })
                 .unwrap_or(false)
         })
@@ -296,10 +332,13 @@ async fn mpi_job_launches_through_the_shim() {
                     remote: id,
                     job,
                     command,
+                    epoch: 1,
+                    origin: "self".into(),
+                    origin_id: id,
                 })
                 .await;
             }
-            AgentMsg::RemoteExited { remote, exit } => {
+            AgentMsg::RemoteExited { remote, exit, .. } => {
                 p.send(SchedulerMsg::LaunchDone {
                     id: remote,
                     exit: Some(exit),
@@ -377,6 +416,9 @@ async fn running_mpi_job_is_killed_whole() {
                     remote: id,
                     job,
                     command,
+                    epoch: 1,
+                    origin: "self".into(),
+                    origin_id: id,
                 })
                 .await;
             }
@@ -447,10 +489,13 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
             "-c".into(),
             "'sleep 100 > /dev/null 2>&1 &'".into(),
         ],
+        epoch: 1,
+        origin: "self".into(),
+        origin_id: LaunchId(5),
     })
     .await;
     loop {
-        if let AgentMsg::RemoteExited { remote, exit } = p.next_event().await {
+        if let AgentMsg::RemoteExited { remote, exit, .. } = p.next_event().await {
             assert_eq!(remote, LaunchId(5));
             assert!(exit.success(), "{exit}");
             break;
@@ -532,13 +577,33 @@ async fn failed_start_and_losing_the_scheduler() {
     };
     assert!(!graze_agent::procs::is_gone(pid));
 
-    // The scheduler goes away: the job's processes die and the agent comes back.
+    // The scheduler goes away (a restart): the job keeps running, and the agent comes back
+    // reporting the run it holds.
     p.conn.close(0u32.into(), b"bye");
-    let (_p2, info) = sched.accept_registered().await;
+    let (p2, info) = sched.accept_registered().await;
     assert_eq!(info.name, "l1");
+    assert_eq!(
+        info.held,
+        vec![graze_proto::HeldJob {
+            job: JobId(job),
+            epoch: 1,
+            main: true
+        }]
+    );
+    assert!(
+        !graze_agent::procs::is_gone(pid),
+        "the job survived the reconnect"
+    );
+    // The scheduler is gone for good: after node_timeout (3 s here) the agent kills the job.
+    p2.conn.close(0u32.into(), b"bye");
     let deadline = Instant::now() + WAIT;
     while !graze_agent::procs::is_gone(pid) || !tagged_processes(job).is_empty() {
-        assert!(Instant::now() < deadline, "job survived the lost scheduler");
+        assert!(
+            Instant::now() < deadline,
+            "job survived the lost scheduler: pid {pid} {:?}, tagged {:?}",
+            graze_agent::procs::read_stat(pid),
+            tagged_processes(job)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     agent.shutdown().await;

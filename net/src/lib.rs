@@ -14,8 +14,9 @@ pub use quinn;
 pub const SERVER_NAME: &str = "graze-scheduler";
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"graze";
-/// Keep-alive period of every connection.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Keep-alive period of every connection: both ends of a silent link time out within this
+/// of each other.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 /// Transport errors.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,12 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// Whether the connection ended by silence (the idle timeout), as opposed to a close or
+    /// reset from the peer (e.g. a restarting scheduler).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, NetError::Connection(quinn::ConnectionError::TimedOut))
+    }
+
     /// Whether trying again later may help.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -178,6 +185,15 @@ pub fn random_token() -> String {
     hex::encode(b)
 }
 
+/// `sha256:HEX` of a token, as token stores keep it (never the token itself).
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    )
+}
+
 /// Compare tokens without an early exit.
 pub fn token_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -264,7 +280,29 @@ pub fn server_endpoint(
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport(idle_timeout)?);
-    quinn::Endpoint::server(cfg, listen)
+    // A stateless-reset key that survives restarts: after a scheduler restart, packets on old
+    // connections are answered with a reset the agents recognise, so they reconnect at once
+    // instead of waiting for the idle timeout.
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"graze stateless reset key");
+    h.update(&id.key);
+    let digest = h.finalize();
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &digest);
+    let mut ep_cfg = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection ids are validated with a key; it must survive restarts too, or the restarted
+    // scheduler drops old packets as invalid instead of resetting them.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&digest[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    ep_cfg.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket = std::net::UdpSocket::bind(listen)
+        .map_err(|e| NetError::Setup(format!("listen on {listen}: {e}")))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| NetError::Setup("no async runtime for QUIC".into()))?;
+    quinn::Endpoint::new(ep_cfg, Some(cfg), socket, runtime)
         .map_err(|e| NetError::Setup(format!("listen on {listen}: {e}")))
 }
 
@@ -387,6 +425,9 @@ pub async fn recv<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Opti
     match r.read_exact(&mut prefix).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => {
+            return Err(NetError::Connection(e))
+        }
         Err(e) => return Err(NetError::Read(e.to_string())),
     }
     let len = proto::frame_len(prefix)?;
@@ -510,6 +551,14 @@ mod tests {
         .unwrap();
         let e = Access::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn token_hash_is_sha256() {
+        assert_eq!(
+            token_hash("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -162,6 +162,13 @@ pub struct NodeInfo {
     /// The owner policy the scheduler applies to this node's jobs.
     #[serde(default)]
     pub policy: OwnerPolicy,
+    /// Jobs whose processes this agent still holds, e.g. after a reconnect or a scheduler
+    /// restart. The scheduler keeps the runs it still knows and fences (kills) the others.
+    #[serde(default)]
+    pub held: Vec<HeldJob>,
+    /// Random id of this agent process; job message sequence numbers restart with it.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// The part of an agent's owner policy the scheduler acts on (see `config/agent.toml`).
@@ -184,6 +191,17 @@ impl Default for OwnerPolicy {
             vacate_grace_ms: 10 * 1000,
         }
     }
+}
+
+/// A job run an agent still holds processes of.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HeldJob {
+    /// The job.
+    pub job: JobId,
+    /// The run's epoch, from [`SchedulerMsg::StartJob`] or [`SchedulerMsg::SpawnRemote`].
+    pub epoch: u64,
+    /// Whether the job's main command runs on this node (still running or not yet reported).
+    pub main: bool,
 }
 
 /// Whether the PC offers its cores now, and if not why.
@@ -333,12 +351,27 @@ pub enum AgentMsg {
         /// The launch.
         id: LaunchId,
     },
+    /// A job message (output, exit, clear, remote exit) numbered so that none is lost or
+    /// applied twice: the agent keeps it until the scheduler's [`SchedulerMsg::Ack`] covers
+    /// `seq`, resends it after a reconnect, and the scheduler drops numbers it already applied.
+    Sequenced {
+        /// Per agent instance, from 1, without gaps.
+        seq: u64,
+        /// The message.
+        msg: Box<AgentMsg>,
+    },
     /// A command this agent started for a remote launch ended.
     RemoteExited {
         /// The scheduler's id for the remote process.
         remote: LaunchId,
         /// How it ended.
         exit: ExitStatus,
+        /// The node whose shim asked for it (from [`SchedulerMsg::SpawnRemote`]).
+        #[serde(default)]
+        origin: String,
+        /// The origin agent's launch id.
+        #[serde(default = "no_launch")]
+        origin_id: LaunchId,
     },
 }
 
@@ -367,6 +400,10 @@ pub enum SchedulerMsg {
         hosts: Vec<HostSlots>,
         /// Secret the job's launcher shim must present.
         secret: String,
+        /// The run's epoch: grows with every (re)start of the job. Agents report it back in
+        /// [`HeldJob`] so a stale run can be fenced.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Start a command on this node for a job (a hydra proxy).
     SpawnRemote {
@@ -376,6 +413,16 @@ pub enum SchedulerMsg {
         job: JobId,
         /// Words to run with `sh -c`.
         command: Vec<String>,
+        /// The run's epoch.
+        #[serde(default)]
+        epoch: u64,
+        /// The node whose shim asked; echoed in [`AgentMsg::RemoteExited`] so the answer finds
+        /// its way even across a scheduler restart.
+        #[serde(default)]
+        origin: String,
+        /// The origin agent's launch id, echoed likewise.
+        #[serde(default = "no_launch")]
+        origin_id: LaunchId,
     },
     /// A launch this agent asked for ended (or could not start).
     LaunchDone {
@@ -385,6 +432,11 @@ pub enum SchedulerMsg {
         exit: Option<ExitStatus>,
         /// Why it could not start, if it could not.
         error: Option<String>,
+    },
+    /// Every [`AgentMsg::Sequenced`] up to `seq` is applied and committed.
+    Ack {
+        /// Highest sequence number applied.
+        seq: u64,
     },
     /// Kill every process of the job on this node, then answer [`AgentMsg::JobCleared`].
     KillJob {
@@ -411,6 +463,10 @@ pub enum SchedulerMsg {
         /// The job.
         job: JobId,
     },
+}
+
+fn no_launch() -> LaunchId {
+    LaunchId(0)
 }
 
 /// How ranks are counted for a job.
@@ -457,7 +513,8 @@ pub struct JobSpec {
     pub cwd: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
-    /// Who submitted it (login name).
+    /// Who submitted it. The client sends its login name; the scheduler replaces it with the
+    /// name of the identity whose token submitted the job.
     pub user: String,
 }
 
@@ -555,6 +612,9 @@ pub struct NodeView {
     pub used_cores: u32,
     /// Jobs with ranks on this node.
     pub jobs: Vec<JobId>,
+    /// Drained by an admin: takes no new work; running jobs go on.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// One stored output line.
@@ -596,6 +656,25 @@ pub enum ClientRequest {
         /// Keep streaming while the job runs.
         follow: bool,
     },
+    /// Stop placing new work on a node; its running jobs go on. Admin tokens only.
+    /// Answer: [`ClientReply::Nodes`] with that one node, or [`ClientReply::Error`].
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Let a drained node take work again. Admin tokens only. Answer as for
+    /// [`ClientRequest::Drain`].
+    Undrain {
+        /// Node name.
+        node: String,
+    },
+    /// Live cluster data for `graze top`: one [`ClientReply::Snapshot`] of every node and every
+    /// job (finished ones included), then [`ClientReply::NodeChanged`] and
+    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it.
+    /// A node's load-only changes are sent at most about once a second per node; changes of
+    /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
+    /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.
+    Watch,
 }
 
 /// Answers to a [`ClientRequest`].
@@ -617,6 +696,17 @@ pub enum ClientReply {
     Log(Vec<LogLine>),
     /// No more output.
     LogEnd,
+    /// First answer to [`ClientRequest::Watch`]: every node and every job.
+    Snapshot {
+        /// All nodes.
+        nodes: Vec<NodeView>,
+        /// All jobs, finished ones included.
+        jobs: Vec<JobView>,
+    },
+    /// A [`ClientRequest::Watch`] delta: this node's new view replaces the old one.
+    NodeChanged(Box<NodeView>),
+    /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).
+    JobChanged(Box<JobView>),
     /// The request failed.
     Error {
         /// Why, for a person.

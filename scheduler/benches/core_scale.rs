@@ -56,6 +56,8 @@ fn main() {
             mpi: vec![],
             software: "bench".into(),
             policy: Default::default(),
+            held: vec![],
+            instance: String::new(),
         };
         c.node_connected(n as u64, info, 0).unwrap();
         let st = NodeStatus {

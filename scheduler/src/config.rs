@@ -14,8 +14,8 @@ use std::time::Duration;
     about = "graze head node: queues MPI jobs onto idle office PCs"
 )]
 pub struct Cli {
-    /// Directory for the certificate, access file, job output and state.
-    #[arg(long, env = "GRAZE_STATE_DIR")]
+    /// Directory for the certificate, access file, tokens, audit log, job output and state.
+    #[arg(long, env = "GRAZE_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
     /// Address to listen on for agents and clients (UDP, QUIC).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -34,8 +34,54 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub requeue_when_suspended_after: Option<String>,
     /// Configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// Manage tokens instead of running the scheduler.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `graze-scheduler`; without one it runs the scheduler.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create, revoke and list access tokens (stored hashed in STATE/tokens.toml).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `graze-scheduler token ...`.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum TokenCommand {
+    /// Create a token for a new identity and print an access file for it.
+    Create {
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: crate::auth::TokenRole,
+        /// Identity name, unique; recorded as the owner of the jobs it submits.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+    /// Revoke an identity's token; its next connection is refused.
+    Revoke {
+        /// Identity name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List identities and roles.
+    List,
+}
+
+/// The state directory from flags or the config file, for the token commands.
+pub fn state_dir_of(cli: &Cli) -> Result<PathBuf> {
+    if let Some(d) = &cli.state_dir {
+        return Ok(d.clone());
+    }
+    let file = match &cli.config {
+        Some(p) => load_file(p)?,
+        None => FileConfig::default(),
+    };
+    file.state_dir
+        .context("no state directory: pass --state-dir DIR (or state_dir in scheduler.toml)")
 }
 
 /// The `scheduler.toml` file; every field optional.

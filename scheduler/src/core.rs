@@ -38,6 +38,11 @@ pub struct CoreConfig {
     /// A job suspended this long (ms) is vacated and requeued early if it could be placed
     /// elsewhere right now.
     pub requeue_when_suspended_after_ms: u64,
+    /// How long restored running jobs wait for their nodes to report back after a restart.
+    pub node_timeout_ms: u64,
+    /// After a node is lost, how long its jobs wait before they may run again, so the cut-off
+    /// agent (which kills its own processes when it times out) never overlaps the next run.
+    pub fence_margin_ms: u64,
 }
 
 /// Default of [`CoreConfig::requeue_when_suspended_after_ms`]: 60 s.
@@ -48,8 +53,44 @@ impl Default for CoreConfig {
         CoreConfig {
             max_job_cores: 0,
             requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+            node_timeout_ms: 10_000,
+            fence_margin_ms: 1_000,
         }
     }
+}
+
+/// A job as persisted by the driver and handed back to [`Core::restore`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    /// Id.
+    pub id: JobId,
+    /// The spec.
+    pub spec: JobSpec,
+    /// State.
+    pub state: JobState,
+    /// The shim secret.
+    pub secret: String,
+    /// Submit time.
+    pub submitted_ms: u64,
+    /// Start of the current or last run.
+    pub started_ms: Option<u64>,
+    /// End.
+    pub ended_ms: Option<u64>,
+    /// Current or last allocation: host, ranks, cores.
+    pub alloc: Vec<(String, u32, u32)>,
+    /// Nodes that must still confirm the last run's processes are gone.
+    pub clearing: Vec<String>,
+    /// How the main command ended.
+    pub exit: Option<ExitStatus>,
+    /// Requeue count.
+    pub requeues: u32,
+    /// Life events.
+    pub events: Vec<JobEvent>,
+    /// The current run's epoch.
+    pub epoch: u64,
+    /// Queue order (submit time, 0 after a vacate); `None` from older state files.
+    #[serde(default)]
+    pub order: Option<u64>,
 }
 
 /// Effects for the driver to carry out.
@@ -73,6 +114,8 @@ pub enum Output {
     JobFinal(JobId),
     /// A job changed (state, allocation, events), e.g. to persist it.
     JobChanged(JobId),
+    /// A node registered (new or changed info), e.g. to persist the roster.
+    NodeChanged(String),
 }
 
 #[derive(Debug, Clone)]
@@ -82,11 +125,14 @@ struct Node {
     status: Option<NodeStatus>,
     /// Cores held per job (running or being cleared).
     held: BTreeMap<JobId, u32>,
+    /// Drained by an admin: no new work.
+    drained: bool,
 }
 
 impl Node {
     fn offered(&self) -> bool {
-        self.conn.is_some()
+        !self.drained
+            && self.conn.is_some()
             && self
                 .status
                 .as_ref()
@@ -142,6 +188,14 @@ struct Job {
     exit: Option<ExitStatus>,
     requeues: u32,
     events: Vec<JobEvent>,
+    /// The current run's epoch, +1 per start.
+    epoch: u64,
+    /// After a restart: nodes of the running allocation that have not yet reported holding it.
+    confirm: BTreeSet<String>,
+    /// When unconfirmed nodes count as lost.
+    confirm_deadline: Option<u64>,
+    /// Not placed again before this time (fence after a node loss).
+    fence_until: Option<u64>,
     /// Second part of the queue key: the submit time, or 0 after a vacate (front of its
     /// priority).
     order: u64,
@@ -159,13 +213,6 @@ impl Job {
 
 type QueueKey = (Reverse<i32>, u64, JobId);
 
-#[derive(Debug, Clone)]
-struct Remote {
-    origin: ConnId,
-    id: LaunchId,
-    job: JobId,
-}
-
 /// The scheduler's state.
 #[derive(Debug, Clone)]
 pub struct Core {
@@ -178,8 +225,9 @@ pub struct Core {
     queue: BTreeMap<QueueKey, u32>,
     next_job: u64,
     next_remote: u64,
-    remotes: HashMap<LaunchId, Remote>,
     out: VecDeque<Output>,
+    /// The latest `now` given to [`Core::handle_timeout`]: early-move checks up to it are done.
+    last_timeout: u64,
 }
 
 impl Core {
@@ -193,8 +241,8 @@ impl Core {
             queue: BTreeMap::new(),
             next_job: 1,
             next_remote: 1,
-            remotes: HashMap::new(),
             out: VecDeque::new(),
+            last_timeout: 0,
         }
     }
 
@@ -214,8 +262,9 @@ impl Core {
         self.out.push_back(Output::JobChanged(job));
     }
 
-    /// An agent registered on connection `conn`. A node of the same name on another connection
-    /// is taken as lost first (the agent restarted or reconnected).
+    /// An agent registered on connection `conn`, reporting the job runs it still holds.
+    /// A node of the same name on another connection is replaced (the agent reconnected):
+    /// runs it still holds go on, runs it lost are requeued, runs nobody knows are fenced.
     pub fn node_connected(&mut self, conn: ConnId, info: NodeInfo, now: u64) -> Result<(), String> {
         if info.name.is_empty() {
             return Err("invalid node name '': must not be empty".into());
@@ -226,27 +275,109 @@ impl Core {
                 info.name
             ));
         }
-        if let Some(old) = self.nodes.get(&info.name).and_then(|n| n.conn) {
+        let name = info.name.clone();
+        if let Some(old) = self.nodes.get(&name).and_then(|n| n.conn) {
             if old != conn {
-                self.node_lost(old, now);
+                self.conns.remove(&old);
                 self.out.push_back(Output::Close {
                     conn: old,
                     reason: "a newer agent registered with the same name".into(),
                 });
             }
         }
-        self.conns.insert(conn, info.name.clone());
-        let node = self.nodes.entry(info.name.clone()).or_insert_with(|| Node {
+        let mut held: BTreeMap<JobId, graze_proto::HeldJob> =
+            info.held.iter().map(|h| (h.job, h.clone())).collect();
+        self.conns.insert(conn, name.clone());
+        let node = self.nodes.entry(name.clone()).or_insert_with(|| Node {
             info: info.clone(),
             conn: None,
             status: None,
             held: BTreeMap::new(),
+            drained: false,
         });
         node.info = info;
+        node.info.held.clear();
         node.conn = Some(conn);
         node.status = None;
         node.held.clear();
         self.send(conn, SchedulerMsg::Registered);
+        self.out.push_back(Output::NodeChanged(name.clone()));
+
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            let j = &self.jobs[&id];
+            let in_alloc = j.alloc.iter().find(|a| a.0 == name).map(|a| a.2);
+            let live = matches!(
+                j.state,
+                JobState::Running | JobState::Suspended | JobState::Cancelling
+            );
+            // A run is kept only if the node still holds it and still has the cores for it
+            // (an agent may come back offering fewer).
+            let fits = in_alloc.is_some_and(|c| {
+                self.nodes
+                    .get(&name)
+                    .is_some_and(|n| n.used() + c <= n.info.cores)
+            });
+            let holds = fits && held.get(&id).is_some_and(|h| h.epoch == j.epoch);
+            match (live, in_alloc) {
+                (true, Some(cores)) if holds => {
+                    held.remove(&id);
+                    if let Some(n) = self.nodes.get_mut(&name) {
+                        n.held.insert(id, cores);
+                    }
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.confirm.remove(&name);
+                        if j.confirm.is_empty() {
+                            j.confirm_deadline = None;
+                        }
+                    }
+                    if self.jobs[&id].state == JobState::Cancelling
+                        && self.jobs[&id].clearing.contains(&name)
+                    {
+                        self.send(conn, SchedulerMsg::KillJob { job: id });
+                    }
+                    // The job may have been suspended or resumed while the node was away;
+                    // both messages are idempotent on the agent.
+                    match self.jobs[&id].state {
+                        JobState::Running => self.send(conn, SchedulerMsg::ResumeJob { job: id }),
+                        JobState::Suspended => {
+                            self.send(conn, SchedulerMsg::SuspendJob { job: id })
+                        }
+                        _ => {}
+                    }
+                }
+                (true, Some(_)) => {
+                    if matches!(j.state, JobState::Running | JobState::Suspended) {
+                        self.requeue(
+                            id,
+                            format!("node {name} came back without the job's processes"),
+                            now,
+                        );
+                    } else {
+                        self.cleared(id, &name, now);
+                    }
+                }
+                _ if j.clearing.contains(&name) => {
+                    if held.remove(&id).is_some() {
+                        // Still there: hold its cores until the node confirms the kill.
+                        if let (Some(cores), Some(n)) = (in_alloc, self.nodes.get_mut(&name)) {
+                            let cores = cores.min(n.free());
+                            if cores > 0 {
+                                n.held.insert(id, cores);
+                            }
+                        }
+                        self.send(conn, SchedulerMsg::KillJob { job: id });
+                    } else {
+                        self.cleared(id, &name, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Runs nobody here knows any more: fence them.
+        for id in held.into_keys() {
+            self.send(conn, SchedulerMsg::KillJob { job: id });
+        }
         self.schedule(now);
         Ok(())
     }
@@ -320,9 +451,9 @@ impl Core {
         self.event(id, now, format!("suspended: {reason}"));
     }
 
-    /// The earliest deadline after `now` (ms) at which [`Core::handle_timeout`] has work:
-    /// a suspended job to vacate, or to move early if it could run elsewhere.
-    pub fn poll_timeout(&self, now: u64) -> Option<u64> {
+    /// The owner-policy deadlines of suspended jobs: vacates, and early-move checks not yet
+    /// made (an early move that found no room is checked again when nodes change).
+    fn suspend_deadlines(&self) -> Option<u64> {
         self.jobs
             .values()
             .filter(|j| j.state == JobState::Suspended)
@@ -330,18 +461,12 @@ impl Core {
                 let vacate = self.vacate_due(j).map(|(at, _)| at);
                 let early = j
                     .suspended_ms
-                    .map(|s| s.saturating_add(self.cfg.requeue_when_suspended_after_ms));
+                    .map(|s| s.saturating_add(self.cfg.requeue_when_suspended_after_ms))
+                    .filter(|t| *t > self.last_timeout);
                 [vacate, early]
             })
             .flatten()
-            .filter(|t| *t > now)
             .min()
-    }
-
-    /// Act on deadlines that have passed.
-    pub fn handle_timeout(&mut self, now: u64) {
-        self.review_suspended(now);
-        self.schedule(now);
     }
 
     /// When a suspended job must be vacated because of its busy nodes, and why.
@@ -494,7 +619,6 @@ impl Core {
         node.conn = None;
         node.status = None;
         node.held.clear();
-        self.remotes.retain(|_, r| r.origin != conn);
         let affected: Vec<JobId> = self
             .jobs
             .iter()
@@ -505,10 +629,15 @@ impl Core {
             })
             .map(|(id, _)| *id)
             .collect();
+        let fence = now + self.cfg.fence_margin_ms;
         for id in affected {
             let state = self.jobs[&id].state;
             if matches!(state, JobState::Running | JobState::Suspended) {
                 self.requeue(id, format!("node {name} lost"), now);
+            }
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.fence_until = Some(j.fence_until.map_or(fence, |f| f.max(fence)));
+                j.confirm.remove(&name);
             }
             self.cleared(id, &name, now);
         }
@@ -525,6 +654,8 @@ impl Core {
         j.requeues += 1;
         j.exit = None;
         j.suspended_ms = None;
+        j.confirm.clear();
+        j.confirm_deadline = None;
         let key = j.key(id);
         let n = j.spec.nprocs;
         self.queue.insert(key, n);
@@ -626,6 +757,10 @@ impl Core {
                 exit: None,
                 requeues: 0,
                 events: Vec::new(),
+                epoch: 0,
+                confirm: BTreeSet::new(),
+                confirm_deadline: None,
+                fence_until: None,
                 order: now,
                 suspended_ms: None,
                 avoid: BTreeSet::new(),
@@ -703,6 +838,35 @@ impl Core {
         Ok(self.jobs[&id].state)
     }
 
+    /// Drain (`on`) or undrain a node: a drained node takes no new work, its running jobs go
+    /// on. The mark outlives reconnects.
+    pub fn set_drained(&mut self, name: &str, on: bool, now: u64) -> Result<NodeView, String> {
+        let Some(node) = self.nodes.get_mut(name) else {
+            let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown node '{name}': known nodes are {}",
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        node.drained = on;
+        if !on {
+            self.schedule(now);
+        }
+        self.node_views()
+            .into_iter()
+            .find(|v| v.info.name == name)
+            .ok_or_else(|| format!("node '{name}' vanished"))
+    }
+
+    /// Who submitted job `id`.
+    pub fn job_owner(&self, id: JobId) -> Option<&str> {
+        self.jobs.get(&id).map(|j| j.spec.user.as_str())
+    }
+
     /// Whether the node of `conn` is part of job `id`'s allocation (current or being cleared).
     pub fn conn_in_job(&self, conn: ConnId, id: JobId) -> bool {
         let Some(name) = self.conn_node(conn) else {
@@ -711,6 +875,11 @@ impl Core {
         self.jobs
             .get(&id)
             .is_some_and(|j| j.alloc.iter().any(|a| a.0 == name) || j.clearing.contains(name))
+    }
+
+    /// The node name of an agent connection.
+    pub fn node_of(&self, conn: ConnId) -> Option<&str> {
+        self.conn_node(conn)
     }
 
     fn conn_node(&self, conn: ConnId) -> Option<&str> {
@@ -784,20 +953,17 @@ impl Core {
             Ok(target) => {
                 let remote = LaunchId(self.next_remote);
                 self.next_remote += 1;
-                self.remotes.insert(
-                    remote,
-                    Remote {
-                        origin: conn,
-                        id,
-                        job,
-                    },
-                );
+                let epoch = self.jobs.get(&job).map_or(0, |j| j.epoch);
+                let origin = self.conn_node(conn).unwrap_or_default().to_string();
                 self.send(
                     target,
                     SchedulerMsg::SpawnRemote {
                         remote,
                         job,
                         command,
+                        epoch,
+                        origin,
+                        origin_id: id,
                     },
                 );
             }
@@ -844,23 +1010,171 @@ impl Core {
             .ok_or_else(|| format!("node {host} is offline"))
     }
 
-    /// The shim of a launch went away. The job is ending; its processes are killed with it.
-    pub fn launch_abandoned(&mut self, conn: ConnId, id: LaunchId) {
-        self.remotes
-            .retain(|_, r| !(r.origin == conn && r.id == id));
-    }
+    /// The shim of a launch went away. Nothing to undo here: the job is ending, and its
+    /// processes on every node are killed with it.
+    pub fn launch_abandoned(&mut self, _conn: ConnId, _id: LaunchId) {}
 
-    /// A remote command started for a launch ended on the node of `conn`.
-    pub fn remote_exited(&mut self, conn: ConnId, remote: LaunchId, exit: ExitStatus) {
-        let _ = conn;
-        if let Some(r) = self.remotes.remove(&remote) {
-            let _ = r.job;
+    /// A remote command started for a launch ended; the answer goes to the origin node's
+    /// current connection (routing needs no memory, so it survives a scheduler restart).
+    pub fn remote_exited(&mut self, origin: &str, origin_id: LaunchId, exit: ExitStatus) {
+        if let Some(conn) = self.nodes.get(origin).and_then(|n| n.conn) {
             self.send(
-                r.origin,
+                conn,
                 SchedulerMsg::LaunchDone {
-                    id: r.id,
+                    id: origin_id,
                     exit: Some(exit),
                     error: None,
+                },
+            );
+        }
+    }
+
+    /// The earliest time [`Core::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .flat_map(|j| [j.confirm_deadline, j.fence_until])
+            .flatten()
+            .chain(self.suspend_deadlines())
+            .min()
+    }
+
+    /// Deadlines: unconfirmed runs after a restart are requeued, fences expire, suspended
+    /// jobs are vacated or moved.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.last_timeout = self.last_timeout.max(now);
+        self.review_suspended(now);
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            let j = &self.jobs[&id];
+            if j.fence_until.is_some_and(|t| t <= now) {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.fence_until = None;
+                }
+            }
+            if let Some(j) = self.jobs.get_mut(&id) {
+                // A passed deadline with nothing left to confirm is spent (else the driver's
+                // timer would fire again at once).
+                if j.confirm_deadline.is_some_and(|t| t <= now) && j.confirm.is_empty() {
+                    j.confirm_deadline = None;
+                }
+            }
+            let j = &self.jobs[&id];
+            if j.confirm_deadline.is_some_and(|t| t <= now) && !j.confirm.is_empty() {
+                let missing: Vec<String> = j.confirm.iter().cloned().collect();
+                match j.state {
+                    JobState::Running => self.requeue(
+                        id,
+                        format!(
+                            "node {} did not report back after the scheduler restart",
+                            missing.join(", ")
+                        ),
+                        now,
+                    ),
+                    _ => {
+                        for n in &missing {
+                            self.cleared(id, n, now);
+                        }
+                    }
+                }
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.confirm.clear();
+                    j.confirm_deadline = None;
+                    for n in &missing {
+                        j.clearing.remove(n);
+                    }
+                }
+                if self.jobs[&id].state == JobState::Cancelling {
+                    self.cleared(id, "", now);
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// A job as persisted.
+    pub fn job_record(&self, id: JobId) -> Option<JobRecord> {
+        let j = self.jobs.get(&id)?;
+        Some(JobRecord {
+            id,
+            spec: j.spec.clone(),
+            state: j.state,
+            secret: j.secret.clone(),
+            submitted_ms: j.submitted_ms,
+            started_ms: j.started_ms,
+            ended_ms: j.ended_ms,
+            alloc: j.alloc.clone(),
+            clearing: j.clearing.iter().cloned().collect(),
+            exit: j.exit,
+            requeues: j.requeues,
+            events: j.events.clone(),
+            epoch: j.epoch,
+            order: Some(j.order),
+        })
+    }
+
+    /// A node's registered info, as persisted.
+    pub fn node_info(&self, name: &str) -> Option<NodeInfo> {
+        self.nodes.get(name).map(|n| n.info.clone())
+    }
+
+    /// Rebuild state after a restart from persisted jobs and nodes. Runs that were live wait
+    /// up to the node timeout for every node of theirs to report holding them.
+    pub fn restore(&mut self, jobs: Vec<JobRecord>, nodes: Vec<NodeInfo>, now: u64) {
+        for info in nodes {
+            self.nodes.insert(
+                info.name.clone(),
+                Node {
+                    info,
+                    conn: None,
+                    status: None,
+                    held: BTreeMap::new(),
+                    drained: false,
+                },
+            );
+        }
+        for mut r in jobs {
+            self.next_job = self.next_job.max(r.id.0 + 1);
+            let order = r.order.unwrap_or(r.submitted_ms);
+            // A suspended run comes back as running: its nodes are told to resume when they
+            // confirm it, and a node still reclaimed suspends it again with its first status.
+            if r.state == JobState::Suspended {
+                r.state = JobState::Running;
+            }
+            let live = matches!(r.state, JobState::Running | JobState::Cancelling);
+            let confirm: BTreeSet<String> = if live {
+                r.alloc.iter().map(|a| a.0.clone()).collect()
+            } else {
+                BTreeSet::new()
+            };
+            let clearing: BTreeSet<String> = r.clearing.into_iter().collect();
+            if r.state == JobState::Queued {
+                self.queue
+                    .insert((Reverse(r.spec.priority), order, r.id), r.spec.nprocs);
+            }
+            // Live runs, and kills not yet confirmed, wait for their nodes to report back.
+            let deadline = (live || !clearing.is_empty()).then_some(now + self.cfg.node_timeout_ms);
+            self.jobs.insert(
+                r.id,
+                Job {
+                    spec: r.spec,
+                    state: r.state,
+                    secret: r.secret,
+                    submitted_ms: r.submitted_ms,
+                    started_ms: r.started_ms,
+                    ended_ms: r.ended_ms,
+                    alloc: r.alloc,
+                    confirm: if live { confirm } else { clearing.clone() },
+                    clearing,
+                    exit: r.exit,
+                    requeues: r.requeues,
+                    events: r.events,
+                    epoch: r.epoch,
+                    confirm_deadline: deadline,
+                    fence_until: None,
+                    order,
+                    suspended_ms: None,
+                    avoid: BTreeSet::new(),
                 },
             );
         }
@@ -895,7 +1209,7 @@ impl Core {
             cursor = Some(key);
             let id = key.2;
             let j = &self.jobs[&id];
-            if !j.clearing.is_empty() {
+            if !j.clearing.is_empty() || j.fence_until.is_some() {
                 continue;
             }
             if let Ok(alloc) = self.place(&j.spec, &j.avoid) {
@@ -919,6 +1233,9 @@ impl Core {
                 "waiting for its previous run to be killed on {}",
                 nodes.join(", ")
             ));
+        }
+        if j.fence_until.is_some() {
+            return Some("waiting briefly so its lost node's processes are gone first".into());
         }
         match self.place(&j.spec, &j.avoid) {
             Err(why) if j.avoid.is_empty() => Some(why),
@@ -988,6 +1305,7 @@ impl Core {
         j.suspended_ms = None;
         j.started_ms = Some(now);
         j.ended_ms = None;
+        j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {
             job: id,
@@ -1002,6 +1320,7 @@ impl Core {
                 })
                 .collect(),
             secret: j.secret.clone(),
+            epoch: j.epoch,
         };
         for (host, _, cores) in &alloc {
             if let Some(n) = self.nodes.get_mut(host) {
@@ -1054,16 +1373,42 @@ impl Core {
 
     /// All nodes.
     pub fn node_views(&self) -> Vec<NodeView> {
-        self.nodes
-            .values()
-            .map(|n| NodeView {
-                info: n.info.clone(),
-                online: n.conn.is_some(),
-                status: n.status.clone(),
-                used_cores: n.used(),
-                jobs: n.held.keys().copied().collect(),
-            })
-            .collect()
+        self.nodes.values().map(Self::view_of).collect()
+    }
+
+    /// One node, by name.
+    pub fn node_view(&self, name: &str) -> Option<NodeView> {
+        self.nodes.get(name).map(Self::view_of)
+    }
+
+    fn view_of(n: &Node) -> NodeView {
+        NodeView {
+            info: n.info.clone(),
+            online: n.conn.is_some(),
+            status: n.status.clone(),
+            used_cores: n.used(),
+            jobs: n.held.keys().copied().collect(),
+            drained: n.drained,
+        }
+    }
+
+    /// The node name of an agent connection, while it is connected.
+    pub fn conn_name(&self, conn: ConnId) -> Option<&str> {
+        self.conn_node(conn)
+    }
+
+    /// Nodes of a job's current or last allocation and those still clearing it.
+    pub fn job_nodes(&self, id: JobId) -> Vec<String> {
+        let Some(j) = self.jobs.get(&id) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+        for c in &j.clearing {
+            if !v.contains(c) {
+                v.push(c.clone());
+            }
+        }
+        v
     }
 
     /// State of a job.
@@ -1109,7 +1454,10 @@ impl Core {
         // No queued job that fits stays queued.
         for k in self.queue.keys() {
             let j = &self.jobs[&k.2];
-            if j.clearing.is_empty() && self.place(&j.spec, &j.avoid).is_ok() {
+            if j.clearing.is_empty()
+                && j.fence_until.is_none()
+                && self.place(&j.spec, &j.avoid).is_ok()
+            {
                 return Err(format!("job {} fits but stays queued", k.2));
             }
         }
@@ -1136,6 +1484,10 @@ impl Core {
                 }
                 JobState::Suspended | JobState::Running => {
                     for a in &j.alloc {
+                        // After a restart, nodes still to confirm the run hold nothing yet.
+                        if j.confirm.contains(&a.0) {
+                            continue;
+                        }
                         if self
                             .nodes
                             .get(&a.0)

@@ -4,19 +4,25 @@
 //! its driver: a QUIC listener whose connection tasks feed one owning task through an mpsc of
 //! [`Input`]; that task alone owns the [`core::Core`], the output store and the waiters.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod core;
+pub mod db;
 mod store;
+pub mod token_cmd;
 
+use crate::audit::{Audit, Outcome};
+use crate::auth::{Identity, TokenRole, TokenStore};
 use crate::core::{ConnId, Core, CoreConfig, Output};
 use anyhow::{Context, Result};
 pub use config::SchedulerConfig;
-use graze_net::{Access, Framed, Identity, NetError};
+use graze_net::{Access, Framed, NetError};
 use graze_proto::{
     self as proto, AgentMsg, ClientReply, ClientRequest, Hello, HelloReply, JobId, LogLine, Role,
     SchedulerMsg,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,8 +53,8 @@ enum Input {
     Agent(ConnId, AgentMsg),
     /// The agent's connection ended.
     AgentDown(ConnId, String),
-    /// A client request, with where to send the replies.
-    Client(ClientRequest, mpsc::UnboundedSender<ClientReply>),
+    /// A client request from an identity, with where to send the replies.
+    Client(Identity, ClientRequest, mpsc::UnboundedSender<ClientReply>),
 }
 
 mod quinn_close {
@@ -81,7 +87,7 @@ pub async fn run(
 ) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state dir {}", cfg.state_dir.display()))?;
-    let id = Identity::load_or_create(&cfg.state_dir.join("identity"))?;
+    let id = graze_net::Identity::load_or_create(&cfg.state_dir.join("identity"))?;
     let access_path = cfg.state_dir.join("access.toml");
     let token = match Access::load(&access_path) {
         Ok(a) => a.token,
@@ -105,6 +111,13 @@ pub async fn run(
         token: token.clone(),
     };
     access.save(&access_path)?;
+    // The access file's token is the bootstrap admin token (recorded once, on first start).
+    let tokens = TokenStore::new(&cfg.state_dir);
+    if tokens.bootstrap(&token, now_ms())? {
+        info!(store = %tokens.path().display(), "token store created with the bootstrap admin token of access.toml");
+    }
+    let audit = Audit::open(&cfg.state_dir)
+        .with_context(|| format!("opening the audit log in {}", cfg.state_dir.display()))?;
     info!(%addr, access = %access_path.display(), "scheduler listening");
     on_start(Started {
         addr,
@@ -112,22 +125,42 @@ pub async fn run(
         access: access.clone(),
     });
 
-    let store = store::Store::open(&cfg.state_dir.join("jobs"))?;
+    let mut store = store::Store::open(&cfg.state_dir.join("jobs"))?;
+    let db = db::Db::open(&cfg.state_dir.join("graze.redb"))?;
+    let loaded = db.load()?;
+    let mut core = Core::new(CoreConfig {
+        max_job_cores: cfg.max_job_cores,
+        node_timeout_ms: cfg.node_timeout.as_millis() as u64,
+        requeue_when_suspended_after_ms: cfg
+            .requeue_when_suspended_after
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX),
+        ..CoreConfig::default()
+    });
+    info!(
+        jobs = loaded.jobs.len(),
+        nodes = loaded.nodes.len(),
+        "state restored from the database"
+    );
+    core.restore(loaded.jobs, loaded.nodes, now_ms());
+    store.restore_index(loaded.outputs);
+    let seqs = loaded.seqs.into_iter().collect();
     let (tx, rx) = mpsc::unbounded_channel();
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), token, tx));
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), tokens, audit.clone(), tx));
     let owner = Owner {
-        core: Core::new(CoreConfig {
-            max_job_cores: cfg.max_job_cores,
-            requeue_when_suspended_after_ms: cfg
-                .requeue_when_suspended_after
-                .as_millis()
-                .try_into()
-                .unwrap_or(u64::MAX),
-        }),
+        core,
         agents: HashMap::new(),
         waiters: HashMap::new(),
         followers: HashMap::new(),
+        watch: Watch::default(),
         store,
+        db,
+        deferred: Vec::new(),
+        seqs,
+        seq_dirty: std::collections::BTreeSet::new(),
+        acks: HashMap::new(),
+        audit,
     };
     tokio::select! {
         r = owner.run(rx) => r?,
@@ -140,19 +173,21 @@ pub async fn run(
 
 async fn accept_loop(
     endpoint: graze_net::quinn::Endpoint,
-    token: String,
+    tokens: TokenStore,
+    audit: Audit,
     tx: mpsc::UnboundedSender<Input>,
 ) {
     let mut next_conn: ConnId = 1;
     while let Some(incoming) = endpoint.accept().await {
         let conn_id = next_conn;
         next_conn += 1;
-        let token = token.clone();
+        let tokens = tokens.clone();
+        let audit = audit.clone();
         let tx = tx.clone();
         let peer = incoming.remote_address();
         tokio::spawn(
             async move {
-                if let Err(e) = serve_connection(incoming, conn_id, &token, tx).await {
+                if let Err(e) = serve_connection(incoming, conn_id, &tokens, &audit, tx).await {
                     info!("connection ended: {e:#}");
                 }
             }
@@ -164,9 +199,11 @@ async fn accept_loop(
 async fn serve_connection(
     incoming: graze_net::quinn::Incoming,
     conn_id: ConnId,
-    token: &str,
+    tokens: &TokenStore,
+    audit: &Audit,
     tx: mpsc::UnboundedSender<Input>,
 ) -> Result<()> {
+    let peer = incoming.remote_address();
     let conn = incoming.await.context("handshake")?;
     let (send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
@@ -181,17 +218,51 @@ async fn serve_connection(
         }
         Err(_) => anyhow::bail!("no hello within 10 s"),
     };
+    let token = hello.token.clone();
+    let lookup = tokio::task::spawn_blocking({
+        let tokens = tokens.clone();
+        move || tokens.lookup(&token)
+    })
+    .await
+    .context("token lookup task")?;
+    let identity = match lookup {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!("{e}");
+            None
+        }
+    };
     let refusal = if let Err(e) = proto::check_version(
         &format!("{:?} peer", hello.role).to_lowercase(),
         hello.version,
     ) {
         Some(e)
-    } else if !graze_net::token_eq(&hello.token, token) {
-        Some("invalid cluster token: use the access.toml written by this scheduler".to_string())
     } else {
-        None
+        match &identity {
+            None => Some(
+                "invalid cluster token: unknown or revoked; use an access file from this scheduler (access.toml, or one printed by `graze-scheduler token create`)"
+                    .to_string(),
+            ),
+            Some(who) => auth::may_connect(who, hello.role).err(),
+        }
     };
     if let Some(reason) = refusal {
+        let (who, role) = identity
+            .as_ref()
+            .map_or(("-".to_string(), "-".to_string()), |i| {
+                (i.name.clone(), i.role.to_string())
+            });
+        audit.record(
+            &who,
+            &role,
+            "connect",
+            Outcome::Refused,
+            &[
+                ("peer", peer.to_string()),
+                ("as", format!("{:?}", hello.role).to_lowercase()),
+            ],
+            &reason,
+        );
         warn!(software = %hello.software, "refused connection: {reason}");
         control
             .send(&HelloReply::Refused {
@@ -209,9 +280,13 @@ async fn serve_connection(
             version: proto::PROTOCOL_VERSION,
         })
         .await?;
+    let Some(identity) = identity else {
+        anyhow::bail!("no identity after the hello");
+    };
+    debug!(who = %identity, "connection accepted");
     match hello.role {
         Role::Agent => serve_agent(conn, conn_id, control, tx).await,
-        Role::Client => serve_client(conn, tx).await,
+        Role::Client => serve_client(conn, identity, tx).await,
     }
 }
 
@@ -272,6 +347,7 @@ async fn serve_agent(
 
 async fn serve_client(
     conn: graze_net::quinn::Connection,
+    identity: Identity,
     tx: mpsc::UnboundedSender<Input>,
 ) -> Result<()> {
     loop {
@@ -284,6 +360,7 @@ async fn serve_client(
         };
         let tx = tx.clone();
         let conn = conn.clone();
+        let identity = identity.clone();
         tokio::spawn(async move {
             let mut s = Framed { send, recv };
             let req = match s.recv::<ClientRequest>().await {
@@ -296,7 +373,7 @@ async fn serve_client(
                 }
             };
             let (rtx, mut rrx) = mpsc::unbounded_channel();
-            if tx.send(Input::Client(req, rtx)).is_err() {
+            if tx.send(Input::Client(identity, req, rtx)).is_err() {
                 return;
             }
             while let Some(reply) = rrx.recv().await {
@@ -314,39 +391,191 @@ struct Follower {
     tx: mpsc::UnboundedSender<ClientReply>,
 }
 
+/// Least time between two load-only deltas of one node to watchers.
+const NODE_DELTA_MS: u64 = 1000;
+/// Least time between two refreshes of queued jobs' waiting reasons to watchers.
+const QUEUE_REFRESH_MS: u64 = 1000;
+/// Queued jobs (in run order) whose waiting reason is refreshed when the nodes change.
+const QUEUE_REFRESH_MAX: usize = 1000;
+/// How often pending watch deltas are looked at.
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// What a node delta last told watchers: the fields sent at once when they change.
+#[derive(PartialEq)]
+struct NodeSig {
+    online: bool,
+    availability: Option<proto::Availability>,
+    used: u32,
+    jobs: Vec<JobId>,
+}
+
+impl NodeSig {
+    fn of(v: &proto::NodeView) -> NodeSig {
+        NodeSig {
+            online: v.online,
+            availability: v.status.as_ref().map(|s| s.availability.clone()),
+            used: v.used_cores,
+            jobs: v.jobs.clone(),
+        }
+    }
+}
+
+/// `graze top` watchers and what they were last told.
+#[derive(Default)]
+struct Watch {
+    watchers: Vec<mpsc::UnboundedSender<ClientReply>>,
+    /// Per node: the last delta's significant fields and when it was sent.
+    sent: HashMap<String, (NodeSig, u64)>,
+    /// Nodes with a load-only change not yet sent.
+    pending: BTreeSet<String>,
+    /// Nodes touched by the input being handled.
+    touched: BTreeSet<String>,
+    /// Queued jobs' waiting reasons may have changed since this time.
+    queue_dirty: bool,
+    queue_sent_ms: u64,
+}
+
+impl Watch {
+    fn send(&mut self, reply: &ClientReply) {
+        self.watchers.retain(|w| w.send(reply.clone()).is_ok());
+    }
+}
+
 struct Owner {
     core: Core,
     agents: HashMap<ConnId, (mpsc::UnboundedSender<SchedulerMsg>, quinn_close::Closer)>,
     waiters: HashMap<JobId, Vec<mpsc::UnboundedSender<ClientReply>>>,
     followers: HashMap<JobId, Vec<Follower>>,
+    watch: Watch,
     store: store::Store,
+    db: db::Db,
+    /// Replies sent only once the state they acknowledge is committed.
+    deferred: Vec<(mpsc::UnboundedSender<ClientReply>, ClientReply)>,
+    /// Per node: agent instance and highest job-message sequence number applied.
+    seqs: HashMap<String, (String, u64)>,
+    seq_dirty: std::collections::BTreeSet<String>,
+    /// Acks to send once committed.
+    acks: HashMap<ConnId, u64>,
+    audit: Audit,
 }
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> Result<()> {
+        let mut tick = tokio::time::interval(WATCH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // The core's next deadline (vacating a suspended job), as a sleep.
-            let now = now_ms();
-            let wait = self
-                .core
-                .poll_timeout(now)
-                .map(|at| Duration::from_millis(at.saturating_sub(now)));
-            let timer = async {
-                match wait {
-                    Some(d) => tokio::time::sleep(d).await,
+            let deadline = self.core.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => {
+                        let wait = t.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await
+                    }
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 input = rx.recv() => {
-                    let Some(input) = input else { break };
+                    let Some(input) = input else { return Ok(()) };
+                    self.touch_input(&input);
                     self.handle(input, now_ms());
+                    // Take whatever else is already waiting into the same commit.
+                    while let Ok(input) = rx.try_recv() {
+                        self.touch_input(&input);
+                        self.handle(input, now_ms());
+                    }
+                    self.flush()?;
+                    self.push_nodes(now_ms());
                 }
-                () = timer => self.core.handle_timeout(now_ms()),
+                () = sleep => {
+                    self.core.handle_timeout(now_ms());
+                    self.flush()?;
+                }
+                _ = tick.tick() => self.watch_tick(now_ms()),
             }
-            self.flush();
         }
-        Ok(())
+    }
+
+    /// Remember which node an input is about, for watch deltas.
+    fn touch_input(&mut self, input: &Input) {
+        if self.watch.watchers.is_empty() {
+            return;
+        }
+        let name = match input {
+            Input::AgentUp { info, .. } => Some(info.name.clone()),
+            Input::Agent(conn, _) | Input::AgentDown(conn, _) => {
+                self.core.conn_name(*conn).map(str::to_owned)
+            }
+            Input::Client(..) => None,
+        };
+        self.watch.touched.extend(name);
+    }
+
+    /// Send deltas of the nodes touched by the last input: at once when a significant field
+    /// changed, else at most every [`NODE_DELTA_MS`].
+    fn push_nodes(&mut self, now: u64) {
+        if self.watch.watchers.is_empty() {
+            self.watch.touched.clear();
+            return;
+        }
+        for name in std::mem::take(&mut self.watch.touched) {
+            let Some(view) = self.core.node_view(&name) else {
+                continue;
+            };
+            let sig = NodeSig::of(&view);
+            let (significant, due) = match self.watch.sent.get(&name) {
+                None => (true, true),
+                Some((old, at)) => (*old != sig, now.saturating_sub(*at) >= NODE_DELTA_MS),
+            };
+            if significant || due {
+                if significant {
+                    self.watch.queue_dirty = true;
+                }
+                self.watch.pending.remove(&name);
+                self.watch.sent.insert(name, (sig, now));
+                self.watch.send(&ClientReply::NodeChanged(Box::new(view)));
+            } else {
+                self.watch.pending.insert(name);
+            }
+        }
+    }
+
+    /// Send the load-only node deltas that are due, and refresh queued jobs' waiting reasons.
+    fn watch_tick(&mut self, now: u64) {
+        if self.watch.watchers.is_empty() {
+            self.watch.pending.clear();
+            return;
+        }
+        let due: Vec<String> = self
+            .watch
+            .pending
+            .iter()
+            .filter(|n| {
+                self.watch
+                    .sent
+                    .get(*n)
+                    .is_none_or(|(_, at)| now.saturating_sub(*at) >= NODE_DELTA_MS)
+            })
+            .cloned()
+            .collect();
+        for name in due {
+            self.watch.pending.remove(&name);
+            if let Some(view) = self.core.node_view(&name) {
+                self.watch.sent.insert(name, (NodeSig::of(&view), now));
+                self.watch.send(&ClientReply::NodeChanged(Box::new(view)));
+            }
+        }
+        if self.watch.queue_dirty
+            && now.saturating_sub(self.watch.queue_sent_ms) >= QUEUE_REFRESH_MS
+        {
+            self.watch.queue_dirty = false;
+            self.watch.queue_sent_ms = now;
+            for id in self.core.queued().into_iter().take(QUEUE_REFRESH_MAX) {
+                if let Some(v) = self.core.job_view(id) {
+                    self.watch.send(&ClientReply::JobChanged(Box::new(v)));
+                }
+            }
+        }
     }
 
     fn handle(&mut self, input: Input, now: u64) {
@@ -358,6 +587,12 @@ impl Owner {
                 close,
             } => {
                 let name = info.name.clone();
+                let instance = info.instance.clone();
+                if self.seqs.get(&name).map(|s| &s.0) != Some(&instance) {
+                    // A new agent process: its sequence numbers start again.
+                    self.seqs.insert(name.clone(), (instance, 0));
+                    self.seq_dirty.insert(name.clone());
+                }
                 self.agents.insert(conn, (tx, close));
                 if let Err(reason) = self.core.node_connected(conn, info, now) {
                     warn!(node = %name, "registration refused: {reason}");
@@ -380,13 +615,31 @@ impl Owner {
                 }
             }
             Input::Agent(conn, msg) => self.agent_msg(conn, msg, now),
-            Input::Client(req, tx) => self.client(req, tx, now),
+            Input::Client(who, req, tx) => self.client(&who, req, tx, now),
         }
     }
 
     fn agent_msg(&mut self, conn: ConnId, msg: AgentMsg, now: u64) {
         match msg {
             AgentMsg::Register(_) => {}
+            AgentMsg::Sequenced { seq, msg } => {
+                let Some(node) = self.core.node_of(conn).map(str::to_owned) else {
+                    return;
+                };
+                let last = self.seqs.get(&node).map_or(0, |s| s.1);
+                if seq > last {
+                    if seq != last + 1 {
+                        warn!(%node, seq, last, "job messages missing from this agent");
+                    }
+                    if !matches!(*msg, AgentMsg::Sequenced { .. }) {
+                        self.agent_msg(conn, *msg, now);
+                    }
+                    self.seqs.entry(node.clone()).or_default().1 = seq;
+                    self.seq_dirty.insert(node);
+                }
+                // Applied now or before: either way it may be acknowledged once committed.
+                self.acks.insert(conn, seq.max(last));
+            }
             AgentMsg::Status(s) => self.core.node_status(conn, s, now),
             AgentMsg::Output {
                 job,
@@ -428,51 +681,189 @@ impl Owner {
                 command,
             } => self.core.launch(conn, id, job, &secret, &host, command),
             AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
-            AgentMsg::RemoteExited { remote, exit } => self.core.remote_exited(conn, remote, exit),
+            AgentMsg::RemoteExited {
+                remote,
+                exit,
+                origin,
+                origin_id,
+            } => {
+                debug!(conn, remote = remote.0, %origin, "remote exited");
+                self.core.remote_exited(&origin, origin_id, exit)
+            }
         }
     }
 
-    fn client(&mut self, req: ClientRequest, tx: mpsc::UnboundedSender<ClientReply>, now: u64) {
+    /// Why `who` may not see job `id`, or `None` when it may (or the job does not exist).
+    fn job_refusal(&self, who: &Identity, id: JobId) -> Option<String> {
+        let owner = self.core.job_owner(id)?;
+        if auth::may_touch_job(who, owner) {
+            None
+        } else {
+            Some(format!(
+                "job {id} belongs to '{owner}': a user token may only see and cancel its own jobs"
+            ))
+        }
+    }
+
+    fn audit(
+        &self,
+        who: &Identity,
+        action: &str,
+        outcome: Outcome,
+        fields: &[(&str, String)],
+        reason: &str,
+    ) {
+        self.audit.record(
+            &who.name,
+            &who.role.to_string(),
+            action,
+            outcome,
+            fields,
+            reason,
+        );
+    }
+
+    fn drain(&mut self, who: &Identity, node: String, on: bool, now: u64) -> ClientReply {
+        let action = if on { "drain" } else { "undrain" };
+        if !auth::may_drain(who) {
+            let message = format!(
+                "{action} needs an admin token; '{}' has role {}",
+                who.name, who.role
+            );
+            self.audit(who, action, Outcome::Refused, &[("node", node)], &message);
+            return ClientReply::Error { message };
+        }
+        match self.core.set_drained(&node, on, now) {
+            Ok(v) => {
+                self.audit(who, action, Outcome::Ok, &[("node", node)], "");
+                ClientReply::Nodes(vec![v])
+            }
+            Err(message) => {
+                self.audit(who, action, Outcome::Refused, &[("node", node)], &message);
+                ClientReply::Error { message }
+            }
+        }
+    }
+
+    fn client(
+        &mut self,
+        who: &Identity,
+        req: ClientRequest,
+        tx: mpsc::UnboundedSender<ClientReply>,
+        now: u64,
+    ) {
         let reply = |r: ClientReply| {
             let _ = tx.send(r);
         };
         let no_job = |id: JobId| ClientReply::Error {
             message: format!("no job {id}"),
         };
+        // Every request naming a job is refused alike when the job is someone else's.
+        let job_of = |r: &ClientRequest| match r {
+            ClientRequest::Show(id) | ClientRequest::Cancel(id) | ClientRequest::Wait(id) => {
+                Some(*id)
+            }
+            ClientRequest::Logs { job, .. } => Some(*job),
+            _ => None,
+        };
+        if let Some(id) = job_of(&req) {
+            if let Some(message) = self.job_refusal(who, id) {
+                if matches!(req, ClientRequest::Cancel(_)) {
+                    self.audit(
+                        who,
+                        "cancel",
+                        Outcome::Refused,
+                        &[("job", id.to_string())],
+                        &message,
+                    );
+                }
+                return reply(ClientReply::Error { message });
+            }
+        }
         match req {
-            ClientRequest::Submit(spec) => {
-                let user = spec.user.clone();
+            ClientRequest::Submit(mut spec) => {
+                // The job belongs to the token's identity, whatever the client says.
+                let declared = std::mem::replace(&mut spec.user, who.name.clone());
+                let nprocs = spec.nprocs;
                 match self.core.submit(spec, graze_net::random_token(), now) {
                     Ok(id) => {
-                        info!(%id, %user, "job submitted");
-                        reply(ClientReply::Submitted { id })
+                        self.audit(
+                            who,
+                            "submit",
+                            Outcome::Ok,
+                            &[
+                                ("job", id.to_string()),
+                                ("nprocs", nprocs.to_string()),
+                                ("login", declared),
+                            ],
+                            "",
+                        );
+                        // Acknowledged only once the job is committed.
+                        self.deferred
+                            .push((tx.clone(), ClientReply::Submitted { id }));
                     }
                     Err(message) => {
-                        info!(%user, "submit refused: {message}");
+                        self.audit(
+                            who,
+                            "submit",
+                            Outcome::Refused,
+                            &[("login", declared)],
+                            &message,
+                        );
                         reply(ClientReply::Error { message })
                     }
                 }
             }
-            ClientRequest::Queue { all } => reply(ClientReply::Jobs(self.core.job_views(all))),
+            ClientRequest::Queue { all } => {
+                let mut jobs = self.core.job_views(all);
+                if who.role != TokenRole::Admin {
+                    jobs.retain(|j| j.spec.user == who.name);
+                }
+                reply(ClientReply::Jobs(jobs))
+            }
             ClientRequest::Nodes => reply(ClientReply::Nodes(self.core.node_views())),
+            ClientRequest::Drain { node } => reply(self.drain(who, node, true, now)),
+            ClientRequest::Undrain { node } => reply(self.drain(who, node, false, now)),
             ClientRequest::Show(id) => reply(match self.core.job_view(id) {
                 Some(v) => ClientReply::Job(Box::new(v)),
                 None => no_job(id),
             }),
             ClientRequest::Cancel(id) => match self.core.cancel(id, now) {
                 Ok(_) => {
-                    info!(%id, "job cancel requested");
+                    self.audit(who, "cancel", Outcome::Ok, &[("job", id.to_string())], "");
                     if let Some(v) = self.core.job_view(id) {
                         reply(ClientReply::Job(Box::new(v)))
                     }
                 }
-                Err(message) => reply(ClientReply::Error { message }),
+                Err(message) => {
+                    self.audit(
+                        who,
+                        "cancel",
+                        Outcome::Refused,
+                        &[("job", id.to_string())],
+                        &message,
+                    );
+                    reply(ClientReply::Error { message })
+                }
             },
             ClientRequest::Wait(id) => match self.core.job_view(id) {
                 None => reply(no_job(id)),
                 Some(v) if v.state.is_final() => reply(ClientReply::Job(Box::new(v))),
                 Some(_) => self.waiters.entry(id).or_default().push(tx),
             },
+            ClientRequest::Watch => {
+                let snapshot = ClientReply::Snapshot {
+                    nodes: self.core.node_views(),
+                    jobs: self.core.job_views(true),
+                };
+                if tx.send(snapshot).is_ok() {
+                    for n in self.core.node_views() {
+                        let sig = NodeSig::of(&n);
+                        self.watch.sent.insert(n.info.name, (sig, now));
+                    }
+                    self.watch.watchers.push(tx);
+                }
+            }
             ClientRequest::Logs { job, rank, follow } => {
                 let Some(state) = self.core.job_state(job) else {
                     return reply(no_job(job));
@@ -505,8 +896,10 @@ impl Owner {
         }
     }
 
-    /// Carry out the core's outputs.
-    fn flush(&mut self) {
+    /// Carry out the core's outputs; commit changed state, then send what waited for it.
+    fn flush(&mut self) -> Result<()> {
+        let mut jobs = std::collections::BTreeSet::new();
+        let mut nodes = std::collections::BTreeSet::new();
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Send { conn, msg } => {
@@ -531,8 +924,56 @@ impl Owner {
                     }
                     self.store.close(id);
                 }
-                Output::JobChanged(_) => {}
+                Output::JobChanged(id) => {
+                    jobs.insert(id);
+                    if !self.watch.watchers.is_empty() {
+                        if let Some(v) = self.core.job_view(id) {
+                            self.watch.send(&ClientReply::JobChanged(Box::new(v)));
+                        }
+                        // Its nodes' held cores and job lists may have changed.
+                        self.watch.touched.extend(self.core.job_nodes(id));
+                    }
+                }
+                Output::NodeChanged(name) => {
+                    nodes.insert(name);
+                }
             }
         }
+        self.store.flush_all();
+        let records: Vec<_> = jobs
+            .iter()
+            .filter_map(|id| self.core.job_record(*id))
+            .collect();
+        let infos: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| self.core.node_info(n))
+            .collect();
+        let outputs: Vec<_> = records
+            .iter()
+            .filter(|r| r.state.is_final())
+            .filter_map(|r| self.store.index(r.id).map(|ix| (r.id, ix)))
+            .collect();
+        let seqs: Vec<_> = std::mem::take(&mut self.seq_dirty)
+            .into_iter()
+            .filter_map(|n| self.seqs.get(&n).map(|s| (n, s.clone())))
+            .collect();
+        if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs) {
+            // Nothing may be acknowledged that is not durable: stop rather than lie.
+            for (tx, _) in self.deferred.drain(..) {
+                let _ = tx.send(ClientReply::Error {
+                    message: format!("the scheduler cannot commit its state: {e:#}"),
+                });
+            }
+            return Err(e.context("committing scheduler state"));
+        }
+        for (tx, reply) in self.deferred.drain(..) {
+            let _ = tx.send(reply);
+        }
+        for (conn, seq) in self.acks.drain() {
+            if let Some((tx, _)) = self.agents.get(&conn) {
+                let _ = tx.send(SchedulerMsg::Ack { seq });
+            }
+        }
+        Ok(())
     }
 }

@@ -10,6 +10,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(graze_scheduler::config::Command::Token(cmd)) = &cli.command {
+        let r = graze_scheduler::config::state_dir_of(&cli)
+            .and_then(|dir| graze_scheduler::token_cmd::run(cmd, &dir));
+        return match r {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("graze-scheduler: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = (|| {
         let cfg = graze_scheduler::config::resolve(cli)?;
         let rt = tokio::runtime::Runtime::new()?;

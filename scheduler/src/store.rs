@@ -1,5 +1,6 @@
 //! Per-job output files: `JOBS/<id>/output.jsonl`, one JSON [`LogLine`] per line.
 
+use crate::db::OutputIndex;
 use anyhow::{Context, Result};
 use graze_proto::{JobId, LogLine};
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub(crate) struct Store {
     dir: PathBuf,
     open: HashMap<JobId, BufWriter<File>>,
+    index: HashMap<JobId, OutputIndex>,
 }
 
 impl Store {
@@ -18,6 +20,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_owned(),
             open: HashMap::new(),
+            index: HashMap::new(),
         })
     }
 
@@ -42,7 +45,36 @@ impl Store {
             serde_json::to_writer(&mut *w, line)?;
             w.write_all(b"\n")?;
         }
+        let ix = self.index.entry(job).or_insert_with(|| OutputIndex {
+            file: format!("jobs/{job}/output.jsonl"),
+            ..OutputIndex::default()
+        });
+        ix.lines += 1;
+        match ix.per_rank.iter_mut().find(|(r, _)| *r == line.rank) {
+            Some((_, n)) => *n += 1,
+            None => {
+                ix.per_rank.push((line.rank, 1));
+                ix.per_rank.sort();
+            }
+        }
         Ok(())
+    }
+
+    /// Hand buffered lines to the kernel, so a crash of this process loses none.
+    pub(crate) fn flush_all(&mut self) {
+        for w in self.open.values_mut() {
+            let _ = w.flush();
+        }
+    }
+
+    /// The output index of a job.
+    pub(crate) fn index(&self, job: JobId) -> Option<OutputIndex> {
+        self.index.get(&job).cloned()
+    }
+
+    /// Indexes read back from the database at start.
+    pub(crate) fn restore_index(&mut self, ix: Vec<(JobId, OutputIndex)>) {
+        self.index.extend(ix);
     }
 
     pub(crate) fn close(&mut self, job: JobId) {

@@ -49,6 +49,54 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
+/// The unprivileged user agents started as root run test jobs as.
+pub const TEST_USER: &str = "graze-test";
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Create [`TEST_USER`] (a system user without login or home) when running as root and it
+/// is missing; returns its uid, or `None` when not root.
+pub fn ensure_test_user() -> Option<u32> {
+    if !is_root() {
+        return None;
+    }
+    let uid = || {
+        let out = Command::new("id").args(["-u", TEST_USER]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    if let Some(u) = uid() {
+        return Some(u);
+    }
+    let st = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            TEST_USER,
+        ])
+        .status()
+        .expect("running useradd");
+    // 9: created meanwhile by another test process.
+    assert!(
+        st.success() || st.code() == Some(9),
+        "useradd {TEST_USER}: {st}"
+    );
+    Some(uid().expect("the test user exists"))
+}
+
 /// Poll `cond` every 50 ms until it holds or `timeout` passes; panics with `what` on timeout.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -93,22 +141,47 @@ pub struct Cluster {
     pub scheduler: Child,
     /// Agents.
     pub agents: Vec<Agent>,
+    /// Network namespace of the scheduler and the CLI, if not the host's.
+    pub ns: Option<String>,
+}
+
+/// `program`, run inside network namespace `ns` when given (`ip netns exec`, which execs it:
+/// the child's pid is the program's).
+pub fn command(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Cluster {
     /// Start a scheduler on 127.0.0.1 with extra flags and wait for its access file.
     pub fn start(extra: &[&str]) -> Cluster {
+        Self::start_in(None, "127.0.0.1:0", extra)
+    }
+
+    /// Start a scheduler inside network namespace `ns` (if given), listening on `listen`.
+    pub fn start_in(ns: Option<&str>, listen: &str, extra: &[&str]) -> Cluster {
         ensure_built();
         let dir = tempfile::Builder::new()
             .prefix("graze-test-")
             .tempdir()
             .unwrap();
+        // Jobs of agents started as root run as an unprivileged user who must reach the spools.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let state = dir.path().join("scheduler");
         let log = std::fs::File::create(dir.path().join("scheduler.log")).unwrap();
-        let scheduler = Command::new(bin("graze-scheduler"))
+        let scheduler = command(ns, &bin("graze-scheduler"))
             .arg("--state-dir")
             .arg(&state)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -122,6 +195,7 @@ impl Cluster {
             access: access.clone(),
             scheduler,
             agents: Vec::new(),
+            ns: ns.map(str::to_owned),
         };
         wait_for(
             "the scheduler's access file",
@@ -130,6 +204,49 @@ impl Cluster {
         );
         c.assert_running();
         c
+    }
+
+    /// SIGKILL the scheduler, as a crash would.
+    pub fn kill_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+
+    /// Start the scheduler again on the same state dir and address.
+    pub fn restart_scheduler(&mut self, extra: &[&str]) {
+        let addr = graze_net::Access::load(&self.access)
+            .expect("access file")
+            .scheduler;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("scheduler.log"))
+            .unwrap();
+        self.scheduler = Command::new(bin("graze-scheduler"))
+            .arg("--state-dir")
+            .arg(self.dir.path().join("scheduler"))
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restarting graze-scheduler");
+        let access = self.access.clone();
+        wait_for(
+            "the restarted scheduler to answer",
+            Duration::from_secs(30),
+            || {
+                let out = Command::new(bin("graze"))
+                    .arg("--access")
+                    .arg(&access)
+                    .args(["queue", "--json"])
+                    .output()
+                    .ok()?;
+                out.status.success().then_some(())
+            },
+        );
     }
 
     fn assert_running(&mut self) {
@@ -147,14 +264,47 @@ impl Cluster {
     /// out idle, `--start-after 0s` and the owner-CPU check off (all agents share one machine)
     /// unless `extra` sets those flags itself.
     pub fn add_agent(&mut self, name: &str, ip: &str, cores: u32, extra: &[&str]) -> &Agent {
+        let access = self.access.clone();
+        self.add_agent_with(&access, name, ip, cores, extra)
+    }
+
+    /// [`Cluster::add_agent`] with another access file. As root, the agent runs its jobs as
+    /// [`TEST_USER`].
+    pub fn add_agent_with(
+        &mut self,
+        access: &Path,
+        name: &str,
+        ip: &str,
+        cores: u32,
+        extra: &[&str],
+    ) -> &Agent {
+        self.add_agent_in(None, access, name, ip, cores, extra)
+    }
+
+    /// [`Cluster::add_agent_with`] inside network namespace `ns`, if given.
+    pub fn add_agent_in(
+        &mut self,
+        ns: Option<&str>,
+        access: &Path,
+        name: &str,
+        ip: &str,
+        cores: u32,
+        extra: &[&str],
+    ) -> &Agent {
+        let run_as: Vec<&str> = if ensure_test_user().is_some() {
+            vec!["--run-as", TEST_USER]
+        } else {
+            vec![]
+        };
         let idle_file = self.dir.path().join(format!("{name}.idle"));
         std::fs::write(&idle_file, "").unwrap();
         // The owner was last active an hour ago.
         set_mtime_ago(&idle_file, Duration::from_secs(3600));
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        let child = Command::new(bin("graze-agent"))
+        let child = command(ns, &bin("graze-agent"))
             .arg("--access")
-            .arg(&self.access)
+            .arg(access)
+            .args(&run_as)
             .args(["--name", name, "--bind", ip, "--cores", &cores.to_string()])
             .arg("--idle-source")
             .arg(format!("file:{}", idle_file.display()))
@@ -187,14 +337,63 @@ impl Cluster {
 
     /// Run `graze --access ACCESS ARGS...`.
     pub fn graze(&self, args: &[&str]) -> Output {
-        Command::new(bin("graze"))
+        self.graze_with(&self.access.clone(), args)
+    }
+
+    /// Run `graze --access FILE ARGS...` with another access file.
+    pub fn graze_with(&self, access: &Path, args: &[&str]) -> Output {
+        command(self.ns.as_deref(), &bin("graze"))
             .arg("--access")
-            .arg(&self.access)
+            .arg(access)
             .args(args)
             .env("PATH", test_path())
             .stdin(Stdio::null())
             .output()
             .expect("running graze")
+    }
+
+    /// The scheduler's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("scheduler")
+    }
+
+    /// `graze-scheduler token create --role ROLE --name NAME`, saved as an access file.
+    pub fn create_token(&self, role: &str, name: &str) -> PathBuf {
+        let out = Command::new(bin("graze-scheduler"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                role,
+                "--name",
+                name,
+                "--state-dir",
+            ])
+            .arg(self.state_dir())
+            .output()
+            .expect("running graze-scheduler token create");
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = self.dir.path().join(format!("{name}.access.toml"));
+        std::fs::write(&p, &out.stdout).unwrap();
+        p
+    }
+
+    /// `graze-scheduler token revoke NAME`.
+    pub fn revoke_token(&self, name: &str) {
+        let out = Command::new(bin("graze-scheduler"))
+            .args(["token", "revoke", name, "--state-dir"])
+            .arg(self.state_dir())
+            .output()
+            .expect("running graze-scheduler token revoke");
+        assert!(
+            out.status.success(),
+            "token revoke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Run graze, expect success, parse stdout as JSON.
@@ -291,6 +490,9 @@ impl Drop for Cluster {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         if std::thread::panicking() || std::env::var_os("GRAZE_KEEP_TEST_DIR").is_some() {
+            if std::env::var_os("GRAZE_KEEP_TEST_DIR").is_some() {
+                self.dir.disable_cleanup(true);
+            }
             let kept = self.dir.path().to_owned();
             eprintln!("--- cluster logs in {} ---", kept.display());
             for e in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
@@ -369,4 +571,93 @@ pub fn process_name(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// Test hosts in network namespaces: one for the scheduler with a bridge, one per agent joined
+/// to it by a veth pair, on 10.77.N.0/24 (addresses exist only inside these namespaces).
+/// Cutting an agent's port on the bridge is a real partition. Everything is deleted on drop.
+pub struct TestNet {
+    /// The scheduler's namespace.
+    pub sched_ns: String,
+    /// Each agent's namespace.
+    pub agent_ns: Vec<String>,
+    /// The scheduler's address.
+    pub sched_ip: String,
+    /// Each agent's address.
+    pub agent_ip: Vec<String>,
+    ports: Vec<String>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestNet {
+    /// Make the namespaces for `agents` agents. Needs root and iproute2.
+    pub fn new(agents: usize) -> TestNet {
+        let id = std::process::id() % 100_000;
+        let net = (id % 200) + 20;
+        let sched_ns = format!("gz{id}s");
+        let mut t = TestNet {
+            sched_ns: sched_ns.clone(),
+            agent_ns: Vec::new(),
+            sched_ip: format!("10.77.{net}.1"),
+            agent_ip: Vec::new(),
+            ports: Vec::new(),
+        };
+        ip(&["netns", "add", &sched_ns]);
+        ip(&["-n", &sched_ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &sched_ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &sched_ns,
+            "addr",
+            "add",
+            &format!("{}/24", t.sched_ip),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &sched_ns, "link", "set", "br0", "up"]);
+        for i in 0..agents {
+            let ns = format!("gz{id}a{i}");
+            let (a, b) = (format!("gz{id}v{i}"), format!("gz{id}p{i}"));
+            let addr = format!("10.77.{net}.{}", 10 + i);
+            ip(&["netns", "add", &ns]);
+            t.agent_ns.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+            ip(&["link", "set", &a, "netns", &ns]);
+            ip(&["link", "set", &b, "netns", &sched_ns]);
+            ip(&["-n", &sched_ns, "link", "set", &b, "master", "br0"]);
+            ip(&["-n", &sched_ns, "link", "set", &b, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &a]);
+            ip(&["-n", &ns, "link", "set", &a, "up"]);
+            t.agent_ip.push(addr);
+            t.ports.push(b);
+        }
+        t
+    }
+
+    /// Cut agent `i` off: its bridge port goes down.
+    pub fn cut(&self, i: usize) {
+        ip(&["-n", &self.sched_ns, "link", "set", &self.ports[i], "down"]);
+    }
+
+    /// Restore agent `i`'s link.
+    pub fn restore(&self, i: usize) {
+        ip(&["-n", &self.sched_ns, "link", "set", &self.ports[i], "up"]);
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for ns in self.agent_ns.iter().chain(std::iter::once(&self.sched_ns)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
 }

@@ -173,9 +173,10 @@ fn cancel_kills_everything_and_frees_cores() {
     let job = c.show(id);
     assert_eq!(job["state"], "running", "{job}");
     assert_eq!(job["allocation"].as_array().unwrap().len(), 2, "{job}");
-    assert!(
-        !c.job_processes(id).is_empty(),
-        "job processes are visible before the cancel"
+    wait_for(
+        "the job's processes to be visible before the cancel",
+        Duration::from_secs(20),
+        || (!c.job_processes(id).is_empty()).then_some(()),
     );
 
     let out = c.graze(&["cancel", &id.to_string()]);

@@ -65,12 +65,45 @@ pub enum Command {
         #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
         job: JobId,
     },
+    /// Stop placing new jobs on a node (admin tokens only); its running jobs go on.
+    Drain {
+        /// The node name.
+        #[arg(value_name = "NODE", value_parser = parse_name)]
+        node: String,
+    },
+    /// Let a drained node take jobs again (admin tokens only).
+    Undrain {
+        /// The node name.
+        #[arg(value_name = "NODE", value_parser = parse_name)]
+        node: String,
+    },
     /// Wait until a job ends; exit with its exit code (130 when cancelled).
     Wait {
         /// The job id.
         #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
         job: JobId,
     },
+    /// Live terminal UI: nodes, queue, a job's ranks and output (`?` lists the keys).
+    Top,
+    /// Start a scheduler and 4 agents on this machine (127.0.0.2-5), submit Pi jobs and open
+    /// `graze top`; everything started stops when it exits.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `graze demo`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct DemoArgs {
+    /// Run the jobs to completion without the TUI and print a summary (for CI and headless
+    /// machines).
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Pi rounds of each job (more rounds: longer jobs to watch) [default: 600, or 12 with
+    /// --no-tui].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub rounds: Option<u64>,
+    /// Keep the demo's directory (state, logs) instead of removing it at exit.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Arguments of `graze submit`.

@@ -65,6 +65,9 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Cancel(_) => "cancel",
         ClientRequest::Wait(_) => "wait",
         ClientRequest::Logs { .. } => "logs",
+        ClientRequest::Drain { .. } => "drain",
+        ClientRequest::Undrain { .. } => "undrain",
+        ClientRequest::Watch => "watch",
     }
 }
 
@@ -77,6 +80,9 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Job(_) => "job",
         ClientReply::Log(_) => "log",
         ClientReply::LogEnd => "log_end",
+        ClientReply::Snapshot { .. } => "snapshot",
+        ClientReply::NodeChanged(_) => "node_changed",
+        ClientReply::JobChanged(_) => "job_changed",
         ClientReply::Error { .. } => "error",
     }
 }
@@ -145,6 +151,19 @@ impl Client {
         match self.request(&ClientRequest::Nodes).await? {
             ClientReply::Nodes(nodes) => Ok(nodes),
             other => Err(unexpected("nodes", &other)),
+        }
+    }
+
+    /// Drain (`on`) or undrain a node; the node as it is now.
+    pub async fn drain(&self, node: &str, on: bool) -> Result<NodeView, ClientError> {
+        let (req, name) = if on {
+            (ClientRequest::Drain { node: node.into() }, "drain")
+        } else {
+            (ClientRequest::Undrain { node: node.into() }, "undrain")
+        };
+        match self.request(&req).await? {
+            ClientReply::Nodes(mut nodes) if nodes.len() == 1 => Ok(nodes.remove(0)),
+            other => Err(unexpected(name, &other)),
         }
     }
 

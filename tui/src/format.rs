@@ -96,7 +96,7 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
 }
 
 /// The last column of the queue: why a queued job waits, where a job runs or ran.
-fn where_or_why(job: &JobView) -> String {
+pub fn where_or_why(job: &JobView) -> String {
     match job.state {
         JobState::Queued => job.waiting_for.clone().unwrap_or_else(|| "-".into()),
         JobState::Running | JobState::Suspended | JobState::Cancelling => hosts(&job.allocation),
@@ -178,7 +178,7 @@ pub fn queue_table(jobs: &[JobView], now_ms: u64) -> String {
 
 /// A node's state: its availability, `offline`, or `no status` before its first report.
 pub fn node_state(node: &NodeView) -> String {
-    match (&node.status, node.online) {
+    let state = match (&node.status, node.online) {
         (_, false) => "offline".into(),
         (Some(s), true) if !s.availability.runs_jobs() && node.used_cores > 0 => format!(
             "{}, {} core{} reclaimed",
@@ -188,6 +188,11 @@ pub fn node_state(node: &NodeView) -> String {
         ),
         (Some(s), true) => s.availability.to_string(),
         (None, true) => "no status".into(),
+    };
+    if node.drained {
+        format!("drained ({state})")
+    } else {
+        state
     }
 }
 
@@ -482,6 +487,8 @@ mod tests {
                 }],
                 software: "graze-agent 0.1.0".into(),
                 policy: Default::default(),
+                held: vec![],
+                instance: String::new(),
             },
             online: true,
             status: Some(NodeStatus {
@@ -494,6 +501,7 @@ mod tests {
             }),
             used_cores: 4,
             jobs: vec![JobId(11)],
+            drained: false,
         }
     }
 

@@ -6,7 +6,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod demo;
 pub mod format;
+pub mod top;
 
 use anyhow::{bail, Context as _};
 use cli::{Cli, Command, SubmitArgs};
@@ -37,7 +39,13 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_ERROR));
         }
     };
-    init_tracing();
+    // The TUI owns the screen: its logs go to a file.
+    let tui = match &cli.command {
+        Command::Top => true,
+        Command::Demo(d) => !d.no_tui,
+        _ => false,
+    };
+    init_tracing(tui.then(tui_log_file));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,19 +65,39 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
-/// Log to stderr, filtered by `RUST_LOG` (default `warn`).
-fn init_tracing() {
+/// Where `graze top` logs: `$GRAZE_LOG_FILE`, else `graze-top.log` in the temp dir.
+fn tui_log_file() -> PathBuf {
+    env_os("GRAZE_LOG_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("graze-top.log"))
+}
+
+/// Log to stderr, or to `file` (for the TUI), filtered by `RUST_LOG` (default `warn`).
+fn init_tracing(file: Option<PathBuf>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file.map(|p| std::fs::File::options().create(true).append(true).open(p)) {
+        Some(Ok(f)) => {
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init();
+        }
+        // No log file: no logs rather than logs over the TUI.
+        Some(Err(_)) => {}
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
 }
 
 /// Run one `graze` command. A request the scheduler refuses prints `error: MESSAGE` and gives
 /// exit code 1; other failures come back as errors (exit code 2 in [`main_entry`]).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
     // Everything that can be checked without the scheduler is checked first.
     let spec = match &cli.command {
         Command::Submit(args) => Some(build_spec(args)?),
@@ -81,6 +109,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         env_os("HOME"),
     )?;
     let access = load_access(&path, cli.access.is_some())?;
+    if cli.command == Command::Top {
+        top::run_top(access, top::TopOptions::default()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::connect(&access)
         .await
         .with_context(|| format!("using the access file {}", path.display()))?;
@@ -158,6 +190,24 @@ async fn dispatch(
                 .with_context(|| format!("cancelling job {job}"))?;
             print(&format!("{}\n", format::cancel_message(&view)))?;
         }
+        Command::Drain { node } => {
+            let v = client
+                .drain(&node, true)
+                .await
+                .with_context(|| format!("draining node {node}"))?;
+            print(&format!(
+                "node {} drained: it takes no new jobs; running jobs ({}) go on\n",
+                v.info.name,
+                v.jobs.len()
+            ))?;
+        }
+        Command::Undrain { node } => {
+            let v = client
+                .drain(&node, false)
+                .await
+                .with_context(|| format!("undraining node {node}"))?;
+            print(&format!("node {} takes jobs again\n", v.info.name))?;
+        }
         Command::Wait { job } => {
             let view = loop {
                 let view = client
@@ -173,6 +223,7 @@ async fn dispatch(
             eprintln!("{}", format::wait_summary(&view));
             return Ok(ExitCode::from(format::wait_exit_code(&view)));
         }
+        Command::Top | Command::Demo(_) => bail!("internal: {command:?} reached dispatch"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,8 @@ fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
         mpi: vec![],
         software: "test".into(),
         policy: Default::default(),
+        held: vec![],
+        instance: String::new(),
     }
 }
 
@@ -265,8 +267,52 @@ fn node_loss_requeues_and_fences_the_old_run() {
         _ => 3,
     };
     c.job_cleared(other_conn, id, 11);
+    // Fenced a moment, so the cut-off agent's own kill lands before the next run.
+    assert!(starts(&drain(&mut c)).is_empty());
+    assert_eq!(c.poll_timeout(), Some(1_010));
+    c.handle_timeout(1_010);
     let s2 = starts(&drain(&mut c));
     assert_eq!(s2.len(), 1);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn drained_node_takes_no_new_work_until_undrained() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 10);
+    add(&mut c, 2, "a2", 2, 10);
+    let running = c.submit(spec(2), "s".into(), 1).unwrap();
+    let out = drain(&mut c);
+    let on = starts(&out)[0].2[0].host.clone();
+    let v = c.set_drained(&on, true, 2).unwrap();
+    assert!(v.drained);
+    // The running job goes on; a new job may only use the other node.
+    assert_eq!(c.job_state(running), Some(JobState::Running));
+    let id = c.submit(spec(2), "s".into(), 3).unwrap();
+    let out = drain(&mut c);
+    assert_ne!(starts(&out)[0].2[0].host, on);
+    c.job_exited(
+        if on == "a1" { 1 } else { 2 },
+        running,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        4,
+    );
+    c.job_cleared(if on == "a1" { 1 } else { 2 }, running, 5);
+    let third = c.submit(spec(2), "s".into(), 6).unwrap();
+    drain(&mut c);
+    assert_eq!(
+        c.job_state(third),
+        Some(JobState::Queued),
+        "drained node stays unused"
+    );
+    c.set_drained(&on, false, 7).unwrap();
+    assert_eq!(c.job_state(third), Some(JobState::Running));
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    let e = c.set_drained("zz", true, 8).unwrap_err();
+    assert!(e.contains("unknown node 'zz'"), "{e}");
     c.check_invariants().unwrap();
 }
 
@@ -312,15 +358,24 @@ fn launch_is_confined_to_the_allocation() {
     c.launch(main, LaunchId(4), id, "sec", &hosts[1], vec!["true".into()]);
     let out = drain(&mut c);
     let Some(Output::Send {
-        conn,
-        msg: SchedulerMsg::SpawnRemote { remote, .. },
+        msg:
+            SchedulerMsg::SpawnRemote {
+                origin,
+                origin_id,
+                epoch,
+                ..
+            },
+        ..
     }) = out.first()
     else {
         panic!("{out:?}")
     };
+    assert_eq!(*epoch, 1);
+    assert_eq!(*origin_id, LaunchId(4));
+    let origin = origin.clone();
     c.remote_exited(
-        *conn,
-        *remote,
+        &origin,
+        LaunchId(4),
         ExitStatus {
             code: Some(0),
             signal: None,
@@ -357,7 +412,7 @@ fn avail(kind: u8) -> Availability {
 
 /// conn 1 = a1 (2 cores), conn 2 = a2 (2 cores), conn 3 = a3 (4 cores); a 4-rank job on
 /// a1 + a2.
-fn two_node_job(cfg: CoreConfig) -> (Core, JobId) {
+fn suspend_fixture(cfg: CoreConfig) -> (Core, JobId) {
     let mut c = Core::new(cfg);
     add(&mut c, 1, "a1", 2, 100);
     add(&mut c, 2, "a2", 2, 50);
@@ -384,7 +439,7 @@ fn busy(c: &mut Core, conn: ConnId, a: Availability, now: u64) {
 
 #[test]
 fn reclaim_suspends_on_every_node_and_resumes_together() {
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     let out = sent(&drain(&mut c));
     assert_eq!(
@@ -434,7 +489,7 @@ fn reclaim_suspends_on_every_node_and_resumes_together() {
 
 #[test]
 fn both_nodes_busy_resume_only_when_both_free() {
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     busy(&mut c, 1, Availability::OwnerActive, 1000);
     busy(&mut c, 2, Availability::OwnerActive, 1001);
     drain(&mut c);
@@ -449,14 +504,15 @@ fn both_nodes_busy_resume_only_when_both_free() {
 
 #[test]
 fn owner_stays_vacates_everywhere_and_requeues_in_front_avoiding_the_node() {
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     let other = c.submit(spec(4), "s".into(), 20).unwrap();
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     drain(&mut c);
     let vacate_at = 1000 + graze_proto::OwnerPolicy::default().vacate_after_ms;
     // First the early-move check (nowhere else to go), then the vacate.
-    assert_eq!(c.poll_timeout(1000), Some(61_000));
-    assert_eq!(c.poll_timeout(61_000), Some(vacate_at));
+    assert_eq!(c.poll_timeout(), Some(61_000));
+    c.handle_timeout(61_000);
+    assert_eq!(c.poll_timeout(), Some(vacate_at));
     c.handle_timeout(vacate_at - 1);
     assert!(sent(&drain(&mut c)).is_empty());
     c.handle_timeout(vacate_at);
@@ -493,7 +549,7 @@ fn owner_stays_vacates_everywhere_and_requeues_in_front_avoiding_the_node() {
 
 #[test]
 fn avoided_node_is_used_again_once_it_offers() {
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     c.handle_timeout(1000 + 600_000);
     c.job_cleared(1, id, 700_000);
@@ -513,7 +569,7 @@ fn avoided_node_is_used_again_once_it_offers() {
 
 #[test]
 fn window_end_vacates_at_once() {
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     busy(&mut c, 1, Availability::OutsideWindow, 1000);
     let out = sent(&drain(&mut c));
     assert!(
@@ -538,15 +594,15 @@ fn early_move_when_it_fits_elsewhere() {
         requeue_when_suspended_after_ms: 60_000,
         ..CoreConfig::default()
     };
-    let (mut c, id) = two_node_job(cfg);
+    let (mut c, id) = suspend_fixture(cfg);
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     drain(&mut c);
-    assert_eq!(c.poll_timeout(1000), Some(61_000));
+    assert_eq!(c.poll_timeout(), Some(61_000));
     // Nowhere else to go at the deadline: stays suspended.
     c.handle_timeout(61_000);
     assert!(sent(&drain(&mut c)).is_empty());
     assert_eq!(c.job_state(id), Some(JobState::Suspended));
-    assert_eq!(c.poll_timeout(61_000), Some(601_000));
+    assert_eq!(c.poll_timeout(), Some(601_000));
     // A big idle node appears: moved early.
     c.node_connected(3, info("a3", 4, &[]), 70_000).unwrap();
     c.node_status(3, status(true, 10), 70_000);
@@ -570,13 +626,13 @@ fn early_move_when_it_fits_elsewhere() {
 
 #[test]
 fn cancel_and_node_loss_of_a_suspended_job() {
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     drain(&mut c);
     c.node_lost(2, 2000);
     assert_eq!(c.job_state(id), Some(JobState::Queued));
     c.check_invariants().unwrap();
-    let (mut c, id) = two_node_job(CoreConfig::default());
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     drain(&mut c);
     assert_eq!(c.cancel(id, 1500), Ok(JobState::Cancelling));
@@ -596,6 +652,8 @@ enum Op {
     Exit(u8),
     Clear(u8, u8),
     Cancel(u8),
+    Restart,
+    Reconnect(u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -608,6 +666,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..40).prop_map(Op::Exit),
         (0u8..6, 0u8..40).prop_map(|(n, j)| Op::Clear(n, j)),
         (0u8..40).prop_map(Op::Cancel),
+        Just(Op::Restart),
+        (0u8..6, any::<bool>()).prop_map(|(n, h)| Op::Reconnect(n, h)),
     ]
 }
 
@@ -635,10 +695,10 @@ proptest! {
                 }
                 Op::Tick(d) => {
                     now += d as u64;
-                    if let Some(at) = c.poll_timeout(now - d as u64) {
-                        prop_assert!(at > now - d as u64);
-                    }
                     c.handle_timeout(now);
+                    if let Some(at) = c.poll_timeout() {
+                        prop_assert!(at > now, "deadline {at} not after {now}");
+                    }
                 }
                 Op::Lose(n) => c.node_lost(n as u64 * 100 + gen[n as usize], now),
                 Op::Submit(k, p) => {
@@ -656,10 +716,185 @@ proptest! {
                     }
                 }
                 Op::Clear(n, j) => c.job_cleared(n as u64 * 100 + gen[n as usize], JobId(j as u64), now),
+                Op::Restart => {
+                    c = restart(&c, now);
+                    gen.iter_mut().for_each(|g| *g += 1);
+                }
+                Op::Reconnect(n, holds) => {
+                    // The node comes back on a new connection, holding what it ran (or not).
+                    let name = format!("n{n}");
+                    let mut i = info(&name, 4, &[]);
+                    if holds {
+                        i.held = c
+                            .job_views(false)
+                            .iter()
+                            .filter(|v| v.allocation.iter().any(|h| h.host == name))
+                            .map(|v| held(v.id, c.jobs[&v.id].epoch))
+                            .collect();
+                    }
+                    gen[n as usize] += 1;
+                    let conn = n as u64 * 100 + gen[n as usize];
+                    let _ = c.node_connected(conn, i, now);
+                    c.node_status(conn, status(true, 0), now);
+                }
                 Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
             }
             drain(&mut c);
             prop_assert_eq!(c.check_invariants(), Ok(()));
         }
     }
+}
+
+fn held(job: JobId, epoch: u64) -> graze_proto::HeldJob {
+    graze_proto::HeldJob {
+        job,
+        epoch,
+        main: false,
+    }
+}
+
+/// Persist everything and restore into a fresh core, as a scheduler restart does.
+fn restart(c: &Core, now: u64) -> Core {
+    let ids: Vec<JobId> = c.jobs.keys().copied().collect();
+    let jobs = ids.iter().filter_map(|id| c.job_record(*id)).collect();
+    let nodes = c.nodes.keys().filter_map(|n| c.node_info(n)).collect();
+    let mut n = Core::new(c.cfg.clone());
+    n.restore(jobs, nodes, now);
+    n
+}
+
+fn two_node_job() -> (Core, JobId) {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    drain(&mut c);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    (c, id)
+}
+
+#[test]
+fn restart_keeps_a_run_whose_nodes_all_hold_it() {
+    let (c, id) = two_node_job();
+    let mut c = restart(&c, 100);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    assert_eq!(c.node_views().iter().filter(|n| n.online).count(), 0);
+    for (conn, name) in [(11, "a1"), (12, "a2")] {
+        let mut i = info(name, 2, &[]);
+        i.held = vec![held(id, 1)];
+        c.node_connected(conn, i, 200).unwrap();
+        c.node_status(conn, status(true, 0), 200);
+    }
+    let out = drain(&mut c);
+    assert!(
+        !out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                msg: SchedulerMsg::KillJob { .. },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    assert_eq!(c.poll_timeout(), None);
+    // Its cores are held again: a new 1-core job must wait.
+    let id2 = c.submit(spec(1), "t".into(), 300).unwrap();
+    assert_eq!(c.job_state(id2), Some(JobState::Queued));
+    c.check_invariants().unwrap();
+    // And its end is still understood.
+    c.job_exited(
+        11,
+        id,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        400,
+    );
+    assert_eq!(c.job_state(id), Some(JobState::Completed));
+}
+
+#[test]
+fn restart_requeues_a_run_a_node_lost_or_that_never_came_back() {
+    let (c, id) = two_node_job();
+    let mut c1 = restart(&c, 100);
+    let mut i = info("a1", 2, &[]);
+    i.held = vec![held(id, 1)];
+    c1.node_connected(11, i, 200).unwrap();
+    // a2 comes back empty-handed: the run is broken.
+    c1.node_connected(12, info("a2", 2, &[]), 200).unwrap();
+    assert_eq!(c1.job_state(id), Some(JobState::Queued));
+    let v = c1.job_view(id).unwrap();
+    assert!(
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .contains("came back without the job's processes"),
+        "{v:?}"
+    );
+
+    let mut c2 = restart(&c, 100);
+    let mut i = info("a1", 2, &[]);
+    i.held = vec![held(id, 1)];
+    c2.node_connected(11, i, 200).unwrap();
+    assert_eq!(c2.poll_timeout(), Some(100 + 10_000));
+    c2.handle_timeout(10_100);
+    let v = c2.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued);
+    assert!(
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .contains("a2 did not report back"),
+        "{v:?}"
+    );
+    c2.check_invariants().unwrap();
+}
+
+#[test]
+fn reconnect_with_a_stale_run_is_fenced() {
+    let (mut c, id) = two_node_job();
+    // a2's link drops and the job is requeued and restarted elsewhere meanwhile.
+    c.node_lost(2, 10);
+    c.job_cleared(1, id, 11);
+    drain(&mut c);
+    // a2 reconnects, still holding the old epoch 1.
+    let mut i = info("a2", 2, &[]);
+    i.held = vec![held(id, 1), held(JobId(77), 3)];
+    c.node_connected(22, i, 20).unwrap();
+    let out = drain(&mut c);
+    let kills: Vec<JobId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                conn: 22,
+                msg: SchedulerMsg::KillJob { job },
+            } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kills, vec![id, JobId(77)]);
+}
+
+#[test]
+fn reconnect_within_the_timeout_keeps_the_run() {
+    let (mut c, id) = two_node_job();
+    // The agent reconnects on a new connection before the old one timed out.
+    let mut i = info("a2", 2, &[]);
+    i.held = vec![held(id, 1)];
+    c.node_connected(22, i, 20).unwrap();
+    c.node_status(22, status(true, 0), 20);
+    let out = drain(&mut c);
+    assert!(out.contains(&Output::Close {
+        conn: 2,
+        reason: "a newer agent registered with the same name".into()
+    }));
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    // The old connection's loss is now a no-op.
+    c.node_lost(2, 30);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.check_invariants().unwrap();
 }

@@ -1,0 +1,128 @@
+//! Prints (does not assert): the time to draw one frame of `graze top` with 1,000 nodes and
+//! 10,000 jobs at 200x60 (target: under 5 ms), per view; and the TUI loop's CPU use while idle.
+#![allow(clippy::unwrap_used)]
+
+use graze::top::{run_loop, testdata, App, DataEvent, Event};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::time::{Duration, Instant};
+
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the state letter's field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+fn big_app() -> App {
+    let (nodes, jobs) = testdata::big(1000, 10_000);
+    let now = testdata::NOW_MS;
+    let mut app = App::new(now - 180_000, false);
+    app.update(Event::Data(DataEvent::Snapshot { nodes, jobs }));
+    for i in 0..180 {
+        app.update(Event::Tick(now - 180_000 + (i + 1) * 1000));
+    }
+    app
+}
+
+fn main() {
+    let mut app = big_app();
+    let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    let t = Instant::now();
+    app.prepare();
+    println!(
+        "render: order rows of 1,000 nodes and 10,000 jobs: {:.2} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let frames = 200;
+    for (name, keys) in [("nodes", ""), ("queue", "2"), ("job", "\n")] {
+        for c in keys.chars() {
+            let code = if c == '\n' {
+                crossterm::event::KeyCode::Enter
+            } else {
+                crossterm::event::KeyCode::Char(c)
+            };
+            app.update(Event::Term(crossterm::event::Event::Key(
+                crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE),
+            )));
+        }
+        if name == "job" {
+            let id = app.open.unwrap();
+            let mut lines = testdata::pi_logs();
+            for l in &mut lines {
+                l.rank = l.rank.map(|r| r % 4);
+            }
+            app.update(Event::Data(DataEvent::Log {
+                job: id,
+                lines,
+                reset: true,
+            }));
+        }
+        let mut times = Vec::with_capacity(frames);
+        for _ in 0..frames {
+            app.prepare();
+            let t = Instant::now();
+            term.draw(|f| app.draw(f)).unwrap();
+            times.push(t.elapsed());
+            // Start each frame from a blank screen, so the whole frame is diffed and written.
+            term.clear().unwrap();
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / frames as u32;
+        println!(
+            "render: {name} view, 1,000 nodes + 10,000 jobs at 200x60: mean {:.3} ms, p99 {:.3} ms, max {:.3} ms (target < 5 ms)",
+            mean.as_secs_f64() * 1e3,
+            times[frames * 99 / 100].as_secs_f64() * 1e3,
+            times[frames - 1].as_secs_f64() * 1e3
+        );
+    }
+
+    // Idle CPU: the real loop with the big cluster, no data and no keys, for a while.
+    let secs = std::env::var("GRAZE_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10u64);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut app = big_app();
+    let (_data_tx, mut data_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_term_tx, mut term_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cmd_tx, _cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    let before = cpu_ticks();
+    let wall = Instant::now();
+    rt.block_on(async {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(secs),
+            run_loop(
+                &mut term,
+                &mut app,
+                &mut data_rx,
+                &mut term_rx,
+                &cmd_tx,
+                graze::format::now_ms,
+            ),
+        )
+        .await;
+    });
+    let cpu = (cpu_ticks() - before) as f64 / clk_tck() as f64;
+    println!(
+        "idle: the TUI loop (1,000 nodes, 10,000 jobs, 200x60, one redraw a second) used {:.3} s CPU in {:.1} s: {:.2} % of one core",
+        cpu,
+        wall.elapsed().as_secs_f64(),
+        100.0 * cpu / wall.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,214 @@
+//! The data feed of `graze top`: one task that keeps a connection to the scheduler, watches it
+//! ([`ClientRequest::Watch`](graze_proto::ClientRequest::Watch)) and follows the open job's
+//! output, forwarding everything as [`DataEvent`]s; and carries out the app's commands
+//! (cancel, owner key). It reconnects by itself when the scheduler is lost.
+//!
+//! Reads of a [`Replies`] are not cancel-safe, so each stream is read by its own task that
+//! forwards over an mpsc; those tasks are aborted as a whole, never raced in a `select!`.
+
+use super::app::Command;
+use super::model::DataEvent;
+use crate::client::{Client, ClientError};
+use graze_net::Access;
+use graze_proto::{ClientReply, ClientRequest, JobId};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Pause between reconnection attempts.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Commands the feed carries out, sent by the loop.
+pub type CommandTx = mpsc::UnboundedSender<Command>;
+
+/// Run the feed until `cmds` closes. `owner_files` maps node names to their `file:` idle
+/// source (demo only) for [`Command::TouchOwner`].
+pub async fn run(
+    access: Access,
+    data: mpsc::UnboundedSender<DataEvent>,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+    owner_files: HashMap<String, PathBuf>,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let client = match Client::connect(&access).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                attempt += 1;
+                tracing::info!("connecting to the scheduler failed: {e}");
+                let _ = data.send(DataEvent::Disconnected {
+                    reason: short(&e),
+                    attempt,
+                });
+                // Commands still work while disconnected where they can (owner key).
+                let sleep = tokio::time::sleep(RETRY);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        c = cmds.recv() => match c {
+                            None => return,
+                            Some(c) => offline_command(c, &data, &owner_files),
+                        },
+                    }
+                }
+                continue;
+            }
+        };
+        let _ = data.send(DataEvent::Connected);
+        let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<String>();
+        let watch = tokio::spawn(watch_task(client.clone(), data.clone(), lost_tx.clone()));
+        let mut logs: Option<JoinHandle<()>> = None;
+        let reason = loop {
+            tokio::select! {
+                why = lost_rx.recv() => break why.unwrap_or_else(|| "the connection ended".into()),
+                c = cmds.recv() => match c {
+                    None => {
+                        watch.abort();
+                        if let Some(l) = logs.take() { l.abort(); }
+                        if let Ok(c) = Arc::try_unwrap(client) { c.close().await; }
+                        return;
+                    }
+                    Some(Command::OpenLogs(id)) => {
+                        if let Some(l) = logs.take() { l.abort(); }
+                        logs = Some(tokio::spawn(log_task(client.clone(), id, data.clone(), lost_tx.clone())));
+                    }
+                    Some(Command::Cancel(id)) => {
+                        let (client, data) = (client.clone(), data.clone());
+                        tokio::spawn(async move {
+                            let msg = match client.cancel(id).await {
+                                Ok(v) => crate::format::cancel_message(&v),
+                                Err(e) => format!("cancelling job {id}: {e}"),
+                            };
+                            let _ = data.send(DataEvent::Notice(msg));
+                        });
+                    }
+                    Some(c) => offline_command(c, &data, &owner_files),
+                },
+            }
+        };
+        watch.abort();
+        if let Some(l) = logs.take() {
+            l.abort();
+        }
+        attempt = 1;
+        tracing::info!("scheduler lost: {reason}");
+        let _ = data.send(DataEvent::Disconnected { reason, attempt });
+        // The app asks for the open job's output again after the next snapshot.
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+fn short(e: &ClientError) -> String {
+    let s = e.to_string();
+    match s.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// Commands that need no scheduler.
+fn offline_command(
+    c: Command,
+    data: &mpsc::UnboundedSender<DataEvent>,
+    owner_files: &HashMap<String, PathBuf>,
+) {
+    match c {
+        Command::TouchOwner(node) => {
+            let msg = match owner_files.get(&node) {
+                Some(p) => match touch(p) {
+                    Ok(()) => format!("the owner of {node} touched the keyboard"),
+                    Err(e) => format!("touching {}: {e}", p.display()),
+                },
+                None => format!("no idle file known for node {node}"),
+            };
+            let _ = data.send(DataEvent::Notice(msg));
+        }
+        Command::Cancel(id) => {
+            let _ = data.send(DataEvent::Notice(format!(
+                "cannot cancel job {id}: not connected to the scheduler"
+            )));
+        }
+        Command::OpenLogs(_) | Command::Quit => {}
+    }
+}
+
+/// Set a file's modification time to now (what an owner's input does to a `file:` source).
+pub fn touch(p: &std::path::Path) -> std::io::Result<()> {
+    let f = std::fs::File::options().append(true).create(true).open(p)?;
+    f.set_modified(std::time::SystemTime::now())
+}
+
+async fn watch_task(
+    client: Arc<Client>,
+    data: mpsc::UnboundedSender<DataEvent>,
+    lost: mpsc::UnboundedSender<String>,
+) {
+    let why = match watch_loop(&client, &data).await {
+        Ok(()) => "the scheduler ended the watch stream".to_string(),
+        Err(e) => short(&e),
+    };
+    let _ = lost.send(why);
+}
+
+async fn watch_loop(
+    client: &Client,
+    data: &mpsc::UnboundedSender<DataEvent>,
+) -> Result<(), ClientError> {
+    let mut replies = client.open(&ClientRequest::Watch).await?;
+    while let Some(r) = replies.next().await? {
+        let ev = match r {
+            ClientReply::Snapshot { nodes, jobs } => DataEvent::Snapshot { nodes, jobs },
+            ClientReply::NodeChanged(n) => DataEvent::Node(n),
+            ClientReply::JobChanged(j) => DataEvent::Job(j),
+            other => {
+                return Err(ClientError::Unexpected {
+                    request: "watch",
+                    reply: crate::client::reply_name(&other),
+                })
+            }
+        };
+        if data.send(ev).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn log_task(
+    client: Arc<Client>,
+    job: JobId,
+    data: mpsc::UnboundedSender<DataEvent>,
+    lost: mpsc::UnboundedSender<String>,
+) {
+    let result = async {
+        let mut stream = client.logs(job, None, true).await?;
+        let mut reset = true;
+        while let Some(lines) = stream.next_batch().await? {
+            let _ = data.send(DataEvent::Log { job, lines, reset });
+            reset = false;
+        }
+        if reset {
+            let _ = data.send(DataEvent::Log {
+                job,
+                lines: Vec::new(),
+                reset,
+            });
+        }
+        let _ = data.send(DataEvent::LogEnd(job));
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {}
+        Err(e @ ClientError::Scheduler(_)) => {
+            let _ = data.send(DataEvent::Notice(format!("output of job {job}: {e}")));
+        }
+        Err(e) => {
+            let _ = lost.send(short(&e));
+        }
+    }
+}

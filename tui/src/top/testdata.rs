@@ -1,0 +1,240 @@
+//! Fixed cluster data for the TUI's snapshot tests and its render benchmark.
+
+use graze_proto::{
+    Availability, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState, JobView, LogLine,
+    NodeInfo, NodeStatus, NodeView, Stream, Unit,
+};
+
+/// The "now" of the fixtures, ms since the epoch.
+pub const NOW_MS: u64 = 1_700_000_000_000;
+
+#[allow(clippy::too_many_arguments)]
+fn node(
+    name: &str,
+    groups: &[&str],
+    online: bool,
+    availability: Availability,
+    load: f32,
+    owner: f32,
+    idle_s: u64,
+    used: u32,
+    jobs: &[u64],
+) -> NodeView {
+    NodeView {
+        info: NodeInfo {
+            name: name.into(),
+            addr: format!("127.0.0.{}", name.trim_start_matches("ws")),
+            cores: 2,
+            sockets: 1,
+            memory_bytes: 8 << 30,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            mpi: vec![],
+            software: "graze-agent 0.1.0".into(),
+            held: vec![],
+            instance: String::new(),
+            policy: Default::default(),
+        },
+        online,
+        status: online.then(|| NodeStatus {
+            core_load: vec![load, load],
+            owner_cpu: owner,
+            owner_idle_ms: idle_s * 1000,
+            availability,
+            idle_sources: vec![format!("file:/tmp/owner-{name}")],
+            unavailable_sources: vec![],
+        }),
+        used_cores: used,
+        jobs: jobs.iter().map(|j| JobId(*j)).collect(),
+        drained: false,
+    }
+}
+
+/// Five nodes of 2 cores: two running job 1, one whose owner came back while job 2 runs, one
+/// idle that offers in 4 s, one offline.
+pub fn nodes() -> Vec<NodeView> {
+    vec![
+        node(
+            "ws2",
+            &["lab"],
+            true,
+            Availability::Offered,
+            98.0,
+            2.0,
+            3600,
+            2,
+            &[1],
+        ),
+        node(
+            "ws3",
+            &["lab"],
+            true,
+            Availability::Offered,
+            97.0,
+            1.0,
+            5400,
+            2,
+            &[1],
+        ),
+        node(
+            "ws4",
+            &["lab", "gpu"],
+            true,
+            Availability::OwnerActive,
+            100.0,
+            35.0,
+            2,
+            2,
+            &[2],
+        ),
+        node(
+            "ws5",
+            &[],
+            true,
+            Availability::Waiting { remaining_ms: 4000 },
+            3.0,
+            3.0,
+            56,
+            0,
+            &[],
+        ),
+        node(
+            "ws6",
+            &["lab"],
+            false,
+            Availability::Offered,
+            0.0,
+            0.0,
+            0,
+            0,
+            &[],
+        ),
+    ]
+}
+
+fn job(id: u64, name: &str, n: u32, state: JobState, alloc: &[(&str, u32)]) -> JobView {
+    let submitted_ms = NOW_MS - 300_000 + id * 1000;
+    let started = !matches!(state, JobState::Queued);
+    let ended = state.is_final();
+    JobView {
+        id: JobId(id),
+        spec: JobSpec {
+            name: Some(name.into()),
+            nprocs: n,
+            unit: Unit::Core,
+            priority: 0,
+            groups: vec![],
+            nodes: vec![],
+            command: vec!["mpiexec".into(), "graze-pi".into()],
+            cwd: Some("/home/ada".into()),
+            env: vec![],
+            user: "ada".into(),
+        },
+        state,
+        waiting_for: (state == JobState::Queued).then(|| format!("needs {n} cores, 0 offered")),
+        submitted_ms,
+        started_ms: started.then_some(submitted_ms + 2000),
+        ended_ms: ended.then_some(submitted_ms + 62_000),
+        allocation: alloc
+            .iter()
+            .map(|(h, s)| HostSlots {
+                host: (*h).into(),
+                slots: *s,
+            })
+            .collect(),
+        exit: ended.then_some(ExitStatus {
+            code: Some(if state == JobState::Completed { 0 } else { 1 }),
+            signal: None,
+        }),
+        requeues: u32::from(state == JobState::Failed),
+        events: vec![JobEvent {
+            at_ms: submitted_ms,
+            what: "submitted".into(),
+        }],
+    }
+}
+
+/// Two running Pi jobs, one waiting for cores, one completed, one failed after a requeue.
+pub fn jobs() -> Vec<JobView> {
+    vec![
+        job(1, "pi-a", 4, JobState::Running, &[("ws2", 2), ("ws3", 2)]),
+        job(2, "pi-b", 2, JobState::Running, &[("ws4", 2)]),
+        job(3, "pi-c", 6, JobState::Queued, &[]),
+        job(4, "hello", 2, JobState::Completed, &[("ws2", 2)]),
+        job(5, "solver", 4, JobState::Failed, &[("ws3", 2), ("ws6", 2)]),
+    ]
+}
+
+/// Output of job 1 so far: rank 0's per-round estimates converging on pi, the other ranks'
+/// local estimates.
+pub fn pi_logs() -> Vec<LogLine> {
+    let pis = [
+        3.141200, 3.142900, 3.140800, 3.141950, 3.141410, 3.141700, 3.141530, 3.141620, 3.141575,
+        3.141598, 3.141589, 3.141594,
+    ];
+    let mut out = Vec::new();
+    let mut old = 0.0f64;
+    for (round, pi) in pis.iter().enumerate() {
+        out.push(LogLine {
+            rank: Some(0),
+            stream: Stream::Stdout,
+            line: format!("pi: {pi:.6} - delta: {:.6}", (pi - old).abs()),
+        });
+        old = *pi;
+        for r in 0..4u32 {
+            out.push(LogLine {
+                rank: Some(r),
+                stream: Stream::Stdout,
+                line: format!(
+                    "rank {r}: round {} local estimate {:.6} (samples {})",
+                    round + 1,
+                    pi + f64::from(r) * 0.0007 - 0.001,
+                    (round + 1) * 400_000
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// A big cluster for the render benchmark: `n_nodes` nodes and `n_jobs` jobs.
+pub fn big(n_nodes: usize, n_jobs: usize) -> (Vec<NodeView>, Vec<JobView>) {
+    let states = [
+        Availability::Offered,
+        Availability::OwnerActive,
+        Availability::Waiting {
+            remaining_ms: 30_000,
+        },
+        Availability::OutsideWindow,
+    ];
+    let nodes = (0..n_nodes)
+        .map(|i| {
+            let mut v = node(
+                &format!("node{i:04}"),
+                &["lab"],
+                i % 50 != 0,
+                states[i % states.len()].clone(),
+                (i % 100) as f32,
+                (i % 7) as f32,
+                i as u64 * 10,
+                (i % 3) as u32,
+                &[(i % n_jobs.max(1)) as u64 + 1],
+            );
+            v.info.cores = 16;
+            v
+        })
+        .collect();
+    let jobs = (0..n_jobs)
+        .map(|i| {
+            let state = match i % 5 {
+                0 | 1 => JobState::Queued,
+                2 => JobState::Running,
+                3 => JobState::Completed,
+                _ => JobState::Failed,
+            };
+            let alloc = [(format!("node{:04}", i % n_nodes.max(1)), 4u32)];
+            let alloc: Vec<(&str, u32)> = alloc.iter().map(|(h, s)| (h.as_str(), *s)).collect();
+            job(i as u64 + 1, &format!("job-{i}"), 4, state, &alloc)
+        })
+        .collect();
+    (nodes, jobs)
+}

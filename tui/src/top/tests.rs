@@ -1,0 +1,256 @@
+//! Screens of `graze top` with fixed data, driven through the real update path, compared as
+//! whole screens with insta; and the app loop against a `TestBackend`.
+
+use super::model::{CpuSample, DataEvent};
+use super::testdata::{self, NOW_MS};
+use super::*;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use graze_proto::JobId;
+use ratatui::backend::TestBackend;
+
+fn key(c: KeyCode) -> Event {
+    Event::Term(TermEvent::Key(KeyEvent::new(c, KeyModifiers::NONE)))
+}
+
+fn chars(app: &mut App, s: &str) -> Vec<Command> {
+    s.chars()
+        .flat_map(|c| app.update(key(KeyCode::Char(c))))
+        .collect()
+}
+
+/// An app with the fixture cluster, three minutes of varying CPU history and job 1's output.
+fn fixture() -> App {
+    let mut app = App::new(NOW_MS - 180_000, true);
+    app.update(Event::Data(DataEvent::Connected));
+    app.update(Event::Data(DataEvent::Snapshot {
+        nodes: testdata::nodes(),
+        jobs: testdata::jobs(),
+    }));
+    let base = testdata::nodes();
+    for i in 0..179u64 {
+        for n in &base {
+            let mut n = n.clone();
+            if let Some(s) = n.status.as_mut() {
+                let wave = ((i * 7 + n.info.name.len() as u64 * 13) % 40) as f32;
+                let owner = if n.info.name == "ws4" && i > 150 {
+                    35.0 + wave / 2.0
+                } else {
+                    s.owner_cpu
+                };
+                let load = (s.core_load[0] - wave / 2.0).max(owner);
+                s.core_load = vec![load, load];
+                s.owner_cpu = owner;
+            }
+            app.update(Event::Data(DataEvent::Node(Box::new(n))));
+        }
+        app.update(Event::Tick(NOW_MS - 180_000 + (i + 1) * 1000));
+    }
+    // The last snapshot is the fixture itself.
+    for n in testdata::nodes() {
+        app.update(Event::Data(DataEvent::Node(Box::new(n))));
+    }
+    app.update(Event::Tick(NOW_MS));
+    app
+}
+
+fn screen(app: &mut App, w: u16, h: u16) -> String {
+    let mut t = ratatui::Terminal::new(TestBackend::new(w, h)).unwrap();
+    app.prepare();
+    t.draw(|f| app.draw(f)).unwrap();
+    let buf = t.backend().buffer();
+    let mut out = String::new();
+    for y in 0..h {
+        let mut line = String::new();
+        for x in 0..w {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn both(name: &str, app: &mut App) {
+    insta::assert_snapshot!(format!("{name}_80x24"), screen(app, 80, 24));
+    insta::assert_snapshot!(format!("{name}_160x48"), screen(app, 160, 48));
+}
+
+fn open_job_1(app: &mut App) -> Vec<Command> {
+    // Queue view, first row is job 1 (running jobs first), Enter opens it.
+    let mut cmds = chars(app, "2");
+    cmds.extend(app.update(key(KeyCode::Enter)));
+    app.update(Event::Data(DataEvent::Log {
+        job: JobId(1),
+        lines: testdata::pi_logs(),
+        reset: true,
+    }));
+    cmds
+}
+
+#[test]
+fn nodes_view() {
+    let mut app = fixture();
+    both("nodes", &mut app);
+}
+
+#[test]
+fn nodes_sorted_filtered_and_selected() {
+    let mut app = fixture();
+    chars(&mut app, "s"); // by state
+    chars(&mut app, "/lab");
+    app.update(key(KeyCode::Enter));
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.selected_node(), Some("ws3"));
+    both("nodes_sorted_filtered", &mut app);
+}
+
+#[test]
+fn queue_view_with_expected_start() {
+    let mut app = fixture();
+    chars(&mut app, "2");
+    // Select the waiting job: running jobs come first.
+    chars(&mut app, "jj");
+    assert_eq!(app.selected_job().map(|j| j.id), Some(JobId(3)));
+    both("queue", &mut app);
+}
+
+#[test]
+fn finished_jobs_are_reachable() {
+    let mut app = fixture();
+    chars(&mut app, "2");
+    app.update(key(KeyCode::End));
+    let id = app.selected_job().map(|j| j.id).unwrap();
+    assert_eq!(id, JobId(4), "finished jobs last, newest end first");
+    let cmds = app.update(key(KeyCode::Enter));
+    assert_eq!(cmds, [Command::OpenLogs(JobId(4))]);
+    assert_eq!(app.screen, Screen::Job);
+}
+
+#[test]
+fn job_view_with_pi_chart() {
+    let mut app = fixture();
+    let cmds = open_job_1(&mut app);
+    assert_eq!(cmds, [Command::OpenLogs(JobId(1))]);
+    assert_eq!(app.screen, Screen::Job);
+    both("job_rank0", &mut app);
+    // Switch to rank 2 (on ws3).
+    chars(&mut app, "jj");
+    assert_eq!(
+        app.selected_rank(),
+        Some((Some(2), Some("ws3".to_string())))
+    );
+    both("job_rank2", &mut app);
+}
+
+#[test]
+fn cancel_asks_first() {
+    let mut app = fixture();
+    open_job_1(&mut app);
+    let cmds = chars(&mut app, "c");
+    assert!(cmds.is_empty());
+    both("cancel_confirm", &mut app);
+    let cmds = chars(&mut app, "n");
+    assert!(cmds.is_empty(), "n keeps the job");
+    chars(&mut app, "c");
+    assert_eq!(chars(&mut app, "y"), [Command::Cancel(JobId(1))]);
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = fixture();
+    chars(&mut app, "?");
+    both("help", &mut app);
+    chars(&mut app, "x");
+    assert_eq!(app.mode, app::Mode::Normal);
+}
+
+#[test]
+fn lost_scheduler_banner() {
+    let mut app = fixture();
+    app.update(Event::Data(DataEvent::Disconnected {
+        reason: "connection lost: timed out".into(),
+        attempt: 3,
+    }));
+    chars(&mut app, "2");
+    both("disconnected", &mut app);
+    // A new snapshot after reconnecting clears the banner and reopens the open job's output.
+    open_job_1(&mut app);
+    let cmds = app.update(Event::Data(DataEvent::Snapshot {
+        nodes: testdata::nodes(),
+        jobs: testdata::jobs(),
+    }));
+    assert_eq!(cmds, [Command::OpenLogs(JobId(1))]);
+    assert!(app.model.lost.is_none());
+}
+
+#[test]
+fn owner_key_and_mouse() {
+    let mut app = fixture();
+    app.update(key(KeyCode::Down));
+    assert_eq!(chars(&mut app, "o"), [Command::TouchOwner("ws3".into())]);
+    let scroll = |kind| {
+        Event::Term(TermEvent::Mouse(MouseEvent {
+            kind,
+            column: 0,
+            row: 5,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    app.update(scroll(MouseEventKind::ScrollDown));
+    assert_eq!(app.selected_node(), Some("ws6"));
+    app.update(scroll(MouseEventKind::ScrollUp));
+    assert_eq!(app.selected_node(), Some("ws3"));
+    // Without the demo there is no owner key.
+    let mut plain = App::new(NOW_MS, false);
+    assert!(chars(&mut plain, "o").is_empty());
+}
+
+#[test]
+fn history_splits_jobs_and_owner() {
+    let app = fixture();
+    let ws4 = &app.model.nodes["ws4"];
+    assert_eq!(ws4.history.len(), model::HISTORY);
+    let last: CpuSample = *ws4.history.back().unwrap();
+    assert_eq!(last.owner, 35.0);
+    assert_eq!(last.jobs, 65.0);
+}
+
+#[tokio::test]
+async fn the_loop_draws_and_quits() {
+    let mut term = ratatui::Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut app = App::new(NOW_MS, false);
+    let (_data_tx, mut data_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (term_tx, mut term_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    app.update(Event::Data(DataEvent::Snapshot {
+        nodes: testdata::nodes(),
+        jobs: testdata::jobs(),
+    }));
+    for c in ['2', '\n', 'q'] {
+        let code = if c == '\n' {
+            KeyCode::Enter
+        } else {
+            KeyCode::Char(c)
+        };
+        term_tx
+            .send(TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+            .unwrap();
+    }
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        run_loop(
+            &mut term,
+            &mut app,
+            &mut data_rx,
+            &mut term_rx,
+            &cmd_tx,
+            || NOW_MS,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(cmd_rx.try_recv().unwrap(), Command::OpenLogs(JobId(1)));
+    let text = format!("{:?}", term.backend().buffer());
+    assert!(text.contains("job 1 pi-a"), "{text}");
+}
