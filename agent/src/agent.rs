@@ -14,7 +14,7 @@ use crate::idle::{self, Owner};
 use crate::launch::{self, LaunchRequest, ShimEvent, ShimReply};
 use crate::machine::{CpuMeter, CpuSample};
 use crate::process::{self, Sink};
-use crate::procs::{ProcSet, Survivors, TAG_VAR};
+use crate::procs::{self, ProcSet, Survivors, TAG_VAR};
 use anyhow::{anyhow, Context, Result};
 use graze_net::{Access, NetError, Session};
 use graze_proto::{
@@ -87,6 +87,12 @@ pub(crate) enum Input {
     Shim(ShimEvent),
     /// A CPU measurement.
     Sample(CpuSample),
+    /// Gang-stopping every job after an owner reclaim finished (the follow-up rounds).
+    Stopped {
+        /// When the owner's input was seen.
+        seen: Instant,
+        result: Result<(), Survivors>,
+    },
 }
 
 /// Why a connection attempt failed.
@@ -146,6 +152,9 @@ struct Job {
     remotes: HashMap<LaunchId, (String, LaunchId)>,
     killing: bool,
     killed: bool,
+    /// Processes are (to be) stopped: the owner reclaimed this PC or the scheduler suspended
+    /// the job. Only the scheduler's `ResumeJob` clears it.
+    suspended: bool,
     /// The run's epoch from the scheduler; reported back when registering again.
     epoch: u64,
     /// The job's cgroup, when cgroups are writable here.
@@ -231,6 +240,14 @@ pub(crate) struct Agent {
     jobs_dir: PathBuf,
     sock: PathBuf,
     fatal: Option<anyhow::Error>,
+    /// The owner reclaimed the PC and has not been idle for `resume_after` since.
+    reclaimed: bool,
+    /// The owner is using the PC now (input, CPU, outside the windows).
+    busy_now: bool,
+    /// When the owner was last seen busy (input, CPU, window).
+    last_busy: Option<Instant>,
+    /// Wakes the loop at once when an event-driven idle source sees input.
+    wake: std::sync::Arc<tokio::sync::Notify>,
     /// When the scheduler was lost while jobs ran here.
     lost_at: Option<Instant>,
     /// Job messages sent but not yet acknowledged, oldest first.
@@ -314,8 +331,9 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     spawn_sampler(tx.clone(), jobsets_rx);
 
     let started = Instant::now();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut agent = Agent {
-        owner: Owner::new(&cfg.idle_sources, started),
+        owner: Owner::new(&cfg.idle_sources, started, &wake),
         instance: hex_id(),
         tag_base,
         cfg,
@@ -338,6 +356,10 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         jobs_dir,
         sock,
         fatal: None,
+        reclaimed: false,
+        busy_now: false,
+        last_busy: None,
+        wake,
         lost_at: None,
         unacked: VecDeque::new(),
         seq: 0,
@@ -346,6 +368,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         output_dir,
     };
 
+    let wake_rx = agent.wake.clone();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -357,6 +380,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
                 break;
             }
             _ = tick.tick() => agent.on_tick().await,
+            () = wake_rx.notified() => agent.on_tick().await,
             Some(input) = rx.recv() => agent.handle(input).await,
         }
         if agent.fatal.is_some() {
@@ -451,13 +475,134 @@ impl Agent {
                 }
             }
             Input::Sample(s) => self.cpu = s,
+            Input::Stopped { seen, result } => match result {
+                Ok(()) => tracing::info!(
+                    after_ms = seen.elapsed().as_millis() as u64,
+                    "every job process on this node is stopped"
+                ),
+                Err(e) => tracing::error!(error = %e, "job processes did not stop"),
+            },
         }
+    }
+
+    // ---- owner ----
+
+    /// Stop every process of every job here, now: one fast pass in this task, follow-up
+    /// rounds in a blocking thread.
+    fn stop_all_jobs(&mut self, seen: Instant) {
+        let sets: Vec<ProcSet> = self
+            .jobs
+            .values_mut()
+            .filter(|j| !j.killing)
+            .map(|j| {
+                j.suspended = true;
+                j.procs()
+            })
+            .collect();
+        if sets.is_empty() {
+            return;
+        }
+        let n = procs::stop_now(&sets);
+        tracing::info!(
+            jobs = sets.len(),
+            processes = n,
+            after_us = seen.elapsed().as_micros() as u64,
+            "owner is back: job processes stopped"
+        );
+        self.follow_up_stop(sets, seen);
+    }
+
+    fn follow_up_stop(&self, sets: Vec<ProcSet>, seen: Instant) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || procs::stop_all(&sets, KILL_TIMEOUT))
+                .await
+                .unwrap_or(Ok(()));
+            let _ = tx.send(Input::Stopped { seen, result }).await;
+        });
+    }
+
+    /// Stop one job's processes (gang suspend from the scheduler, or a process started for a
+    /// suspended job).
+    fn stop_job(&mut self, job: JobId) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.killing {
+            return;
+        }
+        j.suspended = true;
+        let set = j.procs();
+        j.span
+            .in_scope(|| tracing::info!("suspending the job's processes"));
+        procs::stop_now(std::slice::from_ref(&set));
+        self.follow_up_stop(vec![set], Instant::now());
+    }
+
+    /// The scheduler resumes a job: continue its processes unless this PC's owner is busy.
+    fn resume_job(&mut self, job: JobId) {
+        let reclaimed = self.reclaimed || self.busy_now;
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if reclaimed || j.killing {
+            j.span.in_scope(|| {
+                tracing::info!("not resuming: the owner of this PC reclaimed it meanwhile")
+            });
+            return;
+        }
+        j.suspended = false;
+        j.span
+            .in_scope(|| tracing::info!("resuming the job's processes"));
+        let set = j.procs();
+        tokio::task::spawn_blocking(move || set.cont());
     }
 
     // ---- connection ----
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        let owner = self.owner.evaluate(now, SystemTime::now());
+        let policy = &self.cfg.policy;
+        let mut state = idle::OwnerState {
+            idle: owner.idle,
+            since_busy: self.last_busy.map(|b| now.saturating_duration_since(b)),
+            owner_cpu: self.cpu.owner_cpu,
+            window_open: policy.windows.open_now(),
+            reclaimed: self.reclaimed,
+        };
+        let rules = idle::Rules {
+            start_after: self.cfg.start_after,
+            owner_cpu_max: self.cfg.owner_cpu_max,
+            resume_after: policy.resume_after,
+        };
+        let mut avail = idle::availability(&state, &rules);
+        self.busy_now = idle::is_busy(&avail);
+        // Reclaimed matters only while jobs are here to resume; without jobs, start_after
+        // alone says when the PC takes work.
+        let has_jobs = self.jobs.values().any(|j| !j.killing);
+        if self.reclaimed && !has_jobs {
+            self.reclaimed = false;
+            state.reclaimed = false;
+            avail = idle::availability(&state, &rules);
+        }
+        if self.busy_now {
+            // Input has its own idle clock; CPU load and closed windows have only this one.
+            if avail != Availability::OwnerActive {
+                self.last_busy = Some(now);
+            }
+            if !self.reclaimed && has_jobs {
+                self.reclaimed = true;
+                tracing::info!(why = %avail, "the owner reclaimed this PC");
+                // Locally and at once: no round trip to the scheduler.
+                self.stop_all_jobs(now);
+            }
+        } else if self.reclaimed && !matches!(avail, Availability::Reclaimed { .. }) {
+            tracing::info!(to = %avail, "the owner has been idle for resume_after");
+            self.reclaimed = false;
+            state.reclaimed = false;
+            avail = idle::availability(&state, &rules);
+        }
         if let Some(at) = self.lost_at {
             if matches!(self.conn, Conn::Up { .. }) {
                 self.lost_at = None;
@@ -474,13 +619,6 @@ impl Agent {
                 self.start_connect();
             }
         }
-        let owner = self.owner.evaluate(now, SystemTime::now());
-        let avail = idle::availability(
-            owner.idle,
-            self.cfg.start_after,
-            self.cpu.owner_cpu,
-            self.cfg.owner_cpu_max,
-        );
         let due = match &self.last_status {
             None => true,
             Some((at, last)) => {
@@ -498,7 +636,8 @@ impl Agent {
                 owner_cpu: self.cpu.owner_cpu,
                 owner_idle_ms: owner.idle.as_millis().try_into().unwrap_or(u64::MAX),
                 availability: avail.clone(),
-                idle_sources: owner.working,
+                idle_sources: owner.working.clone(),
+                unavailable_sources: owner.unavailable.clone(),
             };
             self.send(AgentMsg::Status(status)).await;
             self.last_status = Some((now, avail));
@@ -828,7 +967,13 @@ impl Agent {
                 };
                 let _ = p.reply.send(reply);
             }
-            SchedulerMsg::KillJob { job } => self.kill_job(job),
+            SchedulerMsg::KillJob { job } => self.kill_job(job, None),
+            SchedulerMsg::SuspendJob { job } => self.stop_job(job),
+            SchedulerMsg::ResumeJob { job } => self.resume_job(job),
+            SchedulerMsg::VacateJob { job } => {
+                let grace = self.cfg.policy.vacate_grace;
+                self.kill_job(job, Some(grace))
+            }
             SchedulerMsg::Ack { seq } => {
                 while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
                     self.unacked.pop_front();
@@ -854,6 +999,7 @@ impl Agent {
             remotes: HashMap::new(),
             killing: false,
             killed: false,
+            suspended: false,
             epoch: 0,
             cgroup: None,
         })
@@ -989,7 +1135,12 @@ impl Agent {
                 j.secret = Some(secret);
                 j.main = Main::Running;
                 j.pgids.push(pid as i32);
+                let stop = j.suspended;
                 self.publish_jobsets();
+                if stop || self.reclaimed || self.busy_now {
+                    // Placed just as the owner came back: stopped until the scheduler resumes it.
+                    self.stop_job(job);
+                }
                 if let Some(line) = note {
                     self.send(AgentMsg::Output {
                         job,
@@ -1081,7 +1232,11 @@ impl Agent {
                 let j = self.job_entry(job);
                 j.pgids.push(pid as i32);
                 j.remotes.insert(remote, origin.clone());
+                let stop = j.suspended;
                 self.publish_jobsets();
+                if stop || self.reclaimed || self.busy_now {
+                    self.stop_job(job);
+                }
             }
             Err(e) => {
                 for m in fail(format!(
@@ -1131,13 +1286,16 @@ impl Agent {
         self.maybe_cleared(job).await;
     }
 
-    fn kill_job(&mut self, job: JobId) {
+    /// Kill the job's processes; with `grace`, vacate (SIGTERM, SIGKILL after `grace`).
+    fn kill_job(&mut self, job: JobId, grace: Option<Duration>) {
         let set = match self.jobs.get_mut(&job) {
             Some(j) if j.killing => return,
             Some(j) => {
                 j.killing = true;
-                j.span
-                    .in_scope(|| tracing::info!("killing the job's processes"));
+                j.span.in_scope(|| match grace {
+                    None => tracing::info!("killing the job's processes"),
+                    Some(g) => tracing::info!(grace_ms = g.as_millis() as u64, "vacating the job"),
+                });
                 j.procs()
             }
             // Nothing known here; still sweep for tagged orphans.
@@ -1145,9 +1303,12 @@ impl Agent {
         };
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || set.kill(KILL_TIMEOUT))
-                .await
-                .unwrap_or(Ok(()));
+            let result = tokio::task::spawn_blocking(move || match grace {
+                None => set.kill(KILL_TIMEOUT),
+                Some(g) => set.vacate(g, KILL_TIMEOUT),
+            })
+            .await
+            .unwrap_or(Ok(()));
             let _ = tx.send(Input::Killed { job, result }).await;
         });
     }

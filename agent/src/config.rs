@@ -4,6 +4,7 @@
 //! bad value is quoted in the error.
 
 use crate::idle::IdleSourceSpec;
+use crate::window::{Window, Windows};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -18,6 +19,42 @@ pub const DEFAULT_START_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Default for `owner_cpu_max`, in percent of the whole PC.
 pub const DEFAULT_OWNER_CPU_MAX: u32 = 25;
+
+/// The owner policy beyond `start_after` and `owner_cpu_max`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Owner idle time before a job suspended for them continues.
+    pub resume_after: Duration,
+    /// Time a job stays suspended for this PC's owner before it is vacated.
+    pub vacate_after: Duration,
+    /// Time between SIGTERM and SIGKILL when vacating.
+    pub vacate_grace: Duration,
+    /// When the PC may run graze work at all; empty = always.
+    pub windows: Windows,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            resume_after: Duration::from_secs(5 * 60),
+            vacate_after: Duration::from_secs(10 * 60),
+            vacate_grace: Duration::from_secs(10),
+            windows: Windows::default(),
+        }
+    }
+}
+
+impl Policy {
+    /// The part the scheduler acts on.
+    pub fn wire(&self) -> graze_proto::OwnerPolicy {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        graze_proto::OwnerPolicy {
+            resume_after_ms: ms(self.resume_after),
+            vacate_after_ms: ms(self.vacate_after),
+            vacate_grace_ms: ms(self.vacate_grace),
+        }
+    }
+}
 
 /// Everything the agent needs to run. Build it with [`resolve`] (from a command line and a
 /// file) or fill it directly (tests).
@@ -44,6 +81,8 @@ pub struct AgentConfig {
     pub spool: PathBuf,
     /// Path of the `graze-launch` shim that hydra runs instead of ssh.
     pub launcher: PathBuf,
+    /// Suspend, resume, vacate, windows and job limits.
+    pub policy: Policy,
     /// How long job processes survive a lost scheduler: after this the agent kills them
     /// itself (the scheduler requeues the job after the same time). Match the scheduler's.
     pub node_timeout: Duration,
@@ -83,7 +122,8 @@ pub struct Cli {
     /// Node group (repeatable).
     #[arg(long = "group", value_name = "G")]
     pub groups: Vec<String>,
-    /// Idle source: `file:PATH` or `always-idle` (repeatable).
+    /// Idle source: `x11`, `x11:DISPLAY`, `user-idle`, `tty`, `evdev`, `file:PATH` or
+    /// `always-idle` (repeatable).
     #[arg(long = "idle-source", value_name = "SPEC")]
     pub idle_sources: Vec<String>,
     /// Owner idle time before offering cores, e.g. `90s`, `15m` [default: 15m].
@@ -93,6 +133,19 @@ pub struct Cli {
     /// [default: 25].
     #[arg(long, value_name = "PERCENT")]
     pub owner_cpu_max: Option<u32>,
+    /// Owner idle time before a job suspended for the owner continues [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub resume_after: Option<String>,
+    /// Time a job stays suspended for the owner before it is vacated [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub vacate_after: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a job is vacated [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub vacate_grace: Option<String>,
+    /// Availability window, e.g. 'Mon-Fri 19:00-07:00' or 'Sat-Sun' (repeatable) [default:
+    /// always].
+    #[arg(long = "window", value_name = "WINDOW")]
+    pub windows: Vec<String>,
     /// Spool directory for job files and the launcher socket.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
@@ -148,6 +201,14 @@ pub struct FileConfig {
     pub start_after: Option<String>,
     /// See [`AgentConfig::owner_cpu_max`].
     pub owner_cpu_max: Option<u32>,
+    /// See [`Policy::resume_after`].
+    pub resume_after: Option<String>,
+    /// See [`Policy::vacate_after`].
+    pub vacate_after: Option<String>,
+    /// See [`Policy::vacate_grace`].
+    pub vacate_grace: Option<String>,
+    /// See [`Policy::windows`].
+    pub windows: Option<Vec<String>>,
     /// See [`AgentConfig::spool`].
     pub spool: Option<PathBuf>,
     /// See [`AgentConfig::launcher`].
@@ -282,7 +343,7 @@ fn is_executable(p: &Path) -> bool {
 
 /// The error text for a missing idle source.
 pub const NO_IDLE_SOURCE: &str =
-    "no idle source configured: pass --idle-source file:PATH or always-idle";
+    "no idle source configured: pass --idle-source x11, tty, evdev, file:PATH or always-idle";
 
 /// Read the file named by `--config` (if any) and resolve everything.
 pub fn load(cli: &Cli, defaults: &Defaults) -> Result<AgentConfig> {
@@ -409,6 +470,68 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         ));
     }
 
+    let duration =
+        |flag: &str, key: &str, c: &Option<String>, f: &Option<String>, d: Duration| match c
+            .as_ref()
+            .or(f.as_ref())
+        {
+            None => Ok(d),
+            Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                bad(
+                    flag,
+                    key,
+                    c.is_some(),
+                    s,
+                    &format!("{e}; write a duration such as 10s, 5m or 1h"),
+                )
+            }),
+        };
+    let dflt = Policy::default();
+    let resume_after = duration(
+        "resume-after",
+        "resume_after",
+        &cli.resume_after,
+        &f.resume_after,
+        dflt.resume_after,
+    )?;
+    let vacate_after = duration(
+        "vacate-after",
+        "vacate_after",
+        &cli.vacate_after,
+        &f.vacate_after,
+        dflt.vacate_after,
+    )?;
+    let vacate_grace = duration(
+        "vacate-grace",
+        "vacate_grace",
+        &cli.vacate_grace,
+        &f.vacate_grace,
+        dflt.vacate_grace,
+    )?;
+    let (wins, from_cli) = if cli.windows.is_empty() {
+        (f.windows.clone().unwrap_or_default(), false)
+    } else {
+        (cli.windows.clone(), true)
+    };
+    let windows = Windows(
+        wins.iter()
+            .map(|w| {
+                w.parse::<Window>().map_err(|e| match file {
+                    Some(c) if !from_cli => {
+                        anyhow::anyhow!("{e} (windows in {})", c.path.display())
+                    }
+                    _ => anyhow::anyhow!("{e} (--window)"),
+                })
+            })
+            .collect::<Result<_>>()?,
+    );
+    let policy = Policy {
+        resume_after,
+        vacate_after,
+        vacate_grace,
+        windows,
+    };
+
     let spool = cli
         .spool
         .clone()
@@ -524,6 +647,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         owner_cpu_max,
         spool,
         launcher,
+        policy,
         node_timeout,
         run_as,
         nice,
@@ -629,6 +753,7 @@ mod tests {
                 owner_cpu_max: 25,
                 spool: "/tmp/graze-agent-ann/pc7".into(),
                 launcher: "/opt/graze/graze-launch".into(),
+                policy: Policy::default(),
                 node_timeout: Duration::from_secs(10),
                 run_as: None,
                 nice: 19,
@@ -712,6 +837,19 @@ mod tests {
     }
 
     #[test]
+    fn policy_from_file_and_flags() {
+        let f = file(
+            "access = \"/a\"\nidle_sources = [\"tty\", \"x11::0\"]\nresume_after = \"2m\"\nwindows = [\"Sat-Sun\"]\n",
+        );
+        let c = resolve(&cli(&["--vacate-after", "30s"]), Some(&f), &defaults()).unwrap();
+        assert_eq!(c.policy.resume_after, Duration::from_secs(120));
+        assert_eq!(c.policy.vacate_after, Duration::from_secs(30));
+        assert_eq!(c.policy.vacate_grace, Duration::from_secs(10));
+        assert_eq!(c.policy.windows.0.len(), 1);
+        assert_eq!(c.policy.wire().vacate_after_ms, 30_000);
+    }
+
+    #[test]
     fn example_file_parses() {
         let text = include_str!("../../config/agent.toml");
         let f = file(text);
@@ -743,6 +881,18 @@ mod tests {
                 "invalid name 'my pc' in agent.toml: may only hold",
             ),
             ("groups = [\"a b\"]", "invalid groups 'a b' in agent.toml"),
+            (
+                "resume_after = \"soon\"",
+                "invalid resume_after 'soon' in agent.toml",
+            ),
+            (
+                "windows = [\"Mon-Fri 19:00-07:00\", \"Sun 9-17\"]",
+                "invalid availability window 'Sun 9-17': '9' is not a time of day",
+            ),
+            (
+                "nice = 20",
+                "invalid nice '20' in agent.toml: must be from 0 to 19",
+            ),
         ];
         for (line, want) in cases {
             let e = err(&cli(&[]), Some(&file(&format!("{base}{line}\n"))));
@@ -750,11 +900,11 @@ mod tests {
         }
         let e = err(
             &cli(&[]),
-            Some(&file("access = \"/a\"\nidle_sources = [\"x11\"]\n")),
+            Some(&file("access = \"/a\"\nidle_sources = [\"x12\"]\n")),
         );
         assert!(
             e.contains(
-                "invalid idle_sources 'x11' in agent.toml: must be 'file:PATH' or 'always-idle'"
+                "invalid idle_sources 'x12' in agent.toml: must be 'file:PATH', 'always-idle'"
             ),
             "{e}"
         );
@@ -775,10 +925,10 @@ mod tests {
         );
         assert!(e.contains("invalid --cores '0': must be at least 1"), "{e}");
         let e = err(
-            &cli(&["--access", "/a", "--idle-source", "tty"]),
+            &cli(&["--access", "/a", "--idle-source", "ttyy"]),
             Some(&file("cores = 2")),
         );
-        assert!(e.contains("invalid --idle-source 'tty'"), "{e}");
+        assert!(e.contains("invalid --idle-source 'ttyy'"), "{e}");
         let e = err(
             &cli(&[
                 "--access",

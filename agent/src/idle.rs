@@ -13,25 +13,45 @@ use std::time::{Duration, Instant, SystemTime};
 /// Below this idle time the owner counts as active (rather than idle but waiting).
 pub const OWNER_ACTIVE: Duration = Duration::from_secs(2);
 
-/// A configured idle source, as written in the config: `file:PATH` or `always-idle`.
+/// A configured idle source, as written in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdleSourceSpec {
-    /// Idle time = now minus the modification time of the file.
+    /// `file:PATH`: idle time = now minus the modification time of the file.
     File(PathBuf),
-    /// Idle since the agent started (tests, dedicated machines).
+    /// `always-idle`: idle since the agent started (tests, dedicated machines).
     AlwaysIdle,
+    /// `x11` / `x11:DISPLAY` (alias `user-idle`): the X server's screen-saver idle counter.
+    X11(Option<String>),
+    /// `tty`: the atime of logged-in users' terminals (utmp), so SSH and console sessions
+    /// count as presence.
+    Tty,
+    /// `evdev`: Linux input devices `/dev/input/event*`, event-driven.
+    Evdev,
 }
+
+/// The accepted forms, for error messages.
+pub const SPEC_FORMS: &str =
+    "must be 'file:PATH', 'always-idle', 'x11', 'x11:DISPLAY', 'user-idle', 'tty' or 'evdev'";
 
 impl FromStr for IdleSourceSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "always-idle" {
-            return Ok(IdleSourceSpec::AlwaysIdle);
+        match s {
+            "always-idle" => return Ok(IdleSourceSpec::AlwaysIdle),
+            "x11" | "user-idle" => return Ok(IdleSourceSpec::X11(None)),
+            "tty" => return Ok(IdleSourceSpec::Tty),
+            "evdev" => return Ok(IdleSourceSpec::Evdev),
+            _ => {}
+        }
+        if let Some(d) = s.strip_prefix("x11:") {
+            if !d.is_empty() {
+                return Ok(IdleSourceSpec::X11(Some(d.to_string())));
+            }
         }
         match s.strip_prefix("file:") {
             Some(p) if !p.is_empty() => Ok(IdleSourceSpec::File(PathBuf::from(p))),
-            _ => Err("must be 'file:PATH' or 'always-idle'".into()),
+            _ => Err(SPEC_FORMS.into()),
         }
     }
 }
@@ -41,16 +61,31 @@ impl fmt::Display for IdleSourceSpec {
         match self {
             IdleSourceSpec::File(p) => write!(f, "file:{}", p.display()),
             IdleSourceSpec::AlwaysIdle => write!(f, "always-idle"),
+            IdleSourceSpec::X11(None) => write!(f, "x11"),
+            IdleSourceSpec::X11(Some(d)) => write!(f, "x11:{d}"),
+            IdleSourceSpec::Tty => write!(f, "tty"),
+            IdleSourceSpec::Evdev => write!(f, "evdev"),
         }
     }
 }
 
 impl IdleSourceSpec {
     /// The source this spec describes.
-    pub fn build(&self, started: Instant) -> Box<dyn IdleSource> {
+    pub fn build(
+        &self,
+        started: Instant,
+        wake: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> Box<dyn IdleSource> {
         match self {
             IdleSourceSpec::File(p) => Box::new(FileSource { path: p.clone() }),
             IdleSourceSpec::AlwaysIdle => Box::new(AlwaysIdle { since: started }),
+            IdleSourceSpec::X11(d) => Box::new(X11 {
+                src: crate::x11::X11Source::new(d.clone()),
+            }),
+            IdleSourceSpec::Tty => Box::new(crate::tty::TtySource::new("/var/run/utmp")),
+            IdleSourceSpec::Evdev => {
+                Box::new(crate::evdev::EvdevSource::new("/dev/input", wake.clone()))
+            }
         }
     }
 }
@@ -60,8 +95,24 @@ impl IdleSourceSpec {
 pub trait IdleSource: Send {
     /// Name shown in the node status, e.g. `file:/tmp/x`.
     fn name(&self) -> String;
-    /// Time since the owner's last input, or why this source cannot tell now.
-    fn idle(&mut self, now: Instant, wall: SystemTime) -> Result<Duration, String>;
+    /// Time since the owner's last input; `Ok(None)` when there is nothing to watch on this
+    /// PC now (no X display, no input device, nobody logged in on a terminal): the source
+    /// is skipped. An error means the source is broken: the owner counts as active.
+    fn idle(&mut self, now: Instant, wall: SystemTime) -> Result<Option<Duration>, String>;
+}
+
+/// The graphical session (see [`crate::x11`]).
+struct X11 {
+    src: crate::x11::X11Source,
+}
+
+impl IdleSource for X11 {
+    fn name(&self) -> String {
+        format!("x11:{}", self.src.display_name())
+    }
+    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
+        self.src.idle(now)
+    }
 }
 
 /// Idle time from a file's modification time: `touch FILE` means "the owner is here".
@@ -75,18 +126,18 @@ impl IdleSource for FileSource {
         format!("file:{}", self.path.display())
     }
 
-    fn idle(&mut self, _now: Instant, wall: SystemTime) -> Result<Duration, String> {
+    fn idle(&mut self, _now: Instant, wall: SystemTime) -> Result<Option<Duration>, String> {
         let meta = std::fs::metadata(&self.path)
             .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
         let mtime = meta
             .modified()
             .map_err(|e| format!("no modification time for '{}': {e}", self.path.display()))?;
         // A modification time in the future counts as "now".
-        Ok(wall.duration_since(mtime).unwrap_or(Duration::ZERO))
+        Ok(Some(wall.duration_since(mtime).unwrap_or(Duration::ZERO)))
     }
 }
 
-/// Always idle, since the agent started.
+/// Always idle, since the agent started (and never less than [`OWNER_ACTIVE`]).
 #[derive(Debug)]
 pub struct AlwaysIdle {
     since: Instant,
@@ -97,8 +148,11 @@ impl IdleSource for AlwaysIdle {
         "always-idle".into()
     }
 
-    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Duration, String> {
-        Ok(now.saturating_duration_since(self.since))
+    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
+        // Never "owner active", not even in the first seconds: there is no owner.
+        Ok(Some(
+            now.saturating_duration_since(self.since).max(OWNER_ACTIVE),
+        ))
     }
 }
 
@@ -114,12 +168,19 @@ pub struct OwnerIdle {
     pub idle: Duration,
     /// Names of the sources that work.
     pub working: Vec<String>,
+    /// Sources with nothing to watch now (no display, no device), skipped.
+    pub unavailable: Vec<String>,
 }
 
 impl Owner {
     /// Sources from their specs.
-    pub fn new(specs: &[IdleSourceSpec], started: Instant) -> Owner {
-        Owner::from_sources(specs.iter().map(|s| s.build(started)).collect())
+    /// `wake` is notified by event-driven sources when they see input.
+    pub fn new(
+        specs: &[IdleSourceSpec],
+        started: Instant,
+        wake: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> Owner {
+        Owner::from_sources(specs.iter().map(|s| s.build(started, wake)).collect())
     }
 
     /// Sources given directly (for custom sources and tests).
@@ -134,9 +195,15 @@ impl Owner {
     pub fn evaluate(&mut self, now: Instant, wall: SystemTime) -> OwnerIdle {
         let mut idle: Option<Duration> = None;
         let mut working = Vec::new();
+        let mut unavailable = Vec::new();
         for (src, broken) in &mut self.sources {
             let d = match src.idle(now, wall) {
-                Ok(d) => {
+                Ok(None) => {
+                    broken.take();
+                    unavailable.push(src.name());
+                    continue;
+                }
+                Ok(Some(d)) => {
                     if broken.take().is_some() {
                         tracing::info!(source = %src.name(), "idle source works again");
                     }
@@ -154,41 +221,85 @@ impl Owner {
             };
             idle = Some(idle.map_or(d, |i| i.min(d)));
         }
+        // No source able to tell: the owner counts as active (never offer by mistake).
         OwnerIdle {
             idle: idle.unwrap_or(Duration::ZERO),
             working,
+            unavailable,
         }
     }
 }
 
-/// The availability rule.
+/// What the availability rule looks at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnerState {
+    /// Time since the owner's last input (minimum over the sources).
+    pub idle: Duration,
+    /// Time since the owner was last seen busy by any rule (input, CPU, window), if ever.
+    pub since_busy: Option<Duration>,
+    /// CPU use of the owner's own processes, percent of the whole PC.
+    pub owner_cpu: f32,
+    /// Inside an availability window (or none configured).
+    pub window_open: bool,
+    /// The owner reclaimed the PC and has not been idle for `resume_after` since.
+    pub reclaimed: bool,
+}
+
+/// The owner policy's thresholds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// Idle time before cores are offered.
+    pub start_after: Duration,
+    /// Owner CPU percent above which the PC is busy; 100 disables the check.
+    pub owner_cpu_max: u32,
+    /// Idle time before a reclaimed PC runs its suspended jobs again.
+    pub resume_after: Duration,
+}
+
+/// The availability rule, first match wins:
 ///
+/// - outside every availability window: `OutsideWindow`;
 /// - the owner's own processes use more than `owner_cpu_max` percent: `OwnerCpuBusy`
 ///   (`owner_cpu_max >= 100` disables this check);
+/// - input less than [`OWNER_ACTIVE`] ago: `OwnerActive`;
+/// - reclaimed, and idle (since input and since busy) for less than `resume_after`:
+///   `Reclaimed`;
 /// - idle for at least `start_after`: `Offered`;
-/// - idle for less than [`OWNER_ACTIVE`]: `OwnerActive`;
 /// - otherwise `Waiting` with the time left.
-pub fn availability(
-    idle: Duration,
-    start_after: Duration,
-    owner_cpu: f32,
-    owner_cpu_max: u32,
-) -> Availability {
-    if owner_cpu_max < 100 && owner_cpu > owner_cpu_max as f32 {
+pub fn availability(s: &OwnerState, r: &Rules) -> Availability {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if !s.window_open {
+        return Availability::OutsideWindow;
+    }
+    if r.owner_cpu_max < 100 && s.owner_cpu > r.owner_cpu_max as f32 {
         return Availability::OwnerCpuBusy {
-            percent: owner_cpu.round().clamp(0.0, 100.0) as u32,
+            percent: s.owner_cpu.round().clamp(0.0, 100.0) as u32,
         };
     }
-    if idle >= start_after {
+    if s.idle < OWNER_ACTIVE {
+        return Availability::OwnerActive;
+    }
+    let idle = s.since_busy.map_or(s.idle, |b| b.min(s.idle));
+    if s.reclaimed && idle < r.resume_after {
+        return Availability::Reclaimed {
+            resumes_in_ms: ms(r.resume_after - idle),
+        };
+    }
+    if idle >= r.start_after {
         Availability::Offered
-    } else if idle < OWNER_ACTIVE {
-        Availability::OwnerActive
     } else {
-        let left = start_after - idle;
         Availability::Waiting {
-            remaining_ms: left.as_millis().try_into().unwrap_or(u64::MAX),
+            remaining_ms: ms(r.start_after - idle),
         }
     }
+}
+
+/// True when the owner is using the PC now (as opposed to idle, or reclaimed and idle).
+pub fn is_busy(a: &Availability) -> bool {
+    matches!(
+        a,
+        Availability::OutsideWindow | Availability::OwnerCpuBusy { .. } | Availability::OwnerActive
+    )
 }
 
 /// True when `a` and `b` are the same kind of availability (the numbers inside may differ).
@@ -211,30 +322,97 @@ mod tests {
         assert_eq!(f, IdleSourceSpec::File("/tmp/x".into()));
         assert_eq!(f.to_string(), "file:/tmp/x");
         assert!("file:".parse::<IdleSourceSpec>().is_err());
-        assert!("x11".parse::<IdleSourceSpec>().is_err());
+        assert_eq!(
+            "x11::99".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::X11(Some(":99".into()))
+        );
+        assert_eq!(
+            "user-idle".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::X11(None)
+        );
+        assert_eq!(
+            "tty".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::Tty
+        );
+        assert_eq!(
+            "evdev".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::Evdev
+        );
+        assert!("x12".parse::<IdleSourceSpec>().is_err());
+    }
+
+    fn st(idle: u64) -> OwnerState {
+        OwnerState {
+            idle: Duration::from_secs(idle),
+            since_busy: None,
+            owner_cpu: 0.0,
+            window_open: true,
+            reclaimed: false,
+        }
     }
 
     #[test]
     fn rule() {
-        let m = Duration::from_secs(60);
-        let s = Duration::from_secs;
-        assert_eq!(availability(s(60), m, 0.0, 25), Availability::Offered);
-        assert_eq!(availability(s(1), m, 0.0, 25), Availability::OwnerActive);
+        let r = Rules {
+            start_after: Duration::from_secs(60),
+            owner_cpu_max: 25,
+            resume_after: Duration::from_secs(30),
+        };
+        assert_eq!(availability(&st(60), &r), Availability::Offered);
+        assert_eq!(availability(&st(1), &r), Availability::OwnerActive);
         assert_eq!(
-            availability(s(50), m, 0.0, 25),
+            availability(&st(50), &r),
             Availability::Waiting {
                 remaining_ms: 10_000
             }
         );
+        let cpu = OwnerState {
+            owner_cpu: 30.4,
+            ..st(600)
+        };
         assert_eq!(
-            availability(s(600), m, 30.4, 25),
+            availability(&cpu, &r),
             Availability::OwnerCpuBusy { percent: 30 }
         );
-        assert_eq!(availability(s(600), m, 99.0, 100), Availability::Offered);
+        let off = Rules {
+            owner_cpu_max: 100,
+            ..r.clone()
+        };
+        let cpu99 = OwnerState {
+            owner_cpu: 99.0,
+            ..st(600)
+        };
+        assert_eq!(availability(&cpu99, &off), Availability::Offered);
+        let closed = OwnerState {
+            window_open: false,
+            ..st(600)
+        };
+        assert_eq!(availability(&closed, &r), Availability::OutsideWindow);
+        // Reclaimed: idle since input and since the last busy CPU sample counts.
+        let rec = OwnerState {
+            reclaimed: true,
+            since_busy: Some(Duration::from_secs(10)),
+            ..st(600)
+        };
         assert_eq!(
-            availability(Duration::ZERO, Duration::ZERO, 0.0, 25),
-            Availability::Offered
+            availability(&rec, &r),
+            Availability::Reclaimed {
+                resumes_in_ms: 20_000
+            }
         );
+        let rec = OwnerState {
+            since_busy: Some(Duration::from_secs(40)),
+            ..rec
+        };
+        // Idle for resume_after but not start_after: waiting (suspended jobs may resume).
+        assert_eq!(
+            availability(&rec, &r),
+            Availability::Waiting {
+                remaining_ms: 20_000
+            }
+        );
+        assert!(is_busy(&Availability::OwnerActive));
+        assert!(!is_busy(&Availability::Reclaimed { resumes_in_ms: 1 }));
     }
 
     #[test]
@@ -245,6 +423,7 @@ mod tests {
         let mut owner = Owner::new(
             &[IdleSourceSpec::File(p.clone()), IdleSourceSpec::AlwaysIdle],
             started - Duration::from_secs(100),
+            &Default::default(),
         );
         let r = owner.evaluate(Instant::now(), SystemTime::now());
         assert_eq!(r.idle, Duration::ZERO, "missing file counts as active");
@@ -265,13 +444,22 @@ mod tests {
             fn name(&self) -> String {
                 format!("fixed:{}", self.0)
             }
-            fn idle(&mut self, _: Instant, _: SystemTime) -> Result<Duration, String> {
-                Ok(Duration::from_secs(self.0))
+            fn idle(&mut self, _: Instant, _: SystemTime) -> Result<Option<Duration>, String> {
+                Ok((self.0 > 0).then(|| Duration::from_secs(self.0)))
             }
         }
         let mut o = Owner::from_sources(vec![Box::new(Fixed(50)), Box::new(Fixed(7))]);
         let r = o.evaluate(Instant::now(), SystemTime::now());
         assert_eq!(r.idle, Duration::from_secs(7));
+        // An unavailable source (0 here) is skipped, not counted as active...
+        let mut o = Owner::from_sources(vec![Box::new(Fixed(50)), Box::new(Fixed(0))]);
+        let r = o.evaluate(Instant::now(), SystemTime::now());
+        assert_eq!(r.idle, Duration::from_secs(50));
+        assert_eq!(r.unavailable, vec!["fixed:0".to_string()]);
+        // ... but with none able to tell, the owner counts as active.
+        let mut o = Owner::from_sources(vec![Box::new(Fixed(0))]);
+        let r = o.evaluate(Instant::now(), SystemTime::now());
+        assert_eq!(r.idle, Duration::ZERO);
     }
 
     #[test]

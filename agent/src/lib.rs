@@ -14,6 +14,7 @@ mod agent;
 pub mod cgroup;
 pub mod config;
 pub mod confine;
+pub mod evdev;
 pub mod install;
 
 pub mod hydra;
@@ -22,6 +23,9 @@ pub mod launch;
 pub mod machine;
 pub mod process;
 pub mod procs;
+pub mod tty;
+pub mod window;
+pub mod x11;
 
 pub use config::{AgentConfig, Cli};
 pub use idle::IdleSourceSpec;

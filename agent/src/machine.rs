@@ -111,6 +111,7 @@ pub async fn node_info(cfg: &crate::AgentConfig) -> NodeInfo {
         groups: cfg.groups.clone(),
         mpi: mpi_flavours().await,
         software: format!("graze-agent {}", env!("CARGO_PKG_VERSION")),
+        policy: cfg.policy.wire(),
         held: Vec::new(),
         instance: String::new(),
     }

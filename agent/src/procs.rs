@@ -255,6 +255,78 @@ impl ProcSet {
             signal(p.pid, libc::SIGCONT);
         }
     }
+
+    /// Vacate: SIGTERM then SIGCONT every member (so stopped processes wake to the TERM),
+    /// wait up to `grace` for them to go, then [`ProcSet::kill`] what is left.
+    pub fn vacate(&self, grace: Duration, timeout: Duration) -> Result<(), Survivors> {
+        let deadline = Instant::now() + grace;
+        let mut termed: HashSet<i32> = HashSet::new();
+        loop {
+            let m = self.members();
+            if m.is_empty() {
+                return Ok(());
+            }
+            // Members that appeared since (children forked before the TERM) get one too.
+            let new: Vec<&ProcInfo> = m.iter().filter(|p| termed.insert(p.pid)).collect();
+            for p in &new {
+                signal(p.pid, libc::SIGTERM);
+            }
+            for p in &new {
+                signal(p.pid, libc::SIGCONT);
+            }
+            if Instant::now() >= deadline {
+                return self.kill(timeout);
+            }
+            std::thread::sleep(ROUND);
+        }
+    }
+}
+
+/// One fast stopping pass over `sets`, for the moment the owner comes back: first SIGSTOP to
+/// every known process group (no `/proc` scan, so the bulk of each job stops within
+/// microseconds), then one scan for members outside those groups (descendants that left
+/// them, tagged orphans) and SIGSTOP to each. Returns the number of processes signalled in
+/// the scan. It never sleeps; [`ProcSet::stop`] afterwards catches processes forked in
+/// between.
+pub fn stop_now(sets: &[ProcSet]) -> usize {
+    for s in sets {
+        for g in &s.pgids {
+            if *g > 1 {
+                // SAFETY: kill(2) with a negative pid signals a process group; no memory effects.
+                unsafe {
+                    libc::kill(-*g, libc::SIGSTOP);
+                }
+            }
+        }
+    }
+    let m = members_of(sets);
+    for p in &m {
+        if !p.is_stopped() {
+            signal(p.pid, libc::SIGSTOP);
+        }
+    }
+    m.len()
+}
+
+/// SIGSTOP every member of `sets`, rescanning until all are stopped or `timeout` passed.
+pub fn stop_all(sets: &[ProcSet], timeout: Duration) -> Result<(), Survivors> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running: Vec<ProcInfo> = members_of(sets)
+            .into_iter()
+            .filter(|p| !p.is_stopped())
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Survivors(running));
+        }
+        for p in &running {
+            signal(p.pid, libc::SIGSTOP);
+        }
+        std::thread::sleep(ROUND);
+    }
 }
 
 /// The live members of any of `sets`, each process once.
@@ -476,6 +548,51 @@ mod tests {
         set.kill(Duration::from_secs(5)).unwrap();
         child.wait().unwrap();
         assert!(set.members().is_empty());
+    }
+
+    #[test]
+    fn stop_now_stops_groups_and_orphans_in_one_pass() {
+        let tag = unique_tag();
+        let mut child = group("sleep 100 & sleep 100 & wait", None);
+        Command::new("setsid")
+            .args(["sh", "-c", "sleep 100 > /dev/null 2>&1 &"])
+            .env(TAG_VAR, &tag)
+            .status()
+            .unwrap();
+        let sets = [
+            ProcSet::new(vec![child.id() as i32], None),
+            ProcSet::new(vec![], Some(tag)),
+        ];
+        assert!(wait_for(|| sleeps(&members_of(&sets)) == 3));
+        stop_now(&sets);
+        // Signals are delivered asynchronously; no new signal is sent from here on.
+        assert!(wait_for(|| members_of(&sets)
+            .iter()
+            .all(ProcInfo::is_stopped)));
+        assert_eq!(members_of(&sets).len(), 4);
+        stop_all(&sets, Duration::from_secs(1)).unwrap();
+        for s in &sets {
+            s.kill(Duration::from_secs(5)).unwrap();
+        }
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn vacate_terms_stopped_processes_then_kills_the_stubborn() {
+        // Both sleeps ignore TERM (SIG_IGN is inherited); both are stopped first.
+        let mut child = group("trap '' TERM; sleep 100 & exec sleep 100", None);
+        let set = ProcSet::new(vec![child.id() as i32], None);
+        assert!(wait_for(|| sleeps(&set.members()) == 2));
+        set.stop(Duration::from_secs(5)).unwrap();
+        let t = Instant::now();
+        set.vacate(Duration::from_millis(300), Duration::from_secs(5))
+            .unwrap();
+        assert!(set.members().is_empty());
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "the TERM-ignoring sleep waited for the grace"
+        );
+        child.wait().unwrap();
     }
 
     #[test]

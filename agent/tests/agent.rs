@@ -201,6 +201,7 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
         owner_cpu_max: 100,
         spool: spool.to_owned(),
         launcher: PathBuf::from(env!("CARGO_BIN_EXE_graze-launch")),
+        policy: graze_agent::config::Policy::default(),
         node_timeout: Duration::from_secs(3),
     }
 }

@@ -178,7 +178,7 @@ fn bad_install_arguments_are_quoted_and_leave_nothing() {
     for (args, want) in [
         (vec!["--memory-max", "lots"], "invalid --memory-max 'lots'"),
         (vec!["--nice", "30"], "invalid --nice '30'"),
-        (vec!["--idle-source", "x11"], "invalid --idle-source 'x11'"),
+        (vec!["--idle-source", "x12"], "invalid --idle-source 'x12'"),
     ] {
         let out = agent()
             .args(["install", "--user", "--access"])

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks. Checked in the first message of every connection.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame body accepted, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -159,6 +159,9 @@ pub struct NodeInfo {
     pub mpi: Vec<MpiFlavour>,
     /// The agent's software version.
     pub software: String,
+    /// The owner policy the scheduler applies to this node's jobs.
+    #[serde(default)]
+    pub policy: OwnerPolicy,
     /// Jobs whose processes this agent still holds, e.g. after a reconnect or a scheduler
     /// restart. The scheduler keeps the runs it still knows and fences (kills) the others.
     #[serde(default)]
@@ -166,6 +169,28 @@ pub struct NodeInfo {
     /// Random id of this agent process; job message sequence numbers restart with it.
     #[serde(default)]
     pub instance: String,
+}
+
+/// The part of an agent's owner policy the scheduler acts on (see `config/agent.toml`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerPolicy {
+    /// Owner idle time before a suspended job continues, in ms.
+    pub resume_after_ms: u64,
+    /// Time a job may stay suspended because of this node before it is vacated, in ms.
+    pub vacate_after_ms: u64,
+    /// Time between SIGTERM and SIGKILL when a job is vacated, in ms.
+    pub vacate_grace_ms: u64,
+}
+
+impl Default for OwnerPolicy {
+    /// HTCondor's desktop policy, roughly: 5 min, 10 min, 10 s.
+    fn default() -> Self {
+        OwnerPolicy {
+            resume_after_ms: 5 * 60 * 1000,
+            vacate_after_ms: 10 * 60 * 1000,
+            vacate_grace_ms: 10 * 1000,
+        }
+    }
 }
 
 /// A job run an agent still holds processes of.
@@ -199,12 +224,25 @@ pub enum Availability {
     },
     /// Outside the node's availability windows.
     OutsideWindow,
+    /// The owner reclaimed the PC (input, CPU load or window end) and has been idle since,
+    /// but not yet for `resume_after`: job processes here stay stopped, no new work comes.
+    Reclaimed {
+        /// How long until the owner has been idle for `resume_after`, in ms.
+        resumes_in_ms: u64,
+    },
 }
 
 impl Availability {
     /// True when the node's cores are offered.
     pub fn is_offered(&self) -> bool {
         matches!(self, Availability::Offered)
+    }
+
+    /// True when jobs already placed on the node may run: the owner has not reclaimed it.
+    /// `Waiting` counts: the owner has been idle for `resume_after` but not yet for
+    /// `start_after`, so suspended jobs continue while no new work is placed.
+    pub fn runs_jobs(&self) -> bool {
+        matches!(self, Availability::Offered | Availability::Waiting { .. })
     }
 }
 
@@ -218,6 +256,13 @@ impl fmt::Display for Availability {
             Availability::OwnerActive => write!(f, "owner-busy"),
             Availability::OwnerCpuBusy { percent } => write!(f, "owner-busy (cpu {percent}%)"),
             Availability::OutsideWindow => write!(f, "outside window"),
+            Availability::Reclaimed { resumes_in_ms } => {
+                write!(
+                    f,
+                    "owner-busy (idle, resumes in {}s)",
+                    resumes_in_ms.div_ceil(1000)
+                )
+            }
         }
     }
 }
@@ -235,6 +280,10 @@ pub struct NodeStatus {
     pub availability: Availability,
     /// Idle sources that work on this PC, e.g. `file:/tmp/x`.
     pub idle_sources: Vec<String>,
+    /// Configured idle sources with nothing to watch now (no X display, no input device,
+    /// nobody logged in on a terminal); they are skipped.
+    #[serde(default)]
+    pub unavailable_sources: Vec<String>,
 }
 
 /// A host of an allocation and how many ranks it runs.
@@ -394,6 +443,26 @@ pub enum SchedulerMsg {
         /// The job.
         job: JobId,
     },
+    /// Gang suspend: SIGSTOP every process of the job on this node (another node of the job
+    /// was reclaimed by its owner). No answer; the processes stay stopped until
+    /// [`SchedulerMsg::ResumeJob`], a vacate or a kill.
+    SuspendJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Every node of the job is available again: SIGCONT its processes on this node, unless
+    /// this node's own owner has reclaimed it meanwhile (then they stay stopped and the
+    /// scheduler learns it from the next status).
+    ResumeJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Vacate: SIGCONT then SIGTERM every process of the job on this node, SIGKILL what is
+    /// left after the agent's `vacate_grace`, then answer [`AgentMsg::JobCleared`].
+    VacateJob {
+        /// The job.
+        job: JobId,
+    },
 }
 
 fn no_launch() -> LaunchId {
@@ -457,6 +526,9 @@ pub enum JobState {
     Queued,
     /// Running.
     Running,
+    /// Placed and holding its cores, but every process stopped (SIGSTOP) on every node,
+    /// because the owner of one of its nodes reclaimed that PC.
+    Suspended,
     /// Cancel asked; processes being killed.
     Cancelling,
     /// Ended with exit code 0.
@@ -482,6 +554,7 @@ impl fmt::Display for JobState {
         f.write_str(match self {
             JobState::Queued => "queued",
             JobState::Running => "running",
+            JobState::Suspended => "suspended",
             JobState::Cancelling => "cancelling",
             JobState::Completed => "completed",
             JobState::Failed => "failed",

@@ -55,6 +55,7 @@ fn main() {
             },
             mpi: vec![],
             software: "bench".into(),
+            policy: Default::default(),
             held: vec![],
             instance: String::new(),
         };
@@ -65,6 +66,7 @@ fn main() {
             owner_idle_ms: (n as u64 * 7919) % 3_600_000,
             availability: Availability::Offered,
             idle_sources: vec!["file:/x".into()],
+            unavailable_sources: vec![],
         };
         c.node_status(n as u64, st, 0);
     }

@@ -29,6 +29,10 @@ pub struct Cli {
     /// An agent silent this long is taken as lost, e.g. `10s`.
     #[arg(long, value_name = "DURATION")]
     pub node_timeout: Option<String>,
+    /// A suspended job that could run elsewhere is vacated and requeued after this long,
+    /// e.g. `60s` [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub requeue_when_suspended_after: Option<String>,
     /// Configuration file.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -94,6 +98,8 @@ pub struct FileConfig {
     pub max_job_cores: Option<u32>,
     /// See [`Cli::node_timeout`].
     pub node_timeout: Option<String>,
+    /// See [`Cli::requeue_when_suspended_after`].
+    pub requeue_when_suspended_after: Option<String>,
 }
 
 /// The resolved configuration.
@@ -109,6 +115,8 @@ pub struct SchedulerConfig {
     pub max_job_cores: u32,
     /// Agent silence before it is lost.
     pub node_timeout: Duration,
+    /// See [`crate::core::CoreConfig::requeue_when_suspended_after_ms`].
+    pub requeue_when_suspended_after: Duration,
 }
 
 impl SchedulerConfig {
@@ -120,6 +128,7 @@ impl SchedulerConfig {
             advertise: None,
             max_job_cores: 0,
             node_timeout: Duration::from_secs(10),
+            requeue_when_suspended_after: Duration::from_secs(60),
         }
     }
 }
@@ -161,7 +170,13 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
     if node_timeout < Duration::from_secs(2) {
         bail!("invalid node_timeout '{timeout_s}': must be at least 2s");
     }
+    let requeue_s = cli
+        .requeue_when_suspended_after
+        .or(file.requeue_when_suspended_after)
+        .unwrap_or_else(|| "60s".into());
+    let requeue_when_suspended_after = parse_duration("requeue_when_suspended_after", &requeue_s)?;
     Ok(SchedulerConfig {
+        requeue_when_suspended_after,
         state_dir,
         listen,
         advertise: cli.advertise.or(file.advertise),

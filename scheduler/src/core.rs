@@ -7,6 +7,17 @@
 //! Invariant: a job has at most one allocation alive: a requeued job is not placed again until
 //! every node of its previous run has confirmed its processes are gone (or is lost).
 //! Invariant: after every input, no queued job that fits the offered cores stays queued.
+//! Invariant: a running job has no node whose owner reclaimed it (the job is suspended at
+//! once), and a suspended job has at least one such node (it is resumed at once otherwise).
+//!
+//! Owner reclaim (gang suspend): when a node of a running job stops running jobs
+//! ([`Availability::runs_jobs`]), the job is suspended on every node of its allocation and
+//! resumed on all of them together once every node runs jobs again. A job suspended longer
+//! than a busy node's `vacate_after` (at once when the node's availability window ended) is
+//! vacated on every node and requeued at the front of its priority, avoiding the busy nodes
+//! until they offer cores again; one suspended for `requeue_when_suspended_after` is vacated
+//! early when it could be placed elsewhere right now. Deadlines are reported by
+//! [`Core::poll_timeout`] and acted on by [`Core::handle_timeout`].
 
 use graze_proto::{
     Availability, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState, JobView, LaunchId,
@@ -24,6 +35,9 @@ pub struct CoreConfig {
     /// Largest job (in ranks) accepted even when the known nodes have fewer cores; 0 means the
     /// limit is the capacity of every node the scheduler knows, online or not.
     pub max_job_cores: u32,
+    /// A job suspended this long (ms) is vacated and requeued early if it could be placed
+    /// elsewhere right now.
+    pub requeue_when_suspended_after_ms: u64,
     /// How long restored running jobs wait for their nodes to report back after a restart.
     pub node_timeout_ms: u64,
     /// After a node is lost, how long its jobs wait before they may run again, so the cut-off
@@ -31,10 +45,14 @@ pub struct CoreConfig {
     pub fence_margin_ms: u64,
 }
 
+/// Default of [`CoreConfig::requeue_when_suspended_after_ms`]: 60 s.
+pub const DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS: u64 = 60_000;
+
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             max_job_cores: 0,
+            requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
             node_timeout_ms: 10_000,
             fence_margin_ms: 1_000,
         }
@@ -70,6 +88,9 @@ pub struct JobRecord {
     pub events: Vec<JobEvent>,
     /// The current run's epoch.
     pub epoch: u64,
+    /// Queue order (submit time, 0 after a vacate); `None` from older state files.
+    #[serde(default)]
+    pub order: Option<u64>,
 }
 
 /// Effects for the driver to carry out.
@@ -123,6 +144,12 @@ impl Node {
     fn free(&self) -> u32 {
         self.info.cores.saturating_sub(self.used())
     }
+    /// False when the node's owner reclaimed it: jobs placed here must not run now.
+    fn blocks_jobs(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| !s.availability.runs_jobs())
+    }
     fn idle_ms(&self) -> u64 {
         self.status.as_ref().map_or(0, |s| s.owner_idle_ms)
     }
@@ -169,6 +196,19 @@ struct Job {
     confirm_deadline: Option<u64>,
     /// Not placed again before this time (fence after a node loss).
     fence_until: Option<u64>,
+    /// Second part of the queue key: the submit time, or 0 after a vacate (front of its
+    /// priority).
+    order: u64,
+    /// When the current suspension began.
+    suspended_ms: Option<u64>,
+    /// Nodes this job avoids until they offer cores again (their owner made it vacate).
+    avoid: BTreeSet<String>,
+}
+
+impl Job {
+    fn key(&self, id: JobId) -> QueueKey {
+        (Reverse(self.spec.priority), self.order, id)
+    }
 }
 
 type QueueKey = (Reverse<i32>, u64, JobId);
@@ -186,6 +226,8 @@ pub struct Core {
     next_job: u64,
     next_remote: u64,
     out: VecDeque<Output>,
+    /// The latest `now` given to [`Core::handle_timeout`]: early-move checks up to it are done.
+    last_timeout: u64,
 }
 
 impl Core {
@@ -200,6 +242,7 @@ impl Core {
             next_job: 1,
             next_remote: 1,
             out: VecDeque::new(),
+            last_timeout: 0,
         }
     }
 
@@ -264,7 +307,10 @@ impl Core {
         for id in ids {
             let j = &self.jobs[&id];
             let in_alloc = j.alloc.iter().find(|a| a.0 == name).map(|a| a.2);
-            let live = matches!(j.state, JobState::Running | JobState::Cancelling);
+            let live = matches!(
+                j.state,
+                JobState::Running | JobState::Suspended | JobState::Cancelling
+            );
             // A run is kept only if the node still holds it and still has the cores for it
             // (an agent may come back offering fewer).
             let fits = in_alloc.is_some_and(|c| {
@@ -290,9 +336,18 @@ impl Core {
                     {
                         self.send(conn, SchedulerMsg::KillJob { job: id });
                     }
+                    // The job may have been suspended or resumed while the node was away;
+                    // both messages are idempotent on the agent.
+                    match self.jobs[&id].state {
+                        JobState::Running => self.send(conn, SchedulerMsg::ResumeJob { job: id }),
+                        JobState::Suspended => {
+                            self.send(conn, SchedulerMsg::SuspendJob { job: id })
+                        }
+                        _ => {}
+                    }
                 }
                 (true, Some(_)) => {
-                    if j.state == JobState::Running {
+                    if matches!(j.state, JobState::Running | JobState::Suspended) {
                         self.requeue(
                             id,
                             format!("node {name} came back without the job's processes"),
@@ -336,11 +391,218 @@ impl Core {
             return;
         };
         let was = node.offered();
+        let was_blocking = node.blocks_jobs();
+        let was_kind = node
+            .status
+            .as_ref()
+            .map(|s| std::mem::discriminant(&s.availability));
         node.status = Some(status);
-        // Load and idle time change every second; only a change of offer can place a job.
-        if node.offered() != was {
+        let offered = node.offered();
+        let blocking = node.blocks_jobs();
+        let kind = node
+            .status
+            .as_ref()
+            .map(|s| std::mem::discriminant(&s.availability));
+        let name = name.clone();
+        if offered {
+            for j in self.jobs.values_mut() {
+                j.avoid.remove(&name);
+            }
+        }
+        if blocking && !was_blocking {
+            let why = self.nodes[&name]
+                .status
+                .as_ref()
+                .map(|s| s.availability.to_string())
+                .unwrap_or_default();
+            let running: Vec<JobId> = self
+                .jobs
+                .iter()
+                .filter(|(_, j)| {
+                    j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in running {
+                self.suspend(id, format!("node {name} is {why}"), now);
+            }
+        }
+        // Load and idle time change every second; only a change of offer or of the kind of
+        // availability can place, resume or vacate a job.
+        if offered != was || blocking != was_blocking || kind != was_kind {
+            self.review_suspended(now);
             self.schedule(now);
         }
+    }
+
+    /// Stop job `id` on every node of its allocation.
+    fn suspend(&mut self, id: JobId, reason: String, now: u64) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.state = JobState::Suspended;
+        j.suspended_ms = Some(now);
+        let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+        for n in nodes {
+            if let Some(conn) = self.nodes.get(&n).and_then(|n| n.conn) {
+                self.send(conn, SchedulerMsg::SuspendJob { job: id });
+            }
+        }
+        self.event(id, now, format!("suspended: {reason}"));
+    }
+
+    /// The owner-policy deadlines of suspended jobs: vacates, and early-move checks not yet
+    /// made (an early move that found no room is checked again when nodes change).
+    fn suspend_deadlines(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .filter(|j| j.state == JobState::Suspended)
+            .flat_map(|j| {
+                let vacate = self.vacate_due(j).map(|(at, _)| at);
+                let early = j
+                    .suspended_ms
+                    .map(|s| s.saturating_add(self.cfg.requeue_when_suspended_after_ms))
+                    .filter(|t| *t > self.last_timeout);
+                [vacate, early]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// When a suspended job must be vacated because of its busy nodes, and why.
+    fn vacate_due(&self, j: &Job) -> Option<(u64, String)> {
+        let since = j.suspended_ms?;
+        let mut due: Option<(u64, String)> = None;
+        for (name, _, _) in &j.alloc {
+            let Some(n) = self.nodes.get(name) else {
+                continue;
+            };
+            if !n.blocks_jobs() {
+                continue;
+            }
+            let outside = n
+                .status
+                .as_ref()
+                .is_some_and(|s| s.availability == Availability::OutsideWindow);
+            let (at, why) = if outside {
+                (
+                    since,
+                    format!("the availability window of node {name} ended"),
+                )
+            } else {
+                let after = n.info.policy.vacate_after_ms;
+                (
+                    since.saturating_add(after),
+                    format!(
+                        "the owner of node {name} stayed busy for {} (vacate_after)",
+                        human_ms(after)
+                    ),
+                )
+            };
+            if due.as_ref().is_none_or(|d| at < d.0) {
+                due = Some((at, why));
+            }
+        }
+        due
+    }
+
+    /// Resume, vacate or move suspended jobs whose time has come.
+    fn review_suspended(&mut self, now: u64) {
+        let suspended: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Suspended)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in suspended {
+            let j = &self.jobs[&id];
+            let busy: BTreeSet<String> = j
+                .alloc
+                .iter()
+                .filter(|a| self.nodes.get(&a.0).is_none_or(Node::blocks_jobs))
+                .map(|a| a.0.clone())
+                .collect();
+            let since = j.suspended_ms.unwrap_or(now);
+            if busy.is_empty() {
+                self.resume(id, now);
+                continue;
+            }
+            if let Some((at, why)) = self.vacate_due(j) {
+                if at <= now {
+                    self.vacate(id, why, busy, now);
+                    continue;
+                }
+            }
+            let early = since.saturating_add(self.cfg.requeue_when_suspended_after_ms);
+            if early <= now {
+                let mut avoid = j.avoid.clone();
+                avoid.extend(busy.iter().cloned());
+                if self.place(&j.spec, &avoid).is_ok() {
+                    let why = format!(
+                        "suspended for {} (requeue_when_suspended_after) and it can run elsewhere now",
+                        human_ms(now.saturating_sub(since))
+                    );
+                    self.vacate(id, why, busy, now);
+                }
+            }
+        }
+    }
+
+    /// Continue a suspended job on every node.
+    fn resume(&mut self, id: JobId, now: u64) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.state = JobState::Running;
+        let since = j.suspended_ms.take().unwrap_or(now);
+        let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+        for n in nodes {
+            if let Some(conn) = self.nodes.get(&n).and_then(|n| n.conn) {
+                self.send(conn, SchedulerMsg::ResumeJob { job: id });
+            }
+        }
+        self.event(
+            id,
+            now,
+            format!(
+                "resumed: every node is available again (suspended for {})",
+                human_ms(now.saturating_sub(since))
+            ),
+        );
+    }
+
+    /// Vacate a suspended job on every node and requeue it at the front of its priority,
+    /// avoiding `busy` until those nodes offer cores again.
+    fn vacate(&mut self, id: JobId, reason: String, busy: BTreeSet<String>, now: u64) {
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
+        let mut targets = Vec::new();
+        for n in &nodes {
+            if let Some(conn) = self.nodes.get(n).and_then(|n| n.conn) {
+                targets.push((n.clone(), conn));
+            }
+        }
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        for (n, _) in &targets {
+            j.clearing.insert(n.clone());
+        }
+        j.state = JobState::Queued;
+        j.requeues += 1;
+        j.exit = None;
+        j.suspended_ms = None;
+        j.order = 0;
+        j.avoid.extend(busy);
+        let key = j.key(id);
+        let n = j.spec.nprocs;
+        self.queue.insert(key, n);
+        for (_, conn) in targets {
+            self.send(conn, SchedulerMsg::VacateJob { job: id });
+        }
+        self.event(id, now, format!("vacated and requeued: {reason}"));
     }
 
     /// An agent connection ended or timed out: its jobs are requeued, its cores gone.
@@ -362,14 +624,15 @@ impl Core {
             .iter()
             .filter(|(_, j)| {
                 j.clearing.contains(&name)
-                    || (j.state == JobState::Running && j.alloc.iter().any(|a| a.0 == name))
+                    || (matches!(j.state, JobState::Running | JobState::Suspended)
+                        && j.alloc.iter().any(|a| a.0 == name))
             })
             .map(|(id, _)| *id)
             .collect();
         let fence = now + self.cfg.fence_margin_ms;
         for id in affected {
             let state = self.jobs[&id].state;
-            if state == JobState::Running {
+            if matches!(state, JobState::Running | JobState::Suspended) {
                 self.requeue(id, format!("node {name} lost"), now);
             }
             if let Some(j) = self.jobs.get_mut(&id) {
@@ -390,9 +653,10 @@ impl Core {
         j.state = JobState::Queued;
         j.requeues += 1;
         j.exit = None;
+        j.suspended_ms = None;
         j.confirm.clear();
         j.confirm_deadline = None;
-        let key = (Reverse(j.spec.priority), j.submitted_ms, id);
+        let key = j.key(id);
         let n = j.spec.nprocs;
         self.queue.insert(key, n);
         self.event(id, now, format!("requeued: {reason}"));
@@ -418,6 +682,17 @@ impl Core {
 
     /// Node `name` confirmed (or can no longer hold) no process of job `id`.
     fn cleared(&mut self, id: JobId, name: &str, now: u64) {
+        // A stray confirmation for a node the job still runs on (and was not asked to clear)
+        // must not free cores its processes use.
+        if let Some(j) = self.jobs.get(&id) {
+            let live = matches!(j.state, JobState::Running | JobState::Suspended)
+                && j.alloc.iter().any(|a| a.0 == name)
+                && !j.clearing.contains(name)
+                && self.nodes.get(name).is_some_and(|n| n.conn.is_some());
+            if live {
+                return;
+            }
+        }
         if let Some(node) = self.nodes.get_mut(name) {
             node.held.remove(&id);
         }
@@ -486,10 +761,13 @@ impl Core {
                 confirm: BTreeSet::new(),
                 confirm_deadline: None,
                 fence_until: None,
+                order: now,
+                suspended_ms: None,
+                avoid: BTreeSet::new(),
             },
         );
-        let (p, n) = (self.jobs[&id].spec.priority, self.jobs[&id].spec.nprocs);
-        self.queue.insert((Reverse(p), now, id), n);
+        let (key, n) = (self.jobs[&id].key(id), self.jobs[&id].spec.nprocs);
+        self.queue.insert(key, n);
         self.event(id, now, "submitted".into());
         self.schedule(now);
         Ok(id)
@@ -529,7 +807,7 @@ impl Core {
         };
         match j.state {
             JobState::Queued => {
-                let key = (Reverse(j.spec.priority), j.submitted_ms, id);
+                let key = j.key(id);
                 self.queue.remove(&key);
                 let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
                 if j.clearing.is_empty() {
@@ -542,7 +820,7 @@ impl Core {
                     self.event(id, now, "cancel requested".into());
                 }
             }
-            JobState::Running => {
+            JobState::Running | JobState::Suspended => {
                 let nodes: Vec<String> = j.alloc.iter().map(|a| a.0.clone()).collect();
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.state = JobState::Cancelling;
@@ -626,7 +904,7 @@ impl Core {
             return;
         };
         // Only the main node of the current run speaks for the job.
-        if j.state != JobState::Running
+        if !matches!(j.state, JobState::Running | JobState::Suspended)
             || j.alloc.first().map(|a| a.0.as_str()) != Some(name.as_str())
         {
             return;
@@ -709,7 +987,8 @@ impl Core {
     ) -> Result<ConnId, String> {
         let origin = self.conn_node(conn).ok_or("unknown connection")?;
         let j = self.jobs.get(&job).ok_or_else(|| format!("no job {job}"))?;
-        if j.state != JobState::Running {
+        // A suspended job's launch still goes through: the target agent stops what it starts.
+        if !matches!(j.state, JobState::Running | JobState::Suspended) {
             return Err(format!("job {job} is {}, not running", j.state));
         }
         if !crate::secret_eq(&j.secret, secret) {
@@ -756,17 +1035,28 @@ impl Core {
             .values()
             .flat_map(|j| [j.confirm_deadline, j.fence_until])
             .flatten()
+            .chain(self.suspend_deadlines())
             .min()
     }
 
-    /// Deadlines: unconfirmed runs after a restart are requeued, fences expire.
+    /// Deadlines: unconfirmed runs after a restart are requeued, fences expire, suspended
+    /// jobs are vacated or moved.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.last_timeout = self.last_timeout.max(now);
+        self.review_suspended(now);
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
         for id in ids {
             let j = &self.jobs[&id];
             if j.fence_until.is_some_and(|t| t <= now) {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.fence_until = None;
+                }
+            }
+            if let Some(j) = self.jobs.get_mut(&id) {
+                // A passed deadline with nothing left to confirm is spent (else the driver's
+                // timer would fire again at once).
+                if j.confirm_deadline.is_some_and(|t| t <= now) && j.confirm.is_empty() {
+                    j.confirm_deadline = None;
                 }
             }
             let j = &self.jobs[&id];
@@ -819,6 +1109,7 @@ impl Core {
             requeues: j.requeues,
             events: j.events.clone(),
             epoch: j.epoch,
+            order: Some(j.order),
         })
     }
 
@@ -842,8 +1133,14 @@ impl Core {
                 },
             );
         }
-        for r in jobs {
+        for mut r in jobs {
             self.next_job = self.next_job.max(r.id.0 + 1);
+            let order = r.order.unwrap_or(r.submitted_ms);
+            // A suspended run comes back as running: its nodes are told to resume when they
+            // confirm it, and a node still reclaimed suspends it again with its first status.
+            if r.state == JobState::Suspended {
+                r.state = JobState::Running;
+            }
             let live = matches!(r.state, JobState::Running | JobState::Cancelling);
             let confirm: BTreeSet<String> = if live {
                 r.alloc.iter().map(|a| a.0.clone()).collect()
@@ -852,10 +1149,8 @@ impl Core {
             };
             let clearing: BTreeSet<String> = r.clearing.into_iter().collect();
             if r.state == JobState::Queued {
-                self.queue.insert(
-                    (Reverse(r.spec.priority), r.submitted_ms, r.id),
-                    r.spec.nprocs,
-                );
+                self.queue
+                    .insert((Reverse(r.spec.priority), order, r.id), r.spec.nprocs);
             }
             // Live runs, and kills not yet confirmed, wait for their nodes to report back.
             let deadline = (live || !clearing.is_empty()).then_some(now + self.cfg.node_timeout_ms);
@@ -877,6 +1172,9 @@ impl Core {
                     epoch: r.epoch,
                     confirm_deadline: deadline,
                     fence_until: None,
+                    order,
+                    suspended_ms: None,
+                    avoid: BTreeSet::new(),
                 },
             );
         }
@@ -914,7 +1212,7 @@ impl Core {
             if !j.clearing.is_empty() || j.fence_until.is_some() {
                 continue;
             }
-            if let Ok(alloc) = self.place(&j.spec) {
+            if let Ok(alloc) = self.place(&j.spec, &j.avoid) {
                 free -= alloc.iter().map(|a| a.2).sum::<u32>();
                 self.start(id, alloc, now);
                 if free == 0 {
@@ -939,18 +1237,30 @@ impl Core {
         if j.fence_until.is_some() {
             return Some("waiting briefly so its lost node's processes are gone first".into());
         }
-        match self.place(&j.spec) {
-            Err(why) => Some(why),
+        match self.place(&j.spec, &j.avoid) {
+            Err(why) if j.avoid.is_empty() => Some(why),
+            Err(why) => {
+                let nodes: Vec<&str> = j.avoid.iter().map(String::as_str).collect();
+                Some(format!(
+                    "{why} (avoiding {} until its owner is idle again)",
+                    nodes.join(", ")
+                ))
+            }
             Ok(_) => Some("jobs ahead of it in the queue come first".into()),
         }
     }
 
-    /// Pack `spec` onto as few offered nodes as possible, preferring owners idle longest.
-    fn place(&self, spec: &JobSpec) -> Result<Vec<(String, u32, u32)>, String> {
+    /// Pack `spec` onto as few offered nodes as possible, preferring owners idle longest,
+    /// never onto a node in `avoid`.
+    fn place(
+        &self,
+        spec: &JobSpec,
+        avoid: &BTreeSet<String>,
+    ) -> Result<Vec<(String, u32, u32)>, String> {
         let mut cands: Vec<(&Node, u32)> = self
             .nodes
             .values()
-            .filter(|n| n.offered() && Self::eligible(n, spec))
+            .filter(|n| n.offered() && Self::eligible(n, spec) && !avoid.contains(&n.info.name))
             .map(|n| (n, n.ranks_in(spec.unit, n.free())))
             .filter(|(_, r)| *r > 0)
             .collect();
@@ -990,9 +1300,9 @@ impl Core {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
-        self.queue
-            .remove(&(Reverse(j.spec.priority), j.submitted_ms, id));
+        self.queue.remove(&j.key(id));
         j.state = JobState::Running;
+        j.suspended_ms = None;
         j.started_ms = Some(now);
         j.ended_ms = None;
         j.epoch += 1;
@@ -1144,8 +1454,50 @@ impl Core {
         // No queued job that fits stays queued.
         for k in self.queue.keys() {
             let j = &self.jobs[&k.2];
-            if j.clearing.is_empty() && j.fence_until.is_none() && self.place(&j.spec).is_ok() {
+            if j.clearing.is_empty()
+                && j.fence_until.is_none()
+                && self.place(&j.spec, &j.avoid).is_ok()
+            {
                 return Err(format!("job {} fits but stays queued", k.2));
+            }
+        }
+        // Running jobs run only on nodes that run jobs; suspended ones have a reclaimed node.
+        for (id, j) in &self.jobs {
+            let blocked: Vec<&str> = j
+                .alloc
+                .iter()
+                .filter(|a| self.nodes.get(&a.0).is_none_or(Node::blocks_jobs))
+                .map(|a| a.0.as_str())
+                .collect();
+            match j.state {
+                JobState::Running if !blocked.is_empty() => {
+                    return Err(format!(
+                        "job {id} runs on reclaimed node(s) {}",
+                        blocked.join(",")
+                    ));
+                }
+                JobState::Suspended if blocked.is_empty() => {
+                    return Err(format!("job {id} stays suspended on available nodes"));
+                }
+                JobState::Suspended if j.suspended_ms.is_none() => {
+                    return Err(format!("job {id} suspended without a start time"));
+                }
+                JobState::Suspended | JobState::Running => {
+                    for a in &j.alloc {
+                        // After a restart, nodes still to confirm the run hold nothing yet.
+                        if j.confirm.contains(&a.0) {
+                            continue;
+                        }
+                        if self
+                            .nodes
+                            .get(&a.0)
+                            .is_none_or(|n| !n.held.contains_key(id))
+                        {
+                            return Err(format!("job {id} holds no cores on its node {}", a.0));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -1155,3 +1507,17 @@ impl Core {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+/// A duration in ms as a person reads it: `90s`, `10m`, `1h 5m`.
+fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        _ if ms < 1000 => format!("{ms}ms"),
+        0..=119 => format!("{s}s"),
+        120..=7199 => match (s / 60, s % 60) {
+            (m, 0) => format!("{m}m"),
+            (m, r) => format!("{m}m {r}s"),
+        },
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}

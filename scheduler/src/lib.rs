@@ -131,6 +131,11 @@ pub async fn run(
     let mut core = Core::new(CoreConfig {
         max_job_cores: cfg.max_job_cores,
         node_timeout_ms: cfg.node_timeout.as_millis() as u64,
+        requeue_when_suspended_after_ms: cfg
+            .requeue_when_suspended_after
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX),
         ..CoreConfig::default()
     });
     info!(

@@ -261,7 +261,8 @@ impl Cluster {
     }
 
     /// Start an agent bound to `ip` offering `cores`, with a `file:` idle source that starts
-    /// out idle, `--start-after 0s` and the owner-CPU check off (all agents share one machine).
+    /// out idle, `--start-after 0s` and the owner-CPU check off (all agents share one machine)
+    /// unless `extra` sets those flags itself.
     pub fn add_agent(&mut self, name: &str, ip: &str, cores: u32, extra: &[&str]) -> &Agent {
         let access = self.access.clone();
         self.add_agent_with(&access, name, ip, cores, extra)
@@ -307,13 +308,20 @@ impl Cluster {
             .args(["--name", name, "--bind", ip, "--cores", &cores.to_string()])
             .arg("--idle-source")
             .arg(format!("file:{}", idle_file.display()))
-            .args(["--start-after", "0s", "--owner-cpu-max", "100"])
+            .args(
+                [("--start-after", "0s"), ("--owner-cpu-max", "100")]
+                    .iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, v)| [*flag, *v]),
+            )
             .arg("--spool")
             .arg(self.dir.path().join("spool").join(name))
             .args(extra)
             .env("PATH", test_path())
             .env("RUST_LOG", "info")
             .env("GRAZE_TEST_CLUSTER", self.dir.path())
+            // Tests name their X display explicitly (x11:DISPLAY), never a stray one.
+            .env_remove("DISPLAY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -438,6 +446,18 @@ impl Cluster {
         self.graze_json(&["show", &id.to_string(), "--json"])
     }
 
+    /// The node `name` as `graze nodes --json` shows it.
+    pub fn node(&self, name: &str) -> Value {
+        let nodes = self.graze_json(&["nodes", "--json"]);
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["info"]["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// Live (non-zombie) processes that belong to job `id` of this cluster.
     pub fn job_processes(&self, id: u64) -> Vec<u32> {
         let mark = format!("GRAZE_TEST_CLUSTER={}", self.dir.path().display());
@@ -538,6 +558,19 @@ pub fn computed_pi(text: &str) -> Option<(u32, f64)> {
         let (n, x) = rest.split_once(" processors is ")?;
         Some((n.trim().parse().ok()?, x.trim().parse().ok()?))
     })
+}
+
+/// Mark `p` as touched now: the owner of that agent typed.
+pub fn touch(p: &Path) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+}
+
+/// The command name of a process.
+pub fn process_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Test hosts in network namespaces: one for the scheduler with a bridge, one per agent joined

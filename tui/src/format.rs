@@ -85,7 +85,9 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
     let start = job.started_ms.unwrap_or(job.submitted_ms);
     match job.state {
         JobState::Queued => duration(now_ms.saturating_sub(job.submitted_ms)),
-        JobState::Running | JobState::Cancelling => duration(now_ms.saturating_sub(start)),
+        JobState::Running | JobState::Suspended | JobState::Cancelling => {
+            duration(now_ms.saturating_sub(start))
+        }
         JobState::Completed | JobState::Failed | JobState::Cancelled => match job.ended_ms {
             Some(end) => duration(end.saturating_sub(start)),
             None => "-".into(),
@@ -97,7 +99,7 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
 pub fn where_or_why(job: &JobView) -> String {
     match job.state {
         JobState::Queued => job.waiting_for.clone().unwrap_or_else(|| "-".into()),
-        JobState::Running | JobState::Cancelling => hosts(&job.allocation),
+        JobState::Running | JobState::Suspended | JobState::Cancelling => hosts(&job.allocation),
         JobState::Completed | JobState::Failed | JobState::Cancelled => {
             match (&job.exit, job.allocation.is_empty()) {
                 (Some(e), false) => format!("{} ({e})", hosts(&job.allocation)),
@@ -178,6 +180,12 @@ pub fn queue_table(jobs: &[JobView], now_ms: u64) -> String {
 pub fn node_state(node: &NodeView) -> String {
     let state = match (&node.status, node.online) {
         (_, false) => "offline".into(),
+        (Some(s), true) if !s.availability.runs_jobs() && node.used_cores > 0 => format!(
+            "{}, {} core{} reclaimed",
+            s.availability,
+            node.used_cores,
+            if node.used_cores == 1 { "" } else { "s" }
+        ),
         (Some(s), true) => s.availability.to_string(),
         (None, true) => "no status".into(),
     };
@@ -230,12 +238,16 @@ pub fn nodes_table(nodes: &[NodeView]) -> String {
                 list_or_dash(&n.info.groups),
                 list_or_dash(&n.jobs),
                 list_or_dash(&mpi),
+                match &n.status {
+                    Some(s) if n.online => list_or_dash(&s.idle_sources),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
     table(
         &[
-            "NAME", "STATE", "CORES", "LOAD", "IDLE", "GROUPS", "JOBS", "MPI",
+            "NAME", "STATE", "CORES", "LOAD", "IDLE", "GROUPS", "JOBS", "MPI", "SOURCES",
         ],
         &rows,
     )
@@ -361,7 +373,7 @@ pub fn cancel_message(job: &JobView) -> String {
         JobState::Completed | JobState::Failed => {
             format!("job {} had already ended: {}", job.id, job.state)
         }
-        JobState::Queued | JobState::Running => {
+        JobState::Queued | JobState::Running | JobState::Suspended => {
             format!(
                 "job {} is still {}; cancel not yet in effect",
                 job.id, job.state
@@ -474,6 +486,7 @@ mod tests {
                     version: "4.1".into(),
                 }],
                 software: "graze-agent 0.1.0".into(),
+                policy: Default::default(),
                 held: vec![],
                 instance: String::new(),
             },
@@ -484,6 +497,7 @@ mod tests {
                 owner_idle_ms: 2 * 3_600_000 + 5 * 60_000,
                 availability: Availability::Offered,
                 idle_sources: vec!["x11".into()],
+                unavailable_sources: vec![],
             }),
             used_cores: 4,
             jobs: vec![JobId(11)],

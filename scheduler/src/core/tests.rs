@@ -12,6 +12,7 @@ fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
         groups: groups.iter().map(|g| g.to_string()).collect(),
         mpi: vec![],
         software: "test".into(),
+        policy: Default::default(),
         held: vec![],
         instance: String::new(),
     }
@@ -28,6 +29,7 @@ fn status(offered: bool, idle_ms: u64) -> NodeStatus {
             Availability::OwnerActive
         },
         idle_sources: vec![],
+        unavailable_sources: vec![],
     }
 }
 
@@ -396,10 +398,255 @@ fn launch_is_confined_to_the_allocation() {
     );
 }
 
+fn avail(kind: u8) -> Availability {
+    match kind {
+        0 | 1 => Availability::Offered,
+        2 => Availability::OwnerActive,
+        3 => Availability::Reclaimed {
+            resumes_in_ms: 1000,
+        },
+        4 => Availability::OutsideWindow,
+        _ => Availability::Waiting { remaining_ms: 1000 },
+    }
+}
+
+/// conn 1 = a1 (2 cores), conn 2 = a2 (2 cores), conn 3 = a3 (4 cores); a 4-rank job on
+/// a1 + a2.
+fn suspend_fixture(cfg: CoreConfig) -> (Core, JobId) {
+    let mut c = Core::new(cfg);
+    add(&mut c, 1, "a1", 2, 100);
+    add(&mut c, 2, "a2", 2, 50);
+    let id = c.submit(spec(4), "s".into(), 10).unwrap();
+    let s = starts(&drain(&mut c));
+    assert_eq!(s.len(), 1);
+    (c, id)
+}
+
+fn sent(out: &[Output]) -> Vec<(ConnId, SchedulerMsg)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, msg } => Some((*conn, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn busy(c: &mut Core, conn: ConnId, a: Availability, now: u64) {
+    let mut st = status(true, 0);
+    st.availability = a;
+    c.node_status(conn, st, now);
+}
+
+#[test]
+fn reclaim_suspends_on_every_node_and_resumes_together() {
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    busy(&mut c, 2, Availability::OwnerActive, 1000);
+    let out = sent(&drain(&mut c));
+    assert_eq!(
+        out,
+        vec![
+            (1, SchedulerMsg::SuspendJob { job: id }),
+            (2, SchedulerMsg::SuspendJob { job: id })
+        ]
+    );
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Suspended);
+    assert!(v
+        .events
+        .last()
+        .unwrap()
+        .what
+        .contains("suspended: node a2 is owner-busy"));
+    c.check_invariants().unwrap();
+    // Owner idle, but not for resume_after yet: still suspended.
+    busy(
+        &mut c,
+        2,
+        Availability::Reclaimed { resumes_in_ms: 5 },
+        2000,
+    );
+    assert!(sent(&drain(&mut c)).is_empty());
+    assert_eq!(c.job_state(id), Some(JobState::Suspended));
+    // Idle for resume_after (node waits for start_after before new work): resumed everywhere.
+    busy(&mut c, 2, Availability::Waiting { remaining_ms: 9 }, 3000);
+    let out = sent(&drain(&mut c));
+    assert_eq!(
+        out,
+        vec![
+            (1, SchedulerMsg::ResumeJob { job: id }),
+            (2, SchedulerMsg::ResumeJob { job: id })
+        ]
+    );
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Running);
+    assert!(
+        v.events.last().unwrap().what.starts_with("resumed"),
+        "{:?}",
+        v.events
+    );
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn both_nodes_busy_resume_only_when_both_free() {
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    busy(&mut c, 1, Availability::OwnerActive, 1000);
+    busy(&mut c, 2, Availability::OwnerActive, 1001);
+    drain(&mut c);
+    busy(&mut c, 1, Availability::Offered, 2000);
+    assert!(sent(&drain(&mut c)).is_empty());
+    assert_eq!(c.job_state(id), Some(JobState::Suspended));
+    c.check_invariants().unwrap();
+    busy(&mut c, 2, Availability::Offered, 3000);
+    assert_eq!(sent(&drain(&mut c)).len(), 2);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+}
+
+#[test]
+fn owner_stays_vacates_everywhere_and_requeues_in_front_avoiding_the_node() {
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    let other = c.submit(spec(4), "s".into(), 20).unwrap();
+    busy(&mut c, 2, Availability::OwnerActive, 1000);
+    drain(&mut c);
+    let vacate_at = 1000 + graze_proto::OwnerPolicy::default().vacate_after_ms;
+    // First the early-move check (nowhere else to go), then the vacate.
+    assert_eq!(c.poll_timeout(), Some(61_000));
+    c.handle_timeout(61_000);
+    assert_eq!(c.poll_timeout(), Some(vacate_at));
+    c.handle_timeout(vacate_at - 1);
+    assert!(sent(&drain(&mut c)).is_empty());
+    c.handle_timeout(vacate_at);
+    let out = sent(&drain(&mut c));
+    assert_eq!(
+        out,
+        vec![
+            (1, SchedulerMsg::VacateJob { job: id }),
+            (2, SchedulerMsg::VacateJob { job: id })
+        ]
+    );
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued);
+    assert_eq!(v.requeues, 1);
+    let last = &v.events.last().unwrap().what;
+    assert!(
+        last.contains("vacated and requeued: the owner of node a2 stayed busy for 10m"),
+        "{last}"
+    );
+    // Front of its priority: ahead of the job submitted after it... and before older ones.
+    assert_eq!(c.queued(), vec![id, other]);
+    c.check_invariants().unwrap();
+    // Cores come back only when both nodes confirm.
+    c.job_cleared(1, id, vacate_at + 1);
+    c.job_cleared(2, id, vacate_at + 2);
+    // A new idle node: the job runs there, not on a2 even though a2 offers again first...
+    add(&mut c, 3, "a3", 4, 10);
+    let s = starts(&drain(&mut c));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1, id);
+    assert_eq!(s[0].2[0].host, "a3");
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn avoided_node_is_used_again_once_it_offers() {
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    busy(&mut c, 2, Availability::OwnerActive, 1000);
+    c.handle_timeout(1000 + 600_000);
+    c.job_cleared(1, id, 700_000);
+    c.job_cleared(2, id, 700_001);
+    drain(&mut c);
+    let v = c.job_view(id).unwrap();
+    assert!(
+        v.waiting_for.as_deref().unwrap().contains("avoiding a2"),
+        "{:?}",
+        v.waiting_for
+    );
+    busy(&mut c, 2, Availability::Offered, 700_002);
+    let s = starts(&drain(&mut c));
+    assert_eq!(s[0].1, id);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn window_end_vacates_at_once() {
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    busy(&mut c, 1, Availability::OutsideWindow, 1000);
+    let out = sent(&drain(&mut c));
+    assert!(
+        out.contains(&(1, SchedulerMsg::VacateJob { job: id })),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&(2, SchedulerMsg::VacateJob { job: id })),
+        "{out:?}"
+    );
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued);
+    assert!(v
+        .events
+        .iter()
+        .any(|e| e.what.contains("availability window of node a1 ended")));
+}
+
+#[test]
+fn early_move_when_it_fits_elsewhere() {
+    let cfg = CoreConfig {
+        requeue_when_suspended_after_ms: 60_000,
+        ..CoreConfig::default()
+    };
+    let (mut c, id) = suspend_fixture(cfg);
+    busy(&mut c, 2, Availability::OwnerActive, 1000);
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(61_000));
+    // Nowhere else to go at the deadline: stays suspended.
+    c.handle_timeout(61_000);
+    assert!(sent(&drain(&mut c)).is_empty());
+    assert_eq!(c.job_state(id), Some(JobState::Suspended));
+    assert_eq!(c.poll_timeout(), Some(601_000));
+    // A big idle node appears: moved early.
+    c.node_connected(3, info("a3", 4, &[]), 70_000).unwrap();
+    c.node_status(3, status(true, 10), 70_000);
+    let out = sent(&drain(&mut c));
+    assert!(
+        out.contains(&(2, SchedulerMsg::VacateJob { job: id })),
+        "{out:?}"
+    );
+    let v = c.job_view(id).unwrap();
+    assert!(
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .contains("can run elsewhere now"),
+        "{:?}",
+        v.events
+    );
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn cancel_and_node_loss_of_a_suspended_job() {
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    busy(&mut c, 2, Availability::OwnerActive, 1000);
+    drain(&mut c);
+    c.node_lost(2, 2000);
+    assert_eq!(c.job_state(id), Some(JobState::Queued));
+    c.check_invariants().unwrap();
+    let (mut c, id) = suspend_fixture(CoreConfig::default());
+    busy(&mut c, 2, Availability::OwnerActive, 1000);
+    drain(&mut c);
+    assert_eq!(c.cancel(id, 1500), Ok(JobState::Cancelling));
+    c.job_cleared(1, id, 1600);
+    c.job_cleared(2, id, 1700);
+    assert_eq!(c.job_state(id), Some(JobState::Cancelled));
+    c.check_invariants().unwrap();
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Connect(u8, u8),
-    Offer(u8, bool, u16),
+    Offer(u8, u8, u16),
+    Tick(u32),
     Lose(u8),
     Submit(u8, i8),
     Exit(u8),
@@ -412,7 +659,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..6, 1u8..9).prop_map(|(n, c)| Op::Connect(n, c)),
-        (0u8..6, any::<bool>(), any::<u16>()).prop_map(|(n, o, i)| Op::Offer(n, o, i)),
+        (0u8..6, 0u8..6, any::<u16>()).prop_map(|(n, o, i)| Op::Offer(n, o, i)),
+        (0u32..700_000).prop_map(Op::Tick),
         (0u8..6).prop_map(Op::Lose),
         (1u8..12, -2i8..3).prop_map(|(n, p)| Op::Submit(n, p)),
         (0u8..40).prop_map(Op::Exit),
@@ -440,7 +688,18 @@ proptest! {
                     let conn = n as u64 * 100 + gen[n as usize];
                     let _ = c.node_connected(conn, info(&format!("n{n}"), cores as u32, &[]), now);
                 }
-                Op::Offer(n, o, idle) => c.node_status(n as u64 * 100 + gen[n as usize], status(o, idle as u64), now),
+                Op::Offer(n, kind, idle) => {
+                    let mut st = status(true, idle as u64);
+                    st.availability = avail(kind);
+                    c.node_status(n as u64 * 100 + gen[n as usize], st, now)
+                }
+                Op::Tick(d) => {
+                    now += d as u64;
+                    c.handle_timeout(now);
+                    if let Some(at) = c.poll_timeout() {
+                        prop_assert!(at > now, "deadline {at} not after {now}");
+                    }
+                }
                 Op::Lose(n) => c.node_lost(n as u64 * 100 + gen[n as usize], now),
                 Op::Submit(k, p) => {
                     let mut s = spec(k as u32);

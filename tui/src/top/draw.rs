@@ -35,6 +35,7 @@ fn job_color(s: JobState) -> Color {
     match s {
         JobState::Queued => Color::Yellow,
         JobState::Running => Color::Green,
+        JobState::Suspended => Color::Blue,
         JobState::Cancelling => Color::Magenta,
         JobState::Completed => Color::Cyan,
         JobState::Failed => Color::Red,

@@ -116,9 +116,11 @@ impl NodeState {
             Some(Availability::Offered) if v.used_cores > 0 => NodeState::Running,
             Some(Availability::Offered) => NodeState::Offered,
             Some(Availability::Waiting { .. }) => NodeState::Idle,
-            Some(Availability::OwnerActive | Availability::OwnerCpuBusy { .. }) => {
-                NodeState::OwnerBusy
-            }
+            Some(
+                Availability::OwnerActive
+                | Availability::OwnerCpuBusy { .. }
+                | Availability::Reclaimed { .. },
+            ) => NodeState::OwnerBusy,
             Some(Availability::OutsideWindow) => NodeState::OutsideWindow,
         }
     }
@@ -326,6 +328,7 @@ impl Model {
     pub fn rank_state(&self, job: &JobView, host: &str) -> &'static str {
         match job.state {
             JobState::Queued => "queued",
+            JobState::Suspended => "suspended",
             JobState::Running | JobState::Cancelling => {
                 match self.nodes.get(host).map(|n| NodeState::of(&n.view)) {
                     Some(NodeState::Offline) | None => "node lost",
@@ -365,6 +368,7 @@ mod tests {
             owner_idle_ms: 0,
             availability: Availability::Offered,
             idle_sources: vec![],
+            unavailable_sources: vec![],
         };
         let s = CpuSample::of(&st(vec![100.0, 50.0], 25.0));
         assert_eq!((s.jobs, s.owner), (50.0, 25.0));

@@ -32,6 +32,7 @@ fn node(
             software: "graze-agent 0.1.0".into(),
             held: vec![],
             instance: String::new(),
+            policy: Default::default(),
         },
         online,
         status: online.then(|| NodeStatus {
@@ -40,6 +41,7 @@ fn node(
             owner_idle_ms: idle_s * 1000,
             availability,
             idle_sources: vec![format!("file:/tmp/owner-{name}")],
+            unavailable_sources: vec![],
         }),
         used_cores: used,
         jobs: jobs.iter().map(|j| JobId(*j)).collect(),
