@@ -479,7 +479,7 @@ mod tests {
     fn kills_descendants_that_left_the_group() {
         // The inner sh moves its sleep into a new session and process group; only the parent
         // links (while the parent lives) connect it to the job.
-        let mut child = group("setsid sleep 100 & wait", None);
+        let mut child = group("setsid -w sleep 100 & wait", None);
         let set = ProcSet::new(vec![child.id() as i32], None);
         assert!(wait_for(|| sleeps(&set.members()) == 1));
         let pids: Vec<i32> = set.members().iter().map(|p| p.pid).collect();
