@@ -697,15 +697,19 @@ impl Agent {
         // Unacknowledged job messages go first, in order (the scheduler drops any it has).
         let backlog: Vec<AgentMsg> = self.unacked.iter().map(|(_, m)| m.clone()).collect();
         let writer = tokio::spawn(async move {
-            let mut backlog = backlog.into_iter();
-            loop {
-                let msg = match backlog.next() {
-                    Some(m) => m,
-                    None => match out_rx.recv().await {
-                        Some(m) => m,
-                        None => break,
-                    },
-                };
+            for msg in backlog {
+                if let Err(e) = graze_net::send(&mut send, &msg).await {
+                    let _ = tx
+                        .send(Input::Lost {
+                            gen,
+                            reason: e.to_string(),
+                            timed_out: e.is_timeout(),
+                        })
+                        .await;
+                    return;
+                }
+            }
+            while let Some(msg) = out_rx.recv().await {
                 if let Err(e) = graze_net::send(&mut send, &msg).await {
                     let _ = tx
                         .send(Input::Lost {

@@ -661,17 +661,3 @@ impl Drop for TestNet {
         }
     }
 }
-
-/// A process's `GRAZE_JOB_TAG` (which agent started it), if readable.
-pub fn process_tag(pid: u32) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0)
-        .find_map(|e| e.strip_prefix(b"GRAZE_JOB_TAG="))
-        .map(|t| String::from_utf8_lossy(t).to_string())
-}
-
-/// A process's command line, words joined by spaces.
-pub fn process_cmdline(pid: u32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
-}

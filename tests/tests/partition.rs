@@ -5,6 +5,18 @@
 use graze_tests::*;
 use std::time::{Duration, Instant};
 
+fn tag_of(pid: u32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|e| e.strip_prefix(b"GRAZE_JOB_TAG="))
+        .map(|t| String::from_utf8_lossy(t).to_string())
+}
+
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
 #[test]
 fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
     let net = TestNet::new(3);
@@ -50,18 +62,14 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
     let victim_pids = c.job_processes(id);
     let described: Vec<(u32, Option<String>, String)> = victim_pids
         .iter()
-        .map(|p| (*p, process_tag(*p), process_cmdline(*p)))
+        .map(|p| (*p, tag_of(*p), cmdline(*p)))
         .collect();
     assert!(
-        victim_pids
-            .iter()
-            .any(|p| process_cmdline(*p).contains("mpiexec")),
+        victim_pids.iter().any(|p| cmdline(*p).contains("mpiexec")),
         "{described:?}"
     );
     assert!(
-        victim_pids
-            .iter()
-            .any(|p| process_cmdline(*p).contains("sleep")),
+        victim_pids.iter().any(|p| cmdline(*p).contains("sleep")),
         "{described:?}"
     );
 

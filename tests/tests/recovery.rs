@@ -99,7 +99,16 @@ fn scheduler_crash_loses_nothing_and_runs_each_job_once() {
 fn tagged(c: &Cluster, id: u64) -> Vec<(u32, String, String)> {
     c.job_processes(id)
         .into_iter()
-        .filter_map(|pid| Some((pid, process_tag(pid)?, process_cmdline(pid))))
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let tag = env
+                .split(|b| *b == 0)
+                .find_map(|e| e.strip_prefix(b"GRAZE_JOB_TAG="))
+                .map(|t| String::from_utf8_lossy(t).to_string())?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            Some((pid, tag, cmd))
+        })
         .collect()
 }
 
