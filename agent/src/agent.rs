@@ -294,7 +294,13 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
             sock.display()
         )
     })?;
-    let cgroups = match CgroupRoot::detect(&cfg.name) {
+    // Job processes a previous agent on this spool left behind (it crashed or was killed)
+    // belong to runs the scheduler has requeued by now: fence them.
+    let tag_base = spool_tag(&cfg.spool);
+    // The cgroup leaf carries the spool's tag as well as the name: two agents of one name on
+    // one machine (two test clusters, two demos) must never share job cgroups, or one agent's
+    // kill of its job 1 kills the other's job 1.
+    let cgroups = match CgroupRoot::detect(&format!("{}-{}", cfg.name, &tag_base[..8])) {
         Ok(r) => {
             tracing::info!(kind = ?r.kind, base = %r.base.display(), "one cgroup per job");
             Some(r)
@@ -310,9 +316,6 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
             "launcher shim not found; MPI jobs spanning several nodes will fail");
     }
 
-    // Job processes a previous agent on this spool left behind (it crashed or was killed)
-    // belong to runs the scheduler has requeued by now: fence them.
-    let tag_base = spool_tag(&cfg.spool);
     let swept = crate::procs::kill_tag_prefix(&format!("{tag_base}-"));
     if swept > 0 {
         tracing::warn!(

@@ -130,16 +130,17 @@ fn io_ctx(p: &Path, e: std::io::Error) -> std::io::Error {
 }
 
 impl CgroupRoot {
-    /// Find a writable cgroup hierarchy and create `graze-NAME` in the agent's own cgroup.
+    /// Find a writable cgroup hierarchy and create `graze-LEAF` in the agent's own cgroup
+    /// (`LEAF`: the agent's name and spool tag, unique per agent on this machine).
     /// `Err` says why the agent falls back to process groups.
-    pub fn detect(name: &str) -> Result<CgroupRoot, String> {
+    pub fn detect(leaf: &str) -> Result<CgroupRoot, String> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let mounts = parse_mountinfo(&mountinfo);
         let (v2_path, v1_paths) = parse_proc_cgroup(&own);
-        let leaf = format!("graze-{name}");
+        let leaf = format!("graze-{leaf}");
         let mut why = Vec::new();
         // A v2 system (no v1 freezer mounted): the unified hierarchy holds the controllers.
         // Hybrid systems with a v1 freezer use v1, where the memory controller also lives.

@@ -203,3 +203,51 @@ fn cancel_kills_everything_and_frees_cores() {
         c.show(id2)
     );
 }
+
+/// Two clusters on one machine whose agents share a name (two test runs, two demos): each
+/// agent's job 1 is its own. Starting or cancelling one must not touch the other (they once
+/// shared the cgroup `graze-twin/job-1`, so starting the second killed the first).
+#[test]
+fn same_named_agents_of_two_clusters_keep_to_their_own_jobs() {
+    let mut a = Cluster::start(&[]);
+    let mut b = Cluster::start(&[]);
+    a.add_agent("twin", "127.0.0.2", 1, &[]);
+    b.add_agent("twin", "127.0.0.2", 1, &[]);
+    a.wait_offered(1);
+    b.wait_offered(1);
+    let running = |c: &Cluster, id: u64| {
+        wait_for("the job's processes", Duration::from_secs(30), || {
+            (c.show(id)["state"] == "running" && !c.job_processes(id).is_empty()).then_some(())
+        })
+    };
+    let ida = a.submit(&["-n", "1", "--", "sleep", "300"]);
+    running(&a, ida);
+    let idb = b.submit(&["-n", "1", "--", "sleep", "300"]);
+    assert_eq!(ida, idb, "both clusters number their first job alike");
+    running(&b, idb);
+    let pa = a.job_processes(ida);
+    assert!(
+        !pa.is_empty(),
+        "starting the other cluster's job killed this one"
+    );
+    assert_eq!(a.show(ida)["state"], "running", "{}", a.show(ida));
+
+    let out = b.graze(&["cancel", &idb.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("b's job gone", Duration::from_secs(10), || {
+        b.job_processes(idb).is_empty().then_some(())
+    });
+    wait_for("b's job cancelled", Duration::from_secs(10), || {
+        (b.show(idb)["state"] == "cancelled").then_some(())
+    });
+    assert_eq!(
+        a.job_processes(ida),
+        pa,
+        "cancelling the other cluster's job touched this one"
+    );
+    assert_eq!(a.show(ida)["state"], "running", "{}", a.show(ida));
+}

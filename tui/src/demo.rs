@@ -463,6 +463,9 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
                 None => " · no pi value in rank 0's output".into(),
             }
         );
+        if !good {
+            explain_failure(client, &job).await;
+        }
     }
     if ok {
         println!("every job done, every pi correct");
@@ -470,6 +473,31 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
     } else {
         println!("some jobs did not complete with a correct pi");
         Ok(std::process::ExitCode::from(crate::EXIT_REFUSED))
+    }
+}
+
+/// Print what the scheduler knows of a job that did not give a correct pi: its events and the
+/// last lines of its output (all ranks and the launcher), so that a failure can be read from the
+/// summary alone.
+async fn explain_failure(client: &Client, job: &graze_proto::JobView) {
+    for e in &job.events {
+        println!("    event: {}", e.what);
+    }
+    let mut lines = Vec::new();
+    match client.logs(job.id, None, false).await {
+        Ok(mut logs) => {
+            while let Ok(Some(batch)) = logs.next_batch().await {
+                lines.extend(batch);
+            }
+        }
+        Err(e) => println!("    (output not available: {e})"),
+    }
+    let skip = lines.len().saturating_sub(40);
+    for l in &lines[skip..] {
+        let who = l
+            .rank
+            .map_or_else(|| "mpiexec".to_string(), |r| format!("rank {r}"));
+        println!("    {who} {:?}: {}", l.stream, l.line);
     }
 }
 
