@@ -33,6 +33,12 @@ use tracing::Instrument;
 
 /// Owner idle sources are evaluated this often.
 pub(crate) const TICK: Duration = Duration::from_millis(50);
+/// A cut-off agent kills its job processes this long before `node_timeout` of silence. The
+/// scheduler calls a node lost no earlier than `node_timeout - KEEP_ALIVE/2` after its last
+/// packet, and the agent's last packet from the scheduler is at most one keep-alive (0.5 s)
+/// later than that: 1 s leaves 0.2 s for the tick and the kill, before the scheduler's fence
+/// margin.
+const SELF_FENCE_LEAD: Duration = Duration::from_secs(1);
 /// A status goes out at least this often.
 pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// First reconnect delay.
@@ -250,6 +256,8 @@ pub(crate) struct Agent {
     wake: std::sync::Arc<tokio::sync::Notify>,
     /// When the scheduler was lost while jobs ran here.
     lost_at: Option<Instant>,
+    /// Datagrams received on the current connection, and when that count last grew.
+    heard: (u64, Instant),
     /// Job messages sent but not yet acknowledged, oldest first.
     unacked: VecDeque<(u64, AgentMsg)>,
     /// Last job-message sequence number used.
@@ -364,6 +372,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         last_busy: None,
         wake,
         lost_at: None,
+        heard: (0, started),
         unacked: VecDeque::new(),
         seq: 0,
         confine,
@@ -606,6 +615,13 @@ impl Agent {
             state.reclaimed = false;
             avail = idle::availability(&state, &rules);
         }
+        if self.self_fence_due(now) {
+            tracing::warn!(
+                silent_s = now.duration_since(self.heard.1).as_secs_f64(),
+                "no packet from the scheduler; fencing this node's jobs before the scheduler calls it lost"
+            );
+            self.lose_connection("no packet from the scheduler", true);
+        }
         if let Some(at) = self.lost_at {
             if matches!(self.conn, Conn::Up { .. }) {
                 self.lost_at = None;
@@ -759,6 +775,7 @@ impl Agent {
             }
         });
         self.lost_at = None;
+        self.heard = (conn.stats().udp_rx.datagrams, Instant::now());
         self.conn = Conn::Up {
             out,
             conn,
@@ -798,6 +815,23 @@ impl Agent {
         self.backoff = (self.backoff * 2).min(max);
         let jitter_ms = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
         base + Duration::from_millis(jitter_ms)
+    }
+
+    /// True when this node holds jobs and the scheduler has sent nothing (not even a
+    /// keep-alive) for `node_timeout - SELF_FENCE_LEAD`: the link is cut, and the scheduler
+    /// will call this node lost and run its jobs elsewhere. Its processes must be gone first.
+    fn self_fence_due(&mut self, now: Instant) -> bool {
+        let Conn::Up { conn, .. } = &self.conn else {
+            return false;
+        };
+        let rx = conn.stats().udp_rx.datagrams;
+        if rx != self.heard.0 {
+            self.heard = (rx, now);
+            return false;
+        }
+        !self.jobs.is_empty()
+            && now.duration_since(self.heard.1)
+                >= self.cfg.node_timeout.saturating_sub(SELF_FENCE_LEAD)
     }
 
     /// The scheduler is gone. Job processes keep running until `node_timeout` has passed

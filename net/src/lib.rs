@@ -250,11 +250,20 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The QUIC idle timeout for a silence limit of `silence`. QUIC restarts its idle timer when
+/// it sends the first ack-eliciting packet after its last receipt, which a keep-alive does up
+/// to [`KEEP_ALIVE`] after that receipt; so a connection times out between `idle` and
+/// `idle + KEEP_ALIVE` after the peer's last packet. Taking half a keep-alive off centres that
+/// window on `silence`.
+pub fn quic_idle_timeout(silence: Duration) -> Duration {
+    silence.saturating_sub(KEEP_ALIVE / 2).max(KEEP_ALIVE * 2)
+}
+
 fn transport(idle_timeout: Duration) -> Result<Arc<quinn::TransportConfig>, NetError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(Some(
-        idle_timeout
+        quic_idle_timeout(idle_timeout)
             .try_into()
             .map_err(|_| NetError::Setup("idle timeout too large".into()))?,
     ));

@@ -45,6 +45,12 @@ pub struct CoreConfig {
     pub fence_margin_ms: u64,
 }
 
+/// Default of [`CoreConfig::fence_margin_ms`]. A cut-off agent fences itself (kills its job
+/// processes) after `node_timeout - 1 s` without a packet from the scheduler, at least 0.2 s
+/// (minus its kill time) before the scheduler can call the node lost; this margin adds to that.
+/// ARCHITECTURE.md ("Losing a node") has the arithmetic.
+pub const DEFAULT_FENCE_MARGIN_MS: u64 = 250;
+
 /// Default of [`CoreConfig::requeue_when_suspended_after_ms`]: 60 s.
 pub const DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS: u64 = 60_000;
 
@@ -54,7 +60,7 @@ impl Default for CoreConfig {
             max_job_cores: 0,
             requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
             node_timeout_ms: 10_000,
-            fence_margin_ms: 1_000,
+            fence_margin_ms: DEFAULT_FENCE_MARGIN_MS,
         }
     }
 }

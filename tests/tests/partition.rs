@@ -34,16 +34,21 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
         );
     }
     c.wait_offered(3);
+    // Each rank holds an exclusive lock for its whole life (the namespaces share this file
+    // system): a rank of the next run that starts before the cut-off rank is dead cannot take
+    // it, says OVERLAP and fails the job.
+    let locks = c.dir.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let script = format!(
+        "flock -n {}/rank-$PMI_RANK -c 'echo up; sleep 12; echo done' || {{ echo OVERLAP; exit 3; }}",
+        locks.display()
+    );
     // A 2-rank MPI job packs onto one node: cut that node off mid-job.
-    let id = c.submit(&[
-        "-n",
-        "2",
-        "--",
-        "mpiexec",
-        "sh",
-        "-c",
-        "echo up; sleep 12; echo done",
-    ]);
+    let id = c.submit(&["-n", "2", "--", "mpiexec", "sh", "-c", &script]);
     wait_for("every rank up", Duration::from_secs(60), || {
         let out = c.graze(&["logs", &id.to_string()]);
         (String::from_utf8_lossy(&out.stdout).matches("up").count() >= 2).then_some(())
@@ -100,7 +105,9 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
 
     let out = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
-    assert!(out.status.success(), "{job}");
+    let logs = String::from_utf8_lossy(&c.graze(&["logs", &id.to_string()]).stdout).to_string();
+    assert!(!logs.contains("OVERLAP"), "two runs overlapped:\n{logs}");
+    assert!(out.status.success(), "{job}\n{logs}");
     assert_eq!(job["state"], "completed", "{job}");
     assert!(
         !job["allocation"]
