@@ -269,8 +269,11 @@ fn node_loss_requeues_and_fences_the_old_run() {
     c.job_cleared(other_conn, id, 11);
     // Fenced a moment, so the cut-off agent's own kill lands before the next run.
     assert!(starts(&drain(&mut c)).is_empty());
-    assert_eq!(c.poll_timeout(), Some(1_010));
-    c.handle_timeout(1_010);
+    let fence = 10 + crate::core::DEFAULT_FENCE_MARGIN_MS;
+    assert_eq!(c.poll_timeout(), Some(fence));
+    c.handle_timeout(fence - 1);
+    assert!(starts(&drain(&mut c)).is_empty());
+    c.handle_timeout(fence);
     let s2 = starts(&drain(&mut c));
     assert_eq!(s2.len(), 1);
     c.check_invariants().unwrap();
