@@ -256,6 +256,8 @@ pub(crate) struct Agent {
     wake: std::sync::Arc<tokio::sync::Notify>,
     /// When the scheduler was lost while jobs ran here.
     lost_at: Option<Instant>,
+    /// Kills this instance's job processes if the agent dies (see `guard.rs`).
+    guard: Option<crate::guard::Guard>,
     /// Datagrams received on the current connection, and when that count last grew.
     heard: (u64, Instant),
     /// Job messages sent but not yet acknowledged, oldest first.
@@ -331,6 +333,29 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
             "killed job processes left behind by a previous agent"
         );
     }
+    let instance = hex_id();
+    // Should this process die without cleaning up, its guard kills this instance's jobs.
+    let guard = match crate::guard::agent_exe(&cfg.launcher)
+        .ok_or_else(|| std::io::Error::other("no graze-agent executable found"))
+        .and_then(|exe| {
+            crate::guard::Guard::start(
+                &exe,
+                &format!("{tag_base}-{instance}-"),
+                cgroups.as_ref().map(|r| (r.kind, r.base.as_path())),
+            )
+        }) {
+        Ok(g) => {
+            tracing::info!(
+                pid = g.pid(),
+                "guard started: job processes die with this agent"
+            );
+            Some(g)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the guard: if this agent crashes, its job processes live on until it restarts");
+            None
+        }
+    };
     let info = crate::machine::node_info(&cfg).await;
     tracing::info!(name = %info.name, cores = info.cores, sockets = info.sockets,
         mpi = ?info.mpi.iter().map(|m| format!("{} {}", m.kind, m.version)).collect::<Vec<_>>(),
@@ -345,7 +370,8 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut agent = Agent {
         owner: Owner::new(&cfg.idle_sources, started, &wake),
-        instance: hex_id(),
+        instance,
+        guard,
         tag_base,
         cfg,
         access,
@@ -1022,7 +1048,7 @@ impl Agent {
     // ---- jobs ----
 
     fn tag(&self, job: JobId) -> String {
-        format!("{}-{job}", self.tag_base)
+        format!("{}-{}-{job}", self.tag_base, self.instance)
     }
 
     fn job_entry(&mut self, job: JobId) -> &mut Job {
@@ -1471,6 +1497,9 @@ impl Agent {
         self.jobs.clear();
         if let Some(r) = &self.cgroups {
             r.remove();
+        }
+        if let Some(g) = self.guard.take() {
+            let _ = tokio::task::spawn_blocking(move || g.release()).await;
         }
         let endpoint = match &self.conn {
             Conn::Up { endpoint, .. } => Some(endpoint.clone()),

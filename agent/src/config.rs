@@ -179,6 +179,9 @@ pub enum AgentCommand {
     Install(crate::install::InstallArgs),
     /// Stop the service and remove everything `install` created.
     Uninstall(crate::install::UninstallArgs),
+    /// Internal: the process an agent starts to kill its jobs if it dies (see `guard.rs`).
+    #[command(hide = true)]
+    Guard(crate::guard::GuardArgs),
 }
 
 /// The TOML file's contents. Every key is optional.

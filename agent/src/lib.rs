@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod config;
 pub mod confine;
 pub mod evdev;
+pub mod guard;
 pub mod install;
 
 pub mod hydra;

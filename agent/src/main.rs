@@ -33,6 +33,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print!("{}", graze_agent::install::uninstall(a)?);
             return Ok(());
         }
+        Some(config::AgentCommand::Guard(a)) => {
+            graze_agent::guard::run(a);
+            return Ok(());
+        }
         None => {}
     }
     let cfg = config::load(&cli, &Defaults::detect())?;

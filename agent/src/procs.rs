@@ -111,11 +111,14 @@ pub fn environ_has(pid: i32, entry: &str) -> bool {
 }
 
 /// SIGKILL every process whose job tag starts with `prefix` (leftovers of an agent process that
-/// died without cleaning up); returns how many were signalled.
+/// died without cleaning up); returns how many were signalled. Zombies are skipped.
 pub fn kill_tag_prefix(prefix: &str) -> usize {
     let want = format!("{TAG_VAR}={prefix}");
     let mut n = 0;
     for p in all_processes() {
+        if matches!(p.state, 'Z' | 'X') {
+            continue;
+        }
         let Ok(bytes) = std::fs::read(format!("/proc/{}/environ", p.pid)) else {
             continue;
         };

@@ -209,6 +209,11 @@ struct Job {
     suspended_ms: Option<u64>,
     /// Nodes this job avoids until they offer cores again (their owner made it vacate).
     avoid: BTreeSet<String>,
+    /// The main command of a multi-node run failed; the verdict waits until every other node
+    /// of the run confirms its processes are gone. A node lost meanwhile is the likelier cause
+    /// (its ranks died with it), so the run is requeued instead. Not persisted: after a restart
+    /// such a run is requeued, its main node no longer holding it.
+    failing: Option<(Option<ExitStatus>, String)>,
 }
 
 impl Job {
@@ -600,6 +605,7 @@ impl Core {
         j.requeues += 1;
         j.exit = None;
         j.suspended_ms = None;
+        j.failing = None;
         j.order = 0;
         j.avoid.extend(busy);
         let key = j.key(id);
@@ -660,6 +666,7 @@ impl Core {
         j.requeues += 1;
         j.exit = None;
         j.suspended_ms = None;
+        j.failing = None;
         j.confirm.clear();
         j.confirm_deadline = None;
         let key = j.key(id);
@@ -706,12 +713,14 @@ impl Core {
             return;
         };
         j.clearing.remove(name);
+        j.confirm.remove(name);
         if j.clearing.is_empty() && j.state == JobState::Cancelling {
             j.state = JobState::Cancelled;
             j.ended_ms = Some(now);
             self.event(id, now, "cancelled: every process killed".into());
             self.out.push_back(Output::JobFinal(id));
         }
+        self.settle_failing(id, now);
     }
 
     /// Queue a job. Refuses a spec that is invalid or could never fit.
@@ -770,6 +779,7 @@ impl Core {
                 order: now,
                 suspended_ms: None,
                 avoid: BTreeSet::new(),
+                failing: None,
             },
         );
         let (key, n) = (self.jobs[&id].key(id), self.jobs[&id].spec.nprocs);
@@ -909,9 +919,10 @@ impl Core {
         let Some(j) = self.jobs.get(&id) else {
             return;
         };
-        // Only the main node of the current run speaks for the job.
+        // Only the main node of the current run speaks for the job, once.
         if !matches!(j.state, JobState::Running | JobState::Suspended)
             || j.alloc.first().map(|a| a.0.as_str()) != Some(name.as_str())
+            || j.failing.is_some()
         {
             return;
         }
@@ -925,15 +936,53 @@ impl Core {
                 format!("failed to start on {name}: {r}"),
             ),
         };
+        if state == JobState::Failed && nodes.len() > 1 {
+            // A rank on a node that just died (agent crash: its guard killed the ranks) makes
+            // mpiexec fail before the node counts as lost: hold the verdict until every other
+            // node confirms, or one is lost (then `node_lost` requeues the run).
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.failing = Some((exit, what));
+            }
+            self.kill_on(id, &nodes);
+            self.settle_failing(id, now);
+            self.schedule(now);
+            return;
+        }
+        self.finish(id, state, exit, what, now);
+        self.kill_on(id, &nodes);
+        self.schedule(now);
+    }
+
+    fn finish(
+        &mut self,
+        id: JobId,
+        state: JobState,
+        exit: Option<ExitStatus>,
+        what: String,
+        now: u64,
+    ) {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = state;
             j.exit = exit;
             j.ended_ms = Some(now);
+            j.failing = None;
+            j.suspended_ms = None;
         }
         self.event(id, now, what);
         self.out.push_back(Output::JobFinal(id));
-        self.kill_on(id, &nodes);
-        self.schedule(now);
+    }
+
+    /// A failing run whose nodes have all confirmed is failed for good.
+    fn settle_failing(&mut self, id: JobId, now: u64) {
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        if !matches!(j.state, JobState::Running | JobState::Suspended) || !j.clearing.is_empty() {
+            return;
+        }
+        if let Some((exit, what)) = j.failing.clone() {
+            self.finish(id, JobState::Failed, exit, what, now);
+        }
     }
 
     /// The node of `conn` has no process of job `id` left.
@@ -1069,7 +1118,7 @@ impl Core {
             if j.confirm_deadline.is_some_and(|t| t <= now) && !j.confirm.is_empty() {
                 let missing: Vec<String> = j.confirm.iter().cloned().collect();
                 match j.state {
-                    JobState::Running => self.requeue(
+                    JobState::Running | JobState::Suspended => self.requeue(
                         id,
                         format!(
                             "node {} did not report back after the scheduler restart",
@@ -1083,10 +1132,17 @@ impl Core {
                         }
                     }
                 }
+                // Missing nodes still offline count as cleared; an online one was just asked
+                // to kill (requeue) and answers for itself.
+                let offline: Vec<String> = missing
+                    .iter()
+                    .filter(|n| self.nodes.get(*n).is_none_or(|n| n.conn.is_none()))
+                    .cloned()
+                    .collect();
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.confirm.clear();
                     j.confirm_deadline = None;
-                    for n in &missing {
+                    for n in &offline {
                         j.clearing.remove(n);
                     }
                 }
@@ -1181,6 +1237,7 @@ impl Core {
                     order,
                     suspended_ms: None,
                     avoid: BTreeSet::new(),
+                    failing: None,
                 },
             );
         }
@@ -1309,6 +1366,10 @@ impl Core {
         self.queue.remove(&j.key(id));
         j.state = JobState::Running;
         j.suspended_ms = None;
+        j.failing = None;
+        // A fresh run: confirmations awaited for an earlier run (after a restart) are moot.
+        j.confirm.clear();
+        j.confirm_deadline = None;
         j.started_ms = Some(now);
         j.ended_ms = None;
         j.epoch += 1;
@@ -1490,8 +1551,9 @@ impl Core {
                 }
                 JobState::Suspended | JobState::Running => {
                     for a in &j.alloc {
-                        // After a restart, nodes still to confirm the run hold nothing yet.
-                        if j.confirm.contains(&a.0) {
+                        // After a restart, nodes still to confirm the run hold nothing yet;
+                        // the nodes of a failing run release their cores as they confirm.
+                        if j.confirm.contains(&a.0) || j.failing.is_some() {
                             continue;
                         }
                         if self

@@ -120,15 +120,20 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
     c.add_agent("k3", "127.0.0.3", 2, &t);
     c.add_agent("k4", "127.0.0.4", 2, &t);
     c.wait_offered(3);
-    let id = c.submit(&[
-        "-n",
-        "4",
-        "--",
-        "mpiexec",
-        "sh",
-        "-c",
-        "echo up; sleep 12; echo done",
-    ]);
+    // Each rank holds an exclusive lock for its whole life: a rank of the next run starting
+    // while the crashed agent's orphan of the same rank lives cannot take it, says OVERLAP
+    // and fails the job.
+    let locks = c.dir.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let script = format!(
+        "flock -n {}/rank-$PMI_RANK -c 'echo up; sleep 12; echo done' || {{ echo OVERLAP; exit 3; }}",
+        locks.display()
+    );
+    let id = c.submit(&["-n", "4", "--", "mpiexec", "sh", "-c", &script]);
     wait_for("every rank up", Duration::from_secs(60), || {
         let out = c.graze(&["logs", &id.to_string()]);
         (String::from_utf8_lossy(&out.stdout).matches("up").count() >= 4).then_some(())
@@ -161,6 +166,21 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let killed = std::time::Instant::now();
+    // Its guard kills what it left behind, without waiting for a new agent.
+    wait_for(
+        "the crashed agent's orphans gone",
+        Duration::from_secs(10),
+        || {
+            victim_pids
+                .iter()
+                .all(|p| process_state(*p).is_none_or(|s| s == 'Z'))
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "orphans gone {:?} after the agent was killed",
+        killed.elapsed()
+    );
     wait_for("the job requeued", Duration::from_secs(30), || {
         (c.show(id)["requeues"] == 1).then_some(())
     });
@@ -180,7 +200,7 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
         "{job}"
     );
 
-    // The agent comes back (as its service would restart it) and fences what it left behind.
+    // The agent comes back (as its service would restart it) and rejoins.
     c.agents.retain(|a| a.name != victim);
     let ip = if victim == "k2" {
         "127.0.0.2"
@@ -190,19 +210,11 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
         "127.0.0.4"
     };
     c.add_agent(&victim.clone(), ip, 2, &t);
-    wait_for(
-        "the crashed agent's orphans gone",
-        Duration::from_secs(20),
-        || {
-            victim_pids
-                .iter()
-                .all(|p| process_state(*p).is_none_or(|s| s == 'Z'))
-                .then_some(())
-        },
-    );
 
     let out = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
-    assert!(out.status.success(), "{job}");
+    let logs = String::from_utf8_lossy(&c.graze(&["logs", &id.to_string()]).stdout).to_string();
+    assert!(!logs.contains("OVERLAP"), "two runs overlapped:\n{logs}");
+    assert!(out.status.success(), "{job}\n{logs}");
     assert_eq!(job["state"], "completed", "{job}");
 }

@@ -652,7 +652,7 @@ enum Op {
     Tick(u32),
     Lose(u8),
     Submit(u8, i8),
-    Exit(u8),
+    Exit(u8, bool),
     Clear(u8, u8),
     Cancel(u8),
     Restart,
@@ -666,7 +666,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u32..700_000).prop_map(Op::Tick),
         (0u8..6).prop_map(Op::Lose),
         (1u8..12, -2i8..3).prop_map(|(n, p)| Op::Submit(n, p)),
-        (0u8..40).prop_map(Op::Exit),
+        (0u8..40, any::<bool>()).prop_map(|(j, ok)| Op::Exit(j, ok)),
         (0u8..6, 0u8..40).prop_map(|(n, j)| Op::Clear(n, j)),
         (0u8..40).prop_map(Op::Cancel),
         Just(Op::Restart),
@@ -709,12 +709,12 @@ proptest! {
                     s.priority = p as i32;
                     let _ = c.submit(s, "s".into(), now);
                 }
-                Op::Exit(j) => {
+                Op::Exit(j, ok) => {
                     // The main node of the job reports the exit.
                     if let Some(v) = c.job_view(JobId(j as u64)) {
                         if let Some(h) = v.allocation.first() {
                             let n: usize = h.host[1..].parse().unwrap();
-                            c.job_exited(n as u64 * 100 + gen[n], JobId(j as u64), ExitStatus { code: Some(0), signal: None }, now);
+                            c.job_exited(n as u64 * 100 + gen[n], JobId(j as u64), ExitStatus { code: Some(i32::from(!ok)), signal: None }, now);
                         }
                     }
                 }
@@ -899,5 +899,85 @@ fn reconnect_within_the_timeout_keeps_the_run() {
     // The old connection's loss is now a no-op.
     c.node_lost(2, 30);
     assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.check_invariants().unwrap();
+}
+
+fn conn_of(name: &str) -> ConnId {
+    match name {
+        "a1" => 1,
+        "a2" => 2,
+        _ => 3,
+    }
+}
+
+#[test]
+fn a_failed_multi_node_run_is_failed_once_every_node_confirms() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    let s = starts(&drain(&mut c));
+    let (main, other) = (conn_of(&s[0].2[0].host), conn_of(&s[0].2[1].host));
+    let failed = ExitStatus {
+        code: Some(1),
+        signal: None,
+    };
+    c.job_exited(main, id, failed, 5);
+    // No verdict yet: the other node may be dying (its ranks with it).
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    assert!(!drain(&mut c)
+        .iter()
+        .any(|o| matches!(o, Output::JobFinal(_))));
+    // A second report from the main node changes nothing.
+    c.job_exited(main, id, failed, 6);
+    c.job_cleared(main, id, 7);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.job_cleared(other, id, 8);
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Failed);
+    assert_eq!(v.exit, Some(failed));
+    assert_eq!(v.requeues, 0);
+    assert!(drain(&mut c).contains(&Output::JobFinal(id)));
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn a_failed_multi_node_run_with_a_node_lost_meanwhile_is_requeued() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    add(&mut c, 3, "a3", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    let s = starts(&drain(&mut c));
+    let main = conn_of(&s[0].2[0].host);
+    let lost = s[0].2[1].host.clone();
+    // The lost node's agent crashed: its ranks died, mpiexec failed at once.
+    c.job_exited(
+        main,
+        id,
+        ExitStatus {
+            code: Some(255),
+            signal: None,
+        },
+        5,
+    );
+    c.job_cleared(main, id, 6);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.node_lost(conn_of(&lost), 3_000);
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Queued, "{v:?}");
+    assert_eq!(v.requeues, 1);
+    assert_eq!(v.exit, None);
+    assert!(v
+        .events
+        .iter()
+        .any(|e| e.what == format!("requeued: node {lost} lost")));
+    // The requeue asks the main node again; it confirms (it holds nothing of the job).
+    c.job_cleared(main, id, 3_001);
+    // After the fence it runs again, on the nodes left.
+    c.handle_timeout(3_000 + DEFAULT_FENCE_MARGIN_MS);
+    let s2 = starts(&drain(&mut c));
+    assert_eq!(s2.len(), 1);
+    assert!(!s2[0].2.iter().any(|h| h.host == lost));
     c.check_invariants().unwrap();
 }
