@@ -869,6 +869,7 @@ impl Core {
             ));
         };
         node.drained = on;
+        self.out.push_back(Output::NodeChanged(name.to_string()));
         if !on {
             self.schedule(now);
         }
@@ -1180,18 +1181,29 @@ impl Core {
         self.nodes.get(name).map(|n| n.info.clone())
     }
 
-    /// Rebuild state after a restart from persisted jobs and nodes. Runs that were live wait
-    /// up to the node timeout for every node of theirs to report holding them.
-    pub fn restore(&mut self, jobs: Vec<JobRecord>, nodes: Vec<NodeInfo>, now: u64) {
+    /// Whether an admin drained the node.
+    pub fn node_drained(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| n.drained)
+    }
+
+    /// Rebuild state after a restart from persisted jobs, nodes and drain marks. Runs that
+    /// were live wait up to the node timeout for every node of theirs to report holding them.
+    pub fn restore(
+        &mut self,
+        jobs: Vec<JobRecord>,
+        nodes: Vec<NodeInfo>,
+        drained: &[String],
+        now: u64,
+    ) {
         for info in nodes {
             self.nodes.insert(
                 info.name.clone(),
                 Node {
+                    drained: drained.contains(&info.name),
                     info,
                     conn: None,
                     status: None,
                     held: BTreeMap::new(),
-                    drained: false,
                 },
             );
         }

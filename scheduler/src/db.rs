@@ -12,6 +12,8 @@ use std::path::Path;
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const OUTPUT: TableDefinition<u64, &[u8]> = TableDefinition::new("output_index");
+/// Nodes an admin drained (the key alone; absent: not drained).
+const DRAINED: TableDefinition<&str, u8> = TableDefinition::new("drained");
 /// Per node: the agent instance and the highest job-message sequence number applied.
 const SEQS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_seqs");
 
@@ -34,6 +36,7 @@ pub(crate) struct Db {
 pub(crate) struct Loaded {
     pub(crate) jobs: Vec<JobRecord>,
     pub(crate) nodes: Vec<NodeInfo>,
+    pub(crate) drained: Vec<String>,
     pub(crate) outputs: Vec<(JobId, OutputIndex)>,
     pub(crate) seqs: Vec<(String, (String, u64))>,
 }
@@ -46,6 +49,7 @@ impl Db {
         {
             w.open_table(JOBS)?;
             w.open_table(NODES)?;
+            w.open_table(DRAINED)?;
             w.open_table(OUTPUT)?;
             w.open_table(SEQS)?;
         }
@@ -69,6 +73,10 @@ impl Db {
                 .with_context(|| format!("node {} in the database is unreadable", k.value()))?;
             nodes.push(info);
         }
+        let mut drained = Vec::new();
+        for e in r.open_table(DRAINED)?.iter()? {
+            drained.push(e?.0.value().to_string());
+        }
         let mut outputs = Vec::new();
         for e in r.open_table(OUTPUT)?.iter()? {
             let (k, v) = e?;
@@ -86,16 +94,17 @@ impl Db {
         Ok(Loaded {
             jobs,
             nodes,
+            drained,
             outputs,
             seqs,
         })
     }
 
-    /// Write jobs, nodes and output indexes in one durable transaction.
+    /// Write jobs, nodes (with their drain mark) and output indexes in one durable transaction.
     pub(crate) fn write(
         &self,
         jobs: &[JobRecord],
-        nodes: &[NodeInfo],
+        nodes: &[(NodeInfo, bool)],
         outputs: &[(JobId, OutputIndex)],
         seqs: &[(String, (String, u64))],
     ) -> Result<()> {
@@ -109,8 +118,14 @@ impl Db {
                 t.insert(j.id.0, serde_json::to_vec(j)?.as_slice())?;
             }
             let mut t = w.open_table(NODES)?;
-            for n in nodes {
+            let mut d = w.open_table(DRAINED)?;
+            for (n, drained) in nodes {
                 t.insert(n.name.as_str(), serde_json::to_vec(n)?.as_slice())?;
+                if *drained {
+                    d.insert(n.name.as_str(), 1)?;
+                } else {
+                    d.remove(n.name.as_str())?;
+                }
             }
             let mut t = w.open_table(OUTPUT)?;
             for (id, ix) in outputs {

@@ -143,7 +143,7 @@ pub async fn run(
         nodes = loaded.nodes.len(),
         "state restored from the database"
     );
-    core.restore(loaded.jobs, loaded.nodes, now_ms());
+    core.restore(loaded.jobs, loaded.nodes, &loaded.drained, now_ms());
     store.restore_index(loaded.outputs);
     let seqs = loaded.seqs.into_iter().collect();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -822,8 +822,15 @@ impl Owner {
                 reply(ClientReply::Jobs(jobs))
             }
             ClientRequest::Nodes => reply(ClientReply::Nodes(self.core.node_views())),
-            ClientRequest::Drain { node } => reply(self.drain(who, node, true, now)),
-            ClientRequest::Undrain { node } => reply(self.drain(who, node, false, now)),
+            // Answered once the mark is committed, like a submit.
+            ClientRequest::Drain { node } => {
+                let r = self.drain(who, node, true, now);
+                self.deferred.push((tx.clone(), r));
+            }
+            ClientRequest::Undrain { node } => {
+                let r = self.drain(who, node, false, now);
+                self.deferred.push((tx.clone(), r));
+            }
             ClientRequest::Show(id) => reply(match self.core.job_view(id) {
                 Some(v) => ClientReply::Job(Box::new(v)),
                 None => no_job(id),
@@ -946,7 +953,7 @@ impl Owner {
             .collect();
         let infos: Vec<_> = nodes
             .iter()
-            .filter_map(|n| self.core.node_info(n))
+            .filter_map(|n| Some((self.core.node_info(n)?, self.core.node_drained(n))))
             .collect();
         let outputs: Vec<_> = records
             .iter()

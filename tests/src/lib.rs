@@ -458,6 +458,24 @@ impl Cluster {
             .unwrap_or(Value::Null)
     }
 
+    /// A `sh -c` script that runs `body` holding, for its whole life, an exclusive lock named
+    /// `key` (shell-expanded, e.g. `job-$GRAZE_JOB_ID` or `rank-$PMI_RANK`) in this cluster's
+    /// directory. A second holder of the same key while the first lives (two runs of a job
+    /// overlapping) cannot take it: it prints `OVERLAP` and exits 3, failing its job.
+    pub fn exclusive_script(&self, key: &str, body: &str) -> String {
+        let locks = self.dir.path().join("locks");
+        std::fs::create_dir_all(&locks).unwrap();
+        // Jobs run as an unprivileged user when the agents run as root.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        format!(
+            "flock -n {}/{key} -c '{body}' || {{ echo OVERLAP; exit 3; }}",
+            locks.display()
+        )
+    }
+
     /// Live (non-zombie) processes that belong to job `id` of this cluster.
     pub fn job_processes(&self, id: u64) -> Vec<u32> {
         let mark = format!("GRAZE_TEST_CLUSTER={}", self.dir.path().display());
@@ -564,6 +582,20 @@ pub fn computed_pi(text: &str) -> Option<(u32, f64)> {
 pub fn touch(p: &Path) {
     let f = std::fs::File::options().write(true).open(p).unwrap();
     f.set_modified(std::time::SystemTime::now()).unwrap();
+}
+
+/// The `GRAZE_JOB_TAG` in a process's environment.
+pub fn process_tag(pid: u32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|e| e.strip_prefix(b"GRAZE_JOB_TAG="))
+        .map(|t| String::from_utf8_lossy(t).to_string())
+}
+
+/// A process's command line, arguments joined by spaces (empty when it is gone).
+pub fn process_cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
 }
 
 /// The command name of a process.

@@ -5,18 +5,6 @@
 use graze_tests::*;
 use std::time::{Duration, Instant};
 
-fn tag_of(pid: u32) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0)
-        .find_map(|e| e.strip_prefix(b"GRAZE_JOB_TAG="))
-        .map(|t| String::from_utf8_lossy(t).to_string())
-}
-
-fn cmdline(pid: u32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
-}
-
 #[test]
 fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
     let net = TestNet::new(3);
@@ -36,17 +24,8 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
     c.wait_offered(3);
     // Each rank holds an exclusive lock for its whole life (the namespaces share this file
     // system): a rank of the next run that starts before the cut-off rank is dead cannot take
-    // it, says OVERLAP and fails the job.
-    let locks = c.dir.path().join("locks");
-    std::fs::create_dir_all(&locks).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let script = format!(
-        "flock -n {}/rank-$PMI_RANK -c 'echo up; sleep 12; echo done' || {{ echo OVERLAP; exit 3; }}",
-        locks.display()
-    );
+    // it, and fails the job.
+    let script = c.exclusive_script("rank-$PMI_RANK", "echo up; sleep 12; echo done");
     // A 2-rank MPI job packs onto one node: cut that node off mid-job.
     let id = c.submit(&["-n", "2", "--", "mpiexec", "sh", "-c", &script]);
     wait_for("every rank up", Duration::from_secs(60), || {
@@ -67,14 +46,18 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
     let victim_pids = c.job_processes(id);
     let described: Vec<(u32, Option<String>, String)> = victim_pids
         .iter()
-        .map(|p| (*p, tag_of(*p), cmdline(*p)))
+        .map(|p| (*p, process_tag(*p), process_cmdline(*p)))
         .collect();
     assert!(
-        victim_pids.iter().any(|p| cmdline(*p).contains("mpiexec")),
+        victim_pids
+            .iter()
+            .any(|p| process_cmdline(*p).contains("mpiexec")),
         "{described:?}"
     );
     assert!(
-        victim_pids.iter().any(|p| cmdline(*p).contains("sleep")),
+        victim_pids
+            .iter()
+            .any(|p| process_cmdline(*p).contains("sleep")),
         "{described:?}"
     );
 

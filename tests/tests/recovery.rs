@@ -30,18 +30,11 @@ fn scheduler_crash_loses_nothing_and_runs_each_job_once() {
         c.add_agent(&format!("r{i}"), ip, 2, &[]);
     }
     c.wait_offered(4);
-    let locks = c.dir.path().join("locks");
-    std::fs::create_dir_all(&locks).unwrap();
-    // Jobs run as an unprivileged user when the agents run as root.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
     // Each run holds an exclusive lock for its whole life: a second run of the same job
     // overlapping the first cannot take it, says OVERLAP and fails the job.
-    let script = format!(
-        "flock -n {}/job-$GRAZE_JOB_ID -c 'echo run-start; sleep 1.5; echo run-done' || {{ echo OVERLAP; exit 3; }}",
-        locks.display()
+    let script = c.exclusive_script(
+        "job-$GRAZE_JOB_ID",
+        "echo run-start; sleep 1.5; echo run-done",
     );
     let mut ids = Vec::new();
     for _ in 0..100 {
@@ -99,16 +92,7 @@ fn scheduler_crash_loses_nothing_and_runs_each_job_once() {
 fn tagged(c: &Cluster, id: u64) -> Vec<(u32, String, String)> {
     c.job_processes(id)
         .into_iter()
-        .filter_map(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let tag = env
-                .split(|b| *b == 0)
-                .find_map(|e| e.strip_prefix(b"GRAZE_JOB_TAG="))
-                .map(|t| String::from_utf8_lossy(t).to_string())?;
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            Some((pid, tag, cmd))
-        })
+        .filter_map(|pid| Some((pid, process_tag(pid)?, process_cmdline(pid))))
         .collect()
 }
 
@@ -123,16 +107,7 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
     // Each rank holds an exclusive lock for its whole life: a rank of the next run starting
     // while the crashed agent's orphan of the same rank lives cannot take it, says OVERLAP
     // and fails the job.
-    let locks = c.dir.path().join("locks");
-    std::fs::create_dir_all(&locks).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let script = format!(
-        "flock -n {}/rank-$PMI_RANK -c 'echo up; sleep 12; echo done' || {{ echo OVERLAP; exit 3; }}",
-        locks.display()
-    );
+    let script = c.exclusive_script("rank-$PMI_RANK", "echo up; sleep 12; echo done");
     let id = c.submit(&["-n", "4", "--", "mpiexec", "sh", "-c", &script]);
     wait_for("every rank up", Duration::from_secs(60), || {
         let out = c.graze(&["logs", &id.to_string()]);

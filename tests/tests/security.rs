@@ -137,6 +137,17 @@ fn roles_are_enforced_and_revocation_is_immediate() {
     ok(&c.graze(&["drain", "r2"]));
     let nodes = c.graze_json(&["nodes", "--json"]);
     assert_eq!(nodes[0]["drained"], true, "{nodes}");
+    // The mark is durable: it survives a scheduler crash.
+    c.kill_scheduler();
+    c.restart_scheduler(&[]);
+    let nodes = c.graze_json(&["nodes", "--json"]);
+    assert_eq!(
+        nodes[0]["drained"], true,
+        "drain lost in a restart: {nodes}"
+    );
+    wait_for("r2 back online", Duration::from_secs(30), || {
+        (c.graze_json(&["nodes", "--json"])[0]["online"] == true).then_some(())
+    });
     ok(&c.graze(&["undrain", "r2"]));
 
     // Alice cancels her own job.

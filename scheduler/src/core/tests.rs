@@ -761,8 +761,14 @@ fn restart(c: &Core, now: u64) -> Core {
     let ids: Vec<JobId> = c.jobs.keys().copied().collect();
     let jobs = ids.iter().filter_map(|id| c.job_record(*id)).collect();
     let nodes = c.nodes.keys().filter_map(|n| c.node_info(n)).collect();
+    let drained: Vec<String> = c
+        .nodes
+        .keys()
+        .filter(|n| c.node_drained(n))
+        .cloned()
+        .collect();
     let mut n = Core::new(c.cfg.clone());
-    n.restore(jobs, nodes, now);
+    n.restore(jobs, nodes, &drained, now);
     n
 }
 
@@ -979,5 +985,24 @@ fn a_failed_multi_node_run_with_a_node_lost_meanwhile_is_requeued() {
     let s2 = starts(&drain(&mut c));
     assert_eq!(s2.len(), 1);
     assert!(!s2[0].2.iter().any(|h| h.host == lost));
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn drain_survives_a_restart() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 10);
+    add(&mut c, 2, "a2", 2, 10);
+    c.set_drained("a1", true, 1).unwrap();
+    assert!(drain(&mut c).contains(&Output::NodeChanged("a1".into())));
+    let mut c = restart(&c, 2);
+    assert!(c.node_drained("a1"));
+    assert!(!c.node_drained("a2"));
+    add(&mut c, 11, "a1", 2, 10);
+    add(&mut c, 12, "a2", 2, 10);
+    let id = c.submit(spec(2), "s".into(), 3).unwrap();
+    let s = starts(&drain(&mut c));
+    assert_eq!(s[0].1, id);
+    assert_eq!(s[0].2[0].host, "a2");
     c.check_invariants().unwrap();
 }
