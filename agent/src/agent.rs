@@ -49,15 +49,18 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Job messages kept until the scheduler acknowledges them.
 const UNACKED_MAX: usize = 200_000;
-/// QUIC idle timeout.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect plus register must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Everything the owning task reacts to.
 pub(crate) enum Input {
     /// A connection attempt registered.
-    Connected { gen: u64, session: Box<Session> },
+    Connected {
+        gen: u64,
+        session: Box<Session>,
+        /// The scheduler's node_timeout.
+        node_timeout: Duration,
+    },
     /// A connection attempt failed.
     ConnectFailed { gen: u64, error: ConnectError },
     /// A message from the scheduler.
@@ -258,6 +261,8 @@ pub(crate) struct Agent {
     lost_at: Option<Instant>,
     /// Kills this instance's job processes if the agent dies (see `guard.rs`).
     guard: Option<crate::guard::Guard>,
+    /// The node timeout in force: the shorter of ours and the scheduler's.
+    node_timeout: Duration,
     /// Datagrams received on the current connection, and when that count last grew.
     heard: (u64, Instant),
     /// Job messages sent but not yet acknowledged, oldest first.
@@ -368,6 +373,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
 
     let started = Instant::now();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let cfg_node_timeout = cfg.node_timeout;
     let mut agent = Agent {
         owner: Owner::new(&cfg.idle_sources, started, &wake),
         instance,
@@ -399,6 +405,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         wake,
         lost_at: None,
         heard: (0, started),
+        node_timeout: cfg_node_timeout,
         unacked: VecDeque::new(),
         seq: 0,
         confine,
@@ -471,7 +478,11 @@ fn spawn_sampler(tx: mpsc::Sender<Input>, jobsets: watch::Receiver<Vec<ProcSet>>
 impl Agent {
     async fn handle(&mut self, input: Input) {
         match input {
-            Input::Connected { gen, session } => self.on_connected(gen, *session),
+            Input::Connected {
+                gen,
+                session,
+                node_timeout,
+            } => self.on_connected(gen, *session, node_timeout),
             Input::ConnectFailed { gen, error } => self.on_connect_failed(gen, error),
             Input::Scheduler { gen, msg } if gen == self.gen => self.on_scheduler(msg).await,
             Input::Scheduler { .. } => {}
@@ -651,9 +662,9 @@ impl Agent {
         if let Some(at) = self.lost_at {
             if matches!(self.conn, Conn::Up { .. }) {
                 self.lost_at = None;
-            } else if now.duration_since(at) >= self.cfg.node_timeout {
+            } else if now.duration_since(at) >= self.node_timeout {
                 tracing::warn!(
-                    after_s = self.cfg.node_timeout.as_secs_f64(),
+                    after_s = self.node_timeout.as_secs_f64(),
                     "the scheduler did not come back; killing every job process on this node"
                 );
                 self.kill_all_jobs("graze-agent lost its connection to the scheduler");
@@ -698,16 +709,19 @@ impl Agent {
         let tx = self.tx.clone();
         let access = self.access.clone();
         let bind = self.cfg.bind;
+        let idle = self.cfg.node_timeout;
         let mut info = self.info.clone();
         info.held = self.held();
         info.instance = self.instance.clone();
         let task = tokio::spawn(
             async move {
-                let r = tokio::time::timeout(CONNECT_TIMEOUT, connect(access, bind, info)).await;
+                let r =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect(access, bind, idle, info)).await;
                 let input = match r {
-                    Ok(Ok(session)) => Input::Connected {
+                    Ok(Ok((session, node_timeout))) => Input::Connected {
                         gen,
                         session: Box::new(session),
+                        node_timeout,
                     },
                     Ok(Err(error)) => Input::ConnectFailed { gen, error },
                     Err(_) => Input::ConnectFailed {
@@ -722,10 +736,23 @@ impl Agent {
         self.conn = Conn::Connecting { task };
     }
 
-    fn on_connected(&mut self, gen: u64, session: Session) {
+    fn on_connected(&mut self, gen: u64, session: Session, scheduler_timeout: Duration) {
         if gen != self.gen || !matches!(self.conn, Conn::Connecting { .. }) {
             session.conn.close(0u32.into(), b"stale");
             return;
+        }
+        // The shorter of the two timeouts rules: QUIC negotiates the shorter idle timeout, and
+        // jobs kept past the scheduler's own timeout could overlap their requeued run.
+        let effective = self.cfg.node_timeout.min(scheduler_timeout);
+        if effective != self.node_timeout {
+            if scheduler_timeout < self.cfg.node_timeout {
+                tracing::info!(
+                    scheduler_s = scheduler_timeout.as_secs_f64(),
+                    own_s = self.cfg.node_timeout.as_secs_f64(),
+                    "following the scheduler's shorter node_timeout"
+                );
+            }
+            self.node_timeout = effective;
         }
         tracing::info!(scheduler = %self.access.scheduler, node = %self.cfg.name, "registered with the scheduler");
         self.backoff = BACKOFF_MIN;
@@ -856,8 +883,7 @@ impl Agent {
             return false;
         }
         !self.jobs.is_empty()
-            && now.duration_since(self.heard.1)
-                >= self.cfg.node_timeout.saturating_sub(SELF_FENCE_LEAD)
+            && now.duration_since(self.heard.1) >= self.node_timeout.saturating_sub(SELF_FENCE_LEAD)
     }
 
     /// The scheduler is gone. Job processes keep running until `node_timeout` has passed
@@ -879,7 +905,7 @@ impl Agent {
         } else {
             tracing::warn!(
                 reason,
-                keep_for_s = self.cfg.node_timeout.as_secs_f64(),
+                keep_for_s = self.node_timeout.as_secs_f64(),
                 "lost the scheduler; keeping job processes while reconnecting"
             );
             self.lost_at = Some(Instant::now());
@@ -983,7 +1009,7 @@ impl Agent {
 
     async fn on_scheduler(&mut self, msg: SchedulerMsg) {
         match msg {
-            SchedulerMsg::Registered => tracing::debug!("registered again"),
+            SchedulerMsg::Registered { .. } => tracing::debug!("registered again"),
             SchedulerMsg::RegisterRefused { reason } => {
                 self.fatal = Some(anyhow!(ConnectError::RegisterRefused {
                     name: self.cfg.name.clone(),
@@ -1517,13 +1543,16 @@ impl Agent {
 async fn connect(
     access: Access,
     bind: Option<std::net::IpAddr>,
+    idle: Duration,
     info: NodeInfo,
-) -> Result<Session, ConnectError> {
-    let mut s = graze_net::connect(&access, Role::Agent, bind, IDLE_TIMEOUT).await?;
+) -> Result<(Session, Duration), ConnectError> {
+    let mut s = graze_net::connect(&access, Role::Agent, bind, idle).await?;
     let name = info.name.clone();
     s.control.send(&AgentMsg::Register(info)).await?;
     match s.control.recv::<SchedulerMsg>().await? {
-        Some(SchedulerMsg::Registered) => Ok(s),
+        Some(SchedulerMsg::Registered { node_timeout_ms }) => {
+            Ok((s, Duration::from_millis(node_timeout_ms)))
+        }
         Some(SchedulerMsg::RegisterRefused { reason }) => {
             Err(ConnectError::RegisterRefused { name, reason })
         }

@@ -80,7 +80,10 @@ impl FakeScheduler {
         let AgentMsg::Register(info) = p.next().await else {
             panic!("first message is not Register");
         };
-        p.send(SchedulerMsg::Registered).await;
+        p.send(SchedulerMsg::Registered {
+            node_timeout_ms: 10_000,
+        })
+        .await;
         (p, info)
     }
 }

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version this build speaks. Checked in the first message of every connection.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame body accepted, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -380,7 +380,11 @@ pub enum AgentMsg {
 #[serde(rename_all = "snake_case")]
 pub enum SchedulerMsg {
     /// Registration accepted.
-    Registered,
+    Registered {
+        /// The scheduler's `node_timeout` in ms: the agent keeps jobs while it reconnects, and
+        /// fences them when its link goes silent, within the shorter of this and its own.
+        node_timeout_ms: u64,
+    },
     /// Registration refused; the connection closes.
     RegisterRefused {
         /// Why.

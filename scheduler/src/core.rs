@@ -311,7 +311,8 @@ impl Core {
         node.conn = Some(conn);
         node.status = None;
         node.held.clear();
-        self.send(conn, SchedulerMsg::Registered);
+        let node_timeout_ms = self.cfg.node_timeout_ms;
+        self.send(conn, SchedulerMsg::Registered { node_timeout_ms });
         self.out.push_back(Output::NodeChanged(name.clone()));
 
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();

@@ -18,7 +18,8 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
             &format!("p{i}"),
             &net.agent_ip[i],
             2,
-            &t,
+            // No --node-timeout: the agents follow the scheduler's 3 s, told at registration.
+            &[],
         );
     }
     c.wait_offered(3);
