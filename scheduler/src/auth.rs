@@ -50,6 +50,8 @@ pub struct Identity {
     pub name: String,
     /// Role.
     pub role: TokenRole,
+    /// Agent tokens bound to a node: the one node name this token may register.
+    pub node: Option<String>,
 }
 
 impl fmt::Display for Identity {
@@ -71,6 +73,9 @@ pub struct TokenEntry {
     /// Creation time, ms since the Unix epoch.
     #[serde(default)]
     pub created_ms: u64,
+    /// Agent tokens only: the one node name this token may register (`None`: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default, Debug)]
@@ -102,6 +107,12 @@ pub enum AuthError {
     /// A bad identity name.
     #[error("invalid token name '{0}': use 1 to 64 letters, digits, '-', '_' or '.'")]
     BadName(String),
+    /// `--node` given for a token that is not an agent's.
+    #[error("--node binds an agent token to its node; a {0} token registers no node")]
+    NodeNotAgent(TokenRole),
+    /// A bad node name.
+    #[error("invalid node name '{0}': use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadNode(String),
     /// The name is taken.
     #[error("a token named '{0}' already exists: revoke it first or choose another name")]
     Exists(String),
@@ -178,6 +189,7 @@ impl TokenStore {
                 role: TokenRole::Admin,
                 sha256: graze_net::token_hash(admin_token),
                 created_ms: now_ms,
+                node: None,
             }],
         })?;
         Ok(true)
@@ -194,6 +206,7 @@ impl TokenStore {
                 found = Some(Identity {
                     name: t.name.clone(),
                     role: t.role,
+                    node: t.node.clone(),
                 });
             }
         }
@@ -201,8 +214,28 @@ impl TokenStore {
     }
 
     /// Create a token for a new identity; returns the token (shown once, stored hashed).
-    pub fn create(&self, name: &str, role: TokenRole, now_ms: u64) -> Result<String, AuthError> {
+    /// `node` binds an agent token to the one node name it may register.
+    pub fn create(
+        &self,
+        name: &str,
+        role: TokenRole,
+        node: Option<&str>,
+        now_ms: u64,
+    ) -> Result<String, AuthError> {
         check_name(name)?;
+        if let Some(n) = node {
+            if role != TokenRole::Agent {
+                return Err(AuthError::NodeNotAgent(role));
+            }
+            if n.is_empty()
+                || n.len() > 64
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(AuthError::BadNode(n.into()));
+            }
+        }
         let mut f = self.read()?;
         if f.tokens.iter().any(|t| t.name == name) {
             return Err(AuthError::Exists(name.into()));
@@ -213,6 +246,7 @@ impl TokenStore {
             role,
             sha256: graze_net::token_hash(&token),
             created_ms: now_ms,
+            node: node.map(str::to_owned),
         });
         self.write(&f)?;
         Ok(token)
@@ -298,6 +332,18 @@ pub fn may_drain(who: &Identity) -> bool {
     who.role == TokenRole::Admin
 }
 
+/// Whether `who` may register a node named `node`: a token bound to a node registers that node
+/// only, so one PC's access file cannot impersonate another PC.
+pub fn may_register(who: &Identity, node: &str) -> Result<(), String> {
+    match &who.node {
+        Some(bound) if bound != node => Err(format!(
+            "token '{}' may register only node '{bound}', not '{node}'",
+            who.name
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -307,6 +353,7 @@ mod tests {
         Identity {
             name: name.into(),
             role,
+            node: None,
         }
     }
 
@@ -321,16 +368,40 @@ mod tests {
             Some(id(BOOTSTRAP_NAME, TokenRole::Admin))
         );
         assert_eq!(s.lookup("other").unwrap(), None);
-        let t = s.create("alice", TokenRole::User, 3).unwrap();
+        let t = s.create("alice", TokenRole::User, None, 3).unwrap();
         assert_eq!(s.lookup(&t).unwrap(), Some(id("alice", TokenRole::User)));
         // Only the hash is stored.
         let text = std::fs::read_to_string(s.path()).unwrap();
         assert!(!text.contains(&t), "{text}");
         assert!(text.contains(&graze_net::token_hash(&t)), "{text}");
-        let e = s.create("alice", TokenRole::Admin, 4).unwrap_err();
+        let e = s.create("alice", TokenRole::Admin, None, 4).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
-        let e = s.create("a b", TokenRole::User, 4).unwrap_err();
+        let e = s.create("a b", TokenRole::User, None, 4).unwrap_err();
         assert!(e.to_string().contains("invalid token name 'a b'"), "{e}");
+        // Node binding: agent tokens only, a valid node name, kept in the store.
+        let e = s
+            .create("bob", TokenRole::User, Some("pc1"), 4)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("a user token registers no node"),
+            "{e}"
+        );
+        let e = s
+            .create("pc1", TokenRole::Agent, Some("pc 1"), 4)
+            .unwrap_err();
+        assert!(e.to_string().contains("invalid node name 'pc 1'"), "{e}");
+        let pc = s
+            .create("pc1", TokenRole::Agent, Some("pc1.lab"), 4)
+            .unwrap();
+        assert_eq!(
+            s.lookup(&pc).unwrap(),
+            Some(Identity {
+                name: "pc1".into(),
+                role: TokenRole::Agent,
+                node: Some("pc1.lab".into()),
+            })
+        );
+        s.revoke("pc1").unwrap();
         s.revoke("alice").unwrap();
         assert_eq!(s.lookup(&t).unwrap(), None);
         let e = s.revoke("alice").unwrap_err().to_string();
@@ -364,5 +435,13 @@ mod tests {
         assert!(!may_touch_job(&user, "bob"));
         assert!(may_touch_job(&admin, "bob"));
         assert!(!may_drain(&user) && !may_drain(&agent) && may_drain(&admin));
+        assert!(may_register(&agent, "anything").is_ok());
+        let bound = Identity {
+            node: Some("pc7".into()),
+            ..agent.clone()
+        };
+        assert!(may_register(&bound, "pc7").is_ok());
+        let e = may_register(&bound, "pc8").unwrap_err();
+        assert!(e.contains("may register only node 'pc7', not 'pc8'"), "{e}");
     }
 }

@@ -60,6 +60,10 @@ pub enum TokenCommand {
         /// Identity name, unique; recorded as the owner of the jobs it submits.
         #[arg(long, value_name = "NAME")]
         name: String,
+        /// Agent tokens: the one node name this token may register (one token per PC, so a
+        /// PC's access file cannot pose as another PC).
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// Revoke an identity's token; its next connection is refused.
     Revoke {

@@ -285,7 +285,7 @@ async fn serve_connection(
     };
     debug!(who = %identity, "connection accepted");
     match hello.role {
-        Role::Agent => serve_agent(conn, conn_id, control, tx).await,
+        Role::Agent => serve_agent(conn, conn_id, control, identity, audit, peer, tx).await,
         Role::Client => serve_client(conn, identity, tx).await,
     }
 }
@@ -294,6 +294,9 @@ async fn serve_agent(
     conn: graze_net::quinn::Connection,
     conn_id: ConnId,
     mut control: Framed,
+    identity: auth::Identity,
+    audit: &Audit,
+    peer: std::net::SocketAddr,
     tx: mpsc::UnboundedSender<Input>,
 ) -> Result<()> {
     let info = match control.recv::<AgentMsg>().await? {
@@ -303,6 +306,25 @@ async fn serve_agent(
             anyhow::bail!("expected Register, got {other:?}");
         }
     };
+    if let Err(reason) = auth::may_register(&identity, &info.name) {
+        audit.record(
+            &identity.name,
+            &identity.role.to_string(),
+            "register",
+            Outcome::Refused,
+            &[("peer", peer.to_string()), ("node", info.name.clone())],
+            &reason,
+        );
+        let _ = control
+            .send(&SchedulerMsg::RegisterRefused {
+                reason: reason.clone(),
+            })
+            .await;
+        let _ = control.send.finish();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close(3u32.into(), b"register refused");
+        anyhow::bail!("registration refused: {reason}");
+    }
     info!(node = %info.name, cores = info.cores, "agent registered");
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<SchedulerMsg>();
     let _ = tx.send(Input::AgentUp {

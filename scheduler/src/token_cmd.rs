@@ -17,7 +17,7 @@ fn now_ms() -> u64 {
 pub fn run(cmd: &TokenCommand, state_dir: &Path) -> Result<String> {
     let store = TokenStore::new(state_dir);
     match cmd {
-        TokenCommand::Create { role, name } => {
+        TokenCommand::Create { role, name, node } => {
             let access_path = state_dir.join("access.toml");
             let base = Access::load(&access_path).with_context(|| {
                 format!(
@@ -29,7 +29,7 @@ pub fn run(cmd: &TokenCommand, state_dir: &Path) -> Result<String> {
                 // A state dir from before roles: its access.toml token is the admin token.
                 store.bootstrap(&base.token, now_ms())?;
             }
-            let token = store.create(name, *role, now_ms())?;
+            let token = store.create(name, *role, node.as_deref(), now_ms())?;
             let access = Access { token, ..base };
             let body = toml::to_string(&access).context("formatting the access file")?;
             Ok(format!(
@@ -46,7 +46,7 @@ pub fn run(cmd: &TokenCommand, state_dir: &Path) -> Result<String> {
         }
         TokenCommand::List => {
             let mut out = String::new();
-            let rows: Vec<(String, TokenRole, String)> = store
+            let rows: Vec<(String, TokenRole, String, String)> = store
                 .list()?
                 .into_iter()
                 .map(|t| {
@@ -54,13 +54,25 @@ pub fn run(cmd: &TokenCommand, state_dir: &Path) -> Result<String> {
                         UNIX_EPOCH + std::time::Duration::from_millis(t.created_ms),
                     )
                     .to_string();
-                    (t.name, t.role, created)
+                    (
+                        t.name,
+                        t.role,
+                        created,
+                        t.node.unwrap_or_else(|| "-".into()),
+                    )
                 })
                 .collect();
             let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
-            out.push_str(&format!("{:<w$}  {:<5}  CREATED\n", "NAME", "ROLE"));
-            for (n, r, c) in rows {
-                out.push_str(&format!("{n:<w$}  {:<5}  {c}\n", r.to_string()));
+            let nw = rows.iter().map(|r| r.3.len()).max().unwrap_or(4).max(4);
+            out.push_str(&format!(
+                "{:<w$}  {:<5}  {:<nw$}  CREATED\n",
+                "NAME", "ROLE", "NODE"
+            ));
+            for (n, r, c, node) in rows {
+                out.push_str(&format!(
+                    "{n:<w$}  {:<5}  {node:<nw$}  {c}\n",
+                    r.to_string()
+                ));
             }
             Ok(out)
         }
@@ -85,6 +97,7 @@ mod tests {
             &TokenCommand::Create {
                 role: TokenRole::User,
                 name: "alice".into(),
+                node: None,
             },
             dir.path(),
         )
@@ -121,6 +134,7 @@ mod tests {
             &TokenCommand::Create {
                 role: TokenRole::User,
                 name: "a".into(),
+                node: None,
             },
             dir.path(),
         )

@@ -359,6 +359,11 @@ impl Cluster {
 
     /// `graze-scheduler token create --role ROLE --name NAME`, saved as an access file.
     pub fn create_token(&self, role: &str, name: &str) -> PathBuf {
+        self.create_token_with(role, name, &[])
+    }
+
+    /// `graze-scheduler token create` with `extra` arguments (e.g. `--node N`).
+    pub fn create_token_with(&self, role: &str, name: &str, extra: &[&str]) -> PathBuf {
         let out = Command::new(bin("graze-scheduler"))
             .args([
                 "token",
@@ -370,6 +375,7 @@ impl Cluster {
                 "--state-dir",
             ])
             .arg(self.state_dir())
+            .args(extra)
             .output()
             .expect("running graze-scheduler token create");
         assert!(

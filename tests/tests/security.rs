@@ -104,6 +104,30 @@ fn roles_are_enforced_and_revocation_is_immediate() {
     assert!(log.contains("cannot register an agent"), "agent log: {log}");
     c.agents.pop();
 
+    // A token bound to a node registers that node only: one PC cannot pose as another.
+    let bound = c.create_token_with("agent", "pc-r3", &["--node", "r3"]);
+    c.add_agent_with(&bound, "r4", "127.0.0.4", 1, &[]);
+    let a = c.agents.last_mut().unwrap();
+    let st = wait_for(
+        "the impostor agent to exit",
+        Duration::from_secs(30),
+        || a.child.try_wait().unwrap(),
+    );
+    assert!(!st.success());
+    let log = c.log("r4");
+    assert!(
+        log.contains("token 'pc-r3' may register only node 'r3', not 'r4'"),
+        "agent log: {log}"
+    );
+    c.agents.pop();
+    assert!(
+        c.graze_json(&["nodes", "--json"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the impostor registered"
+    );
+
     // An agent token registers a node, but cannot submit or look at jobs.
     c.add_agent_with(&pc.clone(), "r2", "127.0.0.2", 2, &[]);
     c.wait_offered(1);
@@ -174,6 +198,7 @@ fn roles_are_enforced_and_revocation_is_immediate() {
         "who=admin role=admin action=drain result=ok node=r2",
         "who=alice role=user action=cancel result=ok",
         "who=pc-r2 role=agent action=connect result=refused",
+        "who=pc-r3 role=agent action=register result=refused",
     ] {
         assert!(audit.contains(want), "audit log lacks {want:?}:\n{audit}");
     }
