@@ -238,18 +238,11 @@ fn cancel_running_waits_for_every_node() {
 
 #[test]
 fn node_loss_requeues_and_fences_the_old_run() {
-    let mut c = Core::new(CoreConfig::default());
-    add(&mut c, 1, "a1", 2, 0);
-    add(&mut c, 2, "a2", 2, 0);
-    add(&mut c, 3, "a3", 2, 0);
+    let mut c = three_nodes();
     let id = c.submit(spec(4), "s".into(), 0).unwrap();
     let s = starts(&drain(&mut c));
     let lost = &s[0].2[1].host;
-    let lost_conn = match lost.as_str() {
-        "a1" => 1,
-        "a2" => 2,
-        _ => 3,
-    };
+    let lost_conn = conn_of(lost);
     c.node_lost(lost_conn, 10);
     let v = c.job_view(id).unwrap();
     assert_eq!(v.state, JobState::Queued);
@@ -261,11 +254,7 @@ fn node_loss_requeues_and_fences_the_old_run() {
     // The other node of the old run must confirm before the job runs again.
     assert!(starts(&drain(&mut c)).is_empty());
     let other = &s[0].2[0].host;
-    let other_conn = match other.as_str() {
-        "a1" => 1,
-        "a2" => 2,
-        _ => 3,
-    };
+    let other_conn = conn_of(other);
     c.job_cleared(other_conn, id, 11);
     // Fenced a moment, so the cut-off agent's own kill lands before the next run.
     assert!(starts(&drain(&mut c)).is_empty());
@@ -321,10 +310,7 @@ fn drained_node_takes_no_new_work_until_undrained() {
 
 #[test]
 fn launch_is_confined_to_the_allocation() {
-    let mut c = Core::new(CoreConfig::default());
-    add(&mut c, 1, "a1", 2, 0);
-    add(&mut c, 2, "a2", 2, 0);
-    add(&mut c, 3, "a3", 2, 0);
+    let mut c = three_nodes();
     let id = c.submit(spec(4), "sec".into(), 0).unwrap();
     let s = starts(&drain(&mut c));
     let main = s[0].0;
@@ -908,6 +894,16 @@ fn reconnect_within_the_timeout_keeps_the_run() {
     c.check_invariants().unwrap();
 }
 
+/// Nodes a1, a2, a3 (conns 1, 2, 3) with 2 free cores each.
+fn three_nodes() -> Core {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    add(&mut c, 3, "a3", 2, 0);
+    c
+}
+
+/// The conn of node a1, a2 or a3 in [`three_nodes`].
 fn conn_of(name: &str) -> ConnId {
     match name {
         "a1" => 1,
@@ -949,10 +945,7 @@ fn a_failed_multi_node_run_is_failed_once_every_node_confirms() {
 
 #[test]
 fn a_failed_multi_node_run_with_a_node_lost_meanwhile_is_requeued() {
-    let mut c = Core::new(CoreConfig::default());
-    add(&mut c, 1, "a1", 2, 0);
-    add(&mut c, 2, "a2", 2, 0);
-    add(&mut c, 3, "a3", 2, 0);
+    let mut c = three_nodes();
     let id = c.submit(spec(4), "s".into(), 0).unwrap();
     let s = starts(&drain(&mut c));
     let main = conn_of(&s[0].2[0].host);
