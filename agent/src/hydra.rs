@@ -141,7 +141,7 @@ impl JobEnv<'_> {
                 "HYDRA_CONFIG_FILE".into(),
                 self.files.hydra_conf.clone().into(),
             ),
-            // Open MPI (untested): use the shim instead of ssh, and the allocation.
+            // Open MPI: the shim instead of ssh, and the allocation (tests/tests/openmpi.rs).
             ("OMPI_MCA_plm_rsh_agent".into(), self.launcher.into()),
             (
                 "OMPI_MCA_orte_default_hostfile".into(),

@@ -51,10 +51,11 @@ pub fn parse_mpi_version(launcher: &str, out: &str) -> Option<MpiFlavour> {
             version,
         });
     }
-    if out.contains("Open MPI") {
+    // `mpirun (Open MPI) 4.1.2`, or `mpirun.openmpi (OpenRTE) 4.1.4` (Debian, 4.1).
+    if out.contains("Open MPI") || out.contains("(OpenRTE)") {
         let version = out
             .lines()
-            .find(|l| l.contains("Open MPI"))
+            .find(|l| l.contains("Open MPI") || l.contains("(OpenRTE)"))
             .and_then(|l| l.split_whitespace().last())
             .map(|v| v.trim_matches(|c| c == '(' || c == ')').to_string())
             .unwrap_or_default();
@@ -67,10 +68,12 @@ pub fn parse_mpi_version(launcher: &str, out: &str) -> Option<MpiFlavour> {
     None
 }
 
-/// MPI implementations on PATH: `mpiexec` and `mpirun`, each kind once.
+/// MPI implementations on PATH: `mpiexec` and `mpirun`, then Debian's per-flavour names
+/// (`mpirun.openmpi`, `mpiexec.mpich`) for the ones the alternatives do not point at; each
+/// kind once.
 pub async fn mpi_flavours() -> Vec<MpiFlavour> {
     let mut found: Vec<MpiFlavour> = Vec::new();
-    for name in ["mpiexec", "mpirun"] {
+    for name in ["mpiexec", "mpirun", "mpiexec.mpich", "mpirun.openmpi"] {
         let Some(path) = crate::config::find_on_path(name) else {
             continue;
         };
@@ -209,6 +212,9 @@ mod tests {
         let f = parse_mpi_version("/usr/bin/mpirun", ompi).unwrap();
         assert_eq!(f.kind, "openmpi");
         assert_eq!(f.version, "4.1.2");
+        let debian = "mpirun.openmpi (OpenRTE) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n";
+        let f = parse_mpi_version("/usr/bin/mpirun.openmpi", debian).unwrap();
+        assert_eq!((f.kind.as_str(), f.version.as_str()), ("openmpi", "4.1.4"));
         assert!(parse_mpi_version("x", "something else").is_none());
     }
 

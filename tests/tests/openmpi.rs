@@ -1,0 +1,86 @@
+//! Open MPI, graze's second MPI flavour: `mpirun` starts its daemons (`orted`) on the other
+//! nodes of the allocation through graze's launcher shim (`OMPI_MCA_plm_rsh_agent`), reads the
+//! allocation from the host file graze writes (`OMPI_MCA_orte_default_hostfile`), and never
+//! uses ssh. The MPI program is a real one, built with Open MPI's `mpicc` (scripts/setup
+//! installs openmpi-bin and libopenmpi-dev beside MPICH, which stays the default `mpiexec`).
+#![allow(clippy::unwrap_used)]
+
+use graze_tests::*;
+use std::process::Command;
+
+const HELLO: &str = r#"
+#include <mpi.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int mine = rank + 1, sum = 0;
+    MPI_Allreduce(&mine, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    printf("rank %d of %d: allreduce sum %d\n", rank, size, sum);
+    MPI_Finalize();
+    return 0;
+}
+"#;
+
+#[test]
+fn openmpi_job_runs_across_nodes_through_the_shim() {
+    let mut c = Cluster::start(&[]);
+    c.add_agent("o2", "127.0.0.2", 2, &[]);
+    c.add_agent("o3", "127.0.0.3", 2, &[]);
+    c.wait_offered(2);
+    // Agents report the MPI flavours they found, Open MPI under its Debian name too.
+    let mpi = c.node("o2")["info"]["mpi"].clone();
+    let kinds: Vec<&str> = mpi
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"mpich") && kinds.contains(&"openmpi"),
+        "{mpi}"
+    );
+
+    let src = c.dir.path().join("hello.c");
+    let prog = c.dir.path().join("ompi-hello");
+    std::fs::write(&src, HELLO).unwrap();
+    let out = Command::new("mpicc.openmpi")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&src)
+        .output()
+        .expect("mpicc.openmpi not found: run `bash scripts/setup` (it installs Open MPI)");
+    assert!(
+        out.status.success(),
+        "mpicc.openmpi: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No -n for mpirun: one rank per slot of the allocation graze wrote. The two "nodes" share
+    // one machine and host name, where Open MPI's shared-memory transport (vader) mixes up
+    // their segments and crashes: ranks talk over TCP here, as they do between real PCs.
+    let id = c.submit(&[
+        "-n",
+        "4",
+        "--env",
+        "OMPI_MCA_btl=self,tcp",
+        "--",
+        "mpirun.openmpi",
+        prog.to_str().unwrap(),
+    ]);
+    let waited = c.graze(&["wait", &id.to_string()]);
+    let job = c.show(id);
+    let logs = String::from_utf8_lossy(&c.graze(&["logs", &id.to_string()]).stdout).to_string();
+    assert!(waited.status.success(), "{job}\n{logs}");
+    assert_eq!(job["state"], "completed", "{job}\n{logs}");
+    assert_eq!(job["allocation"].as_array().unwrap().len(), 2, "{job}");
+    for r in 0..4 {
+        assert!(
+            logs.contains(&format!("rank {r} of 4: allreduce sum 10")),
+            "rank {r} missing:\n{logs}"
+        );
+    }
+}
