@@ -11,12 +11,16 @@ pub const PREPEND_PATTERN: &str = "-prepend-pattern [%r@%h]";
 /// Environment variables of the agent that never reach a job.
 pub const SECRET_VARS: &[&str] = &["GRAZE_ACCESS"];
 
-/// Split hydra's label from an output line. hydra writes `[RANK@HOST]` right before the
-/// rank's text, without a space; anything else is not labelled.
+/// Split the rank label from an output line: hydra's `[RANK@HOST]` right before the rank's
+/// text, or Open MPI's `[JOB,RANK]<stdout>:` / `[JOB,RANK]<stderr>:` (`orte_tag_output`);
+/// anything else is not labelled.
 pub fn parse_label(line: &str) -> (Option<u32>, &str) {
     let Some(rest) = line.strip_prefix('[') else {
         return (None, line);
     };
+    if let Some(labelled) = parse_openmpi_label(rest) {
+        return labelled;
+    }
     let Some(at) = rest.find('@') else {
         return (None, line);
     };
@@ -36,6 +40,21 @@ pub fn parse_label(line: &str) -> (Option<u32>, &str) {
         return (None, line);
     }
     (Some(rank), &after[close + 1..])
+}
+
+/// Open MPI's `JOB,RANK]<stdout>:TEXT` (after the `[`).
+fn parse_openmpi_label(rest: &str) -> Option<(Option<u32>, &str)> {
+    let (label, text) = rest.split_once(']')?;
+    let (job, rank) = label.split_once(',')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(job) || !digits(rank) {
+        return None;
+    }
+    let rank = rank.parse::<u32>().ok()?;
+    let text = text
+        .strip_prefix("<stdout>:")
+        .or_else(|| text.strip_prefix("<stderr>:"))?;
+    Some((Some(rank), text))
 }
 
 /// hydra's host file: `host:slots` per line.
@@ -143,6 +162,8 @@ impl JobEnv<'_> {
             ),
             // Open MPI: the shim instead of ssh, and the allocation (tests/tests/openmpi.rs).
             ("OMPI_MCA_plm_rsh_agent".into(), self.launcher.into()),
+            // Every output line labelled `[JOB,RANK]<stdout>:`, read back by `parse_label`.
+            ("OMPI_MCA_orte_tag_output".into(), "1".into()),
             (
                 "OMPI_MCA_orte_default_hostfile".into(),
                 self.files.openmpi_hosts.clone().into(),
@@ -179,6 +200,8 @@ mod tests {
         assert_eq!(parse_label("[12@node-3.lab] x y"), (Some(12), " x y"));
         assert_eq!(parse_label("[3@a]"), (Some(3), ""));
         assert_eq!(parse_label("[3@a][1@b]z"), (Some(3), "[1@b]z"));
+        assert_eq!(parse_label("[1,0]<stdout>:out"), (Some(0), "out"));
+        assert_eq!(parse_label("[4,17]<stderr>: e"), (Some(17), " e"));
         for l in [
             "plain",
             "[x@a]hi",
@@ -188,6 +211,11 @@ mod tests {
             "[1 a]hi",
             "[99999999999@a]hi",
             "[1@a b]c",
+            "[1,0]out",
+            "[1,x]<stdout>:o",
+            "[,0]<stdout>:o",
+            "[1,0]<stdin>:o",
+            "[1,99999999999]<stdout>:o",
             "",
             "[",
         ] {

@@ -77,10 +77,13 @@ fn openmpi_job_runs_across_nodes_through_the_shim() {
     assert!(waited.status.success(), "{job}\n{logs}");
     assert_eq!(job["state"], "completed", "{job}\n{logs}");
     assert_eq!(job["allocation"].as_array().unwrap().len(), 2, "{job}");
+    // Each rank's line is filed under its rank (Open MPI's output tags, read by the agent).
     for r in 0..4 {
+        let out = c.graze(&["logs", &id.to_string(), "--rank", &r.to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            logs.contains(&format!("rank {r} of 4: allreduce sum 10")),
-            "rank {r} missing:\n{logs}"
+            text.contains(&format!("rank {r} of 4: allreduce sum 10")),
+            "rank {r}'s log:\n{text}\nall:\n{logs}"
         );
     }
 }
