@@ -946,6 +946,18 @@ impl Core {
                 j.failing = Some((exit, what));
             }
             self.kill_on(id, &nodes);
+            let pending: Vec<String> = self.jobs[&id].clearing.iter().cloned().collect();
+            if !pending.is_empty() {
+                let how = exit.map_or_else(|| "could not start".to_string(), |e| e.to_string());
+                self.event(
+                    id,
+                    now,
+                    format!(
+                        "main command ended ({how}) on {name}; waiting for {} to confirm its processes are gone before failing the run",
+                        pending.join(", ")
+                    ),
+                );
+            }
             self.settle_failing(id, now);
             self.schedule(now);
             return;

@@ -927,6 +927,16 @@ fn a_failed_multi_node_run_is_failed_once_every_node_confirms() {
     c.job_exited(main, id, failed, 5);
     // No verdict yet: the other node may be dying (its ranks with it).
     assert_eq!(c.job_state(id), Some(JobState::Running));
+    let v = c.job_view(id).unwrap();
+    assert!(
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .starts_with("main command ended (exit 1) on a"),
+        "{:?}",
+        v.events
+    );
     assert!(!drain(&mut c)
         .iter()
         .any(|o| matches!(o, Output::JobFinal(_))));
