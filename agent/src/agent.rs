@@ -744,16 +744,14 @@ impl Agent {
         // The shorter of the two timeouts rules: QUIC negotiates the shorter idle timeout, and
         // jobs kept past the scheduler's own timeout could overlap their requeued run.
         let effective = self.cfg.node_timeout.min(scheduler_timeout);
-        if effective != self.node_timeout {
-            if scheduler_timeout < self.cfg.node_timeout {
-                tracing::info!(
-                    scheduler_s = scheduler_timeout.as_secs_f64(),
-                    own_s = self.cfg.node_timeout.as_secs_f64(),
-                    "following the scheduler's shorter node_timeout"
-                );
-            }
-            self.node_timeout = effective;
+        if effective != self.node_timeout && effective < self.cfg.node_timeout {
+            tracing::info!(
+                scheduler_s = scheduler_timeout.as_secs_f64(),
+                own_s = self.cfg.node_timeout.as_secs_f64(),
+                "following the scheduler's shorter node_timeout"
+            );
         }
+        self.node_timeout = effective;
         tracing::info!(scheduler = %self.access.scheduler, node = %self.cfg.name, "registered with the scheduler");
         self.backoff = BACKOFF_MIN;
         self.failures = 0;
@@ -769,19 +767,15 @@ impl Agent {
         // Unacknowledged job messages go first, in order (the scheduler drops any it has).
         let backlog: Vec<AgentMsg> = self.unacked.iter().map(|(_, m)| m.clone()).collect();
         let writer = tokio::spawn(async move {
-            for msg in backlog {
-                if let Err(e) = graze_net::send(&mut send, &msg).await {
-                    let _ = tx
-                        .send(Input::Lost {
-                            gen,
-                            reason: e.to_string(),
-                            timed_out: e.is_timeout(),
-                        })
-                        .await;
-                    return;
-                }
-            }
-            while let Some(msg) = out_rx.recv().await {
+            let mut backlog = backlog.into_iter();
+            loop {
+                let msg = match backlog.next() {
+                    Some(m) => m,
+                    None => match out_rx.recv().await {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 if let Err(e) = graze_net::send(&mut send, &msg).await {
                     let _ = tx
                         .send(Input::Lost {
@@ -797,35 +791,24 @@ impl Agent {
         });
         let tx = self.tx.clone();
         let reader = tokio::spawn(async move {
-            loop {
-                let reason = match graze_net::recv::<SchedulerMsg>(&mut recv).await {
+            let (reason, timed_out) = loop {
+                match graze_net::recv::<SchedulerMsg>(&mut recv).await {
                     Ok(Some(msg)) => {
                         if tx.send(Input::Scheduler { gen, msg }).await.is_err() {
                             return;
                         }
-                        continue;
                     }
-                    Ok(None) => "the scheduler closed the connection".to_string(),
-                    Err(e) => {
-                        let _ = tx
-                            .send(Input::Lost {
-                                gen,
-                                reason: e.to_string(),
-                                timed_out: e.is_timeout(),
-                            })
-                            .await;
-                        return;
-                    }
-                };
-                let _ = tx
-                    .send(Input::Lost {
-                        gen,
-                        reason,
-                        timed_out: false,
-                    })
-                    .await;
-                return;
-            }
+                    Ok(None) => break ("the scheduler closed the connection".to_string(), false),
+                    Err(e) => break (e.to_string(), e.is_timeout()),
+                }
+            };
+            let _ = tx
+                .send(Input::Lost {
+                    gen,
+                    reason,
+                    timed_out,
+                })
+                .await;
         });
         self.lost_at = None;
         self.heard = (conn.stats().udp_rx.datagrams, Instant::now());

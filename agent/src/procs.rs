@@ -221,35 +221,7 @@ impl ProcSet {
 
     /// SIGSTOP every member, rescanning until all are stopped or `timeout` passed.
     pub fn stop(&self, timeout: Duration) -> Result<(), Survivors> {
-        let deadline = Instant::now() + timeout;
-        if let Some(cg) = &self.cgroup {
-            // Freeze so that no member forks past the scan, stop everything found, then thaw:
-            // the pending SIGSTOPs take effect and the members show state T as without cgroups.
-            let frozen = cg.freeze(timeout).is_ok();
-            for p in self.members() {
-                signal(p.pid, libc::SIGSTOP);
-            }
-            if frozen {
-                let _ = cg.thaw();
-            }
-        }
-        loop {
-            let running: Vec<ProcInfo> = self
-                .members()
-                .into_iter()
-                .filter(|p| !p.is_stopped())
-                .collect();
-            if running.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Survivors(running));
-            }
-            for p in &running {
-                signal(p.pid, libc::SIGSTOP);
-            }
-            std::thread::sleep(ROUND);
-        }
+        stop_all(std::slice::from_ref(self), timeout)
     }
 
     /// SIGCONT every member. Stopped processes cannot fork, so one round suffices.
@@ -289,8 +261,7 @@ impl ProcSet {
 /// every known process group (no `/proc` scan, so the bulk of each job stops within
 /// microseconds), then one scan for members outside those groups (descendants that left
 /// them, tagged orphans) and SIGSTOP to each. Returns the number of processes signalled in
-/// the scan. It never sleeps; [`ProcSet::stop`] afterwards catches processes forked in
-/// between.
+/// the scan. It never sleeps; [`stop_all`] afterwards catches processes forked in between.
 pub fn stop_now(sets: &[ProcSet]) -> usize {
     for s in sets {
         for g in &s.pgids {
@@ -314,6 +285,17 @@ pub fn stop_now(sets: &[ProcSet]) -> usize {
 /// SIGSTOP every member of `sets`, rescanning until all are stopped or `timeout` passed.
 pub fn stop_all(sets: &[ProcSet], timeout: Duration) -> Result<(), Survivors> {
     let deadline = Instant::now() + timeout;
+    for cg in sets.iter().filter_map(|s| s.cgroup.as_ref()) {
+        // Freeze so that no member forks past the scan, stop everything found, then thaw:
+        // the pending SIGSTOPs take effect and the members show state T as without cgroups.
+        let frozen = cg.freeze(timeout).is_ok();
+        for pid in cg.pids() {
+            signal(pid, libc::SIGSTOP);
+        }
+        if frozen {
+            let _ = cg.thaw();
+        }
+    }
     loop {
         let running: Vec<ProcInfo> = members_of(sets)
             .into_iter()

@@ -716,10 +716,9 @@ impl Core {
         j.clearing.remove(name);
         j.confirm.remove(name);
         if j.clearing.is_empty() && j.state == JobState::Cancelling {
-            j.state = JobState::Cancelled;
-            j.ended_ms = Some(now);
-            self.event(id, now, "cancelled: every process killed".into());
-            self.out.push_back(Output::JobFinal(id));
+            let exit = j.exit;
+            let what = "cancelled: every process killed".to_string();
+            self.finish(id, JobState::Cancelled, exit, what, now);
         }
         self.settle_failing(id, now);
     }
@@ -967,6 +966,8 @@ impl Core {
         self.schedule(now);
     }
 
+    /// The run ended for good: final state, the exit, the end time and event, and the
+    /// driver told to persist and announce it.
     fn finish(
         &mut self,
         id: JobId,

@@ -18,14 +18,8 @@ fn main() {
         }
         c.wait_offered(3);
         let id = c.submit(&["-n", "2", "--", "mpiexec", "sh", "-c", "echo up; sleep 60"]);
-        wait_for("the job running", Duration::from_secs(60), || {
-            let out = c.graze(&["logs", &id.to_string()]);
-            (String::from_utf8_lossy(&out.stdout).matches("up").count() >= 2).then_some(())
-        });
-        let host = c.show(id)["allocation"][0]["host"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        c.wait_output(id, "up", 2);
+        let host = c.hosts(id)[0].clone();
         let a = c.agents.iter_mut().find(|a| a.name == host).unwrap();
         a.child.kill().unwrap();
         let lost = Instant::now();

@@ -63,38 +63,10 @@ pub fn ensure_test_user() -> Option<u32> {
     if !is_root() {
         return None;
     }
-    let uid = || {
-        let out = Command::new("id").args(["-u", TEST_USER]).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u32>()
-            .ok()
-    };
-    if let Some(u) = uid() {
-        return Some(u);
-    }
-    let st = Command::new("useradd")
-        .args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            TEST_USER,
-        ])
-        .status()
-        .expect("running useradd");
-    // 9: created meanwhile by another test process.
-    assert!(
-        st.success() || st.code() == Some(9),
-        "useradd {TEST_USER}: {st}"
-    );
-    Some(uid().expect("the test user exists"))
+    // The same code `graze-agent install` creates its jobs' user with.
+    let (_, uid, _) = graze_agent::install::ensure_user(Path::new("/"), TEST_USER)
+        .unwrap_or_else(|e| panic!("creating the test user {TEST_USER}: {e:#}"));
+    Some(uid)
 }
 
 /// Poll `cond` every 50 ms until it holds or `timeout` passes; panics with `what` on timeout.
@@ -158,6 +130,27 @@ pub fn command(ns: Option<&str>, program: &Path) -> Command {
     }
 }
 
+/// Start `graze-scheduler` (in namespace `ns`, if given) on the state dir `DIR/scheduler`,
+/// appending to `DIR/scheduler.log`.
+fn spawn_scheduler(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("scheduler.log"))
+        .unwrap();
+    command(ns, &bin("graze-scheduler"))
+        .arg("--state-dir")
+        .arg(dir.join("scheduler"))
+        .args(["--listen", listen])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting graze-scheduler")
+}
+
 impl Cluster {
     /// Start a scheduler on 127.0.0.1 with extra flags and wait for its access file.
     pub fn start(extra: &[&str]) -> Cluster {
@@ -176,20 +169,8 @@ impl Cluster {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let state = dir.path().join("scheduler");
-        let log = std::fs::File::create(dir.path().join("scheduler.log")).unwrap();
-        let scheduler = command(ns, &bin("graze-scheduler"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--listen", listen])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting graze-scheduler");
-        let access = state.join("access.toml");
+        let scheduler = spawn_scheduler(ns, dir.path(), listen, extra);
+        let access = dir.path().join("scheduler/access.toml");
         let mut c = Cluster {
             dir,
             access: access.clone(),
@@ -217,22 +198,7 @@ impl Cluster {
         let addr = graze_net::Access::load(&self.access)
             .expect("access file")
             .scheduler;
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.path().join("scheduler.log"))
-            .unwrap();
-        self.scheduler = Command::new(bin("graze-scheduler"))
-            .arg("--state-dir")
-            .arg(self.dir.path().join("scheduler"))
-            .args(["--listen", &addr])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("restarting graze-scheduler");
+        self.scheduler = spawn_scheduler(self.ns.as_deref(), self.dir.path(), &addr, extra);
         let access = self.access.clone();
         wait_for(
             "the restarted scheduler to answer",
@@ -480,6 +446,32 @@ impl Cluster {
             "flock -n {}/{key} -c '{body}' || {{ echo OVERLAP; exit 3; }}",
             locks.display()
         )
+    }
+
+    /// Job `id`'s output, every rank, as `graze logs` prints it.
+    pub fn logs(&self, id: u64) -> String {
+        String::from_utf8_lossy(&self.graze(&["logs", &id.to_string()]).stdout).into_owned()
+    }
+
+    /// Wait (up to 60 s) until job `id`'s output holds `needle` at least `n` times.
+    pub fn wait_output(&self, id: u64, needle: &str, n: usize) {
+        wait_for(
+            &format!("{n} x '{needle}' in job {id}'s output"),
+            Duration::from_secs(60),
+            || (self.logs(id).matches(needle).count() >= n).then_some(()),
+        );
+    }
+
+    /// The hosts of job `id`'s current (or last) allocation, main node first.
+    pub fn hosts(&self, id: u64) -> Vec<String> {
+        self.show(id)["allocation"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h["host"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Live (non-zombie) processes that belong to job `id` of this cluster.

@@ -73,7 +73,7 @@ fn openmpi_job_runs_across_nodes_through_the_shim() {
     ]);
     let waited = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
-    let logs = String::from_utf8_lossy(&c.graze(&["logs", &id.to_string()]).stdout).to_string();
+    let logs = c.logs(id);
     assert!(waited.status.success(), "{job}\n{logs}");
     assert_eq!(job["state"], "completed", "{job}\n{logs}");
     assert_eq!(job["allocation"].as_array().unwrap().len(), 2, "{job}");

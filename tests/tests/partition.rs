@@ -29,18 +29,9 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
     let script = c.exclusive_script("rank-$PMI_RANK", "echo up; sleep 12; echo done");
     // A 2-rank MPI job packs onto one node: cut that node off mid-job.
     let id = c.submit(&["-n", "2", "--", "mpiexec", "sh", "-c", &script]);
-    wait_for("every rank up", Duration::from_secs(60), || {
-        let out = c.graze(&["logs", &id.to_string()]);
-        (String::from_utf8_lossy(&out.stdout).matches("up").count() >= 2).then_some(())
-    });
-    let job = c.show(id);
-    let hosts: Vec<String> = job["allocation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["host"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(hosts.len(), 1, "{job}");
+    c.wait_output(id, "up", 2);
+    let hosts = c.hosts(id);
+    assert_eq!(hosts.len(), 1, "{}", c.show(id));
     let victim = hosts[0].clone();
     let vi: usize = victim[1..].parse().unwrap();
     // mpiexec, its proxy and the ranks, all on the victim.
@@ -89,7 +80,7 @@ fn partition_requeues_and_the_cut_off_agent_kills_its_ranks() {
 
     let out = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
-    let logs = String::from_utf8_lossy(&c.graze(&["logs", &id.to_string()]).stdout).to_string();
+    let logs = c.logs(id);
     assert!(!logs.contains("OVERLAP"), "two runs overlapped:\n{logs}");
     assert!(out.status.success(), "{job}\n{logs}");
     assert_eq!(job["state"], "completed", "{job}");

@@ -69,8 +69,7 @@ fn scheduler_crash_loses_nothing_and_runs_each_job_once() {
     let s = states(&c);
     for id in &ids {
         assert_eq!(s[id], "completed", "job {id}: {}", c.show(*id));
-        let out = c.graze(&["logs", &id.to_string()]);
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = c.logs(*id);
         assert!(!text.contains("OVERLAP"), "job {id} overlapped:\n{text}");
         assert_eq!(
             text.matches("run-done").count(),
@@ -109,18 +108,9 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
     // and fails the job.
     let script = c.exclusive_script("rank-$PMI_RANK", "echo up; sleep 12; echo done");
     let id = c.submit(&["-n", "4", "--", "mpiexec", "sh", "-c", &script]);
-    wait_for("every rank up", Duration::from_secs(60), || {
-        let out = c.graze(&["logs", &id.to_string()]);
-        (String::from_utf8_lossy(&out.stdout).matches("up").count() >= 4).then_some(())
-    });
-    let job = c.show(id);
-    let hosts: Vec<String> = job["allocation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["host"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(hosts.len(), 2, "{job}");
+    c.wait_output(id, "up", 4);
+    let hosts = c.hosts(id);
+    assert_eq!(hosts.len(), 2, "{}", c.show(id));
     let victim = hosts[1].clone();
     // The victim's processes: those whose tag is not the main node's (the one running mpiexec).
     let procs = tagged(&c, id);
@@ -177,18 +167,13 @@ fn agent_crash_requeues_and_the_job_completes_elsewhere() {
 
     // The agent comes back (as its service would restart it) and rejoins.
     c.agents.retain(|a| a.name != victim);
-    let ip = if victim == "k2" {
-        "127.0.0.2"
-    } else if victim == "k3" {
-        "127.0.0.3"
-    } else {
-        "127.0.0.4"
-    };
-    c.add_agent(&victim.clone(), ip, 2, &t);
+    // k2, k3, k4 live on 127.0.0.2, .3, .4.
+    let ip = format!("127.0.0.{}", &victim[1..]);
+    c.add_agent(&victim.clone(), &ip, 2, &t);
 
     let out = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
-    let logs = String::from_utf8_lossy(&c.graze(&["logs", &id.to_string()]).stdout).to_string();
+    let logs = c.logs(id);
     assert!(!logs.contains("OVERLAP"), "two runs overlapped:\n{logs}");
     assert!(out.status.success(), "{job}\n{logs}");
     assert_eq!(job["state"], "completed", "{job}");

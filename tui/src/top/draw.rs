@@ -196,7 +196,7 @@ impl App {
             Layout::vertical([Constraint::Min(3), Constraint::Length(detail)]).areas(area);
         let wide = area.width >= 120;
         let spark_w: u16 = if wide { 30 } else { 12 };
-        let header = Row::new([
+        let header = [
             "NODE",
             "STATE",
             "CORES",
@@ -204,8 +204,7 @@ impl App {
             "IDLE",
             "GROUPS",
             "JOBS",
-        ])
-        .style(Style::new().bold().underlined());
+        ];
         let widths = [
             Constraint::Length(if wide { 16 } else { 8 }),
             Constraint::Length(10),
@@ -226,20 +225,10 @@ impl App {
         let title = format!(
             " nodes ({}){} · sort: {} ",
             self.node_rows.len(),
-            if self.node_filter.is_empty() {
-                String::new()
-            } else {
-                format!(" · filter '{}'", self.node_filter)
-            },
+            filter_note(&self.node_filter),
             self.node_sort.label()
         );
-        let table = Table::new(rows, widths)
-            .header(header)
-            .block(Block::bordered().title(title))
-            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-            .column_spacing(1);
-        let mut st = TableState::default().with_selected(sel);
-        f.render_stateful_widget(table, table_area, &mut st);
+        render_list(f, table_area, rows, widths, &header, title, sel);
         if detail > 0 {
             self.draw_node_detail(f, detail_area);
         }
@@ -327,7 +316,7 @@ impl App {
         let [table_area, detail_area] =
             Layout::vertical([Constraint::Min(3), Constraint::Length(detail)]).areas(area);
         let wide = area.width >= 120;
-        let header = Row::new([
+        let header = [
             "ID",
             "NAME",
             "USER",
@@ -336,8 +325,7 @@ impl App {
             "TIME",
             "RQ",
             "WHERE / WHY",
-        ])
-        .style(Style::new().bold().underlined());
+        ];
         let widths = [
             Constraint::Length(5),
             Constraint::Length(if wide { 16 } else { 8 }),
@@ -372,19 +360,9 @@ impl App {
         let title = format!(
             " queue ({} jobs){} ",
             self.job_rows.len(),
-            if self.job_filter.is_empty() {
-                String::new()
-            } else {
-                format!(" · filter '{}'", self.job_filter)
-            }
+            filter_note(&self.job_filter)
         );
-        let table = Table::new(rows, widths)
-            .header(header)
-            .block(Block::bordered().title(title))
-            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-            .column_spacing(1);
-        let mut st = TableState::default().with_selected(sel);
-        f.render_stateful_widget(table, table_area, &mut st);
+        render_list(f, table_area, rows, widths, &header, title, sel);
         if detail > 0 {
             self.draw_job_detail(f, detail_area);
         }
@@ -496,23 +474,22 @@ impl App {
                 ])
             })
             .collect();
-        let table = Table::new(
+        let widths = [
+            Constraint::Length(7),
+            Constraint::Min(4),
+            Constraint::Length(10),
+            Constraint::Length(5),
+        ];
+        let title = format!(" ranks ({}) ", rows_data.len());
+        render_list(
+            f,
+            area,
             rows,
-            [
-                Constraint::Length(7),
-                Constraint::Min(4),
-                Constraint::Length(10),
-                Constraint::Length(5),
-            ],
-        )
-        .header(
-            Row::new(["RANK", "NODE", "STATE", "LINES"]).style(Style::new().bold().underlined()),
-        )
-        .block(Block::bordered().title(format!(" ranks ({}) ", rows_data.len())))
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .column_spacing(1);
-        let mut st = TableState::default().with_selected(sel);
-        f.render_stateful_widget(table, area, &mut st);
+            widths,
+            &["RANK", "NODE", "STATE", "LINES"],
+            title,
+            sel,
+        );
     }
 
     fn draw_output(&self, f: &mut Frame<'_>, area: Rect) {
@@ -583,6 +560,34 @@ impl App {
             .collect();
         let h = text.len() as u16 + 2;
         popup(f, area, "keys (any key closes)", Text::from(text), 62, h);
+    }
+}
+
+/// A bordered list: bold underlined `header`, the `sel` row (within `rows`) reversed.
+fn render_list<'a, const N: usize>(
+    f: &mut Frame<'_>,
+    area: Rect,
+    rows: Vec<Row<'a>>,
+    widths: [Constraint; N],
+    header: &[&'a str],
+    title: String,
+    sel: Option<usize>,
+) {
+    let table = Table::new(rows, widths)
+        .header(Row::new(header.iter().copied()).style(Style::new().bold().underlined()))
+        .block(Block::bordered().title(title))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .column_spacing(1);
+    let mut st = TableState::default().with_selected(sel);
+    f.render_stateful_widget(table, area, &mut st);
+}
+
+/// The title's note of an active list filter.
+fn filter_note(filter: &str) -> String {
+    if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" · filter '{filter}'")
     }
 }
 
