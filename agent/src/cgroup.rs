@@ -362,7 +362,7 @@ impl JobCgroup {
                 write_file(&v2_kill, "1")?;
             } else {
                 // Frozen members cannot fork between the listing and the kill.
-                let frozen = self.freeze(Duration::from_millis(500)).is_ok();
+                let _ = self.freeze(Duration::from_millis(500));
                 for pid in self.pids() {
                     if pid > 1 {
                         // SAFETY: kill(2) takes plain integers.
@@ -371,9 +371,9 @@ impl JobCgroup {
                         }
                     }
                 }
-                if frozen || self.is_frozen() {
-                    self.thaw()?;
-                }
+                // Thaw even when the freeze did not complete (v1 can stay FREEZING on
+                // stopped tasks): the kills land as the members thaw.
+                self.thaw()?;
             }
             if Instant::now() >= deadline {
                 let left = self.pids();

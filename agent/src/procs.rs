@@ -284,18 +284,10 @@ pub fn stop_now(sets: &[ProcSet]) -> usize {
 
 /// SIGSTOP every member of `sets`, rescanning until all are stopped or `timeout` passed.
 pub fn stop_all(sets: &[ProcSet], timeout: Duration) -> Result<(), Survivors> {
+    // No freezer here: members are usually stopped already (`stop_now`), and the v1 freezer
+    // waits its whole timeout on stopped tasks, long enough to stop a job the scheduler
+    // resumed meanwhile. Rescanning catches forks.
     let deadline = Instant::now() + timeout;
-    for cg in sets.iter().filter_map(|s| s.cgroup.as_ref()) {
-        // Freeze so that no member forks past the scan, stop everything found, then thaw:
-        // the pending SIGSTOPs take effect and the members show state T as without cgroups.
-        let frozen = cg.freeze(timeout).is_ok();
-        for pid in cg.pids() {
-            signal(pid, libc::SIGSTOP);
-        }
-        if frozen {
-            let _ = cg.thaw();
-        }
-    }
     loop {
         let running: Vec<ProcInfo> = members_of(sets)
             .into_iter()

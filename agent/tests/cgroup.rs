@@ -69,7 +69,7 @@ fn exercise(root: &CgroupRoot, label: &str) {
     cg.thaw().unwrap();
     wait_for("thawed", || !cg.is_frozen());
 
-    // Stop (freezer + SIGSTOP): every member shows state T, as without cgroups.
+    // Stop (SIGSTOP to every member, found through the cgroup too): every member shows state T.
     set.stop(Duration::from_secs(5)).unwrap();
     for p in set.members() {
         assert_eq!(read_stat(p.pid).unwrap().state, 'T', "pid {}", p.pid);
