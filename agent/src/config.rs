@@ -3,8 +3,8 @@
 //! [`resolve`] is pure: flags override the file, the file overrides [`Defaults`], and every
 //! bad value is quoted in the error.
 
-use crate::idle::IdleSourceSpec;
-use crate::window::{Window, Windows};
+use crate::owner::window::{Window, Windows};
+use crate::owner::IdleSourceSpec;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -181,7 +181,7 @@ pub enum AgentCommand {
     Uninstall(crate::install::UninstallArgs),
     /// Internal: the process an agent starts to kill its jobs if it dies (see `guard.rs`).
     #[command(hide = true)]
-    Guard(crate::guard::GuardArgs),
+    Guard(crate::jobs::guard::GuardArgs),
 }
 
 /// The TOML file's contents. Every key is optional.
@@ -586,7 +586,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
     let run_as = if defaults.is_root {
         let u = run_as
             .cloned()
-            .unwrap_or_else(|| crate::confine::DEFAULT_RUN_AS.to_string());
+            .unwrap_or_else(|| crate::jobs::confine::DEFAULT_RUN_AS.to_string());
         if u == "root" || u == "0" || u.trim().is_empty() {
             return Err(bad(
                 "run-as",

@@ -127,7 +127,7 @@ impl Layout {
                 spool: Some("/var/spool/graze-agent".into()),
             })
         } else {
-            let home = crate::confine::current_user().home;
+            let home = crate::jobs::confine::current_user().home;
             let config = std::env::var_os("XDG_CONFIG_HOME")
                 .filter(|v| !v.is_empty() && root == Path::new("/"))
                 .map_or_else(|| home.join(".config"), PathBuf::from);
@@ -536,7 +536,9 @@ pub fn stop_agents(config: &Path) -> usize {
         }
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline && pids.iter().any(|p| !crate::procs::is_gone(*p)) {
+    while std::time::Instant::now() < deadline
+        && pids.iter().any(|p| !crate::jobs::procs::is_gone(*p))
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     pids.len()
@@ -559,7 +561,7 @@ fn field(line: &str, n: usize) -> Option<&str> {
 /// `etc/passwd`, `etc/group` and `etc/shadow` (creating them when missing).
 pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
     if root == Path::new("/") {
-        if let Ok(u) = crate::confine::user_by_name(name) {
+        if let Ok(u) = crate::jobs::confine::user_by_name(name) {
             return Ok((false, u.uid, u.gid));
         }
         let st = std::process::Command::new("useradd")
@@ -581,7 +583,7 @@ pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
         if !st.success() && st.code() != Some(9) {
             bail!("useradd {name} failed: {st}");
         }
-        let u = crate::confine::user_by_name(name)?;
+        let u = crate::jobs::confine::user_by_name(name)?;
         return Ok((st.success(), u.uid, u.gid));
     }
     let etc = root.join("etc");

@@ -11,25 +11,16 @@
 //! (`src/bin/graze-launch.rs`, see [`launch`]).
 
 mod agent;
-pub mod cgroup;
 pub mod config;
-pub mod confine;
-pub mod evdev;
-pub mod guard;
 pub mod install;
-
-pub mod hydra;
-pub mod idle;
+pub mod jobs;
 pub mod launch;
-pub mod machine;
-pub mod process;
-pub mod procs;
-pub mod tty;
-pub mod window;
-pub mod x11;
+pub(crate) mod machine;
+pub(crate) mod outbox;
+pub mod owner;
 
 pub use config::{AgentConfig, Cli};
-pub use idle::IdleSourceSpec;
+pub use owner::IdleSourceSpec;
 
 use std::future::Future;
 

@@ -34,7 +34,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Some(config::AgentCommand::Guard(a)) => {
-            graze_agent::guard::run(a);
+            graze_agent::jobs::guard::run(a);
             return Ok(());
         }
         None => {}

@@ -237,7 +237,7 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
 fn tagged_processes(job: u64) -> Vec<i32> {
     let suffix = format!("-{job}");
     let marker = test_marker();
-    graze_agent::procs::all_processes()
+    graze_agent::jobs::procs::all_processes()
         .into_iter()
         .filter(|p| !p.is_gone())
         .filter(|p| {
@@ -578,7 +578,7 @@ async fn failed_start_and_losing_the_scheduler() {
             break line.parse().unwrap();
         }
     };
-    assert!(!graze_agent::procs::is_gone(pid));
+    assert!(!graze_agent::jobs::procs::is_gone(pid));
 
     // The scheduler goes away (a restart): the job keeps running, and the agent comes back
     // reporting the run it holds.
@@ -594,17 +594,17 @@ async fn failed_start_and_losing_the_scheduler() {
         }]
     );
     assert!(
-        !graze_agent::procs::is_gone(pid),
+        !graze_agent::jobs::procs::is_gone(pid),
         "the job survived the reconnect"
     );
     // The scheduler is gone for good: after node_timeout (3 s here) the agent kills the job.
     p2.conn.close(0u32.into(), b"bye");
     let deadline = Instant::now() + WAIT;
-    while !graze_agent::procs::is_gone(pid) || !tagged_processes(job).is_empty() {
+    while !graze_agent::jobs::procs::is_gone(pid) || !tagged_processes(job).is_empty() {
         assert!(
             Instant::now() < deadline,
             "job survived the lost scheduler: pid {pid} {:?}, tagged {:?}",
-            graze_agent::procs::read_stat(pid),
+            graze_agent::jobs::procs::read_stat(pid),
             tagged_processes(job)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -3,9 +3,9 @@
 //! v2 where the unified hierarchy is writable).
 #![allow(clippy::unwrap_used)]
 
-use graze_agent::cgroup::{CgroupRoot, JobCgroup, Kind};
-use graze_agent::confine::{self, Confinement};
-use graze_agent::procs::{read_stat, ProcSet};
+use graze_agent::jobs::cgroup::{CgroupRoot, JobCgroup, Kind};
+use graze_agent::jobs::confine::{self, Confinement};
+use graze_agent::jobs::procs::{read_stat, ProcSet};
 use std::time::{Duration, Instant};
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -95,8 +95,8 @@ fn unique(prefix: &str) -> String {
 #[test]
 fn v1_freezer_and_memory_where_writable() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let (_, v1) = graze_agent::cgroup::parse_proc_cgroup(&own);
-    let mounts = graze_agent::cgroup::parse_mountinfo(
+    let (_, v1) = graze_agent::jobs::cgroup::parse_proc_cgroup(&own);
+    let mounts = graze_agent::jobs::cgroup::parse_mountinfo(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
     );
     let (Some(fm), Some(fp)) = (mounts.v1.get("freezer"), v1.get("freezer")) else {
@@ -122,8 +122,8 @@ fn v1_freezer_and_memory_where_writable() {
 #[test]
 fn v2_freeze_and_kill_where_writable() {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let (v2, _) = graze_agent::cgroup::parse_proc_cgroup(&own);
-    let mounts = graze_agent::cgroup::parse_mountinfo(
+    let (v2, _) = graze_agent::jobs::cgroup::parse_proc_cgroup(&own);
+    let mounts = graze_agent::jobs::cgroup::parse_mountinfo(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
     );
     let (Some(m), Some(p)) = (mounts.v2, v2) else {

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use graze_agent::hydra::{self, JobEnv, JobFiles};
+use graze_agent::jobs::hydra::{self, JobEnv, JobFiles};
 use graze_proto::{HostSlots, JobId};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -139,7 +139,7 @@ fn user_install_round_trip_leaves_nothing() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     // Files the user already had are left alone.
-    let home = graze_agent::confine::current_user().home;
+    let home = graze_agent::jobs::confine::current_user().home;
     let mine = r
         .join(home.strip_prefix("/").unwrap())
         .join(".config/other.toml");

@@ -15,7 +15,7 @@ const USER_PROCESS: i16 = 7;
 const LINE: std::ops::Range<usize> = 8..40;
 
 /// Terminals (`pts/3`, `tty1`) of the `USER_PROCESS` records in utmp's bytes.
-pub fn user_lines(bytes: &[u8]) -> Vec<String> {
+pub(crate) fn user_lines(bytes: &[u8]) -> Vec<String> {
     bytes
         .chunks_exact(RECORD)
         .filter(|r| i16::from_ne_bytes([r[0], r[1]]) == USER_PROCESS)
@@ -31,14 +31,14 @@ pub fn user_lines(bytes: &[u8]) -> Vec<String> {
 }
 
 /// The `tty` idle source.
-pub struct TtySource {
+pub(crate) struct TtySource {
     utmp: PathBuf,
     dev: PathBuf,
 }
 
 impl TtySource {
     /// Read logins from `utmp`, terminals from `/dev`.
-    pub fn new(utmp: impl Into<PathBuf>) -> TtySource {
+    pub(crate) fn new(utmp: impl Into<PathBuf>) -> TtySource {
         TtySource {
             utmp: utmp.into(),
             dev: PathBuf::from("/dev"),
@@ -46,7 +46,7 @@ impl TtySource {
     }
 
     /// Idle time since the latest terminal access; `None` when nobody is logged in.
-    pub fn idle_at(&self, wall: SystemTime) -> Option<Duration> {
+    pub(crate) fn idle_at(&self, wall: SystemTime) -> Option<Duration> {
         let bytes = std::fs::read(&self.utmp).ok()?;
         user_lines(&bytes)
             .iter()
@@ -56,7 +56,7 @@ impl TtySource {
     }
 }
 
-impl crate::idle::IdleSource for TtySource {
+impl crate::owner::source::IdleSource for TtySource {
     fn name(&self) -> String {
         "tty".into()
     }

@@ -8,7 +8,7 @@
 //! - Either way the environment is rebuilt from scratch ([`base_env`]): the agent's secrets
 //!   (its access file path, any token) never reach a job.
 
-use crate::cgroup::JobCgroup;
+use crate::jobs::cgroup::JobCgroup;
 use std::ffi::{CStr, CString, OsString};
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 pub const DEFAULT_RUN_AS: &str = "graze";
 
 /// Variables of the agent's own environment a job may see (with `LC_*`); everything else,
-/// and any `GRAZE_*` variable listed in [`crate::hydra::SECRET_VARS`], is dropped.
+/// and any `GRAZE_*` variable listed in [`crate::jobs::hydra::SECRET_VARS`], is dropped.
 pub const PASS_VARS: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR"];
 
 /// A user job processes run as.
@@ -150,7 +150,7 @@ pub fn base_env(
             PASS_VARS.contains(&k.as_ref())
                 || k.starts_with("LC_")
                 || (k.starts_with("GRAZE_")
-                    && !crate::hydra::SECRET_VARS.contains(&k.as_ref())
+                    && !crate::jobs::hydra::SECRET_VARS.contains(&k.as_ref())
                     && !k.contains("TOKEN")
                     && !k.contains("SECRET"))
         })
@@ -205,7 +205,7 @@ impl Confinement {
         unsafe {
             cmd.pre_exec(move || {
                 for fd in &fds {
-                    crate::cgroup::join_fd(*fd)?;
+                    crate::jobs::cgroup::join_fd(*fd)?;
                 }
                 if nice != 0 {
                     // An error (e.g. a lower nice for a non-root agent) leaves the inherited one.
@@ -262,98 +262,6 @@ pub fn chown_to(c: &Confinement, path: &std::path::Path) -> std::io::Result<()> 
         return Ok(());
     }
     std::os::unix::fs::lchown(path, Some(c.user.uid), Some(c.user.gid))
-}
-
-/// Set up the spool for jobs run as another user: the spool, `jobs/` and `output/` belong to
-/// root and the job user's group (0750), so the job user reaches its job directory and the
-/// launcher socket, and other users reach nothing. Fails, naming the directory, when the
-/// job user cannot reach the spool at all.
-pub fn prepare_spool(
-    c: &Confinement,
-    spool: &std::path::Path,
-    jobs_dir: &std::path::Path,
-    output_dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::os::unix::fs::PermissionsExt;
-    for d in [spool, jobs_dir, output_dir] {
-        std::fs::create_dir_all(d)
-            .with_context(|| format!("creating spool directory '{}'", d.display()))?;
-        if c.switch_user {
-            std::os::unix::fs::chown(d, Some(0), Some(c.user.gid))
-                .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750)))
-                .with_context(|| format!("giving '{}' to group {}", d.display(), c.user.gid))?;
-        }
-    }
-    if c.switch_user {
-        if let Err(d) = reachable_by(&c.user, jobs_dir) {
-            anyhow::bail!(
-                "job user '{}' cannot reach the spool directory '{}': '{}' is not searchable by it; choose a spool under a directory others may enter (e.g. /var/spool)",
-                c.user.name,
-                spool.display(),
-                d.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Let the job user (and only root and that user's group) connect to the launcher socket.
-pub fn share_socket(c: &Confinement, sock: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if !c.switch_user {
-        return Ok(());
-    }
-    std::os::unix::fs::chown(sock, Some(0), Some(c.user.gid))?;
-    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))
-}
-
-/// Give a job's working directory to its user, private to it (0700).
-pub fn give_job_dir(c: &Confinement, dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if !c.switch_user {
-        return Ok(());
-    }
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if !e.file_type()?.is_symlink() {
-            chown_to(c, &e.path())?;
-        }
-    }
-    chown_to(c, dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// After a job: remove graze's own files from its working directory; if the job left files of
-/// its own there, keep them in `output` (`SPOOL/output/ID`), else remove the directory.
-pub fn finish_job_dir(files: &crate::hydra::JobFiles, output: &std::path::Path) {
-    for f in [
-        &files.hosts,
-        &files.nodefile,
-        &files.hydra_conf,
-        &files.openmpi_hosts,
-    ] {
-        let _ = std::fs::remove_file(f);
-    }
-    let empty = match std::fs::read_dir(&files.dir) {
-        Ok(mut rd) => rd.next().is_none(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(_) => false,
-    };
-    let result = if empty {
-        std::fs::remove_dir(&files.dir)
-    } else {
-        if output.exists() {
-            let _ = std::fs::remove_dir_all(output);
-        }
-        std::fs::rename(&files.dir, output).inspect(|()| {
-            tracing::info!(dir = %output.display(), "the job left files in its working directory; kept");
-        })
-    };
-    if let Err(e) = result {
-        tracing::warn!(dir = %files.dir.display(), error = %e, "cannot tidy the job directory");
-        let _ = std::fs::remove_dir_all(&files.dir);
-    }
 }
 
 /// Whether `user` can reach (search) every directory above and including `dir`.
@@ -426,34 +334,6 @@ mod tests {
             assert_eq!(get(gone), None, "{gone} leaked");
         }
         assert_eq!(e.iter().filter(|(k, _)| k == "HOME").count(), 1);
-    }
-
-    #[test]
-    fn job_dir_keeps_only_the_jobs_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = [graze_proto::HostSlots {
-            host: "n".into(),
-            slots: 1,
-        }];
-        let f = crate::hydra::JobFiles::paths(&dir.path().join("jobs"), graze_proto::JobId(1));
-        f.write(&hosts).unwrap();
-        let out = dir.path().join("output").join("1");
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        finish_job_dir(&f, &out);
-        assert!(!f.dir.exists());
-        assert!(!out.exists(), "nothing of the job's own: nothing kept");
-
-        let f = crate::hydra::JobFiles::paths(&dir.path().join("jobs"), graze_proto::JobId(2));
-        f.write(&hosts).unwrap();
-        std::fs::write(f.dir.join("result.dat"), "42").unwrap();
-        let out = dir.path().join("output").join("2");
-        finish_job_dir(&f, &out);
-        assert!(!f.dir.exists());
-        let kept: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(kept, vec!["result.dat"]);
     }
 
     #[test]

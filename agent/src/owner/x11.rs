@@ -15,10 +15,11 @@
 //! Xlib is used from one thread at a time (the agent's owning task), so `XInitThreads` is
 //! not needed.
 
+use super::source::IdleSource;
 use std::ffi::{c_void, CString};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use x11_dl::xlib::{Display, Xlib};
 use x11_dl::xss::Xss;
 
@@ -54,7 +55,7 @@ struct Conn {
 }
 
 /// The X screen-saver idle source.
-pub struct X11Source {
+pub(crate) struct X11Source {
     /// Display name, e.g. `:0`; `None` reads `$DISPLAY`.
     display: Option<String>,
     libs: Option<(Xlib, Xss, SetExitHandler)>,
@@ -68,7 +69,7 @@ unsafe impl Send for X11Source {}
 
 impl X11Source {
     /// A source for `display` (`None`: `$DISPLAY`).
-    pub fn new(display: Option<String>) -> X11Source {
+    pub(crate) fn new(display: Option<String>) -> X11Source {
         X11Source {
             display,
             libs: None,
@@ -79,7 +80,7 @@ impl X11Source {
     }
 
     /// The display name shown in the status.
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         self.display
             .clone()
             .or_else(|| std::env::var("DISPLAY").ok())
@@ -158,7 +159,7 @@ impl X11Source {
     }
 
     /// The X server's idle time; `Ok(None)` when there is no X session to watch.
-    pub fn idle(&mut self, now: Instant) -> Result<Option<Duration>, String> {
+    pub(crate) fn idle(&mut self, now: Instant) -> Result<Option<Duration>, String> {
         if self.conn.is_none() {
             if self.next_try.is_some_and(|t| now < t) {
                 return Ok(None);
@@ -206,5 +207,18 @@ impl X11Source {
                 Ok(None)
             }
         }
+    }
+}
+/// The graphical session as an [`IdleSource`].
+pub(crate) struct X11Idle {
+    pub(crate) src: X11Source,
+}
+
+impl IdleSource for X11Idle {
+    fn name(&self) -> String {
+        format!("x11:{}", self.src.display_name())
+    }
+    fn idle(&mut self, now: Instant, _wall: SystemTime) -> Result<Option<Duration>, String> {
+        self.src.idle(now)
     }
 }

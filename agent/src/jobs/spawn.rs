@@ -11,7 +11,7 @@ use tracing::Instrument;
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Convert std's exit status to the wire form.
-pub fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
+pub(crate) fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
     use std::os::unix::process::ExitStatusExt;
     ExitStatus {
         code: s.code(),
@@ -20,7 +20,7 @@ pub fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
 }
 
 /// An io error as a person reads it: without Rust's "(os error N)" suffix.
-pub fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) if s.ends_with(')') => s[..i].to_string(),
@@ -31,7 +31,7 @@ pub fn io_reason(e: &std::io::Error) -> String {
 /// Read `r` line by line, calling `emit` with each whole line (without its newline, lossily
 /// decoded, cut to [`MAX_LINE`] and marked). Lines are never split: bytes past the limit are
 /// dropped up to the next newline.
-pub async fn read_lines<R, F, Fut>(r: R, mut emit: F)
+pub(crate) async fn read_lines<R, F, Fut>(r: R, mut emit: F)
 where
     R: AsyncRead + Unpin,
     F: FnMut(String) -> Fut,
@@ -83,7 +83,7 @@ fn finish(line: &mut Vec<u8>) -> String {
 }
 
 /// Where a process's events go.
-pub trait Sink: Clone + Send + Sync + 'static {
+pub(crate) trait Sink: Clone + Send + Sync + 'static {
     /// One output line; `false` stops reading.
     fn line(&self, stream: Stream, line: String) -> impl Future<Output = bool> + Send;
     /// The process ended.
@@ -92,7 +92,7 @@ pub trait Sink: Clone + Send + Sync + 'static {
 
 /// Spawn `cmd` (already set up with its process group, environment and stdin) with piped
 /// output and drive it in a task. Returns its pid, which is also its process group id.
-pub fn spawn<S: Sink>(
+pub(crate) fn spawn<S: Sink>(
     mut cmd: tokio::process::Command,
     sink: S,
     span: tracing::Span,

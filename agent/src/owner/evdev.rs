@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 /// Size of `struct input_event` on 64-bit Linux: timeval (16), type, code (2 + 2), value (4).
-pub const EVENT_SIZE: usize = 24;
+pub(crate) const EVENT_SIZE: usize = 24;
 /// Event types that mean a person did something.
 const EV_KEY: u16 = 1;
 const EV_REL: u16 = 2;
@@ -23,26 +23,26 @@ const RESCAN: Duration = Duration::from_secs(5);
 
 /// One decoded input event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InputEvent {
+pub(crate) struct InputEvent {
     /// Kernel timestamp, ms since the Unix epoch.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// `EV_*` type.
-    pub kind: u16,
+    pub(crate) kind: u16,
     /// Key or axis code.
-    pub code: u16,
+    pub(crate) code: u16,
     /// Value (1 press, 0 release, 2 repeat; motion delta).
-    pub value: i32,
+    pub(crate) value: i32,
 }
 
 impl InputEvent {
     /// True for keys, buttons, relative and absolute motion (not sync or misc reports).
-    pub fn is_activity(&self) -> bool {
+    pub(crate) fn is_activity(&self) -> bool {
         matches!(self.kind, EV_KEY | EV_REL | EV_ABS)
     }
 }
 
 /// Decode whole events from `buf`; a trailing partial event is ignored.
-pub fn parse_events(buf: &[u8]) -> Vec<InputEvent> {
+pub(crate) fn parse_events(buf: &[u8]) -> Vec<InputEvent> {
     buf.chunks_exact(EVENT_SIZE)
         .map(|e| {
             let n64 = |r: std::ops::Range<usize>| {
@@ -66,7 +66,7 @@ pub fn parse_events(buf: &[u8]) -> Vec<InputEvent> {
 }
 
 /// The `evdev` idle source.
-pub struct EvdevSource {
+pub(crate) struct EvdevSource {
     dir: PathBuf,
     wake: Arc<Notify>,
     /// Latest activity, ms since the Unix epoch (0: none yet).
@@ -79,7 +79,7 @@ pub struct EvdevSource {
 
 impl EvdevSource {
     /// Watch `dir/event*` (normally `/dev/input`), notifying `wake` on activity.
-    pub fn new(dir: impl Into<PathBuf>, wake: Arc<Notify>) -> EvdevSource {
+    pub(crate) fn new(dir: impl Into<PathBuf>, wake: Arc<Notify>) -> EvdevSource {
         EvdevSource {
             dir: dir.into(),
             wake,
@@ -146,7 +146,7 @@ fn read_device(mut f: std::fs::File, last: &AtomicU64, wake: &Notify) {
     }
 }
 
-impl crate::idle::IdleSource for EvdevSource {
+impl crate::owner::source::IdleSource for EvdevSource {
     fn name(&self) -> String {
         "evdev".into()
     }
@@ -173,7 +173,7 @@ impl crate::idle::IdleSource for EvdevSource {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::idle::IdleSource;
+    use crate::owner::source::IdleSource;
     use std::io::Write;
 
     fn event(sec: i64, usec: i64, kind: u16, code: u16, value: i32) -> Vec<u8> {

@@ -12,7 +12,7 @@
 //! forked child before `exec` (see [`JobCgroup::join_fds`]), so nothing it starts escapes.
 //!
 //! Where none of this is writable (a normal user without delegation, other systems), the agent
-//! falls back to process groups and the job tag (see [`crate::procs`]).
+//! falls back to process groups and the job tag (see [`crate::jobs::procs`]).
 //!
 //! Everything here is blocking file I/O on the cgroup file system: call it from a blocking
 //! context.

@@ -10,7 +10,7 @@
 //!   were re-parented to init in a new session (MPICH ranks keep running when their hydra
 //!   proxy is SIGKILLed, and `mpiexec` never notices).
 //!
-//! - every process in the job's cgroup, where the agent made one (see [`crate::cgroup`]);
+//! - every process in the job's cgroup, where the agent made one (see [`crate::jobs::cgroup`]);
 //!   then killing uses the cgroup (`cgroup.kill`, or freeze + SIGKILL + thaw) before the
 //!   process-group sweep, and stopping freezes the cgroup while the members are sent SIGSTOP,
 //!   so no member forks between the scan and the signal.
@@ -151,7 +151,7 @@ pub struct ProcSet {
     /// The job's tag: processes whose environment holds `GRAZE_JOB_TAG=<tag>` belong to it.
     pub tag: Option<String>,
     /// The job's cgroup, when the agent could make one.
-    pub cgroup: Option<crate::cgroup::JobCgroup>,
+    pub cgroup: Option<crate::jobs::cgroup::JobCgroup>,
 }
 
 /// Processes a set did not get rid of in time.
@@ -177,7 +177,7 @@ impl ProcSet {
     }
 
     /// The same set, also holding every process of `cgroup`.
-    pub fn with_cgroup(mut self, cgroup: Option<crate::cgroup::JobCgroup>) -> ProcSet {
+    pub fn with_cgroup(mut self, cgroup: Option<crate::jobs::cgroup::JobCgroup>) -> ProcSet {
         self.cgroup = cgroup;
         self
     }

@@ -11,13 +11,13 @@
 //! read end of a pipe as its stdin. Only the agent holds the write end (close-on-exec, so no
 //! job process inherits it). Whatever way the agent ends, the kernel closes that end; the
 //! guard reads end-of-file and kills every process tagged with this agent instance's tag
-//! prefix (see [`crate::procs::kill_tag_prefix`]) and every process in the agent's job
+//! prefix (see [`crate::jobs::procs::kill_tag_prefix`]) and every process in the agent's job
 //! cgroups, then exits. After a clean shutdown there is nothing left for it to kill.
 //!
 //! The guard runs in its own process group, so a terminal's ctrl-c aimed at the agent does not
 //! take the guard down first.
 
-use crate::cgroup::{JobCgroup, Kind};
+use crate::jobs::cgroup::{JobCgroup, Kind};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,7 +148,7 @@ fn sweep(args: &GuardArgs) -> usize {
     }
     // Then by tag, until a pass finds nothing (a process may fork while the first pass runs).
     for _ in 0..20 {
-        let n = crate::procs::kill_tag_prefix(&args.prefix);
+        let n = crate::jobs::procs::kill_tag_prefix(&args.prefix);
         if n == 0 {
             break;
         }

@@ -173,7 +173,7 @@ impl JobEnv<'_> {
             ("GRAZE_NPROCS".into(), nprocs.to_string().into()),
             ("GRAZE_LAUNCH_SOCK".into(), self.launch_sock.into()),
             ("GRAZE_JOB_SECRET".into(), self.secret.into()),
-            (crate::procs::TAG_VAR.into(), self.tag.into()),
+            (crate::jobs::procs::TAG_VAR.into(), self.tag.into()),
         ];
         v.extend(self.extra.iter().map(|(k, val)| (k.clone(), val.into())));
         v

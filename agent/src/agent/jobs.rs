@@ -1,0 +1,530 @@
+//! Job control in the owning task: starting a job's main command and remote launches,
+//! stopping and resuming (owner reclaim, gang suspend), killing, and answering `JobCleared`.
+
+use super::state::{Agent, Conn, Input, Job, Main, ProcSink, KILL_TIMEOUT};
+use crate::jobs::cgroup::JobCgroup;
+use crate::jobs::hydra::{JobEnv, JobFiles, SECRET_VARS};
+use crate::jobs::procs::{self, ProcSet, Survivors, TAG_VAR};
+use crate::jobs::{dir, spawn};
+use graze_proto::{AgentMsg, ExitStatus, HostSlots, JobId, LaunchId, Stream};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+impl Agent {
+    /// Stop every process of every job here, now: one fast pass in this task, follow-up
+    /// rounds in a blocking thread.
+    pub(super) fn stop_all_jobs(&mut self, seen: Instant) {
+        let sets: Vec<ProcSet> = self
+            .jobs
+            .values_mut()
+            .filter(|j| !j.killing)
+            .map(|j| {
+                j.suspended = true;
+                j.procs()
+            })
+            .collect();
+        if sets.is_empty() {
+            return;
+        }
+        let n = procs::stop_now(&sets);
+        tracing::info!(
+            jobs = sets.len(),
+            processes = n,
+            after_us = seen.elapsed().as_micros() as u64,
+            "owner is back: job processes stopped"
+        );
+        self.follow_up_stop(sets, seen);
+    }
+
+    pub(super) fn follow_up_stop(&self, sets: Vec<ProcSet>, seen: Instant) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || procs::stop_all(&sets, KILL_TIMEOUT))
+                .await
+                .unwrap_or(Ok(()));
+            let _ = tx.send(Input::Stopped { seen, result }).await;
+        });
+    }
+
+    /// Stop one job's processes (gang suspend from the scheduler, or a process started for a
+    /// suspended job).
+    pub(super) fn stop_job(&mut self, job: JobId) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.killing {
+            return;
+        }
+        j.suspended = true;
+        let set = j.procs();
+        j.span
+            .in_scope(|| tracing::info!("suspending the job's processes"));
+        procs::stop_now(std::slice::from_ref(&set));
+        self.follow_up_stop(vec![set], Instant::now());
+    }
+
+    /// The scheduler resumes a job: continue its processes unless this PC's owner is busy.
+    pub(super) fn resume_job(&mut self, job: JobId) {
+        let reclaimed = self.watch.holds_jobs_stopped();
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if reclaimed || j.killing {
+            j.span.in_scope(|| {
+                tracing::info!("not resuming: the owner of this PC reclaimed it meanwhile")
+            });
+            return;
+        }
+        j.suspended = false;
+        j.span
+            .in_scope(|| tracing::info!("resuming the job's processes"));
+        let set = j.procs();
+        tokio::task::spawn_blocking(move || set.cont());
+    }
+
+    /// Kill every job process on this node and forget the jobs (fenced: the scheduler will
+    /// not find them when this agent registers again).
+    pub(super) fn kill_all_jobs(&mut self, why: &str) {
+        self.lost_at = None;
+        self.fail_launches(why);
+        for (id, job) in self.jobs.drain() {
+            let set = job.procs();
+            let files = JobFiles::paths(&self.jobs_dir, id);
+            let output = self.output_dir.join(id.to_string());
+            let span = job.span.clone();
+            tokio::task::spawn_blocking(move || {
+                let _e = span.enter();
+                if let Err(e) = set.kill(KILL_TIMEOUT) {
+                    tracing::error!(error = %e, "job processes survived SIGKILL");
+                }
+                if let Some(cg) = &set.cgroup {
+                    let _ = cg.remove();
+                }
+                dir::finish_job_dir(&files, &output);
+            });
+        }
+        self.publish_jobsets();
+    }
+
+    pub(super) fn tag(&self, job: JobId) -> String {
+        format!("{}-{}-{job}", self.tag_base, self.instance)
+    }
+
+    pub(super) fn job_entry(&mut self, job: JobId) -> &mut Job {
+        let tag = self.tag(job);
+        self.jobs.entry(job).or_insert_with(|| Job {
+            tag,
+            span: tracing::info_span!("job", id = %job),
+            secret: None,
+            pgids: Vec::new(),
+            main: Main::None,
+            remotes: HashMap::new(),
+            killing: false,
+            killed: false,
+            suspended: false,
+            epoch: 0,
+            cgroup: None,
+        })
+    }
+
+    /// The job's cgroup, made on first use where cgroups are writable.
+    pub(super) fn job_cgroup(&mut self, job: JobId) -> Option<JobCgroup> {
+        if let Some(cg) = self.jobs.get(&job).and_then(|j| j.cgroup.clone()) {
+            return Some(cg);
+        }
+        let root = self.cgroups.as_ref()?;
+        match root.create_job(&job.to_string(), self.cfg.memory_max) {
+            Ok(cg) => {
+                self.job_entry(job).cgroup = Some(cg.clone());
+                Some(cg)
+            }
+            Err(e) => {
+                tracing::warn!(%job, error = %e, "cannot make the job's cgroup; tracking it by process group");
+                None
+            }
+        }
+    }
+
+    pub(super) fn publish_jobsets(&self) {
+        let sets: Vec<ProcSet> = self.jobs.values().map(Job::procs).collect();
+        self.jobsets.send_replace(sets);
+    }
+
+    /// A command for a job process: clean environment, own process group, the job's cgroup
+    /// and user (see [`Confinement::apply`]). The files returned must live until the spawn.
+    pub(super) fn base_command(
+        &mut self,
+        program: &str,
+        job: JobId,
+        tag: &str,
+    ) -> std::io::Result<(tokio::process::Command, Vec<std::fs::File>)> {
+        let cgroup = self.job_cgroup(job);
+        let mut cmd = tokio::process::Command::new(program);
+        let keep = self.confine.apply(&mut cmd, cgroup.as_ref())?;
+        for v in SECRET_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.env("GRAZE_JOB_ID", job.to_string())
+            .env(TAG_VAR, tag)
+            .stdin(Stdio::null())
+            .process_group(0);
+        Ok((cmd, keep))
+    }
+
+    pub(super) async fn start_job(
+        &mut self,
+        job: JobId,
+        command: Vec<String>,
+        cwd: Option<String>,
+        env: Vec<(String, String)>,
+        hosts: Vec<HostSlots>,
+        secret: String,
+    ) {
+        if let Some(j) = self.jobs.get(&job) {
+            if j.main != Main::None || j.killing {
+                let reason = format!("job {job} already runs on node '{}'", self.cfg.name);
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                return;
+            }
+        }
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        let Some(program) = command.first().cloned() else {
+            let reason = "empty command".to_string();
+            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            return;
+        };
+        if let Err(e) = files
+            .write(&hosts)
+            .and_then(|()| dir::give_job_dir(&self.confine, &files.dir))
+        {
+            let reason = format!(
+                "cannot write job files in '{}': {}",
+                files.dir.display(),
+                spawn::io_reason(&e)
+            );
+            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            return;
+        }
+        let tag = self.tag(job);
+        let span = tracing::info_span!("job", id = %job);
+        let mut note = None;
+        let dir = match cwd {
+            Some(c) if std::path::Path::new(&c).is_dir() => PathBuf::from(c),
+            Some(c) => {
+                note = Some(format!(
+                    "graze: working directory '{c}' does not exist on node '{}'; running in '{}'",
+                    self.cfg.name,
+                    files.dir.display()
+                ));
+                files.dir.clone()
+            }
+            None => files.dir.clone(),
+        };
+        let (mut cmd, _keep) = match self.base_command(&program, job, &tag) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("cannot confine the job: {}", spawn::io_reason(&e));
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                return;
+            }
+        };
+        cmd.args(&command[1..]).current_dir(&dir);
+        let sock = self.sock.clone();
+        let vars = JobEnv {
+            job,
+            files: &files,
+            hosts: &hosts,
+            launcher: &self.cfg.launcher,
+            launch_sock: &sock,
+            secret: &secret,
+            tag: &tag,
+            extra: &env,
+        }
+        .vars();
+        cmd.envs(vars);
+        let sink = ProcSink {
+            tx: self.tx.clone(),
+            job,
+            remote: None,
+        };
+        match spawn::spawn(cmd, sink, span.clone()) {
+            Ok(pid) => {
+                let _e = span.enter();
+                tracing::info!(pid, command = ?command, cwd = %dir.display(), "job started");
+                drop(_e);
+                let j = self.job_entry(job);
+                j.span = span;
+                j.secret = Some(secret);
+                j.main = Main::Running;
+                j.pgids.push(pid as i32);
+                let stop = j.suspended;
+                self.publish_jobsets();
+                if stop || self.watch.holds_jobs_stopped() {
+                    // Placed just as the owner came back: stopped until the scheduler resumes it.
+                    self.stop_job(job);
+                }
+                if let Some(line) = note {
+                    self.send(AgentMsg::Output {
+                        job,
+                        rank: None,
+                        stream: Stream::Stderr,
+                        line,
+                    })
+                    .await;
+                }
+            }
+            Err(e) => {
+                let reason = format!("cannot run '{program}': {}", spawn::io_reason(&e));
+                span.in_scope(|| tracing::warn!(%reason, "job failed to start"));
+                let _ = std::fs::remove_dir_all(&files.dir);
+                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            }
+        }
+    }
+
+    pub(super) async fn spawn_remote(
+        &mut self,
+        remote: LaunchId,
+        job: JobId,
+        command: Vec<String>,
+        origin: (String, LaunchId),
+    ) {
+        let fail = |why: String| {
+            vec![
+                AgentMsg::Output {
+                    job,
+                    rank: None,
+                    stream: Stream::Stderr,
+                    line: why,
+                },
+                AgentMsg::RemoteExited {
+                    remote,
+                    exit: ExitStatus {
+                        code: Some(127),
+                        signal: None,
+                    },
+                    origin: origin.0.clone(),
+                    origin_id: origin.1,
+                },
+            ]
+        };
+        if self.jobs.get(&job).is_some_and(|j| j.killing) {
+            for m in fail(format!(
+                "graze: not starting a process for job {job} on '{}': the job is being killed",
+                self.cfg.name
+            )) {
+                self.send(m).await;
+            }
+            return;
+        }
+        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
+        if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|()| dir::give_job_dir(&self.confine, &dir))
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
+        }
+        let tag = self.tag(job);
+        let line = command.join(" ");
+        let (mut cmd, _keep) = match self.base_command("sh", job, &tag) {
+            Ok(c) => c,
+            Err(e) => {
+                for m in fail(format!(
+                    "graze: cannot confine a process of job {job} on '{}': {}",
+                    self.cfg.name,
+                    spawn::io_reason(&e)
+                )) {
+                    self.send(m).await;
+                }
+                return;
+            }
+        };
+        cmd.arg("-c").arg(&line);
+        if dir.is_dir() {
+            cmd.current_dir(&dir);
+        }
+        let sink = ProcSink {
+            tx: self.tx.clone(),
+            job,
+            remote: Some(remote),
+        };
+        let span = self.job_entry(job).span.clone();
+        match spawn::spawn(cmd, sink, span.clone()) {
+            Ok(pid) => {
+                span.in_scope(|| tracing::info!(remote = remote.0, pid, command = %line, "remote launch started"));
+                let j = self.job_entry(job);
+                j.pgids.push(pid as i32);
+                j.remotes.insert(remote, origin.clone());
+                let stop = j.suspended;
+                self.publish_jobsets();
+                if stop || self.watch.holds_jobs_stopped() {
+                    self.stop_job(job);
+                }
+            }
+            Err(e) => {
+                for m in fail(format!(
+                    "graze: cannot run 'sh' on '{}': {}",
+                    self.cfg.name,
+                    spawn::io_reason(&e)
+                )) {
+                    self.send(m).await;
+                }
+                if let Some(j) = self.jobs.get(&job) {
+                    if j.main == Main::None && j.remotes.is_empty() && j.pgids.is_empty() {
+                        self.jobs.remove(&job);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn on_main_exited(&mut self, job: JobId, exit: ExitStatus) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        j.main = Main::Exited;
+        j.span
+            .in_scope(|| tracing::info!(%exit, "job's main command ended"));
+        self.send(AgentMsg::JobExited { job, exit }).await;
+        self.maybe_cleared(job).await;
+    }
+
+    pub(super) async fn on_remote_exited(
+        &mut self,
+        job: JobId,
+        remote: LaunchId,
+        exit: ExitStatus,
+    ) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let (origin, origin_id) = j
+            .remotes
+            .remove(&remote)
+            .unwrap_or((String::new(), LaunchId(0)));
+        j.span
+            .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
+        self.send(AgentMsg::RemoteExited {
+            remote,
+            exit,
+            origin,
+            origin_id,
+        })
+        .await;
+        self.maybe_cleared(job).await;
+    }
+
+    /// Kill the job's processes; with `grace`, vacate (SIGTERM, SIGKILL after `grace`).
+    pub(super) fn kill_job(&mut self, job: JobId, grace: Option<Duration>) {
+        let set = match self.jobs.get_mut(&job) {
+            Some(j) if j.killing => return,
+            Some(j) => {
+                j.killing = true;
+                j.span.in_scope(|| match grace {
+                    None => tracing::info!("killing the job's processes"),
+                    Some(g) => tracing::info!(grace_ms = g.as_millis() as u64, "vacating the job"),
+                });
+                j.procs()
+            }
+            // Nothing known here; still sweep for tagged orphans.
+            None => ProcSet::new(Vec::new(), Some(self.tag(job))),
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || match grace {
+                None => set.kill(KILL_TIMEOUT),
+                Some(g) => set.vacate(g, KILL_TIMEOUT),
+            })
+            .await
+            .unwrap_or(Ok(()));
+            let _ = tx.send(Input::Killed { job, result }).await;
+        });
+    }
+
+    pub(super) async fn on_killed(&mut self, job: JobId, result: Result<(), Survivors>) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            self.send(AgentMsg::JobCleared { job }).await;
+            return;
+        };
+        j.killed = true;
+        if let Err(e) = result {
+            j.span
+                .in_scope(|| tracing::error!(error = %e, "job processes survived SIGKILL"));
+            // Answer anyway: the scheduler must not wait forever for unkillable processes.
+            self.clear(job).await;
+            return;
+        }
+        self.maybe_cleared(job).await;
+    }
+
+    /// Answer `JobCleared` once the kill finished and every process we started was reaped.
+    pub(super) async fn maybe_cleared(&mut self, job: JobId) {
+        let done = self.jobs.get(&job).is_some_and(|j| {
+            j.killing && j.killed && j.main != Main::Running && j.remotes.is_empty()
+        });
+        if done {
+            self.clear(job).await;
+        }
+    }
+
+    pub(super) async fn clear(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.remove(&job) {
+            j.span.in_scope(|| tracing::info!("job cleared"));
+            if let Some(cg) = &j.cgroup {
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(%job, error = %e, "cannot remove the job's cgroup");
+                }
+            }
+        }
+        self.publish_jobsets();
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()));
+        self.send(AgentMsg::JobCleared { job }).await;
+    }
+
+    pub(super) async fn stop(&mut self) {
+        self.fail_launches("graze-agent is shutting down");
+        let sets: Vec<(tracing::Span, ProcSet)> = self
+            .jobs
+            .values()
+            .map(|j| (j.span.clone(), j.procs()))
+            .collect();
+        if !sets.is_empty() {
+            tracing::info!(jobs = sets.len(), "killing job processes");
+        }
+        let killing = tokio::task::spawn_blocking(move || {
+            for (span, set) in sets {
+                if let Err(e) = set.kill(KILL_TIMEOUT) {
+                    span.in_scope(|| tracing::error!(error = %e, "job processes survived SIGKILL"));
+                }
+            }
+        });
+        let _ = killing.await;
+        for (id, j) in &self.jobs {
+            if let Some(cg) = &j.cgroup {
+                let _ = cg.remove();
+            }
+            dir::finish_job_dir(
+                &JobFiles::paths(&self.jobs_dir, *id),
+                &self.output_dir.join(id.to_string()),
+            );
+        }
+        self.jobs.clear();
+        if let Some(r) = &self.cgroups {
+            r.remove();
+        }
+        if let Some(g) = self.guard.take() {
+            let _ = tokio::task::spawn_blocking(move || g.release()).await;
+        }
+        let endpoint = match &self.conn {
+            Conn::Up { endpoint, .. } => Some(endpoint.clone()),
+            _ => None,
+        };
+        self.close_conn(b"agent shutting down");
+        if let Some(ep) = endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+        }
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}

@@ -1,0 +1,357 @@
+//! The agent's owning task: one loop that holds all state (connection, jobs, pending
+//! launches, owner status) and is fed by one channel of [`Input`].
+//!
+//! Drivers around it: a connector task per connection attempt, a reader and a writer task per
+//! connection, a task per job process (exit) and per output pipe (lines), the launcher socket
+//! listener, and a CPU sampler thread. The 50 ms tick is a timer inside the loop itself so
+//! that a flood of output cannot delay availability changes.
+//!
+//! Modules: `state` (the types, a leaf), `connect` (one connection attempt), `link` (the
+//! connection's life), `jobs` (job control), `launches` (the shim's requests).
+
+mod connect;
+mod jobs;
+mod launches;
+mod link;
+mod state;
+
+use crate::config::AgentConfig;
+use crate::jobs::cgroup::CgroupRoot;
+use crate::jobs::confine::{self, Confinement};
+use crate::jobs::dir;
+use crate::jobs::procs::ProcSet;
+use crate::launch::{self, ShimEvent};
+use crate::outbox::Outbox;
+use crate::owner::cpu::{CpuMeter, CpuSample};
+use crate::owner::rule::Rules;
+use crate::owner::watch::{Observation, OwnerWatch, STATUS_EVERY};
+use crate::owner::Owner;
+use anyhow::{Context, Result};
+use graze_net::Access;
+use graze_proto::{AgentMsg, NodeStatus};
+use rand::Rng;
+use state::{Agent, Conn, Input, BACKOFF_MIN, TICK};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// Run the agent until `shutdown` completes or a fatal error.
+pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    if cfg.idle_sources.is_empty() {
+        anyhow::bail!(crate::config::NO_IDLE_SOURCE);
+    }
+    let access = Access::load(&cfg.access).context("loading the access file")?;
+    let jobs_dir = cfg.spool.join("jobs");
+    std::fs::create_dir_all(&jobs_dir)
+        .with_context(|| format!("creating spool directory '{}'", jobs_dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let confine = match &cfg.run_as {
+        Some(name) if is_root => Confinement::new(confine::user_by_name(name)?, true, cfg.nice),
+        Some(name) => anyhow::bail!(
+            "run_as '{name}' needs an agent started as root; a normal user's agent runs jobs as itself"
+        ),
+        None if is_root => anyhow::bail!(
+            "graze-agent runs as root but no run_as user is set: job processes never run as root (set run_as, default 'graze')"
+        ),
+        None => Confinement::new(confine::current_user(), false, cfg.nice),
+    };
+    let output_dir = cfg.spool.join("output");
+    dir::prepare_spool(&confine, &cfg.spool, &jobs_dir, &output_dir)?;
+    let sock = cfg.spool.join("launch.sock");
+    let listener = launch::bind(&sock)
+        .with_context(|| format!("listening on launcher socket '{}'", sock.display()))?;
+    dir::share_socket(&confine, &sock).with_context(|| {
+        format!(
+            "giving launcher socket '{}' to the job user",
+            sock.display()
+        )
+    })?;
+    // Job processes a previous agent on this spool left behind (it crashed or was killed)
+    // belong to runs the scheduler has requeued by now: fence them.
+    let tag_base = spool_tag(&cfg.spool);
+    // The cgroup leaf carries the spool's tag as well as the name: two agents of one name on
+    // one machine (two test clusters, two demos) must never share job cgroups, or one agent's
+    // kill of its job 1 kills the other's job 1.
+    let cgroups = match CgroupRoot::detect(&format!("{}-{}", cfg.name, &tag_base[..8])) {
+        Ok(r) => {
+            tracing::info!(kind = ?r.kind, base = %r.base.display(), "one cgroup per job");
+            Some(r)
+        }
+        Err(why) => {
+            tracing::info!(%why, "cgroups not writable; jobs are tracked by process group");
+            None
+        }
+    };
+    tracing::info!(user = %confine.user.name, uid = confine.user.uid, "job processes run as");
+    if !cfg.launcher.exists() {
+        tracing::warn!(launcher = %cfg.launcher.display(),
+            "launcher shim not found; MPI jobs spanning several nodes will fail");
+    }
+
+    let swept = crate::jobs::procs::kill_tag_prefix(&format!("{tag_base}-"));
+    if swept > 0 {
+        tracing::warn!(
+            swept,
+            "killed job processes left behind by a previous agent"
+        );
+    }
+    let instance = hex_id();
+    // Should this process die without cleaning up, its guard kills this instance's jobs.
+    let guard = match crate::jobs::guard::agent_exe(&cfg.launcher)
+        .ok_or_else(|| std::io::Error::other("no graze-agent executable found"))
+        .and_then(|exe| {
+            crate::jobs::guard::Guard::start(
+                &exe,
+                &format!("{tag_base}-{instance}-"),
+                cgroups.as_ref().map(|r| (r.kind, r.base.as_path())),
+            )
+        }) {
+        Ok(g) => {
+            tracing::info!(
+                pid = g.pid(),
+                "guard started: job processes die with this agent"
+            );
+            Some(g)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the guard: if this agent crashes, its job processes live on until it restarts");
+            None
+        }
+    };
+    let info = crate::machine::node_info(&cfg).await;
+    tracing::info!(name = %info.name, cores = info.cores, sockets = info.sockets,
+        mpi = ?info.mpi.iter().map(|m| format!("{} {}", m.kind, m.version)).collect::<Vec<_>>(),
+        scheduler = %access.scheduler, "graze-agent starting");
+
+    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let listen_task = tokio::spawn(launch::serve(listener, tx.clone(), Input::Shim));
+    let (jobsets, jobsets_rx) = watch::channel(Vec::new());
+    spawn_sampler(tx.clone(), jobsets_rx);
+
+    let started = Instant::now();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let cfg_node_timeout = cfg.node_timeout;
+    let rules = Rules {
+        start_after: cfg.start_after,
+        owner_cpu_max: cfg.owner_cpu_max,
+        resume_after: cfg.policy.resume_after,
+    };
+    let mut agent = Agent {
+        owner: Owner::new(&cfg.idle_sources, started, &wake),
+        instance,
+        guard,
+        tag_base,
+        cfg,
+        access,
+        info,
+        tx,
+        jobs: HashMap::new(),
+        launches: HashMap::new(),
+        conn: Conn::Down { retry_at: started },
+        gen: 0,
+        backoff: BACKOFF_MIN,
+        failures: 0,
+        cpu: CpuSample {
+            core_load: Vec::new(),
+            owner_cpu: 0.0,
+            job_cpu: 0.0,
+        },
+        jobsets,
+        jobs_dir,
+        sock,
+        fatal: None,
+        watch: OwnerWatch::new(rules),
+        wake,
+        lost_at: None,
+        heard: (0, started),
+        node_timeout: cfg_node_timeout,
+        outbox: Outbox::default(),
+        confine,
+        cgroups,
+        output_dir,
+    };
+
+    let wake_rx = agent.wake.clone();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+            _ = tick.tick() => agent.on_tick().await,
+            () = wake_rx.notified() => agent.on_tick().await,
+            Some(input) = rx.recv() => agent.handle(input).await,
+        }
+        if agent.fatal.is_some() {
+            break;
+        }
+    }
+    listen_task.abort();
+    agent.stop().await;
+    match agent.fatal.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A stable id for a spool directory (FNV-1a of its path), used in job tags.
+fn spool_tag(spool: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(spool).unwrap_or_else(|_| spool.to_owned());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn hex_id() -> String {
+    let v: u64 = rand::thread_rng().gen();
+    format!("{v:016x}")
+}
+
+fn spawn_sampler(tx: mpsc::Sender<Input>, jobsets: watch::Receiver<Vec<ProcSet>>) {
+    let spawned = std::thread::Builder::new()
+        .name("cpu-sampler".into())
+        .spawn(move || {
+            let mut meter = CpuMeter::new();
+            loop {
+                std::thread::sleep(STATUS_EVERY);
+                let sets = jobsets.borrow().clone();
+                let s = meter.sample(&sets);
+                if tx.blocking_send(Input::Sample(s)).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the CPU sampler; owner CPU use reads as 0");
+    }
+}
+
+impl Agent {
+    async fn handle(&mut self, input: Input) {
+        match input {
+            Input::Connected {
+                gen,
+                session,
+                node_timeout,
+            } => self.on_connected(gen, *session, node_timeout),
+            Input::ConnectFailed { gen, error } => self.on_connect_failed(gen, error),
+            Input::Scheduler { gen, msg } if gen == self.gen => self.on_scheduler(msg).await,
+            Input::Scheduler { .. } => {}
+            Input::Lost {
+                gen,
+                reason,
+                timed_out,
+            } => {
+                if gen == self.gen && matches!(self.conn, Conn::Up { .. }) {
+                    self.lose_connection(&reason, timed_out);
+                }
+            }
+            Input::Output {
+                job,
+                rank,
+                stream,
+                line,
+            } => {
+                if self.jobs.contains_key(&job) {
+                    self.send(AgentMsg::Output {
+                        job,
+                        rank,
+                        stream,
+                        line,
+                    })
+                    .await;
+                }
+            }
+            Input::MainExited { job, exit } => self.on_main_exited(job, exit).await,
+            Input::RemoteExited { job, remote, exit } => {
+                self.on_remote_exited(job, remote, exit).await
+            }
+            Input::Killed { job, result } => self.on_killed(job, result).await,
+            Input::Shim(ShimEvent::Request(r)) => self.on_launch_request(r).await,
+            Input::Shim(ShimEvent::Gone(id)) => {
+                if let Some(p) = self.launches.remove(&id) {
+                    tracing::info!(job = %p.job, launch = id.0, "launcher shim went away; launch abandoned");
+                    self.send(AgentMsg::LaunchAbandoned { id }).await;
+                }
+            }
+            Input::Sample(s) => self.cpu = s,
+            Input::Stopped { seen, result } => match result {
+                Ok(()) => tracing::info!(
+                    after_ms = seen.elapsed().as_millis() as u64,
+                    "every job process on this node is stopped"
+                ),
+                Err(e) => tracing::error!(error = %e, "job processes did not stop"),
+            },
+        }
+    }
+
+    /// Every 50 ms (or at once when an event-driven source saw input): the owner watch,
+    /// the self-fence, the reconnect and the status.
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let owner = self.owner.evaluate(now, SystemTime::now());
+        let obs = Observation {
+            idle: owner.idle,
+            owner_cpu: self.cpu.owner_cpu,
+            window_open: self.cfg.policy.windows.open_now(),
+            has_jobs: self.jobs.values().any(|j| !j.killing),
+            connected: matches!(self.conn, Conn::Up { .. }),
+        };
+        let d = self.watch.tick(now, &obs);
+        let avail = d.availability;
+        if d.reclaim {
+            tracing::info!(why = %avail, "the owner reclaimed this PC");
+            // Locally and at once: no round trip to the scheduler.
+            self.stop_all_jobs(now);
+        }
+        if d.resumable {
+            tracing::info!(to = %avail, "the owner has been idle for resume_after");
+        }
+        if self.self_fence_due(now) {
+            tracing::warn!(
+                silent_s = now.duration_since(self.heard.1).as_secs_f64(),
+                "no packet from the scheduler; fencing this node's jobs before the scheduler calls it lost"
+            );
+            self.lose_connection("no packet from the scheduler", true);
+        }
+        if let Some(at) = self.lost_at {
+            if matches!(self.conn, Conn::Up { .. }) {
+                self.lost_at = None;
+            } else if now.duration_since(at) >= self.node_timeout {
+                tracing::warn!(
+                    after_s = self.node_timeout.as_secs_f64(),
+                    "the scheduler did not come back; killing every job process on this node"
+                );
+                self.kill_all_jobs("graze-agent lost its connection to the scheduler");
+            }
+        }
+        if let Conn::Down { retry_at } = self.conn {
+            if now >= retry_at {
+                self.start_connect();
+            }
+        }
+        if let Some(from) = &d.changed_from {
+            tracing::info!(from = %from, to = %avail, "availability changed");
+        }
+        if d.report {
+            let status = NodeStatus {
+                core_load: self.cpu.core_load.clone(),
+                owner_cpu: self.cpu.owner_cpu,
+                owner_idle_ms: owner.idle.as_millis().try_into().unwrap_or(u64::MAX),
+                availability: avail,
+                idle_sources: owner.working,
+                unavailable_sources: owner.unavailable,
+            };
+            self.send(AgentMsg::Status(status)).await;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The owning task's state: its inputs, the connection, the jobs and their processes.
+//! A leaf of `agent/`: the loop (`mod.rs`), the link to the scheduler (`link.rs`), job
+//! control (`jobs.rs`) and launches (`launches.rs`) all work on [`Agent`].
+
+use super::connect::ConnectError;
+use crate::config::AgentConfig;
+use crate::jobs::cgroup::{CgroupRoot, JobCgroup};
+use crate::jobs::confine::Confinement;
+use crate::jobs::hydra;
+use crate::jobs::procs::{ProcSet, Survivors};
+use crate::jobs::spawn::Sink;
+use crate::launch::{ShimEvent, ShimReply};
+use crate::outbox::Outbox;
+use crate::owner::cpu::CpuSample;
+use crate::owner::watch::OwnerWatch;
+use crate::owner::Owner;
+use graze_net::{Access, Session};
+use graze_proto::{AgentMsg, ExitStatus, JobId, LaunchId, NodeInfo, SchedulerMsg, Stream};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Owner idle sources are evaluated this often.
+pub(super) const TICK: Duration = Duration::from_millis(50);
+/// A cut-off agent kills its job processes this long before `node_timeout` of silence. The
+/// scheduler calls a node lost no earlier than `node_timeout - KEEP_ALIVE/2` after its last
+/// packet, and the agent's last packet from the scheduler is at most one keep-alive (0.5 s)
+/// later than that: 1 s leaves 0.2 s for the tick and the kill, before the scheduler's fence
+/// margin.
+pub(super) const SELF_FENCE_LEAD: Duration = Duration::from_secs(1);
+/// First reconnect delay.
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest reconnect delay.
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long killing a job's processes may take before survivors are reported.
+pub(super) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the owning task reacts to.
+pub(super) enum Input {
+    /// A connection attempt registered.
+    Connected {
+        gen: u64,
+        session: Box<Session>,
+        /// The scheduler's node_timeout.
+        node_timeout: Duration,
+    },
+    /// A connection attempt failed.
+    ConnectFailed { gen: u64, error: ConnectError },
+    /// A message from the scheduler.
+    Scheduler { gen: u64, msg: SchedulerMsg },
+    /// The connection broke (reader or writer).
+    Lost {
+        gen: u64,
+        reason: String,
+        /// Ended by silence (the idle timeout) rather than a close or reset.
+        timed_out: bool,
+    },
+    /// An output line of a job process.
+    Output {
+        job: JobId,
+        rank: Option<u32>,
+        stream: Stream,
+        line: String,
+    },
+    /// A job's main command ended.
+    MainExited { job: JobId, exit: ExitStatus },
+    /// A remote-launched command ended.
+    RemoteExited {
+        job: JobId,
+        remote: LaunchId,
+        exit: ExitStatus,
+    },
+    /// Killing a job's processes finished.
+    Killed {
+        job: JobId,
+        result: Result<(), Survivors>,
+    },
+    /// From the launcher socket.
+    Shim(ShimEvent),
+    /// A CPU measurement.
+    Sample(CpuSample),
+    /// Gang-stopping every job after an owner reclaim finished (the follow-up rounds).
+    Stopped {
+        /// When the owner's input was seen.
+        seen: Instant,
+        result: Result<(), Survivors>,
+    },
+}
+
+pub(super) enum Conn {
+    /// Not connected; try again at `retry_at`.
+    Down { retry_at: Instant },
+    /// A connector task runs.
+    Connecting { task: JoinHandle<()> },
+    /// Registered.
+    Up {
+        out: mpsc::Sender<AgentMsg>,
+        conn: graze_net::quinn::Connection,
+        endpoint: graze_net::quinn::Endpoint,
+        tasks: Vec<JoinHandle<()>>,
+    },
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub(super) enum Main {
+    /// The main command does not run on this node.
+    None,
+    Running,
+    Exited,
+}
+
+pub(super) struct Job {
+    pub(super) tag: String,
+    pub(super) span: tracing::Span,
+    pub(super) secret: Option<String>,
+    pub(super) pgids: Vec<i32>,
+    pub(super) main: Main,
+    /// Remote launches running here, with the origin node and launch id to answer.
+    pub(super) remotes: HashMap<LaunchId, (String, LaunchId)>,
+    pub(super) killing: bool,
+    pub(super) killed: bool,
+    /// Processes are (to be) stopped: the owner reclaimed this PC or the scheduler suspended
+    /// the job. Only the scheduler's `ResumeJob` clears it.
+    pub(super) suspended: bool,
+    /// The run's epoch from the scheduler; reported back when registering again.
+    pub(super) epoch: u64,
+    /// The job's cgroup, when cgroups are writable here.
+    pub(super) cgroup: Option<JobCgroup>,
+}
+
+impl Job {
+    pub(super) fn procs(&self) -> ProcSet {
+        ProcSet::new(self.pgids.clone(), Some(self.tag.clone())).with_cgroup(self.cgroup.clone())
+    }
+}
+
+pub(super) struct PendingLaunch {
+    pub(super) job: JobId,
+    pub(super) reply: oneshot::Sender<ShimReply>,
+}
+
+/// Sends a process's events into the owning task.
+#[derive(Clone)]
+pub(super) struct ProcSink {
+    pub(super) tx: mpsc::Sender<Input>,
+    pub(super) job: JobId,
+    /// `None` for the main command (its lines carry hydra's rank labels).
+    pub(super) remote: Option<LaunchId>,
+}
+
+impl Sink for ProcSink {
+    async fn line(&self, stream: Stream, line: String) -> bool {
+        let (rank, line) = match self.remote {
+            None => match hydra::parse_label(&line) {
+                (Some(r), rest) => (Some(r), rest.to_string()),
+                (None, _) => (None, line),
+            },
+            Some(_) => (None, line),
+        };
+        self.tx
+            .send(Input::Output {
+                job: self.job,
+                rank,
+                stream,
+                line,
+            })
+            .await
+            .is_ok()
+    }
+
+    async fn exited(&self, exit: ExitStatus) {
+        let ev = match self.remote {
+            None => Input::MainExited {
+                job: self.job,
+                exit,
+            },
+            Some(remote) => Input::RemoteExited {
+                job: self.job,
+                remote,
+                exit,
+            },
+        };
+        let _ = self.tx.send(ev).await;
+    }
+}
+
+/// The agent's state, owned by [`Agent::run`].
+pub(super) struct Agent {
+    pub(super) cfg: AgentConfig,
+    pub(super) access: Access,
+    pub(super) info: NodeInfo,
+    pub(super) tx: mpsc::Sender<Input>,
+    pub(super) instance: String,
+    /// Stable per spool: job tags start with it, so a restarted agent finds what a crashed
+    /// one left behind.
+    pub(super) tag_base: String,
+    pub(super) owner: Owner,
+    pub(super) jobs: HashMap<JobId, Job>,
+    pub(super) launches: HashMap<LaunchId, PendingLaunch>,
+    pub(super) conn: Conn,
+    pub(super) gen: u64,
+    pub(super) backoff: Duration,
+    pub(super) failures: u32,
+    pub(super) cpu: CpuSample,
+    pub(super) jobsets: watch::Sender<Vec<ProcSet>>,
+    pub(super) jobs_dir: PathBuf,
+    pub(super) sock: PathBuf,
+    pub(super) fatal: Option<anyhow::Error>,
+    /// The owner's state between ticks: reclaimed, busy, last status.
+    pub(super) watch: OwnerWatch,
+    /// Wakes the loop at once when an event-driven idle source sees input.
+    pub(super) wake: std::sync::Arc<tokio::sync::Notify>,
+    /// When the scheduler was lost while jobs ran here.
+    pub(super) lost_at: Option<Instant>,
+    /// Kills this instance's job processes if the agent dies (see `guard.rs`).
+    pub(super) guard: Option<crate::jobs::guard::Guard>,
+    /// The node timeout in force: the shorter of ours and the scheduler's.
+    pub(super) node_timeout: Duration,
+    /// Datagrams received on the current connection, and when that count last grew.
+    pub(super) heard: (u64, Instant),
+    /// Job messages sent but not yet acknowledged.
+    pub(super) outbox: Outbox,
+    /// Who job processes run as, and their environment.
+    pub(super) confine: Confinement,
+    /// Where job cgroups are made; `None`: process groups only.
+    pub(super) cgroups: Option<CgroupRoot>,
+    /// Where files a job left in its working directory are kept (`SPOOL/output/ID`).
+    pub(super) output_dir: PathBuf,
+}
