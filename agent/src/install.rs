@@ -20,6 +20,7 @@
 //!
 //! Windows (a service via the SCM) and macOS (a launchd daemon) are planned, not done.
 
+use crate::config::{self, InstallArgs, UninstallArgs, DEFAULT_NICE};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
@@ -32,52 +33,6 @@ pub const SERVICE: &str = "graze-agent";
 pub const SYSTEM_USER: &str = "graze";
 /// File name of the install manifest, next to agent.toml.
 pub const MANIFEST: &str = "install-manifest.toml";
-
-/// `graze-agent install` arguments.
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
-pub struct InstallArgs {
-    /// Access file from the scheduler (`graze-scheduler token create --role agent ...`).
-    #[arg(long, value_name = "FILE")]
-    pub access: PathBuf,
-    /// Cores to offer [default: logical CPUs].
-    #[arg(long, value_name = "N")]
-    pub cores: Option<u32>,
-    /// Node group (repeatable).
-    #[arg(long = "group", value_name = "G")]
-    pub groups: Vec<String>,
-    /// Node name [default: host name].
-    #[arg(long, value_name = "N")]
-    pub name: Option<String>,
-    /// Idle source (repeatable) [default: always-idle, for dedicated machines].
-    #[arg(long = "idle-source", value_name = "SPEC")]
-    pub idle_sources: Vec<String>,
-    /// Jobs' user for a system install [default: graze, created if missing].
-    #[arg(long, value_name = "USER")]
-    pub run_as: Option<String>,
-    /// Nice level of jobs and of the service (0 to 19) [default: 19].
-    #[arg(long, value_name = "N")]
-    pub nice: Option<i32>,
-    /// Memory cap per job and of the service, e.g. `4G` [default: none].
-    #[arg(long, value_name = "SIZE")]
-    pub memory_max: Option<String>,
-    /// Install a systemd user unit for the calling user (the default when not root).
-    #[arg(long)]
-    pub user: bool,
-    /// Put every file under this directory instead of `/` (tests, images).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-}
-
-/// `graze-agent uninstall` arguments.
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
-pub struct UninstallArgs {
-    /// Uninstall the calling user's user unit (the default when not root).
-    #[arg(long)]
-    pub user: bool,
-    /// The directory given to `install --root`.
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-}
 
 /// What install created, so uninstall removes exactly that.
 #[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
@@ -250,11 +205,8 @@ pub fn config_text(a: &InstallArgs, layout: &Layout, run_as: Option<&str>) -> St
     if let Some(u) = run_as {
         s.push_str(&format!("run_as = {}\n", toml_str(u)));
     }
-    s.push_str(&format!(
-        "nice = {}\n",
-        a.nice.unwrap_or(crate::config::DEFAULT_NICE)
-    ));
-    if let Some(m) = &a.memory_max {
+    s.push_str(&format!("nice = {}\n", a.job.nice.unwrap_or(DEFAULT_NICE)));
+    if let Some(m) = &a.job.memory_max {
         s.push_str(&format!("memory_max = {}\n", toml_str(m)));
     }
     s
@@ -321,13 +273,11 @@ pub fn install(a: &InstallArgs) -> Result<String> {
         );
     }
     let access = graze_net::Access::load(&a.access).context("checking the access file")?;
-    let nice = a.nice.unwrap_or(crate::config::DEFAULT_NICE);
-    if !(0..=19).contains(&nice) {
-        bail!("invalid --nice '{nice}': must be from 0 to 19");
-    }
-    let memory_max = match &a.memory_max {
+    let nice = a.job.nice.unwrap_or(DEFAULT_NICE);
+    config::check_nice(nice).map_err(|why| anyhow::anyhow!("invalid --nice '{nice}': {why}"))?;
+    let memory_max = match &a.job.memory_max {
         Some(s) => Some(
-            crate::config::parse_size(s)
+            config::parse_size(s)
                 .map_err(|why| anyhow::anyhow!("invalid --memory-max '{s}': {why}"))?,
         ),
         None => None,
@@ -348,7 +298,12 @@ pub fn install(a: &InstallArgs) -> Result<String> {
     };
     let result = (|| -> Result<()> {
         let run_as = if system {
-            Some(a.run_as.clone().unwrap_or_else(|| SYSTEM_USER.to_string()))
+            Some(
+                a.job
+                    .run_as
+                    .clone()
+                    .unwrap_or_else(|| SYSTEM_USER.to_string()),
+            )
         } else {
             None
         };

@@ -40,6 +40,13 @@ pub struct WindowError {
     why: String,
 }
 
+impl WindowError {
+    /// Why the window is invalid, without the window itself.
+    pub fn why(&self) -> &str {
+        &self.why
+    }
+}
+
 fn err(text: &str, why: impl Into<String>) -> WindowError {
     WindowError {
         text: text.to_string(),

@@ -1,0 +1,141 @@
+//! The command lines: `graze-agent [run flags]`, `install`, `uninstall` and the hidden
+//! `guard`. [`JobArgs`] is shared by running and installing.
+
+use crate::jobs::guard::GuardArgs;
+use std::path::PathBuf;
+
+/// How job processes run on this PC: flags shared by `graze-agent` and `graze-agent install`
+/// (which also gives `nice` and `memory_max` to the service).
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobArgs {
+    /// Run job processes as this unprivileged user when started as root (a system install
+    /// creates it if missing) [default: graze].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Nice level of job processes (and of the service), 0 to 19 [default: 19].
+    #[arg(long, value_name = "N")]
+    pub nice: Option<i32>,
+    /// Memory cap per job (and of the service), e.g. `4G`, `512M` [default: none].
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+}
+
+/// Command line of `graze-agent`.
+#[derive(clap::Parser, Clone, Debug, Default, PartialEq)]
+#[command(
+    name = "graze-agent",
+    version,
+    about = "Offer this PC's idle cores to a graze scheduler and run its jobs"
+)]
+pub struct Cli {
+    /// Access file from the scheduler.
+    #[arg(long, env = "GRAZE_ACCESS", value_name = "FILE")]
+    pub access: Option<PathBuf>,
+    /// Node name [default: host name].
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// Cores to offer [default: logical CPUs].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
+    /// Local IP to connect from [default: chosen by the OS].
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<String>,
+    /// Node group (repeatable).
+    #[arg(long = "group", value_name = "G")]
+    pub groups: Vec<String>,
+    /// Idle source: `x11`, `x11:DISPLAY`, `user-idle`, `tty`, `evdev`, `file:PATH` or
+    /// `always-idle` (repeatable).
+    #[arg(long = "idle-source", value_name = "SPEC")]
+    pub idle_sources: Vec<String>,
+    /// Owner idle time before offering cores, e.g. `90s`, `15m` [default: 15m].
+    #[arg(long, value_name = "DURATION")]
+    pub start_after: Option<String>,
+    /// Owner CPU use (percent of the PC) above which cores are not offered; 100 disables
+    /// [default: 25].
+    #[arg(long, value_name = "PERCENT")]
+    pub owner_cpu_max: Option<u32>,
+    /// Owner idle time before a job suspended for the owner continues [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub resume_after: Option<String>,
+    /// Time a job stays suspended for the owner before it is vacated [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub vacate_after: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a job is vacated [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub vacate_grace: Option<String>,
+    /// Availability window, e.g. 'Mon-Fri 19:00-07:00' or 'Sat-Sun' (repeatable) [default:
+    /// always].
+    #[arg(long = "window", value_name = "WINDOW")]
+    pub windows: Vec<String>,
+    /// Spool directory for job files and the launcher socket.
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Path of the graze-launch shim [default: next to this program, else on PATH].
+    #[arg(long, value_name = "FILE")]
+    pub launcher: Option<PathBuf>,
+    /// Keep job processes this long when the scheduler is lost, e.g. `10s` [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub node_timeout: Option<String>,
+    /// Who jobs run as, their nice level and memory cap.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// TOML file with the same keys as these flags; flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Install or uninstall the agent as a service instead of running it.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+/// Subcommands of `graze-agent`; without one it runs the agent.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Set the agent up as a service (systemd unit, config, access file, jobs' user).
+    Install(InstallArgs),
+    /// Stop the service and remove everything `install` created.
+    Uninstall(UninstallArgs),
+    /// Internal: the process an agent starts to kill its jobs if it dies (see `guard.rs`).
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+/// `graze-agent install` arguments.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstallArgs {
+    /// Access file from the scheduler (`graze-scheduler token create --role agent ...`).
+    #[arg(long, value_name = "FILE")]
+    pub access: PathBuf,
+    /// Cores to offer [default: logical CPUs].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
+    /// Node group (repeatable).
+    #[arg(long = "group", value_name = "G")]
+    pub groups: Vec<String>,
+    /// Node name [default: host name].
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// Idle source (repeatable) [default: always-idle, for dedicated machines].
+    #[arg(long = "idle-source", value_name = "SPEC")]
+    pub idle_sources: Vec<String>,
+    /// Who jobs run as (created for a system install if missing), their nice level and
+    /// memory cap; nice and memory cap are the service's too.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Install a systemd user unit for the calling user (the default when not root).
+    #[arg(long)]
+    pub user: bool,
+    /// Put every file under this directory instead of `/` (tests, images).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// `graze-agent uninstall` arguments.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UninstallArgs {
+    /// Uninstall the calling user's user unit (the default when not root).
+    #[arg(long)]
+    pub user: bool,
+    /// The directory given to `install --root`.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
