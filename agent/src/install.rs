@@ -20,6 +20,10 @@
 //!
 //! Windows (a service via the SCM) and macOS (a launchd daemon) are planned, not done.
 
+mod user;
+
+pub use user::{ensure_user, remove_user};
+
 use crate::config::{self, InstallArgs, UninstallArgs, DEFAULT_NICE};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -497,128 +501,6 @@ pub fn stop_agents(config: &Path) -> usize {
         std::thread::sleep(Duration::from_millis(50));
     }
     pids.len()
-}
-
-// ---- the jobs' system user ----
-
-fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .map(|t| t.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
-fn field(line: &str, n: usize) -> Option<&str> {
-    line.split(':').nth(n)
-}
-
-/// Make sure the system user `name` exists under `root`; returns (created, uid, gid).
-/// On the real root this runs `useradd --system`; under another root it edits that root's
-/// `etc/passwd`, `etc/group` and `etc/shadow` (creating them when missing).
-pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
-    if root == Path::new("/") {
-        if let Ok(u) = crate::jobs::confine::user_by_name(name) {
-            return Ok((false, u.uid, u.gid));
-        }
-        let st = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--comment",
-                "graze agent jobs",
-                name,
-            ])
-            .status()
-            .context("running useradd")?;
-        // 9: the user exists (created meanwhile by another process).
-        if !st.success() && st.code() != Some(9) {
-            bail!("useradd {name} failed: {st}");
-        }
-        let u = crate::jobs::confine::user_by_name(name)?;
-        return Ok((st.success(), u.uid, u.gid));
-    }
-    let etc = root.join("etc");
-    let passwd = etc.join("passwd");
-    let group = etc.join("group");
-    let shadow = etc.join("shadow");
-    let pw = read_lines(&passwd);
-    if let Some(l) = pw.iter().find(|l| field(l, 0) == Some(name)) {
-        let uid = field(l, 2).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let gid = field(l, 3).and_then(|s| s.parse().ok()).unwrap_or(0);
-        if uid == 0 {
-            bail!(
-                "user '{name}' in {} has uid 0: jobs never run as root",
-                passwd.display()
-            );
-        }
-        return Ok((false, uid, gid));
-    }
-    let gr = read_lines(&group);
-    let used =
-        |lines: &[String], id: u32| lines.iter().any(|l| field(l, 2) == Some(&id.to_string()));
-    let id = (100..1000u32)
-        .rev()
-        .find(|id| !used(&pw, *id) && !used(&gr, *id))
-        .context("no free system uid/gid from 100 to 999")?;
-    std::fs::create_dir_all(&etc).with_context(|| format!("creating '{}'", etc.display()))?;
-    let append = |p: &Path, line: String, mode: u32| -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(mode)
-            .open(p)
-            .with_context(|| format!("opening '{}'", p.display()))?;
-        f.write_all(format!("{line}\n").as_bytes())
-            .with_context(|| format!("writing '{}'", p.display()))
-    };
-    append(&group, format!("{name}:x:{id}:"), 0o644)?;
-    append(
-        &passwd,
-        format!("{name}:x:{id}:{id}:graze agent jobs:/nonexistent:/usr/sbin/nologin"),
-        0o644,
-    )?;
-    append(&shadow, format!("{name}:!:::::::"), 0o640)?;
-    Ok((true, id, id))
-}
-
-/// Remove the system user `name` install created (see [`ensure_user`]); files left empty
-/// are removed too.
-pub fn remove_user(root: &Path, name: &str) -> Result<()> {
-    if root == Path::new("/") {
-        let st = std::process::Command::new("userdel")
-            .arg(name)
-            .status()
-            .context("running userdel")?;
-        if !st.success() {
-            bail!("userdel {name} failed: {st}");
-        }
-        return Ok(());
-    }
-    for f in ["passwd", "group", "shadow"] {
-        let p = root.join("etc").join(f);
-        let lines = read_lines(&p);
-        if lines.is_empty() && !p.exists() {
-            continue;
-        }
-        let kept: Vec<&String> = lines.iter().filter(|l| field(l, 0) != Some(name)).collect();
-        if kept.is_empty() {
-            std::fs::remove_file(&p).with_context(|| format!("removing '{}'", p.display()))?;
-        } else {
-            let body: String = kept.iter().map(|l| format!("{l}\n")).collect();
-            std::fs::write(&p, body).with_context(|| format!("writing '{}'", p.display()))?;
-        }
-    }
-    let etc = root.join("etc");
-    if std::fs::read_dir(&etc).is_ok_and(|mut d| d.next().is_none()) {
-        let _ = std::fs::remove_dir(&etc);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
