@@ -186,7 +186,7 @@ impl Sink for ProcSink {
     }
 }
 
-/// The agent's state, owned by [`Agent::run`].
+/// The agent's state, owned by the loop in [`super::run`].
 pub(super) struct Agent {
     pub(super) cfg: AgentConfig,
     pub(super) access: Access,

@@ -1,5 +1,5 @@
 //! The resolved values ([`AgentConfig`], [`Policy`]) and each value's parser and check. The
-//! checks return only the reason; [`crate::config::resolve`] quotes the value and says where it
+//! checks return only the reason; [`crate::config::resolve()`] quotes the value and says where it
 //! came from.
 
 use super::defaults::{DEFAULT_RESUME_AFTER, DEFAULT_VACATE_AFTER, DEFAULT_VACATE_GRACE};
@@ -45,7 +45,7 @@ impl Policy {
     }
 }
 
-/// Everything the agent needs to run. Build it with [`crate::config::resolve`] (from a command line and a
+/// Everything the agent needs to run. Build it with [`crate::config::resolve()`] (from a command line and a
 /// file) or fill it directly (tests).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
