@@ -214,7 +214,7 @@ pub(super) struct Agent {
     pub(super) wake: std::sync::Arc<tokio::sync::Notify>,
     /// When the scheduler was lost while jobs ran here.
     pub(super) lost_at: Option<Instant>,
-    /// Kills this instance's job processes if the agent dies (see `guard.rs`).
+    /// Kills this instance's job processes if the agent dies (see `jobs/guard.rs`).
     pub(super) guard: Option<crate::jobs::guard::Guard>,
     /// The node timeout in force: the shorter of ours and the scheduler's.
     pub(super) node_timeout: Duration,

@@ -94,7 +94,7 @@ pub enum AgentCommand {
     Install(InstallArgs),
     /// Stop the service and remove everything `install` created.
     Uninstall(UninstallArgs),
-    /// Internal: the process an agent starts to kill its jobs if it dies (see `guard.rs`).
+    /// Internal: the process an agent starts to kill its jobs if it dies (see `jobs/guard.rs`).
     #[command(hide = true)]
     Guard(GuardArgs),
 }
