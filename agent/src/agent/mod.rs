@@ -7,10 +7,11 @@
 //! that a flood of output cannot delay availability changes.
 //!
 //! Modules: `state` (the types, a leaf), `connect` (one connection attempt), `link` (the
-//! connection's life), `jobs` (job control), `launches` (the shim's requests).
+//! connection's life), `job_control` (start, stop, kill, clear), `launches` (the shim's
+//! requests).
 
 mod connect;
-mod jobs;
+mod job_control;
 mod launches;
 mod link;
 mod state;

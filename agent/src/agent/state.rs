@@ -1,6 +1,6 @@
 //! The owning task's state: its inputs, the connection, the jobs and their processes.
 //! A leaf of `agent/`: the loop (`mod.rs`), the link to the scheduler (`link.rs`), job
-//! control (`jobs.rs`) and launches (`launches.rs`) all work on [`Agent`].
+//! control (`job_control.rs`) and launches (`launches.rs`) all work on [`Agent`].
 
 use super::connect::ConnectError;
 use crate::config::AgentConfig;

@@ -45,8 +45,8 @@ impl Policy {
     }
 }
 
-/// Everything the agent needs to run. Build it with [`crate::config::resolve()`] (from a command line and a
-/// file) or fill it directly (tests).
+/// Everything the agent needs to run. Build it with [`crate::config::resolve()`] (from a
+/// command line and a file) or fill it directly (tests).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
     /// The access file written by the scheduler (address, fingerprint, token).

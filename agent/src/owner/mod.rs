@@ -1,8 +1,8 @@
 //! The owner watch: idle sources, the CPU meter, windows and the availability rule.
 //!
-//! An idle source (`source::IdleSource`) tells how long ago the PC's owner last did something. The owner's idle
-//! time is the minimum over all sources; a source that cannot tell counts as "active now",
-//! so a broken source never offers the PC by mistake.
+//! An idle source (`source::IdleSource`) tells how long ago the PC's owner last did
+//! something. The owner's idle time is the minimum over all sources; a source that cannot
+//! tell counts as "active now", so a broken source never offers the PC by mistake.
 
 pub(crate) mod cpu;
 pub(crate) mod evdev;

@@ -153,7 +153,8 @@ impl Agent {
     }
 
     /// A command for a job process: clean environment, own process group, the job's cgroup
-    /// and user (see [`crate::jobs::confine::Confinement::apply`]). The files returned must live until the spawn.
+    /// and user (see [`crate::jobs::confine::Confinement::apply`]). The files returned must
+    /// live until the spawn.
     pub(super) fn base_command(
         &mut self,
         program: &str,
