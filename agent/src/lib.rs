@@ -9,6 +9,11 @@
 //!
 //! Entry point: [`run`]. Binaries: `graze-agent` (`src/main.rs`) and `graze-launch`
 //! (`src/bin/graze-launch.rs`, see [`launch`]).
+//!
+//! Modules: `agent` the owning task and its drivers, [`owner`] the owner watch (idle sources,
+//! CPU meter, windows, the availability rule), [`jobs`] job processes (process sets, cgroups,
+//! confinement, the guard, spawning, the MPI environment), `outbox` the sequenced job
+//! messages, [`config`] flags and file, [`install`] the service.
 
 mod agent;
 pub mod config;
