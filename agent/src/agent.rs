@@ -188,26 +188,49 @@ struct ProcSink {
     job: JobId,
     /// `None` for the main command (its lines carry hydra's rank labels).
     remote: Option<LaunchId>,
+    /// The main command's rank lines, put back together per stream (stdout, stderr).
+    relabel: Option<std::sync::Arc<std::sync::Mutex<[hydra::Relabel; 2]>>>,
 }
 
-impl Sink for ProcSink {
-    async fn line(&self, stream: Stream, line: String) -> bool {
-        let (rank, line) = match self.remote {
-            None => match hydra::parse_label(&line) {
-                (Some(r), rest) => (Some(r), rest.to_string()),
-                (None, _) => (None, line),
-            },
-            Some(_) => (None, line),
+impl ProcSink {
+    /// The lines `line` completes (or, with `None`, the unfinished ones at the stream's end).
+    fn relabelled(&self, stream: Stream, line: Option<String>) -> Vec<(Option<u32>, String)> {
+        let Some(r) = &self.relabel else {
+            return line.map(|l| (None, l)).into_iter().collect();
         };
-        self.tx
-            .send(Input::Output {
+        let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &mut r[usize::from(stream == Stream::Stderr)];
+        match line {
+            Some(l) => r.line(&l),
+            None => r.finish(),
+        }
+    }
+
+    async fn send_lines(&self, stream: Stream, lines: Vec<(Option<u32>, String)>) -> bool {
+        for (rank, line) in lines {
+            let out = Input::Output {
                 job: self.job,
                 rank,
                 stream,
                 line,
-            })
-            .await
-            .is_ok()
+            };
+            if self.tx.send(out).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Sink for ProcSink {
+    async fn line(&self, stream: Stream, line: String) -> bool {
+        let lines = self.relabelled(stream, Some(line));
+        self.send_lines(stream, lines).await
+    }
+
+    async fn closed(&self, stream: Stream) {
+        let lines = self.relabelled(stream, None);
+        self.send_lines(stream, lines).await;
     }
 
     async fn exited(&self, exit: ExitStatus) {
@@ -1192,10 +1215,15 @@ impl Agent {
         }
         .vars();
         cmd.envs(vars);
+        let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
             remote: None,
+            relabel: Some(std::sync::Arc::new(std::sync::Mutex::new([
+                hydra::Relabel::new(names.clone()),
+                hydra::Relabel::new(names),
+            ]))),
         };
         match process::spawn(cmd, sink, span.clone()) {
             Ok(pid) => {
@@ -1267,9 +1295,10 @@ impl Agent {
             }
             return;
         }
-        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) =
-            std::fs::create_dir_all(&dir).and_then(|()| confine::give_job_dir(&self.confine, &dir))
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        let dir = files.dir.clone();
+        if let Err(e) = std::fs::create_dir_all(&files.tmp)
+            .and_then(|()| confine::give_job_dir(&self.confine, &dir))
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }
@@ -1292,10 +1321,15 @@ impl Agent {
         if dir.is_dir() {
             cmd.current_dir(&dir);
         }
+        if files.tmp.is_dir() {
+            let shares_host = sysinfo::System::host_name().is_some_and(|h| h != self.cfg.name);
+            cmd.envs(hydra::node_vars(&files.tmp, shares_host));
+        }
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
             remote: Some(remote),
+            relabel: None,
         };
         let span = self.job_entry(job).span.clone();
         match process::spawn(cmd, sink, span.clone()) {
