@@ -21,7 +21,7 @@
 
 use graze_proto::{
     Availability, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState, JobView, LaunchId,
-    NodeInfo, NodeStatus, NodeView, SchedulerMsg, Unit,
+    LaunchOutcome, NodeInfo, NodeStatus, NodeView, RemoteId, SchedulerMsg, Unit,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -1021,7 +1021,7 @@ impl Core {
     ) {
         match self.check_launch(conn, job, secret, host) {
             Ok(target) => {
-                let remote = LaunchId(self.next_remote);
+                let remote = RemoteId(self.next_remote);
                 self.next_remote += 1;
                 let epoch = self.jobs.get(&job).map_or(0, |j| j.epoch);
                 let origin = self.conn_node(conn).unwrap_or_default().to_string();
@@ -1041,8 +1041,7 @@ impl Core {
                 conn,
                 SchedulerMsg::LaunchDone {
                     id,
-                    exit: None,
-                    error: Some(error),
+                    outcome: LaunchOutcome::Refused { reason: error },
                 },
             ),
         }
@@ -1092,8 +1091,7 @@ impl Core {
                 conn,
                 SchedulerMsg::LaunchDone {
                     id: origin_id,
-                    exit: Some(exit),
-                    error: None,
+                    outcome: LaunchOutcome::Exited(exit),
                 },
             );
         }
