@@ -9,6 +9,7 @@
 
 mod agent;
 mod client;
+mod defaults;
 mod frame;
 mod hello;
 mod ids;
@@ -19,12 +20,13 @@ mod values;
 
 pub use agent::{AgentMsg, JobMsg};
 pub use client::{ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView};
+pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};
 pub use hello::{check_version, Hello, HelloReply, Role, PROTOCOL_VERSION};
 pub use ids::{JobId, LaunchId, RemoteId};
 pub use node::{Availability, HeldJob, MpiFlavour, NodeInfo, NodeStatus, OwnerPolicy};
 pub use scheduler::SchedulerMsg;
-pub use text::{clip, clip_line, MAX_LINE};
+pub use text::{clip, clip_line, human_duration, MAX_LINE};
 pub use values::{ExitStatus, HostSlots, LaunchOutcome, LogLine, Stream, Unit};
 
 #[cfg(test)]

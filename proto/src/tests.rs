@@ -64,6 +64,21 @@ fn clip_cuts_on_char_boundaries() {
 }
 
 #[test]
+fn durations() {
+    assert_eq!(human_duration(0), "0s");
+    assert_eq!(human_duration(999), "0s");
+    assert_eq!(human_duration(3_999), "3s");
+    assert_eq!(human_duration(59_999), "59s");
+    assert_eq!(human_duration(60_000), "1m");
+    assert_eq!(human_duration(90_000), "1m");
+    assert_eq!(human_duration(14 * 60_000 + 59_000), "14m");
+    assert_eq!(human_duration(3_600_000), "1h00m");
+    assert_eq!(human_duration(3_600_000 + 5 * 60_000), "1h05m");
+    assert_eq!(human_duration(2 * 3_600_000 + 5 * 60_000), "2h05m");
+    assert_eq!(human_duration(86_400_000 + 4 * 3_600_000), "1d04h");
+}
+
+#[test]
 fn clip_keeps_char_boundaries() {
     let s = "é".repeat(MAX_LINE);
     let c = clip_line(s);
