@@ -1,6 +1,8 @@
 //! Messages from an agent to the scheduler.
 
-use crate::{ExitStatus, JobId, LaunchId, LogLine, NodeInfo, NodeStatus, RemoteId};
+use crate::ids::{JobId, LaunchId, RemoteId};
+use crate::node::{NodeInfo, NodeStatus};
+use crate::values::{ExitStatus, LogLine};
 use serde::{Deserialize, Serialize};
 
 /// Messages from an agent to the scheduler.

@@ -1,6 +1,8 @@
 //! Requests from the CLI and the TUI, and the scheduler's answers.
 
-use crate::{ExitStatus, HostSlots, JobId, LogLine, NodeInfo, NodeStatus, Unit};
+use crate::ids::JobId;
+use crate::node::{NodeInfo, NodeStatus};
+use crate::values::{ExitStatus, HostSlots, LogLine, Unit};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! What an agent tells about its PC: registration, status, availability.
 
-use crate::JobId;
+use crate::ids::JobId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -73,7 +73,8 @@ impl Default for OwnerPolicy {
 pub struct HeldJob {
     /// The job.
     pub job: JobId,
-    /// The run's epoch, from [`SchedulerMsg::StartJob`] or [`SchedulerMsg::SpawnRemote`].
+    /// The run's epoch, from [`crate::SchedulerMsg::StartJob`] or
+    /// [`crate::SchedulerMsg::SpawnRemote`].
     pub epoch: u64,
     /// Whether the job's main command runs on this node (still running or not yet reported).
     pub main: bool,

@@ -1,6 +1,7 @@
 //! Messages from the scheduler to an agent.
 
-use crate::{HostSlots, JobId, LaunchId, LaunchOutcome, RemoteId};
+use crate::ids::{JobId, LaunchId, RemoteId};
+use crate::values::{HostSlots, LaunchOutcome};
 use serde::{Deserialize, Serialize};
 
 /// Messages from the scheduler to an agent.
