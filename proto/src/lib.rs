@@ -7,6 +7,8 @@
 //! A frame is a 4-byte big-endian length followed by that many bytes of JSON. Frames larger than
 //! [`MAX_FRAME`] are refused before any allocation.
 
+#![warn(missing_docs)]
+
 mod agent;
 mod client;
 mod defaults;
