@@ -1,9 +1,9 @@
-//! The outbox of job messages: numbered, kept until the scheduler acknowledges them, and sent
-//! again after a reconnect, so none is lost in a broken connection. Sans-IO: the owning task
+//! The outbox of job messages ([`JobMsg`]: output, exits, clears, remote exits): numbered,
+//! kept until the scheduler acknowledges them, and sent again after a reconnect, so none is lost in a broken connection. Sans-IO: the owning task
 //! pushes, the connection's writer sends what [`Outbox::push`] returns and, after a
 //! reconnect, the [`Outbox::backlog`] first.
 
-use graze_proto::AgentMsg;
+use graze_proto::{AgentMsg, JobMsg};
 use std::collections::VecDeque;
 
 /// Job messages kept until the scheduler acknowledges them.
@@ -19,10 +19,10 @@ pub(crate) struct Outbox {
     max: usize,
 }
 
-/// What [`Outbox::push`] made of a message.
+/// What [`Outbox::push`] made of a job message.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Pushed {
-    /// The message to send now: a job message wrapped in `Sequenced`, any other unchanged.
+    /// The message to send now: the job message, numbered.
     pub(crate) msg: AgentMsg,
     /// The outbox was full and dropped its oldest message to keep this one.
     pub(crate) dropped_oldest: bool,
@@ -44,32 +44,10 @@ impl Outbox {
         }
     }
 
-    /// True for the messages that are numbered and kept: output, exits, clears and remote
-    /// exits. Status reports and launch requests only matter live.
-    pub(crate) fn is_job_msg(msg: &AgentMsg) -> bool {
-        matches!(
-            msg,
-            AgentMsg::Output { .. }
-                | AgentMsg::JobExited { .. }
-                | AgentMsg::JobFailedToStart { .. }
-                | AgentMsg::JobCleared { .. }
-                | AgentMsg::RemoteExited { .. }
-        )
-    }
-
-    /// Number a job message and keep it until acknowledged; other messages pass unchanged.
-    pub(crate) fn push(&mut self, msg: AgentMsg) -> Pushed {
-        if !Outbox::is_job_msg(&msg) {
-            return Pushed {
-                msg,
-                dropped_oldest: false,
-            };
-        }
+    /// Number a job message and keep it until acknowledged.
+    pub(crate) fn push(&mut self, msg: JobMsg) -> Pushed {
         self.seq += 1;
-        let m = AgentMsg::Sequenced {
-            seq: self.seq,
-            msg: Box::new(msg),
-        };
+        let m = AgentMsg::Sequenced { seq: self.seq, msg };
         let dropped_oldest = self.unacked.len() >= self.max;
         if dropped_oldest {
             self.unacked.pop_front();
@@ -98,10 +76,10 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graze_proto::{JobId, NodeStatus};
+    use graze_proto::JobId;
 
-    fn cleared(job: u64) -> AgentMsg {
-        AgentMsg::JobCleared { job: JobId(job) }
+    fn cleared(job: u64) -> JobMsg {
+        JobMsg::JobCleared { job: JobId(job) }
     }
 
     fn seq_of(m: &AgentMsg) -> Option<u64> {
@@ -120,24 +98,6 @@ mod tests {
         assert_eq!(seq_of(&b.msg), Some(2));
         assert!(!a.dropped_oldest && !b.dropped_oldest);
         assert_eq!(o.backlog(), vec![a.msg, b.msg]);
-    }
-
-    #[test]
-    fn live_messages_pass_unnumbered_and_are_not_kept() {
-        let mut o = Outbox::default();
-        let status = AgentMsg::Status(NodeStatus {
-            core_load: vec![],
-            owner_cpu: 0.0,
-            owner_idle_ms: 0,
-            availability: graze_proto::Availability::Offered,
-            idle_sources: vec![],
-            unavailable_sources: vec![],
-        });
-        let p = o.push(status.clone());
-        assert_eq!(p.msg, status);
-        assert_eq!(o.backlog().len(), 0);
-        // The next job message still gets number 1.
-        assert_eq!(seq_of(&o.push(cleared(1)).msg), Some(1));
     }
 
     #[test]

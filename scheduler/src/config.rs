@@ -131,8 +131,10 @@ impl SchedulerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             max_job_cores: 0,
-            node_timeout: Duration::from_secs(10),
-            requeue_when_suspended_after: Duration::from_secs(60),
+            node_timeout: graze_proto::DEFAULT_NODE_TIMEOUT,
+            requeue_when_suspended_after: Duration::from_millis(
+                crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+            ),
         }
     }
 }
@@ -166,18 +168,23 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
             src(cli.listen.is_some())
         )
     })?;
-    let timeout_s = cli
-        .node_timeout
-        .or(file.node_timeout)
-        .unwrap_or_else(|| "10s".into());
+    let timeout_s = cli.node_timeout.or(file.node_timeout).unwrap_or_else(|| {
+        humantime::format_duration(graze_proto::DEFAULT_NODE_TIMEOUT).to_string()
+    });
     let node_timeout = parse_duration("node_timeout", &timeout_s)?;
-    if node_timeout < Duration::from_secs(2) {
-        bail!("invalid node_timeout '{timeout_s}': must be at least 2s");
+    if node_timeout < graze_proto::MIN_NODE_TIMEOUT {
+        bail!(
+            "invalid node_timeout '{timeout_s}': must be at least {}",
+            humantime::format_duration(graze_proto::MIN_NODE_TIMEOUT)
+        );
     }
     let requeue_s = cli
         .requeue_when_suspended_after
         .or(file.requeue_when_suspended_after)
-        .unwrap_or_else(|| "60s".into());
+        .unwrap_or_else(|| {
+            let d = Duration::from_millis(crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS);
+            humantime::format_duration(d).to_string()
+        });
     let requeue_when_suspended_after = parse_duration("requeue_when_suspended_after", &requeue_s)?;
     Ok(SchedulerConfig {
         requeue_when_suspended_after,

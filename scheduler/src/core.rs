@@ -20,8 +20,8 @@
 //! [`Core::poll_timeout`] and acted on by [`Core::handle_timeout`].
 
 use graze_proto::{
-    Availability, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState, JobView, LaunchId,
-    NodeInfo, NodeStatus, NodeView, SchedulerMsg, Unit,
+    human_duration, Availability, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState,
+    JobView, LaunchId, LaunchOutcome, NodeInfo, NodeStatus, NodeView, RemoteId, SchedulerMsg, Unit,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -59,7 +59,7 @@ impl Default for CoreConfig {
         CoreConfig {
             max_job_cores: 0,
             requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
-            node_timeout_ms: 10_000,
+            node_timeout_ms: graze_proto::DEFAULT_NODE_TIMEOUT_MS,
             fence_margin_ms: DEFAULT_FENCE_MARGIN_MS,
         }
     }
@@ -507,7 +507,7 @@ impl Core {
                     since.saturating_add(after),
                     format!(
                         "the owner of node {name} stayed busy for {} (vacate_after)",
-                        human_ms(after)
+                        human_duration(after)
                     ),
                 )
             };
@@ -552,7 +552,7 @@ impl Core {
                 if self.place(&j.spec, &avoid).is_ok() {
                     let why = format!(
                         "suspended for {} (requeue_when_suspended_after) and it can run elsewhere now",
-                        human_ms(now.saturating_sub(since))
+                        human_duration(now.saturating_sub(since))
                     );
                     self.vacate(id, why, busy, now);
                 }
@@ -578,7 +578,7 @@ impl Core {
             now,
             format!(
                 "resumed: every node is available again (suspended for {})",
-                human_ms(now.saturating_sub(since))
+                human_duration(now.saturating_sub(since))
             ),
         );
     }
@@ -1021,7 +1021,7 @@ impl Core {
     ) {
         match self.check_launch(conn, job, secret, host) {
             Ok(target) => {
-                let remote = LaunchId(self.next_remote);
+                let remote = RemoteId(self.next_remote);
                 self.next_remote += 1;
                 let epoch = self.jobs.get(&job).map_or(0, |j| j.epoch);
                 let origin = self.conn_node(conn).unwrap_or_default().to_string();
@@ -1041,8 +1041,7 @@ impl Core {
                 conn,
                 SchedulerMsg::LaunchDone {
                     id,
-                    exit: None,
-                    error: Some(error),
+                    outcome: LaunchOutcome::Refused { reason: error },
                 },
             ),
         }
@@ -1092,8 +1091,7 @@ impl Core {
                 conn,
                 SchedulerMsg::LaunchDone {
                     id: origin_id,
-                    exit: Some(exit),
-                    error: None,
+                    outcome: LaunchOutcome::Exited(exit),
                 },
             );
         }
@@ -1601,17 +1599,3 @@ impl Core {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
-
-/// A duration in ms as a person reads it: `90s`, `10m`, `1h 5m`.
-fn human_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        _ if ms < 1000 => format!("{ms}ms"),
-        0..=119 => format!("{s}s"),
-        120..=7199 => match (s / 60, s % 60) {
-            (m, 0) => format!("{m}m"),
-            (m, r) => format!("{m}m {r}s"),
-        },
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-    }
-}

@@ -19,8 +19,8 @@ use anyhow::{Context, Result};
 pub use config::SchedulerConfig;
 use graze_net::{Access, Framed, NetError};
 use graze_proto::{
-    self as proto, AgentMsg, ClientReply, ClientRequest, Hello, HelloReply, JobId, LogLine, Role,
-    SchedulerMsg,
+    self as proto, AgentMsg, ClientReply, ClientRequest, Hello, HelloReply, JobId, JobMsg, LogLine,
+    Role, SchedulerMsg,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -196,6 +196,9 @@ async fn accept_loop(
     }
 }
 
+/// Time a new connection has to open its control stream and say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_connection(
     incoming: graze_net::quinn::Incoming,
     conn_id: ConnId,
@@ -205,11 +208,11 @@ async fn serve_connection(
 ) -> Result<()> {
     let peer = incoming.remote_address();
     let conn = incoming.await.context("handshake")?;
-    let (send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+    let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
-        .context("no hello within 10 s")??;
+        .with_context(|| format!("no hello within {HELLO_TIMEOUT:?}"))??;
     let mut control = Framed { send, recv };
-    let hello: Hello = match tokio::time::timeout(Duration::from_secs(10), control.recv()).await {
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, control.recv()).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => anyhow::bail!("peer closed before the hello"),
         Ok(Err(e)) => {
@@ -653,9 +656,7 @@ impl Owner {
                     if seq != last + 1 {
                         warn!(%node, seq, last, "job messages missing from this agent");
                     }
-                    if !matches!(*msg, AgentMsg::Sequenced { .. }) {
-                        self.agent_msg(conn, *msg, now);
-                    }
+                    self.job_msg(conn, msg, now);
                     self.seqs.entry(node.clone()).or_default().1 = seq;
                     self.seq_dirty.insert(node);
                 }
@@ -663,21 +664,25 @@ impl Owner {
                 self.acks.insert(conn, seq.max(last));
             }
             AgentMsg::Status(s) => self.core.node_status(conn, s, now),
-            AgentMsg::Output {
+            AgentMsg::Launch {
+                id,
                 job,
-                rank,
-                stream,
-                line,
-            } => {
+                secret,
+                host,
+                command,
+            } => self.core.launch(conn, id, job, &secret, &host, command),
+            AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
+        }
+    }
+
+    fn job_msg(&mut self, conn: ConnId, msg: JobMsg, now: u64) {
+        match msg {
+            JobMsg::Output { job, mut line } => {
                 if !self.core.conn_in_job(conn, job) {
                     debug!(conn, %job, "output for a job not on this node dropped");
                     return;
                 }
-                let line = LogLine {
-                    rank,
-                    stream,
-                    line: proto::clip_line(line),
-                };
+                line.line = proto::clip_line(line.line);
                 if let Err(e) = self.store.append(job, &line) {
                     warn!(%job, "storing output: {e:#}");
                 }
@@ -690,26 +695,18 @@ impl Owner {
                     });
                 }
             }
-            AgentMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
-            AgentMsg::JobFailedToStart { job, reason } => {
+            JobMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
+            JobMsg::JobFailedToStart { job, reason } => {
                 self.core.job_failed_to_start(conn, job, reason, now)
             }
-            AgentMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
-            AgentMsg::Launch {
-                id,
-                job,
-                secret,
-                host,
-                command,
-            } => self.core.launch(conn, id, job, &secret, &host, command),
-            AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
-            AgentMsg::RemoteExited {
+            JobMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
+            JobMsg::RemoteExited {
                 remote,
                 exit,
                 origin,
                 origin_id,
             } => {
-                debug!(conn, remote = remote.0, %origin, "remote exited");
+                debug!(conn, %remote, %origin, "remote exited");
                 self.core.remote_exited(&origin, origin_id, exit)
             }
         }

@@ -49,18 +49,11 @@ pub(super) async fn connect(
         Some(SchedulerMsg::RegisterRefused { reason }) => {
             Err(ConnectError::RegisterRefused { name, reason })
         }
-        Some(other) => {
-            let mut what = format!("{other:?}");
-            if what.len() > 200 {
-                let mut end = 200;
-                while !what.is_char_boundary(end) {
-                    end -= 1;
-                }
-                what.truncate(end);
-                what.push_str("...");
-            }
-            Err(ConnectError::Unexpected(what))
-        }
+        Some(other) => Err(ConnectError::Unexpected(graze_proto::clip(
+            format!("{other:?}"),
+            200,
+            "...",
+        ))),
         None => Err(ConnectError::Closed),
     }
 }

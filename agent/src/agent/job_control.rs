@@ -3,10 +3,10 @@
 
 use super::state::{Agent, Conn, Input, Job, Main, ProcSink, KILL_TIMEOUT};
 use crate::jobs::cgroup::JobCgroup;
-use crate::jobs::hydra::{JobEnv, JobFiles, SECRET_VARS};
+use crate::jobs::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
 use crate::jobs::procs::{self, ProcSet, Survivors, TAG_VAR};
 use crate::jobs::{dir, spawn};
-use graze_proto::{AgentMsg, ExitStatus, HostSlots, JobId, LaunchId, Stream};
+use graze_proto::{ExitStatus, HostSlots, JobId, JobMsg, LaunchId, LogLine, RemoteId, Stream};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -186,14 +186,16 @@ impl Agent {
         if let Some(j) = self.jobs.get(&job) {
             if j.main != Main::None || j.killing {
                 let reason = format!("job {job} already runs on node '{}'", self.cfg.name);
-                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                self.send_job(JobMsg::JobFailedToStart { job, reason })
+                    .await;
                 return;
             }
         }
         let files = JobFiles::paths(&self.jobs_dir, job);
         let Some(program) = command.first().cloned() else {
             let reason = "empty command".to_string();
-            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            self.send_job(JobMsg::JobFailedToStart { job, reason })
+                .await;
             return;
         };
         if let Err(e) = files
@@ -205,7 +207,8 @@ impl Agent {
                 files.dir.display(),
                 spawn::io_reason(&e)
             );
-            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            self.send_job(JobMsg::JobFailedToStart { job, reason })
+                .await;
             return;
         }
         let tag = self.tag(job);
@@ -227,7 +230,8 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("cannot confine the job: {}", spawn::io_reason(&e));
-                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                self.send_job(JobMsg::JobFailedToStart { job, reason })
+                    .await;
                 return;
             }
         };
@@ -245,10 +249,15 @@ impl Agent {
         }
         .vars();
         cmd.envs(vars);
+        let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
             remote: None,
+            relabel: Some(std::sync::Arc::new(std::sync::Mutex::new([
+                hydra::Relabel::new(names.clone()),
+                hydra::Relabel::new(names),
+            ]))),
         };
         match spawn::spawn(cmd, sink, span.clone()) {
             Ok(pid) => {
@@ -267,40 +276,42 @@ impl Agent {
                     self.stop_job(job);
                 }
                 if let Some(line) = note {
-                    self.send(AgentMsg::Output {
-                        job,
+                    let line = LogLine {
                         rank: None,
                         stream: Stream::Stderr,
                         line,
-                    })
-                    .await;
+                    };
+                    self.send_job(JobMsg::Output { job, line }).await;
                 }
             }
             Err(e) => {
                 let reason = format!("cannot run '{program}': {}", spawn::io_reason(&e));
                 span.in_scope(|| tracing::warn!(%reason, "job failed to start"));
                 let _ = std::fs::remove_dir_all(&files.dir);
-                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                self.send_job(JobMsg::JobFailedToStart { job, reason })
+                    .await;
             }
         }
     }
 
     pub(super) async fn spawn_remote(
         &mut self,
-        remote: LaunchId,
+        remote: RemoteId,
         job: JobId,
         command: Vec<String>,
         origin: (String, LaunchId),
     ) {
         let fail = |why: String| {
             vec![
-                AgentMsg::Output {
+                JobMsg::Output {
                     job,
-                    rank: None,
-                    stream: Stream::Stderr,
-                    line: why,
+                    line: LogLine {
+                        rank: None,
+                        stream: Stream::Stderr,
+                        line: why,
+                    },
                 },
-                AgentMsg::RemoteExited {
+                JobMsg::RemoteExited {
                     remote,
                     exit: ExitStatus {
                         code: Some(127),
@@ -316,13 +327,14 @@ impl Agent {
                 "graze: not starting a process for job {job} on '{}': the job is being killed",
                 self.cfg.name
             )) {
-                self.send(m).await;
+                self.send_job(m).await;
             }
             return;
         }
-        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) =
-            std::fs::create_dir_all(&dir).and_then(|()| dir::give_job_dir(&self.confine, &dir))
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        let dir = files.dir.clone();
+        if let Err(e) = std::fs::create_dir_all(&files.tmp)
+            .and_then(|()| dir::give_job_dir(&self.confine, &dir))
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }
@@ -336,7 +348,7 @@ impl Agent {
                     self.cfg.name,
                     spawn::io_reason(&e)
                 )) {
-                    self.send(m).await;
+                    self.send_job(m).await;
                 }
                 return;
             }
@@ -345,10 +357,15 @@ impl Agent {
         if dir.is_dir() {
             cmd.current_dir(&dir);
         }
+        if files.tmp.is_dir() {
+            let shares_host = sysinfo::System::host_name().is_some_and(|h| h != self.cfg.name);
+            cmd.envs(hydra::node_vars(&files.tmp, shares_host));
+        }
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
             remote: Some(remote),
+            relabel: None,
         };
         let span = self.job_entry(job).span.clone();
         match spawn::spawn(cmd, sink, span.clone()) {
@@ -369,7 +386,7 @@ impl Agent {
                     self.cfg.name,
                     spawn::io_reason(&e)
                 )) {
-                    self.send(m).await;
+                    self.send_job(m).await;
                 }
                 if let Some(j) = self.jobs.get(&job) {
                     if j.main == Main::None && j.remotes.is_empty() && j.pgids.is_empty() {
@@ -387,26 +404,23 @@ impl Agent {
         j.main = Main::Exited;
         j.span
             .in_scope(|| tracing::info!(%exit, "job's main command ended"));
-        self.send(AgentMsg::JobExited { job, exit }).await;
+        self.send_job(JobMsg::JobExited { job, exit }).await;
         self.maybe_cleared(job).await;
     }
 
     pub(super) async fn on_remote_exited(
         &mut self,
         job: JobId,
-        remote: LaunchId,
+        remote: RemoteId,
         exit: ExitStatus,
     ) {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
-        let (origin, origin_id) = j
-            .remotes
-            .remove(&remote)
-            .unwrap_or((String::new(), LaunchId(0)));
+        let (origin, origin_id) = j.remotes.remove(&remote).unwrap_or_default();
         j.span
             .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
-        self.send(AgentMsg::RemoteExited {
+        self.send_job(JobMsg::RemoteExited {
             remote,
             exit,
             origin,
@@ -445,7 +459,7 @@ impl Agent {
 
     pub(super) async fn on_killed(&mut self, job: JobId, result: Result<(), Survivors>) {
         let Some(j) = self.jobs.get_mut(&job) else {
-            self.send(AgentMsg::JobCleared { job }).await;
+            self.send_job(JobMsg::JobCleared { job }).await;
             return;
         };
         j.killed = true;
@@ -481,7 +495,7 @@ impl Agent {
         self.publish_jobsets();
         let files = JobFiles::paths(&self.jobs_dir, job);
         dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()));
-        self.send(AgentMsg::JobCleared { job }).await;
+        self.send_job(JobMsg::JobCleared { job }).await;
     }
 
     pub(super) async fn stop(&mut self) {

@@ -6,7 +6,7 @@ use super::state::{Agent, Conn, Input, Main, BACKOFF_MAX, BACKOFF_MIN, SELF_FENC
 use crate::launch::ShimReply;
 use anyhow::anyhow;
 use graze_net::Session;
-use graze_proto::{AgentMsg, HeldJob, SchedulerMsg};
+use graze_proto::{AgentMsg, HeldJob, JobMsg, LaunchOutcome, SchedulerMsg};
 use rand::Rng;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -236,16 +236,21 @@ impl Agent {
         }
     }
 
-    /// Send to the scheduler if connected; a full writer queue waits (backpressure).
-    /// Job messages (output, exits, clears, remote exits) are numbered and kept until the
-    /// scheduler acknowledges them, and sent again after a reconnect, so none is lost in a
-    /// broken connection; status reports and launch requests only matter live.
-    pub(super) async fn send(&mut self, msg: AgentMsg) {
+    /// Send a job message (output, exits, clears, remote exits): numbered and kept in the
+    /// outbox until the scheduler acknowledges it, and sent again after a reconnect, so none is
+    /// lost in a broken connection.
+    pub(super) async fn send_job(&mut self, msg: JobMsg) {
         let pushed = self.outbox.push(msg);
         if pushed.dropped_oldest {
             tracing::warn!("too many unacknowledged job messages; dropping the oldest");
         }
-        let msg = pushed.msg;
+        self.send(pushed.msg).await;
+    }
+
+    /// Send to the scheduler if connected; a full writer queue waits (backpressure).
+    /// Status reports and launch requests only matter live; job messages go through
+    /// [`Agent::send_job`].
+    pub(super) async fn send(&mut self, msg: AgentMsg) {
         if let Conn::Up { out, .. } = &self.conn {
             if out.send(msg).await.is_err() {
                 // The writer ended; its Lost input (or the reader's) follows, and the
@@ -292,15 +297,14 @@ impl Agent {
                     j.epoch = j.epoch.max(epoch);
                 }
             }
-            SchedulerMsg::LaunchDone { id, exit, error } => {
+            SchedulerMsg::LaunchDone { id, outcome } => {
                 let Some(p) = self.launches.remove(&id) else {
                     tracing::debug!(launch = id.0, "answer for a launch that is gone");
                     return;
                 };
-                let reply = match (exit, error) {
-                    (_, Some(e)) => ShimReply::error(e),
-                    (Some(x), None) => ShimReply::exit(x.shell_code()),
-                    (None, None) => ShimReply::error("the scheduler gave no reason"),
+                let reply = match outcome {
+                    LaunchOutcome::Exited(x) => ShimReply::exit(x.shell_code()),
+                    LaunchOutcome::Refused { reason } => ShimReply::error(reason),
                 };
                 let _ = p.reply.send(reply);
             }

@@ -29,7 +29,7 @@ use crate::owner::watch::{Observation, OwnerWatch, STATUS_EVERY};
 use crate::owner::Owner;
 use anyhow::{Context, Result};
 use graze_net::Access;
-use graze_proto::{AgentMsg, NodeStatus};
+use graze_proto::{AgentMsg, JobMsg, LogLine, NodeStatus};
 use rand::Rng;
 use state::{Agent, Conn, Input, BACKOFF_MIN, TICK};
 use std::collections::HashMap;
@@ -263,13 +263,8 @@ impl Agent {
                 line,
             } => {
                 if self.jobs.contains_key(&job) {
-                    self.send(AgentMsg::Output {
-                        job,
-                        rank,
-                        stream,
-                        line,
-                    })
-                    .await;
+                    let line = LogLine { rank, stream, line };
+                    self.send_job(JobMsg::Output { job, line }).await;
                 }
             }
             Input::MainExited { job, exit } => self.on_main_exited(job, exit).await,

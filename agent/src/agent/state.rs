@@ -15,7 +15,9 @@ use crate::owner::cpu::CpuSample;
 use crate::owner::watch::OwnerWatch;
 use crate::owner::Owner;
 use graze_net::{Access, Session};
-use graze_proto::{AgentMsg, ExitStatus, JobId, LaunchId, NodeInfo, SchedulerMsg, Stream};
+use graze_proto::{
+    AgentMsg, ExitStatus, JobId, LaunchId, NodeInfo, RemoteId, SchedulerMsg, Stream,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -69,7 +71,7 @@ pub(super) enum Input {
     /// A remote-launched command ended.
     RemoteExited {
         job: JobId,
-        remote: LaunchId,
+        remote: RemoteId,
         exit: ExitStatus,
     },
     /// Killing a job's processes finished.
@@ -118,7 +120,7 @@ pub(super) struct Job {
     pub(super) pgids: Vec<i32>,
     pub(super) main: Main,
     /// Remote launches running here, with the origin node and launch id to answer.
-    pub(super) remotes: HashMap<LaunchId, (String, LaunchId)>,
+    pub(super) remotes: HashMap<RemoteId, (String, LaunchId)>,
     pub(super) killing: bool,
     pub(super) killed: bool,
     /// Processes are (to be) stopped: the owner reclaimed this PC or the scheduler suspended
@@ -147,27 +149,50 @@ pub(super) struct ProcSink {
     pub(super) tx: mpsc::Sender<Input>,
     pub(super) job: JobId,
     /// `None` for the main command (its lines carry hydra's rank labels).
-    pub(super) remote: Option<LaunchId>,
+    pub(super) remote: Option<RemoteId>,
+    /// The main command's rank lines, put back together per stream (stdout, stderr).
+    pub(super) relabel: Option<std::sync::Arc<std::sync::Mutex<[hydra::Relabel; 2]>>>,
 }
 
-impl Sink for ProcSink {
-    async fn line(&self, stream: Stream, line: String) -> bool {
-        let (rank, line) = match self.remote {
-            None => match hydra::parse_label(&line) {
-                (Some(r), rest) => (Some(r), rest.to_string()),
-                (None, _) => (None, line),
-            },
-            Some(_) => (None, line),
+impl ProcSink {
+    /// The lines `line` completes (or, with `None`, the unfinished ones at the stream's end).
+    fn relabelled(&self, stream: Stream, line: Option<String>) -> Vec<(Option<u32>, String)> {
+        let Some(r) = &self.relabel else {
+            return line.map(|l| (None, l)).into_iter().collect();
         };
-        self.tx
-            .send(Input::Output {
+        let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &mut r[usize::from(stream == Stream::Stderr)];
+        match line {
+            Some(l) => r.line(&l),
+            None => r.finish(),
+        }
+    }
+
+    async fn send_lines(&self, stream: Stream, lines: Vec<(Option<u32>, String)>) -> bool {
+        for (rank, line) in lines {
+            let out = Input::Output {
                 job: self.job,
                 rank,
                 stream,
                 line,
-            })
-            .await
-            .is_ok()
+            };
+            if self.tx.send(out).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Sink for ProcSink {
+    async fn line(&self, stream: Stream, line: String) -> bool {
+        let lines = self.relabelled(stream, Some(line));
+        self.send_lines(stream, lines).await
+    }
+
+    async fn closed(&self, stream: Stream) {
+        let lines = self.relabelled(stream, None);
+        self.send_lines(stream, lines).await;
     }
 
     async fn exited(&self, exit: ExitStatus) {

@@ -1,4 +1,6 @@
-//! Default values: the constants, and those that come from the machine ([`Defaults`]).
+//! Default values: the constants, and those that come from the machine ([`Defaults`]). The
+//! owner policy's defaults are the wire's (`graze_proto::OwnerPolicy::default`), so the
+//! scheduler assumes the same values for an agent that sends none.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,14 +11,8 @@ pub const LAUNCHER_NAME: &str = "graze-launch";
 pub const DEFAULT_START_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Default for `owner_cpu_max`, in percent of the whole PC.
 pub const DEFAULT_OWNER_CPU_MAX: u32 = 25;
-/// Default for `resume_after`.
-pub const DEFAULT_RESUME_AFTER: Duration = Duration::from_secs(5 * 60);
-/// Default for `vacate_after`.
-pub const DEFAULT_VACATE_AFTER: Duration = Duration::from_secs(10 * 60);
-/// Default for `vacate_grace`.
-pub const DEFAULT_VACATE_GRACE: Duration = Duration::from_secs(10);
-/// Default for `node_timeout`.
-pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `node_timeout` (the scheduler's too).
+pub const DEFAULT_NODE_TIMEOUT: Duration = graze_proto::DEFAULT_NODE_TIMEOUT;
 /// Default for `nice`.
 pub const DEFAULT_NICE: i32 = 19;
 

@@ -15,8 +15,7 @@ mod values;
 pub use cli::{AgentCommand, Cli, InstallArgs, JobArgs, UninstallArgs};
 pub use defaults::{
     find_launcher, find_on_path, Defaults, DEFAULT_NICE, DEFAULT_NODE_TIMEOUT,
-    DEFAULT_OWNER_CPU_MAX, DEFAULT_RESUME_AFTER, DEFAULT_START_AFTER, DEFAULT_VACATE_AFTER,
-    DEFAULT_VACATE_GRACE, LAUNCHER_NAME,
+    DEFAULT_OWNER_CPU_MAX, DEFAULT_START_AFTER, LAUNCHER_NAME,
 };
 pub use file::{ConfigFile, FileConfig};
 pub use resolve::{load, resolve, NO_IDLE_SOURCE};

@@ -284,8 +284,9 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         None => DEFAULT_NODE_TIMEOUT,
         Some(s) => {
             let d = s.clone().parse(|s| values::parse_duration(s, "10s"))?;
-            if d < Duration::from_secs(2) {
-                return Err(s.bad(&s.value, "must be at least 2s"));
+            if d < graze_proto::MIN_NODE_TIMEOUT {
+                let min = humantime::format_duration(graze_proto::MIN_NODE_TIMEOUT);
+                return Err(s.bad(&s.value, &format!("must be at least {min}")));
             }
             d
         }

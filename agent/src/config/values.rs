@@ -2,7 +2,6 @@
 //! checks return only the reason; [`crate::config::resolve()`] quotes the value and says where it
 //! came from.
 
-use super::defaults::{DEFAULT_RESUME_AFTER, DEFAULT_VACATE_AFTER, DEFAULT_VACATE_GRACE};
 use crate::owner::window::Windows;
 use crate::owner::IdleSourceSpec;
 use std::net::IpAddr;
@@ -24,10 +23,12 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
+        // The scheduler's defaults for an agent that sends none are the same values.
+        let wire = graze_proto::OwnerPolicy::default();
         Policy {
-            resume_after: DEFAULT_RESUME_AFTER,
-            vacate_after: DEFAULT_VACATE_AFTER,
-            vacate_grace: DEFAULT_VACATE_GRACE,
+            resume_after: Duration::from_millis(wire.resume_after_ms),
+            vacate_after: Duration::from_millis(wire.vacate_after_ms),
+            vacate_grace: Duration::from_millis(wire.vacate_grace_ms),
             windows: Windows::default(),
         }
     }

@@ -334,9 +334,13 @@ fn launch_is_confined_to_the_allocation() {
         .iter()
         .filter_map(|o| match o {
             Output::Send {
-                msg: SchedulerMsg::LaunchDone { error: Some(e), .. },
+                msg:
+                    SchedulerMsg::LaunchDone {
+                        outcome: LaunchOutcome::Refused { reason },
+                        ..
+                    },
                 ..
-            } => Some(e.clone()),
+            } => Some(reason.clone()),
             _ => None,
         })
         .collect();
@@ -377,11 +381,10 @@ fn launch_is_confined_to_the_allocation() {
             conn: main,
             msg: SchedulerMsg::LaunchDone {
                 id: LaunchId(4),
-                exit: Some(ExitStatus {
+                outcome: LaunchOutcome::Exited(ExitStatus {
                     code: Some(0),
                     signal: None
                 }),
-                error: None
             }
         }]
     );
