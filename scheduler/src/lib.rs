@@ -29,11 +29,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-/// Compare secrets without an early exit.
-pub(crate) fn secret_eq(a: &str, b: &str) -> bool {
-    graze_net::token_eq(a, b)
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -526,7 +521,7 @@ impl Owner {
         let name = match input {
             Input::AgentUp { info, .. } => Some(info.name.clone()),
             Input::Agent(conn, _) | Input::AgentDown(conn, _) => {
-                self.core.conn_name(*conn).map(str::to_owned)
+                self.core.node_name(*conn).map(str::to_owned)
             }
             Input::Client(..) => None,
         };
@@ -645,7 +640,7 @@ impl Owner {
         match msg {
             AgentMsg::Register(_) => {}
             AgentMsg::Sequenced { seq, msg } => {
-                let Some(node) = self.core.node_of(conn).map(str::to_owned) else {
+                let Some(node) = self.core.node_name(conn).map(str::to_owned) else {
                     return;
                 };
                 let last = self.seqs.get(&node).map_or(0, |s| s.1);
@@ -807,7 +802,10 @@ impl Owner {
                 // The job belongs to the token's identity, whatever the client says.
                 let declared = std::mem::replace(&mut spec.user, who.name.clone());
                 let nprocs = spec.nprocs;
-                match self.core.submit(spec, graze_net::random_token(), now) {
+                match self
+                    .core
+                    .submit(spec, graze_net::random_token().into(), now)
+                {
                     Ok(id) => {
                         self.audit(
                             who,

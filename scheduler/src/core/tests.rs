@@ -1,5 +1,8 @@
 use super::*;
-use graze_proto::{Availability, ExitStatus, NodeInfo, NodeStatus};
+use graze_proto::{
+    Availability, ExitStatus, HostSlots, JobId, JobSpec, JobState, LaunchId, NodeInfo, NodeStatus,
+    SchedulerMsg, Unit,
+};
 use proptest::prelude::*;
 
 fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
@@ -661,7 +664,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    // 300 cases by default; PROPTEST_CASES=N runs more (or fewer).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300)
+    ))]
     /// No core is promised to two jobs, and after every input no queued job that fits stays queued.
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
