@@ -2,17 +2,22 @@
 //! specs, states and requeue history, the node roster, and each job's output index.
 //! Every write is one transaction, committed (fsynced) before the driver acknowledges it.
 //!
-//! Rows are this module's own serde types ([`JobRow`], [`NodeRow`]), converted from and to the
+//! Rows are this module's own serde types ([`JobRow`], [`NodeRow`], in `rows`), converted from and to the
 //! core's types at this boundary, so neither a core change nor a wire change silently changes
 //! what is on disk. The database records its [`SCHEMA_VERSION`]; a database of another
 //! version is refused with an error naming both, never misread.
 
-use crate::core::{JobRecord, Placement, RunState, Secret};
+use crate::core::JobRecord;
 use anyhow::{bail, Context, Result};
-use graze_proto::{ExitStatus, JobEvent, JobId, JobSpec, NodeInfo};
+use graze_proto::{JobId, NodeInfo};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+mod rows;
+pub use rows::{
+    EventRow, ExitRow, JobRow, MpiRow, NodeRow, PlacementRow, PolicyRow, SpecRow, StateRow,
+};
 
 /// Version of the rows' layout. Bump it when a row type changes shape.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -35,166 +40,6 @@ pub struct OutputIndex {
     pub lines: u64,
     /// Lines per rank (`None`: unlabelled lines).
     pub per_rank: Vec<(Option<u32>, u64)>,
-}
-
-/// A job as stored.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct JobRow {
-    /// Id.
-    pub id: u64,
-    /// The spec.
-    pub spec: JobSpec,
-    /// State, with what only that state has.
-    pub state: StateRow,
-    /// The shim secret.
-    pub secret: String,
-    /// Submit time (ms).
-    pub submitted_ms: u64,
-    /// Start of the current or last run.
-    pub started_ms: Option<u64>,
-    /// End.
-    pub ended_ms: Option<u64>,
-    /// Current or last allocation.
-    pub alloc: Vec<PlacementRow>,
-    /// Nodes that must still confirm the last run's processes are gone.
-    pub clearing: Vec<String>,
-    /// Requeue count.
-    pub requeues: u32,
-    /// Life events.
-    pub events: Vec<JobEvent>,
-    /// The current run's epoch.
-    pub epoch: u64,
-    /// Queue order (submit time, 0 after a vacate).
-    pub order: u64,
-}
-
-/// A job's state as stored.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StateRow {
-    /// Waiting for cores.
-    Queued,
-    /// Running.
-    Running,
-    /// Suspended since `since` (ms).
-    Suspended {
-        /// Start of the suspension.
-        since: u64,
-    },
-    /// Being cancelled.
-    Cancelling,
-    /// Ended with exit code 0.
-    Completed {
-        /// How the main command ended.
-        exit: ExitStatus,
-    },
-    /// Ended otherwise.
-    Failed {
-        /// How the main command ended (`None`: it could not start).
-        exit: Option<ExitStatus>,
-    },
-    /// Cancelled.
-    Cancelled,
-}
-
-/// One node's share of an allocation, as stored.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PlacementRow {
-    /// Node name.
-    pub host: String,
-    /// Ranks there.
-    pub ranks: u32,
-    /// Cores held there.
-    pub cores: u32,
-}
-
-/// A node of the roster as stored: what it registered.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NodeRow {
-    /// The registration.
-    pub info: NodeInfo,
-}
-
-impl From<&JobRecord> for JobRow {
-    fn from(r: &JobRecord) -> JobRow {
-        let state = match &r.state {
-            RunState::Queued => StateRow::Queued,
-            RunState::Running => StateRow::Running,
-            RunState::Suspended { since } => StateRow::Suspended { since: *since },
-            // A failing run's verdict is not kept (see `RunState::Failing`).
-            RunState::Failing { suspended, .. } => match suspended {
-                Some(since) => StateRow::Suspended { since: *since },
-                None => StateRow::Running,
-            },
-            RunState::Cancelling => StateRow::Cancelling,
-            RunState::Completed { exit } => StateRow::Completed { exit: *exit },
-            RunState::Failed { exit } => StateRow::Failed { exit: *exit },
-            RunState::Cancelled => StateRow::Cancelled,
-        };
-        JobRow {
-            id: r.id.0,
-            spec: r.spec.clone(),
-            state,
-            secret: r.secret.expose().to_string(),
-            submitted_ms: r.submitted_ms,
-            started_ms: r.started_ms,
-            ended_ms: r.ended_ms,
-            alloc: r
-                .alloc
-                .iter()
-                .map(|a| PlacementRow {
-                    host: a.host.clone(),
-                    ranks: a.ranks,
-                    cores: a.cores,
-                })
-                .collect(),
-            clearing: r.clearing.clone(),
-            requeues: r.requeues,
-            events: r.events.clone(),
-            epoch: r.epoch,
-            order: r.order,
-        }
-    }
-}
-
-impl From<JobRow> for JobRecord {
-    fn from(r: JobRow) -> JobRecord {
-        let state = match r.state {
-            StateRow::Queued => RunState::Queued,
-            StateRow::Running => RunState::Running,
-            StateRow::Suspended { since } => RunState::Suspended { since },
-            StateRow::Cancelling => RunState::Cancelling,
-            StateRow::Completed { exit } => RunState::Completed { exit },
-            StateRow::Failed { exit } => RunState::Failed { exit },
-            StateRow::Cancelled => RunState::Cancelled,
-        };
-        JobRecord {
-            id: JobId(r.id),
-            spec: r.spec,
-            state,
-            secret: Secret::new(r.secret),
-            submitted_ms: r.submitted_ms,
-            started_ms: r.started_ms,
-            ended_ms: r.ended_ms,
-            alloc: r
-                .alloc
-                .into_iter()
-                .map(|a| Placement {
-                    host: a.host,
-                    ranks: a.ranks,
-                    cores: a.cores,
-                })
-                .collect(),
-            clearing: r.clearing,
-            requeues: r.requeues,
-            events: r.events,
-            epoch: r.epoch,
-            order: r.order,
-        }
-    }
 }
 
 pub(crate) struct Db {
@@ -263,7 +108,7 @@ impl Db {
             let (k, v) = e?;
             let row: NodeRow = serde_json::from_slice(v.value())
                 .with_context(|| format!("node {} in the database is unreadable", k.value()))?;
-            nodes.push(row.info);
+            nodes.push(row.into());
         }
         let mut drained = Vec::new();
         for e in r.open_table(DRAINED)?.iter()? {
@@ -312,7 +157,7 @@ impl Db {
             let mut t = w.open_table(NODES)?;
             let mut d = w.open_table(DRAINED)?;
             for (n, drained) in nodes {
-                let row = NodeRow { info: n.clone() };
+                let row = NodeRow::from(n);
                 t.insert(n.name.as_str(), serde_json::to_vec(&row)?.as_slice())?;
                 if *drained {
                     d.insert(n.name.as_str(), 1)?;

@@ -1,6 +1,6 @@
 use super::*;
-use crate::core::{Core, CoreConfig};
-use graze_proto::{ExitStatus, Unit};
+use crate::core::{Core, CoreConfig, Placement, RunState, Secret};
+use graze_proto::{ExitStatus, JobSpec, Unit};
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -127,4 +127,28 @@ fn a_database_from_before_schema_versions_is_refused() {
         e.contains("has schema version none (an older graze)"),
         "{e}"
     );
+}
+
+#[test]
+fn node_rows_round_trip_without_held_runs() {
+    let info = NodeInfo {
+        name: "a".into(),
+        addr: "127.0.0.2".into(),
+        cores: 4,
+        sockets: 2,
+        memory_bytes: 1 << 30,
+        groups: vec!["lab".into()],
+        mpi: vec![graze_proto::MpiFlavour {
+            kind: "mpich".into(),
+            launcher: "/usr/bin/mpiexec".into(),
+            version: "4".into(),
+        }],
+        software: "graze-agent 0.1".into(),
+        policy: graze_proto::OwnerPolicy::default(),
+        held: vec![],
+        instance: "i".into(),
+    };
+    let text = serde_json::to_vec(&NodeRow::from(&info)).unwrap();
+    let back: NodeRow = serde_json::from_slice(&text).unwrap();
+    assert_eq!(NodeInfo::from(back), info);
 }

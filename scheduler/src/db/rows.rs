@@ -1,0 +1,396 @@
+//! The rows as stored: serde types of their own, converted from and to the core's and the
+//! wire's types here, so a change of either is a compile error at this boundary rather than
+//! a silent change of what is on disk. Changing a row's shape bumps `db::SCHEMA_VERSION`.
+
+use crate::core::{JobRecord, Placement, RunState, Secret};
+use graze_proto::{ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo, OwnerPolicy, Unit};
+use serde::{Deserialize, Serialize};
+
+/// A job as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JobRow {
+    /// Id.
+    pub id: u64,
+    /// The spec.
+    pub spec: SpecRow,
+    /// State, with what only that state has.
+    pub state: StateRow,
+    /// The shim secret.
+    pub secret: String,
+    /// Submit time (ms).
+    pub submitted_ms: u64,
+    /// Start of the current or last run.
+    pub started_ms: Option<u64>,
+    /// End.
+    pub ended_ms: Option<u64>,
+    /// Current or last allocation.
+    pub alloc: Vec<PlacementRow>,
+    /// Nodes that must still confirm the last run's processes are gone.
+    pub clearing: Vec<String>,
+    /// Requeue count.
+    pub requeues: u32,
+    /// Life events.
+    pub events: Vec<EventRow>,
+    /// The current run's epoch.
+    pub epoch: u64,
+    /// Queue order (submit time, 0 after a vacate).
+    pub order: u64,
+}
+
+/// A job's spec as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecRow {
+    /// Display name.
+    pub name: Option<String>,
+    /// Ranks.
+    pub nprocs: u32,
+    /// What a rank counts (`core`, `socket`, `node`).
+    pub unit: Unit,
+    /// Priority, higher first.
+    pub priority: i32,
+    /// Node groups every node must belong to.
+    pub groups: Vec<String>,
+    /// Nodes the job may run on (empty: any).
+    pub nodes: Vec<String>,
+    /// The main command.
+    pub command: Vec<String>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Owner (the submitting token's identity).
+    pub user: String,
+}
+
+/// A job's state as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateRow {
+    /// Waiting for cores.
+    Queued,
+    /// Running.
+    Running,
+    /// Suspended since `since` (ms).
+    Suspended {
+        /// Start of the suspension.
+        since: u64,
+    },
+    /// Being cancelled.
+    Cancelling,
+    /// Ended with exit code 0.
+    Completed {
+        /// How the main command ended.
+        exit: ExitRow,
+    },
+    /// Ended otherwise.
+    Failed {
+        /// How the main command ended (`None`: it could not start).
+        exit: Option<ExitRow>,
+    },
+    /// Cancelled.
+    Cancelled,
+}
+
+/// How a main command ended, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExitRow {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if one killed it.
+    pub signal: Option<i32>,
+}
+
+/// One node's share of an allocation, as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementRow {
+    /// Node name.
+    pub host: String,
+    /// Ranks there.
+    pub ranks: u32,
+    /// Cores held there.
+    pub cores: u32,
+}
+
+/// One event of a job's life, as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EventRow {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// What happened.
+    pub what: String,
+}
+
+/// A node of the roster as stored: what it registered (without the runs it held then).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRow {
+    /// Node name.
+    pub name: String,
+    /// Its address, for people.
+    pub addr: String,
+    /// Cores offered.
+    pub cores: u32,
+    /// CPU sockets.
+    pub sockets: u32,
+    /// Physical memory in bytes.
+    pub memory_bytes: u64,
+    /// Node groups.
+    pub groups: Vec<String>,
+    /// MPI implementations found.
+    pub mpi: Vec<MpiRow>,
+    /// Agent software version.
+    pub software: String,
+    /// Owner policy.
+    pub policy: PolicyRow,
+    /// The agent process's instance id.
+    pub instance: String,
+}
+
+/// An MPI implementation of a node, as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MpiRow {
+    /// `mpich` or `openmpi`.
+    pub kind: String,
+    /// Its launcher's path.
+    pub launcher: String,
+    /// Version string.
+    pub version: String,
+}
+
+/// A node's owner policy, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRow {
+    /// See `OwnerPolicy::resume_after_ms`.
+    pub resume_after_ms: u64,
+    /// See `OwnerPolicy::vacate_after_ms`.
+    pub vacate_after_ms: u64,
+    /// See `OwnerPolicy::vacate_grace_ms`.
+    pub vacate_grace_ms: u64,
+}
+
+impl From<ExitStatus> for ExitRow {
+    fn from(e: ExitStatus) -> ExitRow {
+        ExitRow {
+            code: e.code,
+            signal: e.signal,
+        }
+    }
+}
+
+impl From<ExitRow> for ExitStatus {
+    fn from(e: ExitRow) -> ExitStatus {
+        ExitStatus {
+            code: e.code,
+            signal: e.signal,
+        }
+    }
+}
+
+impl From<&JobSpec> for SpecRow {
+    fn from(s: &JobSpec) -> SpecRow {
+        SpecRow {
+            name: s.name.clone(),
+            nprocs: s.nprocs,
+            unit: s.unit,
+            priority: s.priority,
+            groups: s.groups.clone(),
+            nodes: s.nodes.clone(),
+            command: s.command.clone(),
+            cwd: s.cwd.clone(),
+            env: s.env.clone(),
+            user: s.user.clone(),
+        }
+    }
+}
+
+impl From<SpecRow> for JobSpec {
+    fn from(s: SpecRow) -> JobSpec {
+        JobSpec {
+            name: s.name,
+            nprocs: s.nprocs,
+            unit: s.unit,
+            priority: s.priority,
+            groups: s.groups,
+            nodes: s.nodes,
+            command: s.command,
+            cwd: s.cwd,
+            env: s.env,
+            user: s.user,
+        }
+    }
+}
+
+impl From<&RunState> for StateRow {
+    fn from(s: &RunState) -> StateRow {
+        match s {
+            RunState::Queued => StateRow::Queued,
+            RunState::Running => StateRow::Running,
+            RunState::Suspended { since } => StateRow::Suspended { since: *since },
+            // A failing run's verdict is not kept (see `RunState::Failing`).
+            RunState::Failing { suspended, .. } => match suspended {
+                Some(since) => StateRow::Suspended { since: *since },
+                None => StateRow::Running,
+            },
+            RunState::Cancelling => StateRow::Cancelling,
+            RunState::Completed { exit } => StateRow::Completed {
+                exit: (*exit).into(),
+            },
+            RunState::Failed { exit } => StateRow::Failed {
+                exit: exit.map(Into::into),
+            },
+            RunState::Cancelled => StateRow::Cancelled,
+        }
+    }
+}
+
+impl From<StateRow> for RunState {
+    fn from(s: StateRow) -> RunState {
+        match s {
+            StateRow::Queued => RunState::Queued,
+            StateRow::Running => RunState::Running,
+            StateRow::Suspended { since } => RunState::Suspended { since },
+            StateRow::Cancelling => RunState::Cancelling,
+            StateRow::Completed { exit } => RunState::Completed { exit: exit.into() },
+            StateRow::Failed { exit } => RunState::Failed {
+                exit: exit.map(Into::into),
+            },
+            StateRow::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
+impl From<&JobRecord> for JobRow {
+    fn from(r: &JobRecord) -> JobRow {
+        JobRow {
+            id: r.id.0,
+            spec: (&r.spec).into(),
+            state: (&r.state).into(),
+            secret: r.secret.expose().to_string(),
+            submitted_ms: r.submitted_ms,
+            started_ms: r.started_ms,
+            ended_ms: r.ended_ms,
+            alloc: r
+                .alloc
+                .iter()
+                .map(|a| PlacementRow {
+                    host: a.host.clone(),
+                    ranks: a.ranks,
+                    cores: a.cores,
+                })
+                .collect(),
+            clearing: r.clearing.clone(),
+            requeues: r.requeues,
+            events: r
+                .events
+                .iter()
+                .map(|e| EventRow {
+                    at_ms: e.at_ms,
+                    what: e.what.clone(),
+                })
+                .collect(),
+            epoch: r.epoch,
+            order: r.order,
+        }
+    }
+}
+
+impl From<JobRow> for JobRecord {
+    fn from(r: JobRow) -> JobRecord {
+        JobRecord {
+            id: JobId(r.id),
+            spec: r.spec.into(),
+            state: r.state.into(),
+            secret: Secret::new(r.secret),
+            submitted_ms: r.submitted_ms,
+            started_ms: r.started_ms,
+            ended_ms: r.ended_ms,
+            alloc: r
+                .alloc
+                .into_iter()
+                .map(|a| Placement {
+                    host: a.host,
+                    ranks: a.ranks,
+                    cores: a.cores,
+                })
+                .collect(),
+            clearing: r.clearing,
+            requeues: r.requeues,
+            events: r
+                .events
+                .into_iter()
+                .map(|e| JobEvent {
+                    at_ms: e.at_ms,
+                    what: e.what,
+                })
+                .collect(),
+            epoch: r.epoch,
+            order: r.order,
+        }
+    }
+}
+
+impl From<&NodeInfo> for NodeRow {
+    fn from(n: &NodeInfo) -> NodeRow {
+        NodeRow {
+            name: n.name.clone(),
+            addr: n.addr.clone(),
+            cores: n.cores,
+            sockets: n.sockets,
+            memory_bytes: n.memory_bytes,
+            groups: n.groups.clone(),
+            mpi: n
+                .mpi
+                .iter()
+                .map(|m| MpiRow {
+                    kind: m.kind.clone(),
+                    launcher: m.launcher.clone(),
+                    version: m.version.clone(),
+                })
+                .collect(),
+            software: n.software.clone(),
+            policy: PolicyRow {
+                resume_after_ms: n.policy.resume_after_ms,
+                vacate_after_ms: n.policy.vacate_after_ms,
+                vacate_grace_ms: n.policy.vacate_grace_ms,
+            },
+            instance: n.instance.clone(),
+        }
+    }
+}
+
+impl From<NodeRow> for NodeInfo {
+    fn from(n: NodeRow) -> NodeInfo {
+        NodeInfo {
+            name: n.name,
+            addr: n.addr,
+            cores: n.cores,
+            sockets: n.sockets,
+            memory_bytes: n.memory_bytes,
+            groups: n.groups,
+            mpi: n
+                .mpi
+                .into_iter()
+                .map(|m| MpiFlavour {
+                    kind: m.kind,
+                    launcher: m.launcher,
+                    version: m.version,
+                })
+                .collect(),
+            software: n.software,
+            policy: OwnerPolicy {
+                resume_after_ms: n.policy.resume_after_ms,
+                vacate_after_ms: n.policy.vacate_after_ms,
+                vacate_grace_ms: n.policy.vacate_grace_ms,
+            },
+            held: Vec::new(),
+            instance: n.instance,
+        }
+    }
+}
