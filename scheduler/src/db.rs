@@ -15,12 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 mod rows;
-pub use rows::{
-    EventRow, ExitRow, JobRow, MpiRow, NodeRow, PlacementRow, PolicyRow, SpecRow, StateRow,
-};
+use rows::{JobRow, NodeRow};
 
 /// Version of the rows' layout. Bump it when a row type changes shape.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -33,13 +31,13 @@ const SEQS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_seqs");
 
 /// Where a job's output is and what it holds.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct OutputIndex {
+pub(crate) struct OutputIndex {
     /// Output file, relative to the state dir.
-    pub file: String,
+    pub(crate) file: String,
     /// Lines stored.
-    pub lines: u64,
+    pub(crate) lines: u64,
     /// Lines per rank (`None`: unlabelled lines).
-    pub per_rank: Vec<(Option<u32>, u64)>,
+    pub(crate) per_rank: Vec<(Option<u32>, u64)>,
 }
 
 pub(crate) struct Db {

@@ -15,7 +15,7 @@ mod client_conn;
 mod commit;
 pub mod config;
 pub mod core;
-pub mod db;
+pub(crate) mod db;
 mod owner;
 mod requests;
 mod store;

@@ -9,65 +9,65 @@ use serde::{Deserialize, Serialize};
 /// A job as stored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct JobRow {
+pub(crate) struct JobRow {
     /// Id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// The spec.
-    pub spec: SpecRow,
+    pub(crate) spec: SpecRow,
     /// State, with what only that state has.
-    pub state: StateRow,
+    pub(crate) state: StateRow,
     /// The shim secret.
-    pub secret: String,
+    pub(crate) secret: String,
     /// Submit time (ms).
-    pub submitted_ms: u64,
+    pub(crate) submitted_ms: u64,
     /// Start of the current or last run.
-    pub started_ms: Option<u64>,
+    pub(crate) started_ms: Option<u64>,
     /// End.
-    pub ended_ms: Option<u64>,
+    pub(crate) ended_ms: Option<u64>,
     /// Current or last allocation.
-    pub alloc: Vec<PlacementRow>,
+    pub(crate) alloc: Vec<PlacementRow>,
     /// Nodes that must still confirm the last run's processes are gone.
-    pub clearing: Vec<String>,
+    pub(crate) clearing: Vec<String>,
     /// Requeue count.
-    pub requeues: u32,
+    pub(crate) requeues: u32,
     /// Life events.
-    pub events: Vec<EventRow>,
+    pub(crate) events: Vec<EventRow>,
     /// The current run's epoch.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Queue order (submit time, 0 after a vacate).
-    pub order: u64,
+    pub(crate) order: u64,
 }
 
 /// A job's spec as stored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct SpecRow {
+pub(crate) struct SpecRow {
     /// Display name.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Ranks.
-    pub nprocs: u32,
+    pub(crate) nprocs: u32,
     /// What a rank counts (`core`, `socket`, `node`).
-    pub unit: Unit,
+    pub(crate) unit: Unit,
     /// Priority, higher first.
-    pub priority: i32,
+    pub(crate) priority: i32,
     /// Node groups every node must belong to.
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// Nodes the job may run on (empty: any).
-    pub nodes: Vec<String>,
+    pub(crate) nodes: Vec<String>,
     /// The main command.
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// Working directory.
-    pub cwd: Option<String>,
+    pub(crate) cwd: Option<String>,
     /// Extra environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Owner (the submitting token's identity).
-    pub user: String,
+    pub(crate) user: String,
 }
 
 /// A job's state as stored.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum StateRow {
+pub(crate) enum StateRow {
     /// Waiting for cores.
     Queued,
     /// Running.
@@ -96,83 +96,83 @@ pub enum StateRow {
 /// How a main command ended, as stored.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct ExitRow {
+pub(crate) struct ExitRow {
     /// Exit code, if it exited.
-    pub code: Option<i32>,
+    pub(crate) code: Option<i32>,
     /// Signal, if one killed it.
-    pub signal: Option<i32>,
+    pub(crate) signal: Option<i32>,
 }
 
 /// One node's share of an allocation, as stored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct PlacementRow {
+pub(crate) struct PlacementRow {
     /// Node name.
-    pub host: String,
+    pub(crate) host: String,
     /// Ranks there.
-    pub ranks: u32,
+    pub(crate) ranks: u32,
     /// Cores held there.
-    pub cores: u32,
+    pub(crate) cores: u32,
 }
 
 /// One event of a job's life, as stored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct EventRow {
+pub(crate) struct EventRow {
     /// When (ms since the Unix epoch).
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// What happened.
-    pub what: String,
+    pub(crate) what: String,
 }
 
 /// A node of the roster as stored: what it registered (without the runs it held then).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct NodeRow {
+pub(crate) struct NodeRow {
     /// Node name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its address, for people.
-    pub addr: String,
+    pub(crate) addr: String,
     /// Cores offered.
-    pub cores: u32,
+    pub(crate) cores: u32,
     /// CPU sockets.
-    pub sockets: u32,
+    pub(crate) sockets: u32,
     /// Physical memory in bytes.
-    pub memory_bytes: u64,
+    pub(crate) memory_bytes: u64,
     /// Node groups.
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// MPI implementations found.
-    pub mpi: Vec<MpiRow>,
+    pub(crate) mpi: Vec<MpiRow>,
     /// Agent software version.
-    pub software: String,
+    pub(crate) software: String,
     /// Owner policy.
-    pub policy: PolicyRow,
+    pub(crate) policy: PolicyRow,
     /// The agent process's instance id.
-    pub instance: String,
+    pub(crate) instance: String,
 }
 
 /// An MPI implementation of a node, as stored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct MpiRow {
+pub(crate) struct MpiRow {
     /// `mpich` or `openmpi`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Its launcher's path.
-    pub launcher: String,
+    pub(crate) launcher: String,
     /// Version string.
-    pub version: String,
+    pub(crate) version: String,
 }
 
 /// A node's owner policy, as stored.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct PolicyRow {
+pub(crate) struct PolicyRow {
     /// See `OwnerPolicy::resume_after_ms`.
-    pub resume_after_ms: u64,
+    pub(crate) resume_after_ms: u64,
     /// See `OwnerPolicy::vacate_after_ms`.
-    pub vacate_after_ms: u64,
+    pub(crate) vacate_after_ms: u64,
     /// See `OwnerPolicy::vacate_grace_ms`.
-    pub vacate_grace_ms: u64,
+    pub(crate) vacate_grace_ms: u64,
 }
 
 impl From<ExitStatus> for ExitRow {

@@ -1,3 +1,4 @@
+use super::rows::StateRow;
 use super::*;
 use crate::core::{Core, CoreConfig, Placement, RunState, Secret};
 use graze_proto::{ExitStatus, JobSpec, Unit};
