@@ -35,16 +35,26 @@ impl Core {
         }
         let nodes = j.hosts();
         let (state, what) = match how {
-            Ok(exit) if exit.success() => {
-                (RunState::Completed { exit }, format!("completed: {exit}"))
-            }
-            Ok(e) => (RunState::Failed { exit: Some(e) }, format!("failed: {e}")),
+            Ok(exit) if exit.success() => (
+                RunState::Completed { exit, at: now },
+                format!("completed: {exit}"),
+            ),
+            Ok(e) => (
+                RunState::Failed {
+                    exit: Some(e),
+                    at: now,
+                },
+                format!("failed: {e}"),
+            ),
             Err(r) => (
-                RunState::Failed { exit: None },
+                RunState::Failed {
+                    exit: None,
+                    at: now,
+                },
                 format!("failed to start on {name}: {r}"),
             ),
         };
-        if let (RunState::Failed { exit }, true) = (&state, nodes.len() > 1) {
+        if let (RunState::Failed { exit, .. }, true) = (&state, nodes.len() > 1) {
             // A rank on a node that just died (agent crash: its guard killed the ranks) makes
             // mpiexec fail before the node counts as lost: hold the verdict until every other
             // node confirms, or one is lost (then `node_lost` requeues the run).
@@ -78,13 +88,12 @@ impl Core {
         self.schedule(now);
     }
 
-    /// The run ended for good: the final state (with its exit), the end time and event, and
+    /// The run ended for good: the final state (with its exit and end time), the event, and
     /// the driver told to persist and announce it.
     fn finish(&mut self, id: JobId, state: RunState, what: String, now: u64) {
         debug_assert!(state.is_final());
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = state;
-            j.ended_ms = Some(now);
         }
         self.event(id, now, what);
         self.out.push_back(Output::JobFinal(id));
@@ -100,7 +109,7 @@ impl Core {
         }
         if let RunState::Failing { exit, what, .. } = &j.state {
             let (exit, what) = (*exit, what.clone());
-            self.finish(id, RunState::Failed { exit }, what, now);
+            self.finish(id, RunState::Failed { exit, at: now }, what, now);
         }
     }
 
@@ -152,7 +161,7 @@ impl Core {
         j.confirm.remove(name);
         if j.clearing.is_empty() && j.state == RunState::Cancelling {
             let what = "cancelled: every process killed".to_string();
-            self.finish(id, RunState::Cancelled, what, now);
+            self.finish(id, RunState::Cancelled { at: now }, what, now);
         }
         self.settle_failing(id, now);
     }

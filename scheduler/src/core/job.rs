@@ -28,7 +28,7 @@ impl Placement {
 }
 
 /// Where a job is in its life. Each variant carries what only it has: a suspension its start,
-/// a failing run its verdict, an ended job its exit.
+/// a failing run its verdict, an ended job its exit and end time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunState {
     /// Waiting for cores (or for its previous run's nodes to confirm the kill).
@@ -58,14 +58,21 @@ pub enum RunState {
     Completed {
         /// How the main command ended.
         exit: ExitStatus,
+        /// When the job ended (ms).
+        at: u64,
     },
     /// Ended otherwise.
     Failed {
         /// How the main command ended (`None`: it could not start).
         exit: Option<ExitStatus>,
+        /// When the job ended (ms).
+        at: u64,
     },
     /// Cancelled by a user.
-    Cancelled,
+    Cancelled {
+        /// When the job ended (ms).
+        at: u64,
+    },
 }
 
 impl RunState {
@@ -84,7 +91,7 @@ impl RunState {
             RunState::Cancelling => JobState::Cancelling,
             RunState::Completed { .. } => JobState::Completed,
             RunState::Failed { .. } => JobState::Failed,
-            RunState::Cancelled => JobState::Cancelled,
+            RunState::Cancelled { .. } => JobState::Cancelled,
         }
     }
 
@@ -113,8 +120,18 @@ impl RunState {
     /// How the main command ended, once the job did.
     pub fn exit(&self) -> Option<ExitStatus> {
         match self {
-            RunState::Completed { exit } => Some(*exit),
-            RunState::Failed { exit } => *exit,
+            RunState::Completed { exit, .. } => Some(*exit),
+            RunState::Failed { exit, .. } => *exit,
+            _ => None,
+        }
+    }
+
+    /// When the job ended, once it did.
+    pub fn ended_at(&self) -> Option<u64> {
+        match self {
+            RunState::Completed { at, .. }
+            | RunState::Failed { at, .. }
+            | RunState::Cancelled { at } => Some(*at),
             _ => None,
         }
     }
@@ -130,7 +147,6 @@ pub(super) struct Job {
     pub(super) secret: Secret,
     pub(super) submitted_ms: u64,
     pub(super) started_ms: Option<u64>,
-    pub(super) ended_ms: Option<u64>,
     /// Current or last allocation.
     pub(super) alloc: Vec<Placement>,
     /// Nodes of the previous or current run that still have to confirm their processes are gone.
@@ -161,7 +177,6 @@ impl Job {
             secret,
             submitted_ms: now,
             started_ms: None,
-            ended_ms: None,
             alloc: Vec::new(),
             clearing: BTreeSet::new(),
             requeues: 0,

@@ -117,7 +117,6 @@ impl Core {
         j.confirm.clear();
         j.confirm_deadline = None;
         j.started_ms = Some(now);
-        j.ended_ms = None;
         j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {

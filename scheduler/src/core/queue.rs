@@ -54,8 +54,7 @@ impl Core {
                 self.queue.remove(&key);
                 let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
                 if j.clearing.is_empty() {
-                    j.state = RunState::Cancelled;
-                    j.ended_ms = Some(now);
+                    j.state = RunState::Cancelled { at: now };
                     self.event(id, now, "cancelled while queued".into());
                     self.out.push_back(Output::JobFinal(id));
                 } else {

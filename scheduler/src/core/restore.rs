@@ -26,8 +26,6 @@ pub struct JobRecord {
     pub submitted_ms: u64,
     /// Start of the current or last run.
     pub started_ms: Option<u64>,
-    /// End.
-    pub ended_ms: Option<u64>,
     /// Current or last allocation.
     pub alloc: Vec<Placement>,
     /// Nodes that must still confirm the last run's processes are gone.
@@ -63,7 +61,6 @@ impl Core {
             secret: j.secret.clone(),
             submitted_ms: j.submitted_ms,
             started_ms: j.started_ms,
-            ended_ms: j.ended_ms,
             alloc: j.alloc.clone(),
             clearing: j.clearing.iter().cloned().collect(),
             requeues: j.requeues,
@@ -123,7 +120,6 @@ impl Core {
             let mut job = Job::new(r.spec, r.secret, r.submitted_ms);
             job.state = state;
             job.started_ms = r.started_ms;
-            job.ended_ms = r.ended_ms;
             job.alloc = r.alloc;
             job.confirm = confirm;
             job.clearing = clearing;

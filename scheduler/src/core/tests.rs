@@ -1051,6 +1051,12 @@ fn a_failing_run_keeps_its_verdict_through_a_suspension() {
     let v = c.job_view(id).unwrap();
     assert_eq!(v.state, JobState::Failed);
     assert_eq!(v.exit, Some(failed));
-    assert_eq!(c.jobs[&id].state, RunState::Failed { exit: Some(failed) });
+    assert_eq!(
+        c.jobs[&id].state,
+        RunState::Failed {
+            exit: Some(failed),
+            at: 31
+        }
+    );
     c.check_invariants().unwrap();
 }

@@ -16,7 +16,7 @@ impl Core {
             waiting_for: self.waiting_for(j),
             submitted_ms: j.submitted_ms,
             started_ms: j.started_ms,
-            ended_ms: j.ended_ms,
+            ended_ms: j.state.ended_at(),
             allocation: j.alloc.iter().map(|a| a.slots()).collect(),
             exit: j.state.exit(),
             requeues: j.requeues,

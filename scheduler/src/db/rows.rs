@@ -22,8 +22,6 @@ pub(crate) struct JobRow {
     pub(crate) submitted_ms: u64,
     /// Start of the current or last run.
     pub(crate) started_ms: Option<u64>,
-    /// End.
-    pub(crate) ended_ms: Option<u64>,
     /// Current or last allocation.
     pub(crate) alloc: Vec<PlacementRow>,
     /// Nodes that must still confirm the last run's processes are gone.
@@ -83,14 +81,21 @@ pub(crate) enum StateRow {
     Completed {
         /// How the main command ended.
         exit: ExitRow,
+        /// When (ms).
+        ended_ms: u64,
     },
     /// Ended otherwise.
     Failed {
         /// How the main command ended (`None`: it could not start).
         exit: Option<ExitRow>,
+        /// When (ms).
+        ended_ms: u64,
     },
     /// Cancelled.
-    Cancelled,
+    Cancelled {
+        /// When (ms).
+        ended_ms: u64,
+    },
 }
 
 /// How a main command ended, as stored.
@@ -239,13 +244,15 @@ impl From<&RunState> for StateRow {
                 None => StateRow::Running,
             },
             RunState::Cancelling => StateRow::Cancelling,
-            RunState::Completed { exit } => StateRow::Completed {
+            RunState::Completed { exit, at } => StateRow::Completed {
                 exit: (*exit).into(),
+                ended_ms: *at,
             },
-            RunState::Failed { exit } => StateRow::Failed {
+            RunState::Failed { exit, at } => StateRow::Failed {
                 exit: exit.map(Into::into),
+                ended_ms: *at,
             },
-            RunState::Cancelled => StateRow::Cancelled,
+            RunState::Cancelled { at } => StateRow::Cancelled { ended_ms: *at },
         }
     }
 }
@@ -257,11 +264,15 @@ impl From<StateRow> for RunState {
             StateRow::Running => RunState::Running,
             StateRow::Suspended { since } => RunState::Suspended { since },
             StateRow::Cancelling => RunState::Cancelling,
-            StateRow::Completed { exit } => RunState::Completed { exit: exit.into() },
-            StateRow::Failed { exit } => RunState::Failed {
-                exit: exit.map(Into::into),
+            StateRow::Completed { exit, ended_ms } => RunState::Completed {
+                exit: exit.into(),
+                at: ended_ms,
             },
-            StateRow::Cancelled => RunState::Cancelled,
+            StateRow::Failed { exit, ended_ms } => RunState::Failed {
+                exit: exit.map(Into::into),
+                at: ended_ms,
+            },
+            StateRow::Cancelled { ended_ms } => RunState::Cancelled { at: ended_ms },
         }
     }
 }
@@ -275,7 +286,6 @@ impl From<&JobRecord> for JobRow {
             secret: r.secret.expose().to_string(),
             submitted_ms: r.submitted_ms,
             started_ms: r.started_ms,
-            ended_ms: r.ended_ms,
             alloc: r
                 .alloc
                 .iter()
@@ -310,7 +320,6 @@ impl From<JobRow> for JobRecord {
             secret: Secret::new(r.secret),
             submitted_ms: r.submitted_ms,
             started_ms: r.started_ms,
-            ended_ms: r.ended_ms,
             alloc: r
                 .alloc
                 .into_iter()

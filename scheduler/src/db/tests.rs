@@ -26,7 +26,6 @@ fn record(state: RunState) -> JobRecord {
         secret: Secret::new("sec"),
         submitted_ms: 1,
         started_ms: Some(2),
-        ended_ms: None,
         alloc: vec![Placement {
             host: "a".into(),
             ranks: 2,
@@ -53,10 +52,14 @@ fn rows_round_trip_and_a_failing_run_is_stored_as_the_wire_calls_it() {
         RunState::Cancelling,
         RunState::Completed {
             exit: ExitStatus::default(),
+            at: 4,
         },
-        RunState::Failed { exit: Some(exit) },
-        RunState::Failed { exit: None },
-        RunState::Cancelled,
+        RunState::Failed {
+            exit: Some(exit),
+            at: 4,
+        },
+        RunState::Failed { exit: None, at: 4 },
+        RunState::Cancelled { at: 4 },
     ] {
         let r = record(state);
         let row = JobRow::from(&r);
