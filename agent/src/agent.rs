@@ -18,8 +18,8 @@ use crate::procs::{self, ProcSet, Survivors, TAG_VAR};
 use anyhow::{anyhow, Context, Result};
 use graze_net::{Access, NetError, Session};
 use graze_proto::{
-    AgentMsg, Availability, ExitStatus, HeldJob, HostSlots, JobId, LaunchId, NodeInfo, NodeStatus,
-    Role, SchedulerMsg, Stream,
+    AgentMsg, Availability, ExitStatus, HeldJob, HostSlots, JobId, JobMsg, LaunchId, LaunchOutcome,
+    LogLine, NodeInfo, NodeStatus, RemoteId, Role, SchedulerMsg, Stream,
 };
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -84,7 +84,7 @@ pub(crate) enum Input {
     /// A remote-launched command ended.
     RemoteExited {
         job: JobId,
-        remote: LaunchId,
+        remote: RemoteId,
         exit: ExitStatus,
     },
     /// Killing a job's processes finished.
@@ -158,7 +158,7 @@ struct Job {
     pgids: Vec<i32>,
     main: Main,
     /// Remote launches running here, with the origin node and launch id to answer.
-    remotes: HashMap<LaunchId, (String, LaunchId)>,
+    remotes: HashMap<RemoteId, (String, LaunchId)>,
     killing: bool,
     killed: bool,
     /// Processes are (to be) stopped: the owner reclaimed this PC or the scheduler suspended
@@ -187,27 +187,50 @@ struct ProcSink {
     tx: mpsc::Sender<Input>,
     job: JobId,
     /// `None` for the main command (its lines carry hydra's rank labels).
-    remote: Option<LaunchId>,
+    remote: Option<RemoteId>,
+    /// The main command's rank lines, put back together per stream (stdout, stderr).
+    relabel: Option<std::sync::Arc<std::sync::Mutex<[hydra::Relabel; 2]>>>,
 }
 
-impl Sink for ProcSink {
-    async fn line(&self, stream: Stream, line: String) -> bool {
-        let (rank, line) = match self.remote {
-            None => match hydra::parse_label(&line) {
-                (Some(r), rest) => (Some(r), rest.to_string()),
-                (None, _) => (None, line),
-            },
-            Some(_) => (None, line),
+impl ProcSink {
+    /// The lines `line` completes (or, with `None`, the unfinished ones at the stream's end).
+    fn relabelled(&self, stream: Stream, line: Option<String>) -> Vec<(Option<u32>, String)> {
+        let Some(r) = &self.relabel else {
+            return line.map(|l| (None, l)).into_iter().collect();
         };
-        self.tx
-            .send(Input::Output {
+        let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &mut r[usize::from(stream == Stream::Stderr)];
+        match line {
+            Some(l) => r.line(&l),
+            None => r.finish(),
+        }
+    }
+
+    async fn send_lines(&self, stream: Stream, lines: Vec<(Option<u32>, String)>) -> bool {
+        for (rank, line) in lines {
+            let out = Input::Output {
                 job: self.job,
                 rank,
                 stream,
                 line,
-            })
-            .await
-            .is_ok()
+            };
+            if self.tx.send(out).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Sink for ProcSink {
+    async fn line(&self, stream: Stream, line: String) -> bool {
+        let lines = self.relabelled(stream, Some(line));
+        self.send_lines(stream, lines).await
+    }
+
+    async fn closed(&self, stream: Stream) {
+        let lines = self.relabelled(stream, None);
+        self.send_lines(stream, lines).await;
     }
 
     async fn exited(&self, exit: ExitStatus) {
@@ -502,13 +525,8 @@ impl Agent {
                 line,
             } => {
                 if self.jobs.contains_key(&job) {
-                    self.send(AgentMsg::Output {
-                        job,
-                        rank,
-                        stream,
-                        line,
-                    })
-                    .await;
+                    let line = LogLine { rank, stream, line };
+                    self.send_job(JobMsg::Output { job, line }).await;
                 }
             }
             Input::MainExited { job, exit } => self.on_main_exited(job, exit).await,
@@ -956,31 +974,24 @@ impl Agent {
         }
     }
 
+    /// Send a job message (output, exits, clears, remote exits): numbered and kept until the
+    /// scheduler acknowledges it, and sent again after a reconnect, so none is lost in a
+    /// broken connection.
+    async fn send_job(&mut self, msg: JobMsg) {
+        self.seq += 1;
+        let m = AgentMsg::Sequenced { seq: self.seq, msg };
+        if self.unacked.len() >= UNACKED_MAX {
+            tracing::warn!("too many unacknowledged job messages; dropping the oldest");
+            self.unacked.pop_front();
+        }
+        self.unacked.push_back((self.seq, m.clone()));
+        self.send(m).await;
+    }
+
     /// Send to the scheduler if connected; a full writer queue waits (backpressure).
-    /// Job messages (output, exits, clears, remote exits) are numbered and kept until the
-    /// scheduler acknowledges them, and sent again after a reconnect, so none is lost in a
-    /// broken connection; status reports and launch requests only matter live.
+    /// Status reports and launch requests only matter live; job messages go through
+    /// [`Agent::send_job`].
     async fn send(&mut self, msg: AgentMsg) {
-        let msg = match msg {
-            AgentMsg::Output { .. }
-            | AgentMsg::JobExited { .. }
-            | AgentMsg::JobFailedToStart { .. }
-            | AgentMsg::JobCleared { .. }
-            | AgentMsg::RemoteExited { .. } => {
-                self.seq += 1;
-                let m = AgentMsg::Sequenced {
-                    seq: self.seq,
-                    msg: Box::new(msg),
-                };
-                if self.unacked.len() >= UNACKED_MAX {
-                    tracing::warn!("too many unacknowledged job messages; dropping the oldest");
-                    self.unacked.pop_front();
-                }
-                self.unacked.push_back((self.seq, m.clone()));
-                m
-            }
-            m => m,
-        };
         if let Conn::Up { out, .. } = &self.conn {
             if out.send(msg).await.is_err() {
                 // The writer ended; its Lost input (or the reader's) follows, and the
@@ -1027,15 +1038,14 @@ impl Agent {
                     j.epoch = j.epoch.max(epoch);
                 }
             }
-            SchedulerMsg::LaunchDone { id, exit, error } => {
+            SchedulerMsg::LaunchDone { id, outcome } => {
                 let Some(p) = self.launches.remove(&id) else {
                     tracing::debug!(launch = id.0, "answer for a launch that is gone");
                     return;
                 };
-                let reply = match (exit, error) {
-                    (_, Some(e)) => ShimReply::error(e),
-                    (Some(x), None) => ShimReply::exit(x.shell_code()),
-                    (None, None) => ShimReply::error("the scheduler gave no reason"),
+                let reply = match outcome {
+                    LaunchOutcome::Exited(x) => ShimReply::exit(x.shell_code()),
+                    LaunchOutcome::Refused { reason } => ShimReply::error(reason),
                 };
                 let _ = p.reply.send(reply);
             }
@@ -1133,14 +1143,16 @@ impl Agent {
         if let Some(j) = self.jobs.get(&job) {
             if j.main != Main::None || j.killing {
                 let reason = format!("job {job} already runs on node '{}'", self.cfg.name);
-                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                self.send_job(JobMsg::JobFailedToStart { job, reason })
+                    .await;
                 return;
             }
         }
         let files = JobFiles::paths(&self.jobs_dir, job);
         let Some(program) = command.first().cloned() else {
             let reason = "empty command".to_string();
-            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            self.send_job(JobMsg::JobFailedToStart { job, reason })
+                .await;
             return;
         };
         if let Err(e) = files
@@ -1152,7 +1164,8 @@ impl Agent {
                 files.dir.display(),
                 process::io_reason(&e)
             );
-            self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+            self.send_job(JobMsg::JobFailedToStart { job, reason })
+                .await;
             return;
         }
         let tag = self.tag(job);
@@ -1174,7 +1187,8 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("cannot confine the job: {}", process::io_reason(&e));
-                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                self.send_job(JobMsg::JobFailedToStart { job, reason })
+                    .await;
                 return;
             }
         };
@@ -1192,10 +1206,15 @@ impl Agent {
         }
         .vars();
         cmd.envs(vars);
+        let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
             remote: None,
+            relabel: Some(std::sync::Arc::new(std::sync::Mutex::new([
+                hydra::Relabel::new(names.clone()),
+                hydra::Relabel::new(names),
+            ]))),
         };
         match process::spawn(cmd, sink, span.clone()) {
             Ok(pid) => {
@@ -1214,40 +1233,42 @@ impl Agent {
                     self.stop_job(job);
                 }
                 if let Some(line) = note {
-                    self.send(AgentMsg::Output {
-                        job,
+                    let line = LogLine {
                         rank: None,
                         stream: Stream::Stderr,
                         line,
-                    })
-                    .await;
+                    };
+                    self.send_job(JobMsg::Output { job, line }).await;
                 }
             }
             Err(e) => {
                 let reason = format!("cannot run '{program}': {}", process::io_reason(&e));
                 span.in_scope(|| tracing::warn!(%reason, "job failed to start"));
                 let _ = std::fs::remove_dir_all(&files.dir);
-                self.send(AgentMsg::JobFailedToStart { job, reason }).await;
+                self.send_job(JobMsg::JobFailedToStart { job, reason })
+                    .await;
             }
         }
     }
 
     async fn spawn_remote(
         &mut self,
-        remote: LaunchId,
+        remote: RemoteId,
         job: JobId,
         command: Vec<String>,
         origin: (String, LaunchId),
     ) {
         let fail = |why: String| {
             vec![
-                AgentMsg::Output {
+                JobMsg::Output {
                     job,
-                    rank: None,
-                    stream: Stream::Stderr,
-                    line: why,
+                    line: LogLine {
+                        rank: None,
+                        stream: Stream::Stderr,
+                        line: why,
+                    },
                 },
-                AgentMsg::RemoteExited {
+                JobMsg::RemoteExited {
                     remote,
                     exit: ExitStatus {
                         code: Some(127),
@@ -1263,13 +1284,14 @@ impl Agent {
                 "graze: not starting a process for job {job} on '{}': the job is being killed",
                 self.cfg.name
             )) {
-                self.send(m).await;
+                self.send_job(m).await;
             }
             return;
         }
-        let dir = JobFiles::paths(&self.jobs_dir, job).dir;
-        if let Err(e) =
-            std::fs::create_dir_all(&dir).and_then(|()| confine::give_job_dir(&self.confine, &dir))
+        let files = JobFiles::paths(&self.jobs_dir, job);
+        let dir = files.dir.clone();
+        if let Err(e) = std::fs::create_dir_all(&files.tmp)
+            .and_then(|()| confine::give_job_dir(&self.confine, &dir))
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }
@@ -1283,7 +1305,7 @@ impl Agent {
                     self.cfg.name,
                     process::io_reason(&e)
                 )) {
-                    self.send(m).await;
+                    self.send_job(m).await;
                 }
                 return;
             }
@@ -1292,10 +1314,15 @@ impl Agent {
         if dir.is_dir() {
             cmd.current_dir(&dir);
         }
+        if files.tmp.is_dir() {
+            let shares_host = sysinfo::System::host_name().is_some_and(|h| h != self.cfg.name);
+            cmd.envs(hydra::node_vars(&files.tmp, shares_host));
+        }
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
             remote: Some(remote),
+            relabel: None,
         };
         let span = self.job_entry(job).span.clone();
         match process::spawn(cmd, sink, span.clone()) {
@@ -1316,7 +1343,7 @@ impl Agent {
                     self.cfg.name,
                     process::io_reason(&e)
                 )) {
-                    self.send(m).await;
+                    self.send_job(m).await;
                 }
                 if let Some(j) = self.jobs.get(&job) {
                     if j.main == Main::None && j.remotes.is_empty() && j.pgids.is_empty() {
@@ -1334,21 +1361,18 @@ impl Agent {
         j.main = Main::Exited;
         j.span
             .in_scope(|| tracing::info!(%exit, "job's main command ended"));
-        self.send(AgentMsg::JobExited { job, exit }).await;
+        self.send_job(JobMsg::JobExited { job, exit }).await;
         self.maybe_cleared(job).await;
     }
 
-    async fn on_remote_exited(&mut self, job: JobId, remote: LaunchId, exit: ExitStatus) {
+    async fn on_remote_exited(&mut self, job: JobId, remote: RemoteId, exit: ExitStatus) {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
-        let (origin, origin_id) = j
-            .remotes
-            .remove(&remote)
-            .unwrap_or((String::new(), LaunchId(0)));
+        let (origin, origin_id) = j.remotes.remove(&remote).unwrap_or_default();
         j.span
             .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
-        self.send(AgentMsg::RemoteExited {
+        self.send_job(JobMsg::RemoteExited {
             remote,
             exit,
             origin,
@@ -1387,7 +1411,7 @@ impl Agent {
 
     async fn on_killed(&mut self, job: JobId, result: Result<(), Survivors>) {
         let Some(j) = self.jobs.get_mut(&job) else {
-            self.send(AgentMsg::JobCleared { job }).await;
+            self.send_job(JobMsg::JobCleared { job }).await;
             return;
         };
         j.killed = true;
@@ -1423,7 +1447,7 @@ impl Agent {
         self.publish_jobsets();
         let files = JobFiles::paths(&self.jobs_dir, job);
         confine::finish_job_dir(&files, &self.output_dir.join(job.to_string()));
-        self.send(AgentMsg::JobCleared { job }).await;
+        self.send_job(JobMsg::JobCleared { job }).await;
     }
 
     // ---- launches ----
@@ -1539,18 +1563,11 @@ async fn connect(
         Some(SchedulerMsg::RegisterRefused { reason }) => {
             Err(ConnectError::RegisterRefused { name, reason })
         }
-        Some(other) => {
-            let mut what = format!("{other:?}");
-            if what.len() > 200 {
-                let mut end = 200;
-                while !what.is_char_boundary(end) {
-                    end -= 1;
-                }
-                what.truncate(end);
-                what.push_str("...");
-            }
-            Err(ConnectError::Unexpected(what))
-        }
+        Some(other) => Err(ConnectError::Unexpected(graze_proto::clip(
+            format!("{other:?}"),
+            200,
+            "...",
+        ))),
         None => Err(ConnectError::Closed),
     }
 }

@@ -35,10 +35,12 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
+        // The scheduler's defaults for an agent that sends none are the same values.
+        let wire = graze_proto::OwnerPolicy::default();
         Policy {
-            resume_after: Duration::from_secs(5 * 60),
-            vacate_after: Duration::from_secs(10 * 60),
-            vacate_grace: Duration::from_secs(10),
+            resume_after: Duration::from_millis(wire.resume_after_ms),
+            vacate_after: Duration::from_millis(wire.vacate_after_ms),
+            vacate_grace: Duration::from_millis(wire.vacate_grace_ms),
             windows: Windows::default(),
         }
     }
@@ -562,7 +564,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         })?;
 
     let node_timeout = match cli.node_timeout.as_ref().or(f.node_timeout.as_ref()) {
-        None => Duration::from_secs(10),
+        None => graze_proto::DEFAULT_NODE_TIMEOUT,
         Some(s) => {
             let bad_timeout = |why: &str| {
                 bad(
@@ -575,8 +577,9 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
             };
             let d = humantime::parse_duration(s.trim())
                 .map_err(|e| bad_timeout(&format!("{e}; write a duration such as 10s")))?;
-            if d < Duration::from_secs(2) {
-                return Err(bad_timeout("must be at least 2s"));
+            if d < graze_proto::MIN_NODE_TIMEOUT {
+                let min = humantime::format_duration(graze_proto::MIN_NODE_TIMEOUT);
+                return Err(bad_timeout(&format!("must be at least {min}")));
             }
             d
         }

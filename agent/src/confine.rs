@@ -335,6 +335,8 @@ pub fn finish_job_dir(files: &crate::hydra::JobFiles, output: &std::path::Path) 
     ] {
         let _ = std::fs::remove_file(f);
     }
+    // Temporary files are not output.
+    let _ = std::fs::remove_dir_all(&files.tmp);
     let empty = match std::fs::read_dir(&files.dir) {
         Ok(mut rd) => rd.next().is_none(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -446,6 +448,7 @@ mod tests {
         let f = crate::hydra::JobFiles::paths(&dir.path().join("jobs"), graze_proto::JobId(2));
         f.write(&hosts).unwrap();
         std::fs::write(f.dir.join("result.dat"), "42").unwrap();
+        std::fs::write(f.tmp.join("scratch"), "x").unwrap();
         let out = dir.path().join("output").join("2");
         finish_job_dir(&f, &out);
         assert!(!f.dir.exists());

@@ -11,50 +11,113 @@ pub const PREPEND_PATTERN: &str = "-prepend-pattern [%r@%h]";
 /// Environment variables of the agent that never reach a job.
 pub const SECRET_VARS: &[&str] = &["GRAZE_ACCESS"];
 
-/// Split the rank label from an output line: hydra's `[RANK@HOST]` right before the rank's
-/// text, or Open MPI's `[JOB,RANK]<stdout>:` / `[JOB,RANK]<stderr>:` (`orte_tag_output`);
-/// anything else is not labelled.
-pub fn parse_label(line: &str) -> (Option<u32>, &str) {
-    let Some(rest) = line.strip_prefix('[') else {
-        return (None, line);
-    };
-    if let Some(labelled) = parse_openmpi_label(rest) {
-        return labelled;
-    }
-    let Some(at) = rest.find('@') else {
-        return (None, line);
-    };
-    let digits = &rest[..at];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return (None, line);
-    }
-    let Ok(rank) = digits.parse::<u32>() else {
-        return (None, line);
-    };
-    let after = &rest[at + 1..];
-    let Some(close) = after.find(']') else {
-        return (None, line);
-    };
-    let host = &after[..close];
-    if host.is_empty() || host.contains(char::is_whitespace) || host.contains('[') {
-        return (None, line);
-    }
-    (Some(rank), &after[close + 1..])
-}
-
-/// Open MPI's `JOB,RANK]<stdout>:TEXT` (after the `[`).
-fn parse_openmpi_label(rest: &str) -> Option<(Option<u32>, &str)> {
-    let (label, text) = rest.split_once(']')?;
-    let (job, rank) = label.split_once(',')?;
+/// The rank label at the start of `s` (which starts with `[`) and its length: hydra's
+/// `[RANK@HOST]`, or Open MPI's `[JOB,RANK]<stdout>:` / `[JOB,RANK]<stderr>:`
+/// (`orte_tag_output`). With `hosts` given, a hydra label must name one of them.
+fn label_at(s: &str, hosts: &[String]) -> Option<(u32, usize)> {
+    let rest = s.strip_prefix('[')?;
+    let (label, after) = rest.split_once(']')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(job) || !digits(rank) {
+    if let Some((job, rank)) = label.split_once(',') {
+        if !digits(job) || !digits(rank) {
+            return None;
+        }
+        let tag = ["<stdout>:", "<stderr>:"]
+            .into_iter()
+            .find(|t| after.starts_with(t))?;
+        return Some((rank.parse().ok()?, 1 + label.len() + 1 + tag.len()));
+    }
+    let (rank, host) = label.split_once('@')?;
+    if !digits(rank) || host.is_empty() || host.contains(char::is_whitespace) {
         return None;
     }
-    let rank = rank.parse::<u32>().ok()?;
-    let text = text
-        .strip_prefix("<stdout>:")
-        .or_else(|| text.strip_prefix("<stderr>:"))?;
-    Some((Some(rank), text))
+    if host.contains('[') || (!hosts.is_empty() && !hosts.iter().any(|h| h == host)) {
+        return None;
+    }
+    Some((rank.parse().ok()?, 1 + label.len() + 1))
+}
+
+/// Split a line of the main command's output at the rank labels in it: the text before the
+/// first label (unlabelled, `None`), then each label's rank with the text up to the next.
+fn segments<'a>(line: &'a str, hosts: &[String]) -> Vec<(Option<u32>, &'a str)> {
+    let mut out = Vec::new();
+    let (mut rank, mut start, mut from) = (None, 0, 0);
+    while let Some(off) = line[from..].find('[') {
+        let at = from + off;
+        match label_at(&line[at..], hosts) {
+            Some((r, len)) => {
+                if rank.is_some() || at > start {
+                    out.push((rank, &line[start..at]));
+                }
+                rank = Some(r);
+                start = at + len;
+                from = start;
+            }
+            None => from = at + 1,
+        }
+    }
+    out.push((rank, &line[start..]));
+    out
+}
+
+/// Puts the ranks' lines back together from one stream (stdout or stderr) of the main
+/// command's output.
+///
+/// hydra's `-prepend-pattern` and Open MPI's output tags label each *write* of a rank, not
+/// each line, and `mpiexec` passes the writes of all ranks on as they come. A rank that writes
+/// one line in three pieces, while another rank writes a line of its own, comes out as
+/// `[0@a]x = [1@b]hello` then `[0@a]4[0@a]2` (newline). So every line read is cut at its
+/// labels; each piece goes to its rank's unfinished line, and the newline ends the line of
+/// the rank that wrote last. Lines of two ranks never merge, and each comes out once, whole,
+/// labelled once.
+#[derive(Debug, Default)]
+pub struct Relabel {
+    /// The job's host names (hydra's `%h`): a `[R@H]` naming another host is text.
+    hosts: Vec<String>,
+    /// Unfinished lines, by rank (`None`: unlabelled text), oldest first.
+    partial: Vec<(Option<u32>, String)>,
+}
+
+impl Relabel {
+    /// A relabeller for a job on `hosts`.
+    pub fn new(hosts: Vec<String>) -> Relabel {
+        Relabel {
+            hosts,
+            partial: Vec::new(),
+        }
+    }
+
+    /// One line read (without its newline): the ranks' lines it completes.
+    pub fn line(&mut self, line: &str) -> Vec<(Option<u32>, String)> {
+        let segs = segments(line, &self.hosts);
+        let last = segs.len() - 1;
+        let mut done = Vec::new();
+        for (i, (rank, text)) in segs.into_iter().enumerate() {
+            let idx = match self.partial.iter().position(|(r, _)| *r == rank) {
+                Some(i) => i,
+                None => {
+                    self.partial.push((rank, String::new()));
+                    self.partial.len() - 1
+                }
+            };
+            let buf = &mut self.partial[idx].1;
+            buf.push_str(text);
+            if i == last || buf.len() > graze_proto::MAX_LINE {
+                let (rank, whole) = self.partial.remove(idx);
+                done.push((rank, graze_proto::clip_line(whole)));
+            }
+        }
+        done
+    }
+
+    /// The stream ended: the unfinished lines, as they are.
+    pub fn finish(&mut self) -> Vec<(Option<u32>, String)> {
+        std::mem::take(&mut self.partial)
+            .into_iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(r, t)| (r, graze_proto::clip_line(t)))
+            .collect()
+    }
 }
 
 /// hydra's host file: `host:slots` per line.
@@ -98,6 +161,8 @@ pub struct JobFiles {
     pub hydra_conf: PathBuf,
     /// Open MPI host file.
     pub openmpi_hosts: PathBuf,
+    /// The job's private temporary directory on this node (`TMPDIR`), removed with the job.
+    pub tmp: PathBuf,
 }
 
 impl JobFiles {
@@ -109,6 +174,7 @@ impl JobFiles {
             nodefile: dir.join("nodefile"),
             hydra_conf: dir.join("hydra.conf"),
             openmpi_hosts: dir.join("openmpi-hosts"),
+            tmp: dir.join("tmp"),
             dir,
         }
     }
@@ -123,8 +189,36 @@ impl JobFiles {
         std::fs::write(&self.nodefile, nodefile(hosts))?;
         std::fs::write(&self.hydra_conf, format!("{PREPEND_PATTERN}\n"))?;
         std::fs::write(&self.openmpi_hosts, openmpi_hosts(hosts))?;
+        std::fs::create_dir_all(&self.tmp)?;
         Ok(())
     }
+}
+
+/// Variables every process of a job gets on this node, the main command's and each remote
+/// launch's (hydra's proxy, Open MPI's `orted`).
+///
+/// `TMPDIR` is the job's own directory on this node. Open MPI keeps its session directory
+/// (`$TMPDIR/ompi.HOST.UID/jf.JOBFAMILY/`: the daemons' rendezvous, PMIx's shared-memory
+/// store, hwloc's shared topology) under it, named by host name, user and job. Several graze
+/// nodes on one machine share all three, so two `orted`s of one job collided there: a
+/// `mkdir` race ("File exists") or a segfault in `hwloc_shmem_topology_write`. A directory
+/// per node and job ends that, and the job's temporary files go with the job.
+///
+/// `remote_shares_host`: this node's name is not the machine's host name, as with several
+/// agents on one machine. Open MPI's shared-memory transport (vader) names its segments in
+/// `/dev/shm` by host name, job and local rank, so the ranks of two such nodes overwrite each
+/// other's segments and crash. Processes launched through the shim then put them in their
+/// own directory. Only those: `mpirun` forwards the `OMPI_MCA_*` variables of its own
+/// environment to every `orted` on their command line, which would override each node's own.
+pub fn node_vars(tmp: &Path, remote_shares_host: bool) -> Vec<(String, OsString)> {
+    let mut v = vec![("TMPDIR".to_string(), OsString::from(tmp))];
+    if remote_shares_host {
+        v.push((
+            "OMPI_MCA_btl_vader_backing_directory".into(),
+            OsString::from(tmp),
+        ));
+    }
+    v
 }
 
 /// What the environment of a job's main command is made from.
@@ -175,6 +269,7 @@ impl JobEnv<'_> {
             ("GRAZE_JOB_SECRET".into(), self.secret.into()),
             (crate::procs::TAG_VAR.into(), self.tag.into()),
         ];
+        v.extend(node_vars(&self.files.tmp, false));
         v.extend(self.extra.iter().map(|(k, val)| (k.clone(), val.into())));
         v
     }
@@ -196,6 +291,10 @@ mod tests {
 
     #[test]
     fn labels() {
+        let parse_label = |l| match label_at(l, &[]) {
+            Some((rank, len)) => (Some(rank), &l[len..]),
+            None => (None, l),
+        };
         assert_eq!(parse_label("[0@x1]hi"), (Some(0), "hi"));
         assert_eq!(parse_label("[12@node-3.lab] x y"), (Some(12), " x y"));
         assert_eq!(parse_label("[3@a]"), (Some(3), ""));
@@ -221,6 +320,105 @@ mod tests {
         ] {
             assert_eq!(parse_label(l), (None, l), "{l:?}");
         }
+    }
+
+    fn relabel(hosts: &[&str], lines: &[&str]) -> Vec<(Option<u32>, String)> {
+        let mut r = Relabel::new(hosts.iter().map(|h| h.to_string()).collect());
+        let mut out: Vec<_> = lines.iter().flat_map(|l| r.line(l)).collect();
+        out.extend(r.finish());
+        out
+    }
+
+    fn ranked(v: &[(Option<u32>, &str)]) -> Vec<(Option<u32>, String)> {
+        v.iter().map(|(r, s)| (*r, s.to_string())).collect()
+    }
+
+    #[test]
+    fn labels_inside_a_line_are_removed() {
+        // The graze-pi line from the issue: one line written in pieces.
+        let got = relabel(
+            &["ws5"],
+            &["[0@ws5]not converged after [0@ws5]600[0@ws5] rounds (last delta [0@ws5]0.[0@ws5]000[0@ws5]984)"],
+        );
+        assert_eq!(
+            got,
+            ranked(&[(
+                Some(0),
+                "not converged after 600 rounds (last delta 0.000984)"
+            )])
+        );
+    }
+
+    #[test]
+    fn pieces_of_two_ranks_never_merge() {
+        let got = relabel(
+            &["a", "b"],
+            &[
+                "[0@a]x = [1@b]hello from 1",
+                "[0@a]4[0@a]2",
+                "[1@b]par[0@a]next[1@b]tial",
+                "[0@a] line",
+            ],
+        );
+        assert_eq!(
+            got,
+            ranked(&[
+                (Some(1), "hello from 1"),
+                (Some(0), "x = 42"),
+                (Some(1), "partial"),
+                (Some(0), "next line"),
+            ])
+        );
+        // Open MPI's tags, the same way.
+        let got = relabel(
+            &[],
+            &["[1,0]<stdout>:ab[1,3]<stdout>:zz", "[1,0]<stdout>:c"],
+        );
+        assert_eq!(got, ranked(&[(Some(3), "zz"), (Some(0), "abc")]));
+    }
+
+    #[test]
+    fn text_that_only_looks_like_a_label_stays() {
+        // A host that is not the job's: text. Unlabelled lines stay unlabelled.
+        let got = relabel(
+            &["a"],
+            &[
+                "[0@a]array[2@x] = 5",
+                "plain [0@] [a@b] [",
+                "",
+                "[mpiexec@vm] error",
+            ],
+        );
+        assert_eq!(
+            got,
+            ranked(&[
+                (Some(0), "array[2@x] = 5"),
+                (None, "plain [0@] [a@b] ["),
+                (None, ""),
+                (None, "[mpiexec@vm] error"),
+            ])
+        );
+        // Unfinished lines come out when the stream ends; empty ones do not.
+        let mut r = Relabel::new(vec!["a".into()]);
+        assert_eq!(r.line("[0@a]x[1@a]"), ranked(&[(Some(1), "")]));
+        assert_eq!(r.finish(), ranked(&[(Some(0), "x")]));
+    }
+
+    #[test]
+    fn an_endless_partial_line_is_cut() {
+        let mut r = Relabel::new(vec!["a".into()]);
+        let big = "y".repeat(graze_proto::MAX_LINE / 2 + 1);
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.extend(r.line(&format!("[0@a]{big}[1@a]z")));
+        }
+        assert!(out
+            .iter()
+            .any(|(r, t)| *r == Some(0) && t.ends_with("[line cut by graze]")));
+        assert!(r
+            .partial
+            .iter()
+            .all(|(_, t)| t.len() <= graze_proto::MAX_LINE + 32));
     }
 
     #[test]
@@ -281,5 +479,31 @@ mod tests {
         assert_eq!(get("GRAZE_LAUNCH_SOCK").unwrap(), "/s/launch.sock");
         assert_eq!(get("GRAZE_NODEFILE").unwrap(), "/s/jobs/5/nodefile");
         assert_eq!(get("GRAZE_NPROCS").unwrap(), "override");
+        assert_eq!(get("TMPDIR").unwrap(), "/s/jobs/5/tmp");
+        // mpirun would forward it to every orted: only remote launches get it.
+        assert_eq!(get("OMPI_MCA_btl_vader_backing_directory"), None);
+        let n = node_vars(Path::new("/t"), true);
+        assert!(n
+            .iter()
+            .any(|(k, v)| k == "OMPI_MCA_btl_vader_backing_directory" && v == "/t"));
+    }
+
+    #[test]
+    fn the_users_env_wins() {
+        let f = JobFiles::paths(Path::new("/s/jobs"), JobId(5));
+        let extra = vec![("TMPDIR".to_string(), "/scratch".to_string())];
+        let e = JobEnv {
+            job: JobId(5),
+            files: &f,
+            hosts: &[],
+            launcher: Path::new("/bin/graze-launch"),
+            launch_sock: Path::new("/s/launch.sock"),
+            secret: "sec",
+            tag: "abc-5",
+            extra: &extra,
+        };
+        let v = e.vars();
+        let last = v.iter().rev().find(|(n, _)| n == "TMPDIR").unwrap();
+        assert_eq!(last.1, "/scratch");
     }
 }

@@ -33,32 +33,25 @@ pub struct ShimRequest {
     pub command: Vec<String>,
 }
 
-/// The agent's answer: exactly one of the two fields is set.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct ShimReply {
+/// The agent's answer. On the socket `{"exit_code":N}` or `{"error":"..."}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ShimReply {
     /// The remote command ended with this (shell-style) code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
+    ExitCode(i32),
     /// The remote command could not be run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    Error(String),
 }
 
 impl ShimReply {
     /// An error reply.
     pub fn error(msg: impl Into<String>) -> ShimReply {
-        ShimReply {
-            exit_code: None,
-            error: Some(msg.into()),
-        }
+        ShimReply::Error(msg.into())
     }
 
     /// An exit-code reply.
     pub fn exit(code: i32) -> ShimReply {
-        ShimReply {
-            exit_code: Some(code),
-            error: None,
-        }
+        ShimReply::ExitCode(code)
     }
 }
 
@@ -118,12 +111,8 @@ pub fn shim(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<i32
     };
     let reply = ask(&sock, &req)?;
     match reply {
-        ShimReply {
-            exit_code: Some(c),
-            error: None,
-        } => Ok(c),
-        ShimReply { error: Some(e), .. } => Err(ShimError::Failed { host, msg: e }),
-        ShimReply { .. } => Err(ShimError::BadReply("neither exit_code nor error".into())),
+        ShimReply::ExitCode(c) => Ok(c),
+        ShimReply::Error(e) => Err(ShimError::Failed { host, msg: e }),
     }
 }
 

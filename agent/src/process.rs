@@ -88,6 +88,10 @@ pub trait Sink: Clone + Send + Sync + 'static {
     fn line(&self, stream: Stream, line: String) -> impl Future<Output = bool> + Send;
     /// The process ended.
     fn exited(&self, exit: ExitStatus) -> impl Future<Output = ()> + Send;
+    /// One of its output streams ended (after its last line).
+    fn closed(&self, _stream: Stream) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Spawn `cmd` (already set up with its process group, environment and stdin) with piped
@@ -146,10 +150,15 @@ where
 {
     let sink = sink.clone();
     tokio::spawn(
-        read_lines(r, move |l| {
+        async move {
             let s = sink.clone();
-            async move { s.line(stream, l).await }
-        })
+            read_lines(r, move |l| {
+                let s = s.clone();
+                async move { s.line(stream, l).await }
+            })
+            .await;
+            sink.closed(stream).await;
+        }
         .instrument(span.clone()),
     )
 }

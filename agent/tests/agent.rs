@@ -7,8 +7,8 @@
 use graze_agent::{AgentConfig, IdleSourceSpec};
 use graze_net::{quinn, Access, Identity};
 use graze_proto::{
-    AgentMsg, Availability, ExitStatus, Hello, HelloReply, HostSlots, JobId, LaunchId,
-    SchedulerMsg, Stream, PROTOCOL_VERSION,
+    AgentMsg, Availability, ExitStatus, Hello, HelloReply, HostSlots, JobId, JobMsg, LaunchId,
+    LaunchOutcome, RemoteId, SchedulerMsg, Stream, PROTOCOL_VERSION,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,73 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// What the agent said besides its status, job messages unwrapped and flattened.
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Event {
+    Launch {
+        id: LaunchId,
+        job: JobId,
+        secret: String,
+        host: String,
+        command: Vec<String>,
+    },
+    LaunchAbandoned {
+        id: LaunchId,
+    },
+    Output {
+        job: JobId,
+        rank: Option<u32>,
+        stream: Stream,
+        line: String,
+    },
+    JobExited {
+        job: JobId,
+        exit: ExitStatus,
+    },
+    JobFailedToStart {
+        job: JobId,
+        reason: String,
+    },
+    JobCleared {
+        job: JobId,
+    },
+    RemoteExited {
+        remote: RemoteId,
+        exit: ExitStatus,
+        origin: String,
+        origin_id: LaunchId,
+    },
+    Other(AgentMsg),
+}
+
+impl Event {
+    fn from_job(m: JobMsg) -> Event {
+        match m {
+            JobMsg::Output { job, line } => Event::Output {
+                job,
+                rank: line.rank,
+                stream: line.stream,
+                line: line.line,
+            },
+            JobMsg::JobExited { job, exit } => Event::JobExited { job, exit },
+            JobMsg::JobFailedToStart { job, reason } => Event::JobFailedToStart { job, reason },
+            JobMsg::JobCleared { job } => Event::JobCleared { job },
+            JobMsg::RemoteExited {
+                remote,
+                exit,
+                origin,
+                origin_id,
+            } => Event::RemoteExited {
+                remote,
+                exit,
+                origin,
+                origin_id,
+            },
+        }
+    }
+}
 
 struct FakeScheduler {
     endpoint: quinn::Endpoint,
@@ -106,15 +173,31 @@ impl Peer {
     /// The next message that is not a status report.
     /// The next message that is not a status; numbered job messages are acknowledged and
     /// unwrapped, as the scheduler does.
-    async fn next_event(&mut self) -> AgentMsg {
+    async fn next_event(&mut self) -> Event {
         loop {
             match self.next().await {
                 AgentMsg::Status(_) => {}
                 AgentMsg::Sequenced { seq, msg } => {
                     self.send(SchedulerMsg::Ack { seq }).await;
-                    return *msg;
+                    return Event::from_job(msg);
                 }
-                m => return m,
+                AgentMsg::Launch {
+                    id,
+                    job,
+                    secret,
+                    host,
+                    command,
+                } => {
+                    return Event::Launch {
+                        id,
+                        job,
+                        secret,
+                        host,
+                        command,
+                    }
+                }
+                AgentMsg::LaunchAbandoned { id } => return Event::LaunchAbandoned { id },
+                m => return Event::Other(m),
             }
         }
     }
@@ -319,7 +402,7 @@ async fn mpi_job_launches_through_the_shim() {
     let mut other = Vec::new();
     let exit = loop {
         match p.next_event().await {
-            AgentMsg::Launch {
+            Event::Launch {
                 id,
                 job,
                 secret,
@@ -332,7 +415,7 @@ async fn mpi_job_launches_through_the_shim() {
                 launches.push(host);
                 // Run it on this same agent, as the scheduler would on node `host`.
                 p.send(SchedulerMsg::SpawnRemote {
-                    remote: id,
+                    remote: RemoteId(id.0),
                     job,
                     command,
                     epoch: 1,
@@ -341,15 +424,16 @@ async fn mpi_job_launches_through_the_shim() {
                 })
                 .await;
             }
-            AgentMsg::RemoteExited { remote, exit, .. } => {
+            Event::RemoteExited {
+                origin_id, exit, ..
+            } => {
                 p.send(SchedulerMsg::LaunchDone {
-                    id: remote,
-                    exit: Some(exit),
-                    error: None,
+                    id: origin_id,
+                    outcome: LaunchOutcome::Exited(exit),
                 })
                 .await;
             }
-            AgentMsg::Output {
+            Event::Output {
                 rank: Some(r),
                 stream: Stream::Stdout,
                 line,
@@ -357,7 +441,7 @@ async fn mpi_job_launches_through_the_shim() {
             } => {
                 lines.insert((r, line));
             }
-            AgentMsg::Output {
+            Event::Output {
                 rank: Some(r),
                 stream: Stream::Stderr,
                 line,
@@ -365,7 +449,7 @@ async fn mpi_job_launches_through_the_shim() {
             } => {
                 errs.insert((r, line));
             }
-            AgentMsg::JobExited { job, exit } => {
+            Event::JobExited { job, exit } => {
                 assert_eq!(job, JobId(1));
                 break exit;
             }
@@ -382,7 +466,7 @@ async fn mpi_job_launches_through_the_shim() {
 
     p.send(SchedulerMsg::KillJob { job: JobId(1) }).await;
     loop {
-        if let AgentMsg::JobCleared { job } = p.next_event().await {
+        if let Event::JobCleared { job } = p.next_event().await {
             assert_eq!(job, JobId(1));
             break;
         }
@@ -411,12 +495,12 @@ async fn running_mpi_job_is_killed_whole() {
     let mut launches = Vec::new();
     while up < 3 {
         match p.next_event().await {
-            AgentMsg::Launch {
+            Event::Launch {
                 id, job, command, ..
             } => {
                 launches.push(id);
                 p.send(SchedulerMsg::SpawnRemote {
-                    remote: id,
+                    remote: RemoteId(id.0),
                     job,
                     command,
                     epoch: 1,
@@ -425,7 +509,7 @@ async fn running_mpi_job_is_killed_whole() {
                 })
                 .await;
             }
-            AgentMsg::Output { line, .. } if line == "up" => up += 1,
+            Event::Output { line, .. } if line == "up" => up += 1,
             m => panic!("{m:?}"),
         }
     }
@@ -440,7 +524,7 @@ async fn running_mpi_job_is_killed_whole() {
     let mut seen = Vec::new();
     loop {
         match p.next_event().await {
-            AgentMsg::JobCleared { job: j } => {
+            Event::JobCleared { job: j } => {
                 assert_eq!(j, JobId(job));
                 break;
             }
@@ -448,12 +532,12 @@ async fn running_mpi_job_is_killed_whole() {
         }
     }
     assert!(
-        seen.iter().any(|m| matches!(m, AgentMsg::JobExited { .. })),
+        seen.iter().any(|m| matches!(m, Event::JobExited { .. })),
         "{seen:?}"
     );
     let remotes = seen
         .iter()
-        .filter(|m| matches!(m, AgentMsg::RemoteExited { .. }))
+        .filter(|m| matches!(m, Event::RemoteExited { .. }))
         .count();
     assert_eq!(remotes, 2, "{seen:?}");
     assert!(
@@ -477,14 +561,14 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
     ))
     .await;
     loop {
-        if let AgentMsg::Output { line, .. } = p.next_event().await {
+        if let Event::Output { line, .. } = p.next_event().await {
             assert_eq!(line, "started");
             break;
         }
     }
     // A remote launch that leaves an orphan in a new session: only its tag marks it.
     p.send(SchedulerMsg::SpawnRemote {
-        remote: LaunchId(5),
+        remote: RemoteId(5),
         job: JobId(job),
         command: vec![
             "setsid".into(),
@@ -498,8 +582,8 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
     })
     .await;
     loop {
-        if let AgentMsg::RemoteExited { remote, exit, .. } = p.next_event().await {
-            assert_eq!(remote, LaunchId(5));
+        if let Event::RemoteExited { remote, exit, .. } = p.next_event().await {
+            assert_eq!(remote, RemoteId(5));
             assert!(exit.success(), "{exit}");
             break;
         }
@@ -514,8 +598,8 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
     let mut exited = None;
     loop {
         match p.next_event().await {
-            AgentMsg::JobExited { exit, .. } => exited = Some(exit),
-            AgentMsg::JobCleared { job: j } => {
+            Event::JobExited { exit, .. } => exited = Some(exit),
+            Event::JobCleared { job: j } => {
                 assert_eq!(j, JobId(job));
                 break;
             }
@@ -539,7 +623,7 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
     // Killing a job that is not here answers at once.
     p.send(SchedulerMsg::KillJob { job: JobId(4242) }).await;
     loop {
-        if let AgentMsg::JobCleared { job } = p.next_event().await {
+        if let Event::JobCleared { job } = p.next_event().await {
             assert_eq!(job, JobId(4242));
             break;
         }
@@ -557,7 +641,7 @@ async fn failed_start_and_losing_the_scheduler() {
     p.send(start_job(1, &["/nonexistent/prog", "x"], &[("l1", 1)]))
         .await;
     match p.next_event().await {
-        AgentMsg::JobFailedToStart { job, reason } => {
+        Event::JobFailedToStart { job, reason } => {
             assert_eq!(job, JobId(1));
             assert_eq!(
                 reason,
@@ -574,7 +658,7 @@ async fn failed_start_and_losing_the_scheduler() {
     ))
     .await;
     let pid: i32 = loop {
-        if let AgentMsg::Output { line, .. } = p.next_event().await {
+        if let Event::Output { line, .. } = p.next_event().await {
             break line.parse().unwrap();
         }
     };
@@ -643,8 +727,8 @@ async fn shim_errors_and_abandoned_launches() {
     let mut lines = Vec::new();
     loop {
         match p.next_event().await {
-            AgentMsg::Output { line, .. } => lines.push(line),
-            AgentMsg::JobExited { .. } => break,
+            Event::Output { line, .. } => lines.push(line),
+            Event::JobExited { .. } => break,
             m => panic!("{m:?}"),
         }
     }
@@ -664,7 +748,7 @@ async fn shim_errors_and_abandoned_launches() {
     ))
     .await;
     let id = match p.next_event().await {
-        AgentMsg::Launch {
+        Event::Launch {
             id, host, command, ..
         } => {
             assert_eq!(host, "s2");
@@ -675,11 +759,11 @@ async fn shim_errors_and_abandoned_launches() {
     };
     loop {
         match p.next_event().await {
-            AgentMsg::LaunchAbandoned { id: gone } => {
+            Event::LaunchAbandoned { id: gone } => {
                 assert_eq!(gone, id);
                 break;
             }
-            AgentMsg::JobExited { .. } => {}
+            Event::JobExited { .. } => {}
             m => panic!("{m:?}"),
         }
     }
@@ -694,18 +778,17 @@ async fn shim_errors_and_abandoned_launches() {
     .await;
     loop {
         match p.next_event().await {
-            AgentMsg::Launch { id, .. } => {
+            Event::Launch { id, .. } => {
                 p.send(SchedulerMsg::LaunchDone {
                     id,
-                    exit: Some(ExitStatus {
+                    outcome: LaunchOutcome::Exited(ExitStatus {
                         code: None,
                         signal: Some(9),
                     }),
-                    error: None,
                 })
                 .await
             }
-            AgentMsg::Output {
+            Event::Output {
                 job: JobId(3),
                 line,
                 ..

@@ -90,9 +90,14 @@ fn hydra_launches_through_the_launcher_and_labels_ranks() {
     .vars();
 
     let mut cmd = Command::new("mpiexec");
-    cmd.args(["sh", "-c", "echo hi from $PMI_RANK"])
-        .current_dir(&files.dir)
-        .envs(vars);
+    // Each rank writes its line in three pieces (hydra labels each piece).
+    cmd.args([
+        "sh",
+        "-c",
+        "printf 'hi '; sleep 0.05; printf 'from '; sleep 0.05; echo $PMI_RANK",
+    ])
+    .current_dir(&files.dir)
+    .envs(vars);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -102,13 +107,16 @@ fn hydra_launches_through_the_launcher_and_labels_ranks() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let mut relabel = hydra::Relabel::new(vec!["x1".into(), "x2".into()]);
     let mut seen: Vec<(u32, String)> = stdout
         .lines()
-        .map(|l| match hydra::parse_label(l) {
-            (Some(r), rest) => (r, rest.to_string()),
-            (None, _) => panic!("unlabelled line {l:?} in {stdout}"),
+        .flat_map(|l| relabel.line(l))
+        .map(|(r, rest)| match r {
+            Some(r) => (r, rest),
+            None => panic!("unlabelled line {rest:?} in {stdout}"),
         })
         .collect();
+    assert!(relabel.finish().is_empty());
     seen.sort();
     assert_eq!(
         seen,
@@ -117,6 +125,11 @@ fn hydra_launches_through_the_launcher_and_labels_ranks() {
             (1, "hi from 1".to_string()),
             (2, "hi from 2".to_string()),
         ]
+    );
+    // The raw output had labels inside lines: hydra labels each write, not each line.
+    assert!(
+        stdout.lines().any(|l| l.matches("@x").count() > 1),
+        "{stdout}"
     );
     // The raw labels carry the host names from the host file.
     assert!(stdout.contains("[0@x1]"), "{stdout}");

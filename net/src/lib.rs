@@ -10,6 +10,9 @@ use std::time::Duration;
 
 pub use quinn;
 
+mod setup;
+pub use setup::{init_tracing, shutdown_signal, LogTo};
+
 /// Server name in the scheduler's certificate and in every client's SNI.
 pub const SERVER_NAME: &str = "graze-scheduler";
 /// ALPN protocol id.

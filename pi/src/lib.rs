@@ -422,7 +422,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     match run_rounds(&world, cli) {
         Ok(()) => Ok(()),
         Err(e) => {
-            eprintln!("graze-pi: rank {}: error: {e:#}", world.rank());
+            let _ = emit(
+                &mut io::stderr(),
+                &format!("graze-pi: rank {}: error: {e:#}", world.rank()),
+            );
             world.abort(1)
         }
     }
@@ -440,7 +443,10 @@ fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::R
     let mut base_seed = cli.seed.unwrap_or_else(seed_from_time);
     world.process_at_rank(0).broadcast_into(&mut base_seed);
     if rank == 0 && cli.seed.is_none() {
-        eprintln!("graze-pi: base seed {base_seed} (pass --seed {base_seed} to reproduce)");
+        let _ = emit(
+            &mut io::stderr(),
+            &format!("graze-pi: base seed {base_seed} (pass --seed {base_seed} to reproduce)"),
+        );
     }
 
     let mut rng = Xoshiro256pp::for_rank(base_seed, rank);
@@ -476,10 +482,14 @@ fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::R
 
     if rank == 0 {
         if last.status == Status::RoundLimit {
-            eprintln!(
-                "graze-pi: not converged after {} rounds (last delta {:.6} >= tolerance {:e}); \
-                 reporting the last estimate",
-                last.round, last.delta, cli.tolerance
+            // One write per line (stderr is unbuffered: eprintln! writes each piece).
+            let _ = emit(
+                &mut io::stderr(),
+                &format!(
+                    "graze-pi: not converged after {} rounds (last delta {:.6} >= tolerance {:e}); \
+                     reporting the last estimate",
+                    last.round, last.delta, cli.tolerance
+                ),
             );
         }
         emit(&mut stdout, &final_line(size, conv.pi())).context("writing to stdout")?;
@@ -492,6 +502,25 @@ fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::R
 #[allow(clippy::unwrap_used, clippy::approx_constant)]
 mod tests {
     use super::*;
+
+    /// Counts the `write` calls it gets.
+    struct Writes(Vec<Vec<u8>>);
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_is_one_write() {
+        let mut w = Writes(Vec::new());
+        emit(&mut w, &format!("not converged after {} rounds", 600)).unwrap();
+        assert_eq!(w.0, vec![b"not converged after 600 rounds\n".to_vec()]);
+    }
 
     #[test]
     fn xoshiro_reference_vector() {

@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+/// Time a new connection has to open its control stream and say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accept connections until the endpoint closes, one task each.
 pub(crate) async fn accept_loop(
     endpoint: graze_net::quinn::Endpoint,
@@ -49,11 +52,11 @@ async fn serve_connection(
 ) -> Result<()> {
     let peer = incoming.remote_address();
     let conn = incoming.await.context("handshake")?;
-    let (send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+    let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
-        .context("no hello within 10 s")??;
+        .with_context(|| format!("no hello within {HELLO_TIMEOUT:?}"))??;
     let mut control = Framed { send, recv };
-    let hello: Hello = match tokio::time::timeout(Duration::from_secs(10), control.recv()).await {
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, control.recv()).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => anyhow::bail!("peer closed before the hello"),
         Ok(Err(e)) => {

@@ -7,7 +7,7 @@ use crate::core::ConnId;
 use crate::owner::{Closer, Input, Owner};
 use anyhow::Result;
 use graze_net::{Framed, NetError};
-use graze_proto::{self as proto, AgentMsg, ClientReply, LogLine, NodeInfo, SchedulerMsg};
+use graze_proto::{self as proto, AgentMsg, ClientReply, JobMsg, NodeInfo, SchedulerMsg};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -144,9 +144,7 @@ impl Owner {
                     if seq != last + 1 {
                         warn!(%node, seq, last, "job messages missing from this agent");
                     }
-                    if !matches!(*msg, AgentMsg::Sequenced { .. }) {
-                        self.agent_msg(conn, *msg, now);
-                    }
+                    self.job_msg(conn, msg, now);
                     self.seqs.entry(node.clone()).or_default().1 = seq;
                     self.seq_dirty.insert(node);
                 }
@@ -154,21 +152,26 @@ impl Owner {
                 self.acks.insert(conn, seq.max(last));
             }
             AgentMsg::Status(s) => self.core.node_status(conn, s, now),
-            AgentMsg::Output {
+            AgentMsg::Launch {
+                id,
                 job,
-                rank,
-                stream,
-                line,
-            } => {
+                secret,
+                host,
+                command,
+            } => self.core.launch(conn, id, job, &secret, &host, command),
+            AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
+        }
+    }
+
+    /// A numbered job message, applied once.
+    fn job_msg(&mut self, conn: ConnId, msg: JobMsg, now: u64) {
+        match msg {
+            JobMsg::Output { job, mut line } => {
                 if !self.core.conn_in_job(conn, job) {
                     debug!(conn, %job, "output for a job not on this node dropped");
                     return;
                 }
-                let line = LogLine {
-                    rank,
-                    stream,
-                    line: proto::clip_line(line),
-                };
+                line.line = proto::clip_line(line.line);
                 if let Err(e) = self.store.append(job, &line) {
                     warn!(%job, "storing output: {e:#}");
                 }
@@ -181,26 +184,18 @@ impl Owner {
                     });
                 }
             }
-            AgentMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
-            AgentMsg::JobFailedToStart { job, reason } => {
+            JobMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
+            JobMsg::JobFailedToStart { job, reason } => {
                 self.core.job_failed_to_start(conn, job, reason, now)
             }
-            AgentMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
-            AgentMsg::Launch {
-                id,
-                job,
-                secret,
-                host,
-                command,
-            } => self.core.launch(conn, id, job, &secret, &host, command),
-            AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
-            AgentMsg::RemoteExited {
+            JobMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
+            JobMsg::RemoteExited {
                 remote,
                 exit,
                 origin,
                 origin_id,
             } => {
-                debug!(conn, remote = remote.0, %origin, "remote exited");
+                debug!(conn, %remote, %origin, "remote exited");
                 self.core.remote_exited(&origin, origin_id, exit)
             }
         }

@@ -131,7 +131,7 @@ impl SchedulerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             max_job_cores: 0,
-            node_timeout: Duration::from_millis(crate::core::CoreConfig::default().node_timeout_ms),
+            node_timeout: graze_proto::DEFAULT_NODE_TIMEOUT,
             requeue_when_suspended_after: Duration::from_millis(
                 crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
             ),
@@ -141,10 +141,6 @@ impl SchedulerConfig {
 
 /// Default of [`SchedulerConfig::listen`].
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7700";
-/// Default of [`SchedulerConfig::node_timeout`].
-pub const DEFAULT_NODE_TIMEOUT: &str = "10s";
-/// Default of [`SchedulerConfig::requeue_when_suspended_after`].
-pub const DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER: &str = "60s";
 
 /// Where a value came from, for its error: `invalid --KEY 'VALUE': WHY` (a flag),
 /// `invalid KEY 'VALUE' in PATH: WHY` (the file actually read), or
@@ -225,18 +221,24 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
         cli.node_timeout,
         file.node_timeout,
         path,
-        DEFAULT_NODE_TIMEOUT.into(),
+        humantime::format_duration(graze_proto::DEFAULT_NODE_TIMEOUT).to_string(),
     );
     let node_timeout = duration(&timeout_v)?;
-    if node_timeout < Duration::from_secs(2) {
-        bail!(timeout_v.bad("must be at least 2s"));
+    if node_timeout < graze_proto::MIN_NODE_TIMEOUT {
+        bail!(timeout_v.bad(format!(
+            "must be at least {}",
+            humantime::format_duration(graze_proto::MIN_NODE_TIMEOUT)
+        )));
     }
     let requeue_v = pick(
         "requeue_when_suspended_after",
         cli.requeue_when_suspended_after,
         file.requeue_when_suspended_after,
         path,
-        DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER.into(),
+        humantime::format_duration(Duration::from_millis(
+            crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+        ))
+        .to_string(),
     );
     let requeue_when_suspended_after = duration(&requeue_v)?;
     Ok(SchedulerConfig {

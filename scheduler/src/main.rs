@@ -3,13 +3,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = graze_scheduler::config::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    graze_net::init_tracing("info", graze_net::LogTo::Stderr);
     if let Some(graze_scheduler::config::Command::Token(cmd)) = &cli.command {
         let r = graze_scheduler::config::state_dir_of(&cli)
             .and_then(|dir| graze_scheduler::token_cmd::run(cmd, &dir));
@@ -27,13 +21,17 @@ fn main() -> ExitCode {
     let result = (|| {
         let cfg = graze_scheduler::config::resolve(cli)?;
         let rt = tokio::runtime::Runtime::new()?;
-        rt.block_on(graze_scheduler::run(cfg, shutdown_signal(), |s| {
-            eprintln!(
-                "graze-scheduler listening on {}; access file {}",
-                s.addr,
-                s.access_path.display()
-            );
-        }))
+        rt.block_on(graze_scheduler::run(
+            cfg,
+            graze_net::shutdown_signal(),
+            |s| {
+                eprintln!(
+                    "graze-scheduler listening on {}; access file {}",
+                    s.addr,
+                    s.access_path.display()
+                );
+            },
+        ))
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,16 +39,5 @@ fn main() -> ExitCode {
             eprintln!("graze-scheduler: error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

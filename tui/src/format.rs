@@ -6,16 +6,8 @@ use graze_proto::{HostSlots, JobSpec, JobState, JobView, LogLine, NodeView, Unit
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A duration for people: `3s`, `14m`, `2h05m`, `3d04h`.
-pub fn duration(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
+/// A duration for people: `3s`, `14m`, `2h05m`, `3d04h` (the one formatter of every program).
+pub use graze_proto::human_duration as duration;
 
 /// A point in time as RFC 3339 UTC, to the second.
 pub fn timestamp(ms: u64) -> String {
@@ -540,18 +532,6 @@ mod tests {
             s.availability = Availability::OwnerCpuBusy { percent: 85 };
         }
         vec![a1, a2, b1, b2, b3]
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration(0), "0s");
-        assert_eq!(duration(3_999), "3s");
-        assert_eq!(duration(59_999), "59s");
-        assert_eq!(duration(60_000), "1m");
-        assert_eq!(duration(14 * 60_000 + 59_000), "14m");
-        assert_eq!(duration(3_600_000), "1h00m");
-        assert_eq!(duration(2 * 3_600_000 + 5 * 60_000), "2h05m");
-        assert_eq!(duration(86_400_000 + 4 * 3_600_000), "1d04h");
     }
 
     #[test]

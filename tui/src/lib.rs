@@ -45,7 +45,14 @@ pub fn main_entry() -> ExitCode {
         Command::Demo(d) => !d.no_tui,
         _ => false,
     };
-    init_tracing(tui.then(tui_log_file));
+    graze_net::init_tracing(
+        "warn",
+        if tui {
+            graze_net::LogTo::File(tui_log_file())
+        } else {
+            graze_net::LogTo::Stderr
+        },
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -70,26 +77,6 @@ fn tui_log_file() -> PathBuf {
     env_os("GRAZE_LOG_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("graze-top.log"))
-}
-
-/// Log to stderr, or to `file` (for the TUI), filtered by `RUST_LOG` (default `warn`).
-fn init_tracing(file: Option<PathBuf>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file.map(|p| std::fs::File::options().create(true).append(true).open(p)) {
-        Some(Ok(f)) => {
-            let _ = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .try_init();
-        }
-        // No log file: no logs rather than logs over the TUI.
-        Some(Err(_)) => {}
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
-    }
 }
 
 /// Run one `graze` command. A request the scheduler refuses prints `error: MESSAGE` and gives

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use graze::client::{Client, ClientError};
+use graze::top::DataEvent;
 use graze_net::{quinn, Access, Identity};
 use graze_proto::{
     ClientReply, ClientRequest, ExitStatus, Hello, HelloReply, JobId, JobSpec, JobState, JobView,
@@ -219,6 +220,37 @@ async fn wrong_token_is_refused() {
         .unwrap();
     assert!(!e.is_retryable());
     assert!(e.to_string().contains("wrong cluster token"), "{e}");
+}
+
+/// `graze top`'s feed stops with the reason when its token is refused (revoked): retrying
+/// cannot help, so it does not try again every second.
+#[tokio::test]
+async fn top_feed_stops_on_a_refused_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = start(dir.path(), "revoked");
+    let (data_tx, mut data_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        graze::top::feed::run(
+            Access::load(&path).unwrap(),
+            data_tx,
+            cmd_rx,
+            Default::default(),
+        ),
+    )
+    .await
+    .expect("the feed kept retrying a refused token");
+    let mut events = Vec::new();
+    while let Ok(e) = data_rx.try_recv() {
+        events.push(e);
+    }
+    match events.as_slice() {
+        [DataEvent::Stopped { reason }] => {
+            assert!(reason.contains("wrong cluster token"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn graze(access: &Path, args: &[&str]) -> Output {

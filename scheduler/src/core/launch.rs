@@ -4,7 +4,7 @@
 
 use super::node::ConnId;
 use super::state::Core;
-use graze_proto::{ExitStatus, JobId, LaunchId, SchedulerMsg};
+use graze_proto::{ExitStatus, JobId, LaunchId, LaunchOutcome, RemoteId, SchedulerMsg};
 
 impl Core {
     /// A job's launcher shim on the node of `conn` asks to start `command` on `host`.
@@ -19,7 +19,7 @@ impl Core {
     ) {
         match self.check_launch(conn, job, secret, host) {
             Ok(target) => {
-                let remote = LaunchId(self.next_remote);
+                let remote = RemoteId(self.next_remote);
                 self.next_remote += 1;
                 let epoch = self.jobs.get(&job).map_or(0, |j| j.epoch);
                 let origin = self.node_name(conn).unwrap_or_default().to_string();
@@ -39,8 +39,7 @@ impl Core {
                 conn,
                 SchedulerMsg::LaunchDone {
                     id,
-                    exit: None,
-                    error: Some(error),
+                    outcome: LaunchOutcome::Refused { reason: error },
                 },
             ),
         }
@@ -87,8 +86,7 @@ impl Core {
                 conn,
                 SchedulerMsg::LaunchDone {
                     id: origin_id,
-                    exit: Some(exit),
-                    error: None,
+                    outcome: LaunchOutcome::Exited(exit),
                 },
             );
         }

@@ -5,7 +5,7 @@
 use super::job::{Job, RunState};
 use super::node::Node;
 use super::state::Core;
-use graze_proto::{Availability, JobId, JobState, SchedulerMsg};
+use graze_proto::{human_duration, Availability, JobId, JobState, SchedulerMsg};
 use std::collections::BTreeSet;
 
 impl Core {
@@ -72,7 +72,7 @@ impl Core {
                     since.saturating_add(after),
                     format!(
                         "the owner of node {name} stayed busy for {} (vacate_after)",
-                        human_ms(after)
+                        human_duration(after)
                     ),
                 )
             };
@@ -115,7 +115,7 @@ impl Core {
                 if self.place(&j.spec, &avoid).is_ok() {
                     let why = format!(
                         "suspended for {} (requeue_when_suspended_after) and it can run elsewhere now",
-                        human_ms(now.saturating_sub(since))
+                        human_duration(now.saturating_sub(since))
                     );
                     self.vacate(id, why, busy, now);
                 }
@@ -148,7 +148,7 @@ impl Core {
             now,
             format!(
                 "resumed: every node is available again (suspended for {})",
-                human_ms(now.saturating_sub(since))
+                human_duration(now.saturating_sub(since))
             ),
         );
     }
@@ -181,19 +181,5 @@ impl Core {
             self.send(conn, SchedulerMsg::VacateJob { job: id });
         }
         self.event(id, now, format!("vacated and requeued: {reason}"));
-    }
-}
-
-/// A duration in ms as a person reads it: `90s`, `10m`, `1h 5m`.
-fn human_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        _ if ms < 1000 => format!("{ms}ms"),
-        0..=119 => format!("{s}s"),
-        120..=7199 => match (s / 60, s % 60) {
-            (m, 0) => format!("{m}m"),
-            (m, r) => format!("{m}m {r}s"),
-        },
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
 }

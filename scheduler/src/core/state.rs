@@ -36,7 +36,7 @@ impl Default for CoreConfig {
         CoreConfig {
             max_job_cores: 0,
             requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
-            node_timeout_ms: 10_000,
+            node_timeout_ms: graze_proto::DEFAULT_NODE_TIMEOUT_MS,
             fence_margin_ms: DEFAULT_FENCE_MARGIN_MS,
         }
     }

@@ -1,7 +1,7 @@
 use super::*;
 use graze_proto::{
-    Availability, ExitStatus, HostSlots, JobId, JobSpec, JobState, LaunchId, NodeInfo, NodeStatus,
-    SchedulerMsg, Unit,
+    Availability, ExitStatus, HostSlots, JobId, JobSpec, JobState, LaunchId, LaunchOutcome,
+    NodeInfo, NodeStatus, SchedulerMsg, Unit,
 };
 use proptest::prelude::*;
 
@@ -337,9 +337,13 @@ fn launch_is_confined_to_the_allocation() {
         .iter()
         .filter_map(|o| match o {
             Output::Send {
-                msg: SchedulerMsg::LaunchDone { error: Some(e), .. },
+                msg:
+                    SchedulerMsg::LaunchDone {
+                        outcome: LaunchOutcome::Refused { reason },
+                        ..
+                    },
                 ..
-            } => Some(e.clone()),
+            } => Some(reason.clone()),
             _ => None,
         })
         .collect();
@@ -380,11 +384,10 @@ fn launch_is_confined_to_the_allocation() {
             conn: main,
             msg: SchedulerMsg::LaunchDone {
                 id: LaunchId(4),
-                exit: Some(ExitStatus {
+                outcome: LaunchOutcome::Exited(ExitStatus {
                     code: Some(0),
                     signal: None
                 }),
-                error: None
             }
         }]
     );

@@ -24,8 +24,28 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Commands the feed carries out, sent by the loop.
 pub type CommandTx = mpsc::UnboundedSender<Command>;
 
-/// Run the feed until `cmds` closes. `owner_files` maps node names to their `file:` idle
-/// source (demo only) for [`Command::TouchOwner`].
+/// Why a connection ended.
+struct Lost {
+    /// For the banner.
+    reason: String,
+    /// Whether reconnecting may help ([`ClientError::is_retryable`]).
+    retryable: bool,
+}
+
+impl Lost {
+    fn of(e: &ClientError) -> Lost {
+        Lost {
+            reason: short(e),
+            retryable: e.is_retryable(),
+        }
+    }
+}
+
+/// Run the feed until `cmds` closes, reconnecting after errors that are retryable
+/// ([`ClientError::is_retryable`]). After any other (a refused or revoked token, another
+/// protocol version) it sends [`DataEvent::Stopped`] with the reason and returns.
+/// `owner_files` maps node names to their `file:` idle source (demo only) for
+/// [`Command::TouchOwner`].
 pub async fn run(
     access: Access,
     data: mpsc::UnboundedSender<DataEvent>,
@@ -36,6 +56,11 @@ pub async fn run(
     loop {
         let client = match Client::connect(&access).await {
             Ok(c) => Arc::new(c),
+            Err(e) if !e.is_retryable() => {
+                tracing::warn!("connecting to the scheduler failed for good: {e}");
+                let _ = data.send(DataEvent::Stopped { reason: short(&e) });
+                return;
+            }
             Err(e) => {
                 attempt += 1;
                 tracing::info!("connecting to the scheduler failed: {e}");
@@ -59,12 +84,15 @@ pub async fn run(
             }
         };
         let _ = data.send(DataEvent::Connected);
-        let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<String>();
+        let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<Lost>();
         let watch = tokio::spawn(watch_task(client.clone(), data.clone(), lost_tx.clone()));
         let mut logs: Option<JoinHandle<()>> = None;
-        let reason = loop {
+        let lost = loop {
             tokio::select! {
-                why = lost_rx.recv() => break why.unwrap_or_else(|| "the connection ended".into()),
+                why = lost_rx.recv() => break why.unwrap_or_else(|| Lost {
+                    reason: "the connection ended".into(),
+                    retryable: true,
+                }),
                 c = cmds.recv() => match c {
                     None => {
                         watch.abort();
@@ -94,6 +122,12 @@ pub async fn run(
         if let Some(l) = logs.take() {
             l.abort();
         }
+        let Lost { reason, retryable } = lost;
+        if !retryable {
+            tracing::warn!("the scheduler connection failed for good: {reason}");
+            let _ = data.send(DataEvent::Stopped { reason });
+            return;
+        }
         attempt = 1;
         tracing::info!("scheduler lost: {reason}");
         let _ = data.send(DataEvent::Disconnected { reason, attempt });
@@ -102,12 +136,9 @@ pub async fn run(
     }
 }
 
+/// An error for the one-line banner: at most 120 bytes, then `…`.
 fn short(e: &ClientError) -> String {
-    let s = e.to_string();
-    match s.char_indices().nth(120) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    }
+    graze_proto::clip(e.to_string(), 120, "…")
 }
 
 /// Commands that need no scheduler.
@@ -145,11 +176,14 @@ pub fn touch(p: &std::path::Path) -> std::io::Result<()> {
 async fn watch_task(
     client: Arc<Client>,
     data: mpsc::UnboundedSender<DataEvent>,
-    lost: mpsc::UnboundedSender<String>,
+    lost: mpsc::UnboundedSender<Lost>,
 ) {
     let why = match watch_loop(&client, &data).await {
-        Ok(()) => "the scheduler ended the watch stream".to_string(),
-        Err(e) => short(&e),
+        Ok(()) => Lost {
+            reason: "the scheduler ended the watch stream".to_string(),
+            retryable: true,
+        },
+        Err(e) => Lost::of(&e),
     };
     let _ = lost.send(why);
 }
@@ -182,7 +216,7 @@ async fn log_task(
     client: Arc<Client>,
     job: JobId,
     data: mpsc::UnboundedSender<DataEvent>,
-    lost: mpsc::UnboundedSender<String>,
+    lost: mpsc::UnboundedSender<Lost>,
 ) {
     let result = async {
         let mut stream = client.logs(job, None, true).await?;
@@ -208,7 +242,7 @@ async fn log_task(
             let _ = data.send(DataEvent::Notice(format!("output of job {job}: {e}")));
         }
         Err(e) => {
-            let _ = lost.send(short(&e));
+            let _ = lost.send(Lost::of(&e));
         }
     }
 }

@@ -131,7 +131,8 @@ pub async fn run_top(access: Access, opts: TopOptions) -> anyhow::Result<()> {
 }
 
 /// The app loop: one `select!` over data events, terminal events and the ticks. Returns when
-/// the app asks to quit or the terminal events end. `clock` gives ms since the epoch.
+/// the app asks to quit or the terminal events end, and fails with the reason when the feed
+/// stops ([`DataEvent::Stopped`]). `clock` gives ms since the epoch.
 pub async fn run_loop<B: Backend>(
     terminal: &mut Terminal<B>,
     app: &mut App,
@@ -154,6 +155,9 @@ where
         let mut draw_now = false;
         tokio::select! {
             d = data.recv(), if data_open => match d {
+                Some(DataEvent::Stopped { reason }) => {
+                    return Err(anyhow::anyhow!("graze top stopped: {reason}"));
+                }
                 Some(d) => {
                     out.extend(app.update(Event::Data(d)));
                     // Take in what else is waiting before drawing once.

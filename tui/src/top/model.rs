@@ -21,6 +21,12 @@ pub enum DataEvent {
         /// How many attempts failed in a row.
         attempt: u32,
     },
+    /// The feed gave up: trying again cannot help (a refused or revoked token, another
+    /// protocol version, an answer that does not fit). `graze top` ends with this reason.
+    Stopped {
+        /// Why, for a person.
+        reason: String,
+    },
     /// Every node and job, replacing what was known.
     Snapshot {
         /// Nodes.
@@ -215,6 +221,11 @@ impl Model {
             DataEvent::Disconnected { reason, attempt } => {
                 self.connected = false;
                 self.lost = Some((reason, attempt));
+                false
+            }
+            DataEvent::Stopped { reason } => {
+                self.connected = false;
+                self.lost = Some((reason, 0));
                 false
             }
             DataEvent::Snapshot { nodes, jobs } => {

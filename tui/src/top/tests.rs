@@ -254,3 +254,32 @@ async fn the_loop_draws_and_quits() {
     let text = format!("{:?}", term.backend().buffer());
     assert!(text.contains("job 1 pi-a"), "{text}");
 }
+
+#[tokio::test]
+async fn a_stopped_feed_ends_the_loop_with_its_reason() {
+    let mut term = ratatui::Terminal::new(TestBackend::new(100, 30)).unwrap();
+    let mut app = App::new(NOW_MS, false);
+    let (data_tx, mut data_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_term_tx, mut term_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cmd_tx, _cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    data_tx
+        .send(DataEvent::Stopped {
+            reason: "refused by the scheduler: invalid cluster token".into(),
+        })
+        .unwrap();
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        run_loop(
+            &mut term,
+            &mut app,
+            &mut data_rx,
+            &mut term_rx,
+            &cmd_tx,
+            || NOW_MS,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid cluster token"), "{e}");
+}

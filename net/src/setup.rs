@@ -1,0 +1,69 @@
+//! What every graze program does at start: logging, and (for the daemons) the shutdown signal.
+
+use std::path::PathBuf;
+
+/// Where a program's logs go.
+#[derive(Debug)]
+pub enum LogTo {
+    /// Standard error (the daemons, the CLI).
+    Stderr,
+    /// Append to this file (`graze top`, which owns the terminal). When it cannot be opened,
+    /// nothing is logged rather than logs drawn over the screen.
+    File(PathBuf),
+}
+
+/// Install the tracing subscriber: `RUST_LOG` when set and valid, else `default` (such as
+/// `info`). Does nothing when one is already installed.
+pub fn init_tracing(default: &str, to: LogTo) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match to {
+        LogTo::Stderr => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+        LogTo::File(path) => {
+            if let Ok(f) = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = builder
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f))
+                    .try_init();
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM. When SIGTERM cannot be watched it says so and still
+/// completes on Ctrl-C; when neither can, it says so and never completes.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
+            None
+        }
+    };
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot watch Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,218 @@
+//! Requests from the CLI and the TUI, and the scheduler's answers.
+
+use crate::ids::JobId;
+use crate::node::{NodeInfo, NodeStatus};
+use crate::values::{ExitStatus, HostSlots, LogLine, Unit};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A job as submitted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Name for people; defaults to the command's first word.
+    pub name: Option<String>,
+    /// Number of ranks (cores, sockets or nodes, per `unit`).
+    pub nprocs: u32,
+    /// What one rank reserves.
+    pub unit: Unit,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Node groups the job's nodes must all belong to.
+    pub groups: Vec<String>,
+    /// If not empty, the only nodes the job may use.
+    pub nodes: Vec<String>,
+    /// The main command, e.g. `mpiexec graze-pi`.
+    pub command: Vec<String>,
+    /// Working directory on the first node.
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Who submitted it. The client sends its login name; the scheduler replaces it with the
+    /// name of the identity whose token submitted the job.
+    pub user: String,
+}
+
+/// A job's state.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for cores.
+    Queued,
+    /// Running.
+    Running,
+    /// Placed and holding its cores, but every process stopped (SIGSTOP) on every node,
+    /// because the owner of one of its nodes reclaimed that PC.
+    Suspended,
+    /// Cancel asked; processes being killed.
+    Cancelling,
+    /// Ended with exit code 0.
+    Completed,
+    /// Ended otherwise.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobState {
+    /// True once the job will not run again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Suspended => "suspended",
+            JobState::Cancelling => "cancelling",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// One event in a job's life, for `graze show`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JobEvent {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub what: String,
+}
+
+/// A job as the CLI shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JobView {
+    /// Id.
+    pub id: JobId,
+    /// The spec as submitted.
+    pub spec: JobSpec,
+    /// Current state.
+    pub state: JobState,
+    /// Why a queued job waits.
+    pub waiting_for: Option<String>,
+    /// Submit time, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// Start of the current or last run.
+    pub started_ms: Option<u64>,
+    /// End time.
+    pub ended_ms: Option<u64>,
+    /// Current or last allocation.
+    pub allocation: Vec<HostSlots>,
+    /// How the main command ended.
+    pub exit: Option<ExitStatus>,
+    /// Times the job was requeued.
+    pub requeues: u32,
+    /// Life events.
+    pub events: Vec<JobEvent>,
+}
+
+/// A node as the CLI shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NodeView {
+    /// What the agent registered.
+    pub info: NodeInfo,
+    /// Connected now.
+    pub online: bool,
+    /// Latest status, if any arrived.
+    pub status: Option<NodeStatus>,
+    /// Cores in use by jobs.
+    pub used_cores: u32,
+    /// Jobs with ranks on this node.
+    pub jobs: Vec<JobId>,
+    /// Drained by an admin: takes no new work; running jobs go on.
+    #[serde(default)]
+    pub drained: bool,
+}
+
+/// One request from the CLI; each goes on its own stream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientRequest {
+    /// Queue a job. Answer: [`ClientReply::Submitted`] or [`ClientReply::Error`].
+    Submit(JobSpec),
+    /// All jobs not yet final, plus recent final ones. Answer: [`ClientReply::Jobs`].
+    Queue {
+        /// Include every finished job too.
+        all: bool,
+    },
+    /// All nodes. Answer: [`ClientReply::Nodes`].
+    Nodes,
+    /// One job. Answer: [`ClientReply::Job`].
+    Show(JobId),
+    /// Cancel a job. Answer: [`ClientReply::Job`] with its new state.
+    Cancel(JobId),
+    /// Answer with [`ClientReply::Job`] once the job is final.
+    Wait(JobId),
+    /// Output lines, then [`ClientReply::LogEnd`]; with `follow`, until the job is final.
+    Logs {
+        /// The job.
+        job: JobId,
+        /// Only this rank.
+        rank: Option<u32>,
+        /// Keep streaming while the job runs.
+        follow: bool,
+    },
+    /// Stop placing new work on a node; its running jobs go on. Admin tokens only.
+    /// Answer: [`ClientReply::Nodes`] with that one node, or [`ClientReply::Error`].
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Let a drained node take work again. Admin tokens only. Answer as for
+    /// [`ClientRequest::Drain`].
+    Undrain {
+        /// Node name.
+        node: String,
+    },
+    /// Live cluster data for `graze top`: one [`ClientReply::Snapshot`] of every node and every
+    /// job (finished ones included), then [`ClientReply::NodeChanged`] and
+    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it.
+    /// A node's load-only changes are sent at most about once a second per node; changes of
+    /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
+    /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.
+    Watch,
+}
+
+/// Answers to a [`ClientRequest`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientReply {
+    /// The job was queued with this id.
+    Submitted {
+        /// Its id.
+        id: JobId,
+    },
+    /// Jobs.
+    Jobs(Vec<JobView>),
+    /// Nodes.
+    Nodes(Vec<NodeView>),
+    /// One job.
+    Job(Box<JobView>),
+    /// Output lines.
+    Log(Vec<LogLine>),
+    /// No more output.
+    LogEnd,
+    /// First answer to [`ClientRequest::Watch`]: every node and every job.
+    Snapshot {
+        /// All nodes.
+        nodes: Vec<NodeView>,
+        /// All jobs, finished ones included.
+        jobs: Vec<JobView>,
+    },
+    /// A [`ClientRequest::Watch`] delta: this node's new view replaces the old one.
+    NodeChanged(Box<NodeView>),
+    /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).
+    JobChanged(Box<JobView>),
+    /// The request failed.
+    Error {
+        /// Why, for a person.
+        message: String,
+    },
+}

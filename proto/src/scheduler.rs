@@ -1,0 +1,93 @@
+//! Messages from the scheduler to an agent.
+
+use crate::ids::{JobId, LaunchId, RemoteId};
+use crate::values::{HostSlots, LaunchOutcome};
+use serde::{Deserialize, Serialize};
+
+/// Messages from the scheduler to an agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerMsg {
+    /// Registration accepted.
+    Registered {
+        /// The scheduler's `node_timeout` in ms: the agent keeps jobs while it reconnects, and
+        /// fences them when its link goes silent, within the shorter of this and its own.
+        node_timeout_ms: u64,
+    },
+    /// Registration refused; the connection closes.
+    RegisterRefused {
+        /// Why.
+        reason: String,
+    },
+    /// Run the job's main command on this node.
+    StartJob {
+        /// The job.
+        job: JobId,
+        /// argv of the main command.
+        command: Vec<String>,
+        /// Working directory, if the submitter asked for one.
+        cwd: Option<String>,
+        /// Extra environment variables.
+        env: Vec<(String, String)>,
+        /// The whole allocation, first host first.
+        hosts: Vec<HostSlots>,
+        /// Secret the job's launcher shim must present.
+        secret: String,
+        /// The run's epoch: grows with every (re)start of the job. Agents report it back in
+        /// [`crate::HeldJob`] so a stale run can be fenced.
+        epoch: u64,
+    },
+    /// Start a command on this node for a job (a hydra proxy).
+    SpawnRemote {
+        /// The scheduler's id for this remote process.
+        remote: RemoteId,
+        /// The job it belongs to.
+        job: JobId,
+        /// Words to run with `sh -c`.
+        command: Vec<String>,
+        /// The run's epoch.
+        epoch: u64,
+        /// The node whose shim asked; echoed in [`crate::JobMsg::RemoteExited`] so the answer
+        /// finds its way even across a scheduler restart.
+        origin: String,
+        /// The origin agent's launch id, echoed likewise.
+        origin_id: LaunchId,
+    },
+    /// A launch this agent asked for ([`crate::AgentMsg::Launch`]) ended, or was refused.
+    LaunchDone {
+        /// The agent's id of the launch.
+        id: LaunchId,
+        /// How it ended.
+        outcome: LaunchOutcome,
+    },
+    /// Every [`crate::AgentMsg::Sequenced`] up to `seq` is applied and committed.
+    Ack {
+        /// Highest sequence number applied.
+        seq: u64,
+    },
+    /// Kill every process of the job on this node, then answer [`crate::JobMsg::JobCleared`].
+    KillJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Gang suspend: SIGSTOP every process of the job on this node (another node of the job
+    /// was reclaimed by its owner). No answer; the processes stay stopped until
+    /// [`SchedulerMsg::ResumeJob`], a vacate or a kill.
+    SuspendJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Every node of the job is available again: SIGCONT its processes on this node, unless
+    /// this node's own owner has reclaimed it meanwhile (then they stay stopped and the
+    /// scheduler learns it from the next status).
+    ResumeJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Vacate: SIGCONT then SIGTERM every process of the job on this node, SIGKILL what is
+    /// left after the agent's `vacate_grace`, then answer [`crate::JobMsg::JobCleared`].
+    VacateJob {
+        /// The job.
+        job: JobId,
+    },
+}
