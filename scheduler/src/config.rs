@@ -139,11 +139,59 @@ impl SchedulerConfig {
     }
 }
 
+/// Default of [`SchedulerConfig::listen`].
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7700";
+
+/// Where a value came from, for its error: `invalid --KEY 'VALUE': WHY` (a flag),
+/// `invalid KEY 'VALUE' in PATH: WHY` (the file actually read), or
+/// `invalid KEY 'VALUE' (the default): WHY`.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Flag,
+    File(&'a Path),
+    Default,
+}
+
+/// A value with its key and origin.
+struct Layered<'a, T> {
+    key: &'static str,
+    value: T,
+    origin: Origin<'a>,
+}
+
+impl<T: std::fmt::Display> Layered<'_, T> {
+    /// The error for this value: quoted, with where it came from and why it is wrong.
+    fn bad(&self, why: impl std::fmt::Display) -> anyhow::Error {
+        let (key, value) = (self.key, &self.value);
+        match self.origin {
+            Origin::Flag => anyhow::anyhow!("invalid --{} '{value}': {why}", key.replace('_', "-")),
+            Origin::File(p) => anyhow::anyhow!("invalid {key} '{value}' in {}: {why}", p.display()),
+            Origin::Default => anyhow::anyhow!("invalid {key} '{value}' (the default): {why}"),
+        }
+    }
+}
+
+/// The flag, else the file's value (from `path`), else `default`.
+fn pick<'a, T>(
+    key: &'static str,
+    flag: Option<T>,
+    file: Option<T>,
+    path: Option<&'a Path>,
+    default: T,
+) -> Layered<'a, T> {
+    let (value, origin) = match (flag, file, path) {
+        (Some(v), _, _) => (v, Origin::Flag),
+        (None, Some(v), Some(p)) => (v, Origin::File(p)),
+        (None, Some(v), None) => (v, Origin::Default),
+        (None, None, _) => (default, Origin::Default),
+    };
+    Layered { key, value, origin }
+}
+
 /// Parse a duration like `90s` or `15m`, quoting the value when it is bad.
-pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        anyhow::anyhow!("invalid {what} '{s}': {e}; write it like '10s', '90s' or '15m'")
-    })
+fn duration(v: &Layered<'_, String>) -> Result<Duration> {
+    humantime::parse_duration(v.value.trim())
+        .map_err(|e| v.bad(format!("{e}; write it like '10s', '90s' or '15m'")))
 }
 
 /// Read the file (if named), apply flags, validate.
@@ -152,40 +200,47 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
         Some(p) => load_file(p)?,
         None => FileConfig::default(),
     };
-    let src = |flag: bool| if flag { "--" } else { "scheduler.toml: " };
+    let path = cli.config.as_deref();
     let state_dir = cli
         .state_dir
         .or(file.state_dir)
         .context("no state directory: pass --state-dir DIR (or state_dir in scheduler.toml)")?;
-    let listen_s = cli
-        .listen
-        .clone()
-        .or(file.listen)
-        .unwrap_or_else(|| "0.0.0.0:7700".into());
-    let listen: SocketAddr = listen_s.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "invalid listen '{listen_s}' ({}listen): must be IP:PORT, e.g. 0.0.0.0:7700",
-            src(cli.listen.is_some())
-        )
-    })?;
-    let timeout_s = cli.node_timeout.or(file.node_timeout).unwrap_or_else(|| {
-        humantime::format_duration(graze_proto::DEFAULT_NODE_TIMEOUT).to_string()
-    });
-    let node_timeout = parse_duration("node_timeout", &timeout_s)?;
+    let listen_v = pick(
+        "listen",
+        cli.listen,
+        file.listen,
+        path,
+        DEFAULT_LISTEN.into(),
+    );
+    let listen: SocketAddr = listen_v
+        .value
+        .parse()
+        .map_err(|_| listen_v.bad("must be IP:PORT, e.g. 0.0.0.0:7700"))?;
+    let timeout_v = pick(
+        "node_timeout",
+        cli.node_timeout,
+        file.node_timeout,
+        path,
+        humantime::format_duration(graze_proto::DEFAULT_NODE_TIMEOUT).to_string(),
+    );
+    let node_timeout = duration(&timeout_v)?;
     if node_timeout < graze_proto::MIN_NODE_TIMEOUT {
-        bail!(
-            "invalid node_timeout '{timeout_s}': must be at least {}",
+        bail!(timeout_v.bad(format!(
+            "must be at least {}",
             humantime::format_duration(graze_proto::MIN_NODE_TIMEOUT)
-        );
+        )));
     }
-    let requeue_s = cli
-        .requeue_when_suspended_after
-        .or(file.requeue_when_suspended_after)
-        .unwrap_or_else(|| {
-            let d = Duration::from_millis(crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS);
-            humantime::format_duration(d).to_string()
-        });
-    let requeue_when_suspended_after = parse_duration("requeue_when_suspended_after", &requeue_s)?;
+    let requeue_v = pick(
+        "requeue_when_suspended_after",
+        cli.requeue_when_suspended_after,
+        file.requeue_when_suspended_after,
+        path,
+        humantime::format_duration(Duration::from_millis(
+            crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+        ))
+        .to_string(),
+    );
+    let requeue_when_suspended_after = duration(&requeue_v)?;
     Ok(SchedulerConfig {
         requeue_when_suspended_after,
         state_dir,
@@ -196,7 +251,7 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
     })
 }
 
-/// Parse a scheduler.toml.
+/// Parse a scheduler.toml; errors name the file.
 pub fn load_file(p: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     parse_file(&text).with_context(|| format!("in {}", p.display()))
@@ -251,9 +306,12 @@ mod tests {
             })
             .unwrap_err()
         );
-        assert!(
-            e.contains("invalid listen 'nowhere' (scheduler.toml: listen)"),
-            "{e}"
+        assert_eq!(
+            e,
+            format!(
+                "invalid listen 'nowhere' in {}: must be IP:PORT, e.g. 0.0.0.0:7700",
+                f.display()
+            )
         );
         std::fs::write(&f, "state_dir = \"/x\"\nlisten_port = 3\n").unwrap();
         let e = format!(
@@ -274,6 +332,60 @@ mod tests {
             })
             .unwrap_err()
         );
-        assert!(e.contains("invalid node_timeout 'soon'"), "{e}");
+        assert!(
+            e.starts_with("invalid --node-timeout 'soon': "),
+            "a flag's error names the flag: {e}"
+        );
+    }
+
+    /// Every bad value of the file is quoted with its key and the file actually read.
+    #[test]
+    fn file_errors_name_key_value_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sched.toml");
+        let run = |text: &str| {
+            std::fs::write(&f, format!("state_dir = \"/x\"\n{text}\n")).unwrap();
+            format!(
+                "{:#}",
+                resolve(Cli {
+                    config: Some(f.clone()),
+                    ..Cli::default()
+                })
+                .unwrap_err()
+            )
+        };
+        let p = f.display();
+        assert_eq!(
+            run("node_timeout = \"1s\""),
+            format!("invalid node_timeout '1s' in {p}: must be at least 2s")
+        );
+        let e = run("node_timeout = \"soon\"");
+        assert!(
+            e.starts_with(&format!("invalid node_timeout 'soon' in {p}: ")),
+            "{e}"
+        );
+        assert!(e.ends_with("write it like '10s', '90s' or '15m'"), "{e}");
+        let e = run("requeue_when_suspended_after = \"later\"");
+        assert!(
+            e.starts_with(&format!(
+                "invalid requeue_when_suspended_after 'later' in {p}: "
+            )),
+            "{e}"
+        );
+        // A flag wins over the file, and its error names the flag, not the file.
+        std::fs::write(&f, "state_dir = \"/x\"\nlisten = \"127.0.0.1:9\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            resolve(Cli {
+                config: Some(f.clone()),
+                listen: Some("nowhere".into()),
+                ..Cli::default()
+            })
+            .unwrap_err()
+        );
+        assert_eq!(
+            e,
+            "invalid --listen 'nowhere': must be IP:PORT, e.g. 0.0.0.0:7700"
+        );
     }
 }

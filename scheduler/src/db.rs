@@ -1,14 +1,26 @@
 //! Durable scheduler state in an embedded database (redb, `STATE/graze.redb`): jobs with their
 //! specs, states and requeue history, the node roster, and each job's output index.
 //! Every write is one transaction, committed (fsynced) before the driver acknowledges it.
+//!
+//! Rows are this module's own serde types ([`JobRow`], [`NodeRow`], in `rows`), converted from and to the
+//! core's types at this boundary, so neither a core change nor a wire change silently changes
+//! what is on disk. The database records its [`SCHEMA_VERSION`]; a database of another
+//! version is refused with an error naming both, never misread.
 
 use crate::core::JobRecord;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use graze_proto::{JobId, NodeInfo};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+mod rows;
+use rows::{JobRow, NodeRow};
+
+/// Version of the rows' layout. Bump it when a row type changes shape.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
+
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const OUTPUT: TableDefinition<u64, &[u8]> = TableDefinition::new("output_index");
@@ -19,13 +31,13 @@ const SEQS: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_seqs");
 
 /// Where a job's output is and what it holds.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct OutputIndex {
+pub(crate) struct OutputIndex {
     /// Output file, relative to the state dir.
-    pub file: String,
+    pub(crate) file: String,
     /// Lines stored.
-    pub lines: u64,
+    pub(crate) lines: u64,
     /// Lines per rank (`None`: unlabelled lines).
-    pub per_rank: Vec<(Option<u32>, u64)>,
+    pub(crate) per_rank: Vec<(Option<u32>, u64)>,
 }
 
 pub(crate) struct Db {
@@ -42,11 +54,34 @@ pub(crate) struct Loaded {
 }
 
 impl Db {
+    /// Open (or create) the database, refusing one written with another schema version.
     pub(crate) fn open(path: &Path) -> Result<Db> {
         let db = Database::create(path)
             .with_context(|| format!("opening database {}", path.display()))?;
+        let found = {
+            let r = db.begin_read()?;
+            match r.open_table(META) {
+                Ok(t) => t.get("schema")?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let w = db.begin_write()?;
         {
+            let mut meta = w.open_table(META)?;
+            match found {
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => bail!(schema_error(path, &v.to_string())),
+                None => {
+                    // No version: a new database, or one from before versions were recorded.
+                    let jobs_exist = w.open_table(JOBS)?.len()? > 0;
+                    let nodes_exist = w.open_table(NODES)?.len()? > 0;
+                    if jobs_exist || nodes_exist {
+                        bail!(schema_error(path, "none (an older graze)"));
+                    }
+                    meta.insert("schema", SCHEMA_VERSION)?;
+                }
+            }
             w.open_table(JOBS)?;
             w.open_table(NODES)?;
             w.open_table(DRAINED)?;
@@ -62,16 +97,16 @@ impl Db {
         let mut jobs = Vec::new();
         for e in r.open_table(JOBS)?.iter()? {
             let (k, v) = e?;
-            let rec: JobRecord = serde_json::from_slice(v.value())
+            let row: JobRow = serde_json::from_slice(v.value())
                 .with_context(|| format!("job {} in the database is unreadable", k.value()))?;
-            jobs.push(rec);
+            jobs.push(row.into());
         }
         let mut nodes = Vec::new();
         for e in r.open_table(NODES)?.iter()? {
             let (k, v) = e?;
-            let info: NodeInfo = serde_json::from_slice(v.value())
+            let row: NodeRow = serde_json::from_slice(v.value())
                 .with_context(|| format!("node {} in the database is unreadable", k.value()))?;
-            nodes.push(info);
+            nodes.push(row.into());
         }
         let mut drained = Vec::new();
         for e in r.open_table(DRAINED)?.iter()? {
@@ -115,12 +150,13 @@ impl Db {
         {
             let mut t = w.open_table(JOBS)?;
             for j in jobs {
-                t.insert(j.id.0, serde_json::to_vec(j)?.as_slice())?;
+                t.insert(j.id.0, serde_json::to_vec(&JobRow::from(j))?.as_slice())?;
             }
             let mut t = w.open_table(NODES)?;
             let mut d = w.open_table(DRAINED)?;
             for (n, drained) in nodes {
-                t.insert(n.name.as_str(), serde_json::to_vec(n)?.as_slice())?;
+                let row = NodeRow::from(n);
+                t.insert(n.name.as_str(), serde_json::to_vec(&row)?.as_slice())?;
                 if *drained {
                     d.insert(n.name.as_str(), 1)?;
                 } else {
@@ -140,3 +176,16 @@ impl Db {
         Ok(())
     }
 }
+
+/// The refusal of a database of another schema version.
+fn schema_error(path: &Path, found: &str) -> String {
+    format!(
+        "the database {} has schema version {found}, this scheduler reads version {SCHEMA_VERSION}: \
+         start it with an empty state directory, or run the graze version that wrote it",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

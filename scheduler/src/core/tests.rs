@@ -1,5 +1,8 @@
 use super::*;
-use graze_proto::{Availability, ExitStatus, NodeInfo, NodeStatus};
+use graze_proto::{
+    Availability, ExitStatus, HostSlots, JobId, JobSpec, JobState, LaunchId, LaunchOutcome,
+    NodeInfo, NodeStatus, SchedulerMsg, Unit,
+};
 use proptest::prelude::*;
 
 fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
@@ -664,7 +667,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    // 300 cases by default; PROPTEST_CASES=N runs more (or fewer).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300)
+    ))]
     /// No core is promised to two jobs, and after every input no queued job that fits stays queued.
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
@@ -1010,5 +1016,50 @@ fn drain_survives_a_restart() {
     let s = starts(&drain(&mut c));
     assert_eq!(s[0].1, id);
     assert_eq!(s[0].2[0].host, "a2");
+    c.check_invariants().unwrap();
+}
+
+/// A failing run keeps its verdict through an owner's reclaim: suspended and resumed like any
+/// run (the wire calls it suspended, then running), failed with its exit once every node
+/// confirmed. `RunState::Failing` carries both the verdict and the suspension.
+#[test]
+fn a_failing_run_keeps_its_verdict_through_a_suspension() {
+    let mut c = Core::new(CoreConfig::default());
+    add(&mut c, 1, "a1", 2, 0);
+    add(&mut c, 2, "a2", 2, 0);
+    let id = c.submit(spec(4), "s".into(), 0).unwrap();
+    let s = starts(&drain(&mut c));
+    let (main, other) = (conn_of(&s[0].2[0].host), conn_of(&s[0].2[1].host));
+    let failed = ExitStatus {
+        code: Some(3),
+        signal: None,
+    };
+    c.job_exited(main, id, failed, 5);
+    assert!(matches!(
+        c.jobs[&id].state,
+        RunState::Failing {
+            suspended: None,
+            ..
+        }
+    ));
+    c.node_status(other, status(false, 0), 10);
+    assert_eq!(c.job_state(id), Some(JobState::Suspended));
+    assert_eq!(c.jobs[&id].state.suspended_since(), Some(10));
+    c.check_invariants().unwrap();
+    c.node_status(other, status(true, 0), 20);
+    assert_eq!(c.job_state(id), Some(JobState::Running));
+    c.check_invariants().unwrap();
+    c.job_cleared(main, id, 30);
+    c.job_cleared(other, id, 31);
+    let v = c.job_view(id).unwrap();
+    assert_eq!(v.state, JobState::Failed);
+    assert_eq!(v.exit, Some(failed));
+    assert_eq!(
+        c.jobs[&id].state,
+        RunState::Failed {
+            exit: Some(failed),
+            at: 31
+        }
+    );
     c.check_invariants().unwrap();
 }

@@ -1,0 +1,203 @@
+//! An agent connection: its task (registration, then messages in and out), and the owning
+//! task's handling of what agents send (registration, loss, sequenced job messages, output).
+
+use crate::audit::{Audit, Outcome};
+use crate::auth;
+use crate::core::ConnId;
+use crate::owner::{Closer, Input, Owner};
+use anyhow::Result;
+use graze_net::{Framed, NetError};
+use graze_proto::{self as proto, AgentMsg, ClientReply, JobMsg, NodeInfo, SchedulerMsg};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Serve a registered agent: forward its messages to the owning task, send what it is told.
+pub(crate) async fn serve_agent(
+    conn: graze_net::quinn::Connection,
+    conn_id: ConnId,
+    mut control: Framed,
+    identity: auth::Identity,
+    audit: &Audit,
+    peer: std::net::SocketAddr,
+    tx: mpsc::UnboundedSender<Input>,
+) -> Result<()> {
+    let info = match control.recv::<AgentMsg>().await? {
+        Some(AgentMsg::Register(info)) => info,
+        other => {
+            conn.close(2u32.into(), b"expected register");
+            anyhow::bail!("expected Register, got {other:?}");
+        }
+    };
+    if let Err(reason) = auth::may_register(&identity, &info.name) {
+        audit.record(
+            &identity.name,
+            &identity.role.to_string(),
+            "register",
+            Outcome::Refused,
+            &[("peer", peer.to_string()), ("node", info.name.clone())],
+            &reason,
+        );
+        let _ = control
+            .send(&SchedulerMsg::RegisterRefused {
+                reason: reason.clone(),
+            })
+            .await;
+        let _ = control.send.finish();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close(3u32.into(), b"register refused");
+        anyhow::bail!("registration refused: {reason}");
+    }
+    info!(node = %info.name, cores = info.cores, "agent registered");
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<SchedulerMsg>();
+    let _ = tx.send(Input::AgentUp {
+        conn: conn_id,
+        info,
+        tx: out_tx,
+        close: Closer(conn.clone()),
+    });
+    let Framed { mut send, mut recv } = control;
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if let Err(e) = graze_net::send(&mut send, &m).await {
+                debug!("agent writer: {e}");
+                break;
+            }
+        }
+    });
+    let reason = loop {
+        match graze_net::recv::<AgentMsg>(&mut recv).await {
+            Ok(Some(AgentMsg::Register(_))) => {
+                conn.close(2u32.into(), b"register sent twice");
+                break "protocol error: register sent twice".to_string();
+            }
+            Ok(Some(m)) => {
+                if tx.send(Input::Agent(conn_id, m)).is_err() {
+                    break "scheduler stopping".into();
+                }
+            }
+            Ok(None) => break "agent closed its stream".into(),
+            Err(e @ NetError::Frame(_)) => {
+                warn!("closing agent connection: {e}");
+                conn.close(2u32.into(), b"bad frame");
+                break format!("{e}");
+            }
+            Err(e) => break format!("{e}"),
+        }
+    };
+    writer.abort();
+    let _ = tx.send(Input::AgentDown(conn_id, reason.clone()));
+    anyhow::bail!("agent gone: {reason}")
+}
+
+impl Owner {
+    /// An agent registered on `conn`.
+    pub(crate) fn agent_up(
+        &mut self,
+        conn: ConnId,
+        info: NodeInfo,
+        tx: mpsc::UnboundedSender<SchedulerMsg>,
+        close: Closer,
+        now: u64,
+    ) {
+        let name = info.name.clone();
+        let instance = info.instance.clone();
+        if self.seqs.get(&name).map(|s| &s.0) != Some(&instance) {
+            // A new agent process: its sequence numbers start again.
+            self.seqs.insert(name.clone(), (instance, 0));
+            self.seq_dirty.insert(name.clone());
+        }
+        self.agents.insert(conn, (tx, close));
+        if let Err(reason) = self.core.node_connected(conn, info, now) {
+            warn!(node = %name, "registration refused: {reason}");
+            if let Some((tx, close)) = self.agents.remove(&conn) {
+                let _ = tx.send(SchedulerMsg::RegisterRefused {
+                    reason: reason.clone(),
+                });
+                let close = close.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    close.close(&reason);
+                });
+            }
+        }
+    }
+
+    /// The agent connection `conn` ended.
+    pub(crate) fn agent_down(&mut self, conn: ConnId, reason: &str, now: u64) {
+        if self.agents.remove(&conn).is_some() {
+            info!(conn, "agent lost: {reason}");
+            self.core.node_lost(conn, now);
+        }
+    }
+
+    /// A message from the agent on `conn`.
+    pub(crate) fn agent_msg(&mut self, conn: ConnId, msg: AgentMsg, now: u64) {
+        match msg {
+            AgentMsg::Register(_) => {}
+            AgentMsg::Sequenced { seq, msg } => {
+                let Some(node) = self.core.node_name(conn).map(str::to_owned) else {
+                    return;
+                };
+                let last = self.seqs.get(&node).map_or(0, |s| s.1);
+                if seq > last {
+                    if seq != last + 1 {
+                        warn!(%node, seq, last, "job messages missing from this agent");
+                    }
+                    self.job_msg(conn, msg, now);
+                    self.seqs.entry(node.clone()).or_default().1 = seq;
+                    self.seq_dirty.insert(node);
+                }
+                // Applied now or before: either way it may be acknowledged once committed.
+                self.acks.insert(conn, seq.max(last));
+            }
+            AgentMsg::Status(s) => self.core.node_status(conn, s, now),
+            AgentMsg::Launch {
+                id,
+                job,
+                secret,
+                host,
+                command,
+            } => self.core.launch(conn, id, job, &secret, &host, command),
+            AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
+        }
+    }
+
+    /// A numbered job message, applied once.
+    fn job_msg(&mut self, conn: ConnId, msg: JobMsg, now: u64) {
+        match msg {
+            JobMsg::Output { job, mut line } => {
+                if !self.core.conn_in_job(conn, job) {
+                    debug!(conn, %job, "output for a job not on this node dropped");
+                    return;
+                }
+                line.line = proto::clip_line(line.line);
+                if let Err(e) = self.store.append(job, &line) {
+                    warn!(%job, "storing output: {e:#}");
+                }
+                if let Some(fs) = self.followers.get_mut(&job) {
+                    fs.retain(|f| {
+                        if f.rank.is_some() && f.rank != line.rank {
+                            return !f.tx.is_closed();
+                        }
+                        f.tx.send(ClientReply::Log(vec![line.clone()])).is_ok()
+                    });
+                }
+            }
+            JobMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
+            JobMsg::JobFailedToStart { job, reason } => {
+                self.core.job_failed_to_start(conn, job, reason, now)
+            }
+            JobMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
+            JobMsg::RemoteExited {
+                remote,
+                exit,
+                origin,
+                origin_id,
+            } => {
+                debug!(conn, %remote, %origin, "remote exited");
+                self.core.remote_exited(&origin, origin_id, exit)
+            }
+        }
+    }
+}

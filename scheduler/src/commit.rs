@@ -1,0 +1,106 @@
+//! The commit: carry out the core's outputs, write what changed in one durable transaction,
+//! and only then send what waited for it (submit and drain answers, agents' `Ack`s).
+
+use crate::core::Output;
+use crate::owner::Owner;
+use anyhow::Result;
+use graze_proto::{ClientReply, SchedulerMsg};
+use tracing::info;
+
+impl Owner {
+    /// Carry out the core's outputs; commit changed state, then send what waited for it.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        let mut jobs = std::collections::BTreeSet::new();
+        let mut nodes = std::collections::BTreeSet::new();
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Send { conn, msg } => {
+                    // Messages to agents, `StartJob` among them, go out before the commit
+                    // below. That is safe for "at most one run alive" because nothing that
+                    // depends on this run is acknowledged before the commit (the submit's
+                    // answer and agents' Acks wait for it), and if the scheduler dies before
+                    // committing, the restored core does not know this run: the job is queued
+                    // at its previous epoch (or, submitted in this batch, was never accepted
+                    // and is unknown). When the agent registers again it reports holding a run
+                    // the core does not know, and `Core::node_connected` fences it (KillJob);
+                    // the run's exit finds no running job and changes nothing (output lines
+                    // it sent may still land in the job's log). Waiting for
+                    // the commit instead would delay every start by an fsync for no gain.
+                    // The limit: the restored job's next run reuses this run's epoch, and the
+                    // fence's kill is not awaited, so if that run lands on the same main node
+                    // before the kill finished, the agent refuses the start ("already runs")
+                    // and the job fails once.
+                    if let Some((tx, _)) = self.agents.get(&conn) {
+                        let _ = tx.send(msg);
+                    }
+                }
+                Output::Close { conn, reason } => {
+                    if let Some((_, close)) = self.agents.remove(&conn) {
+                        close.close(&reason);
+                    }
+                }
+                Output::JobFinal(id) => {
+                    if let Some(v) = self.core.job_view(id) {
+                        info!(%id, state = %v.state, "job final");
+                        for w in self.waiters.remove(&id).unwrap_or_default() {
+                            let _ = w.send(ClientReply::Job(Box::new(v.clone())));
+                        }
+                    }
+                    for f in self.followers.remove(&id).unwrap_or_default() {
+                        let _ = f.tx.send(ClientReply::LogEnd);
+                    }
+                    self.store.close(id);
+                }
+                Output::JobChanged(id) => {
+                    jobs.insert(id);
+                    if self.watch.is_watched() {
+                        if let Some(v) = self.core.job_view(id) {
+                            self.watch.send(&ClientReply::JobChanged(Box::new(v)));
+                        }
+                        // Its nodes' held cores and job lists may have changed.
+                        self.watch.touch(self.core.job_nodes(id));
+                    }
+                }
+                Output::NodeChanged(name) => {
+                    nodes.insert(name);
+                }
+            }
+        }
+        self.store.flush_all();
+        let records: Vec<_> = jobs
+            .iter()
+            .filter_map(|id| self.core.job_record(*id))
+            .collect();
+        let infos: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| Some((self.core.node_info(n)?, self.core.node_drained(n))))
+            .collect();
+        let outputs: Vec<_> = records
+            .iter()
+            .filter(|r| r.state.is_final())
+            .filter_map(|r| self.store.index(r.id).map(|ix| (r.id, ix)))
+            .collect();
+        let seqs: Vec<_> = std::mem::take(&mut self.seq_dirty)
+            .into_iter()
+            .filter_map(|n| self.seqs.get(&n).map(|s| (n, s.clone())))
+            .collect();
+        if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs) {
+            // Nothing may be acknowledged that is not durable: stop rather than lie.
+            for (tx, _) in self.deferred.drain(..) {
+                let _ = tx.send(ClientReply::Error {
+                    message: format!("the scheduler cannot commit its state: {e:#}"),
+                });
+            }
+            return Err(e.context("committing scheduler state"));
+        }
+        for (tx, reply) in self.deferred.drain(..) {
+            let _ = tx.send(reply);
+        }
+        for (conn, seq) in self.acks.drain() {
+            if let Some((tx, _)) = self.agents.get(&conn) {
+                let _ = tx.send(SchedulerMsg::Ack { seq });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! The core's invariants, checked by the tests after every step. What `RunState` makes
+//! impossible (a suspension without its start, a verdict on a job not running) is not
+//! checked here.
+
+use super::job::RunState;
+use super::node::Node;
+use super::state::Core;
+use graze_proto::JobState;
+
+impl Core {
+    /// Check the core's invariants; for tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for n in self.nodes.values() {
+            if n.used() > n.info.cores {
+                return Err(format!(
+                    "node {} holds {} of {} cores",
+                    n.info.name,
+                    n.used(),
+                    n.info.cores
+                ));
+            }
+            for id in n.held.keys() {
+                let j = self.jobs.get(id).ok_or("held by unknown job")?;
+                if !j.placed_on(&n.info.name) {
+                    return Err(format!(
+                        "node {} holds cores for job {id} outside its allocation",
+                        n.info.name
+                    ));
+                }
+            }
+        }
+        for (id, j) in &self.jobs {
+            let in_queue = self.queue.keys().any(|k| k.2 == *id);
+            if in_queue != (j.state == RunState::Queued) {
+                return Err(format!(
+                    "job {id} in queue={in_queue} but state {}",
+                    j.state.wire()
+                ));
+            }
+        }
+        // No queued job that fits stays queued.
+        for k in self.queue.keys() {
+            let j = &self.jobs[&k.2];
+            if j.clearing.is_empty()
+                && j.fence_until.is_none()
+                && self.place(&j.spec, &j.avoid).is_ok()
+            {
+                return Err(format!("job {} fits but stays queued", k.2));
+            }
+        }
+        // Running jobs run only on nodes that run jobs; suspended ones have a reclaimed node.
+        for (id, j) in &self.jobs {
+            let blocked: Vec<&str> = j
+                .alloc
+                .iter()
+                .filter(|a| self.nodes.get(&a.host).is_none_or(Node::blocks_jobs))
+                .map(|a| a.host.as_str())
+                .collect();
+            match j.state.wire() {
+                JobState::Running if !blocked.is_empty() => {
+                    return Err(format!(
+                        "job {id} runs on reclaimed node(s) {}",
+                        blocked.join(",")
+                    ));
+                }
+                JobState::Suspended if blocked.is_empty() => {
+                    return Err(format!("job {id} stays suspended on available nodes"));
+                }
+                JobState::Suspended | JobState::Running => {
+                    // The nodes of a failing run release their cores as they confirm.
+                    if matches!(j.state, RunState::Failing { .. }) {
+                        continue;
+                    }
+                    for a in &j.alloc {
+                        // After a restart, nodes still to confirm the run hold nothing yet.
+                        if j.confirm.contains(&a.host) {
+                            continue;
+                        }
+                        if self
+                            .nodes
+                            .get(&a.host)
+                            .is_none_or(|n| !n.held.contains_key(id))
+                        {
+                            return Err(format!("job {id} holds no cores on its node {}", a.host));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The sans-IO scheduler core: node table, job queue, allocator.
+//!
+//! Inputs arrive as method calls carrying `now` (ms since the Unix epoch); effects leave as
+//! [`Output`]s collected with [`Core::poll_output`]. No clock, no socket, no file in here.
+//!
+//! # Methods, sorted
+//!
+//! The core's methods fall into three groups, like quinn-proto's `Connection`:
+//!
+//! - **Inputs**, each taking `now`. From agents: [`Core::node_connected`],
+//!   [`Core::node_status`], [`Core::node_lost`], [`Core::job_exited`],
+//!   [`Core::job_failed_to_start`], [`Core::job_cleared`]; launches from the shim (they need no
+//!   clock): [`Core::launch`], [`Core::launch_abandoned`], [`Core::remote_exited`]. From clients:
+//!   [`Core::submit`], [`Core::cancel`], [`Core::set_drained`]. From the timer:
+//!   [`Core::handle_timeout`]. After a restart, once: [`Core::restore`].
+//! - **Outputs**, polled after every batch of inputs: [`Core::poll_output`] (messages to send,
+//!   connections to close, jobs and nodes to persist and announce) and [`Core::poll_timeout`]
+//!   (when to call [`Core::handle_timeout`] next).
+//! - **Views**, read-only: [`Core::job_view`], [`Core::job_views`], [`Core::node_view`],
+//!   [`Core::node_views`], [`Core::queued`], [`Core::job_state`], [`Core::job_owner`],
+//!   [`Core::job_nodes`], [`Core::node_name`] (the one lookup from a connection to its node),
+//!   [`Core::conn_in_job`]; for persistence [`Core::job_record`], [`Core::node_info`],
+//!   [`Core::node_drained`]; for tests [`Core::check_invariants`].
+//!
+//! # Modules
+//!
+//! `state` holds the data ([`Core`], [`CoreConfig`], [`Output`]); `node` and `job` the table
+//! rows ([`RunState`], [`Placement`]); `secret` the shim [`Secret`]. The methods live by topic:
+//! `connect` (node-table inputs), `queue` (submit, cancel, requeue, the scheduling pass),
+//! `place` (the allocator and waiting reasons), `reclaim` (gang suspend, resume, vacate),
+//! `exit` (run ends, kills, final states), `launch` (launch checks), `timeout` (deadlines),
+//! `restore` ([`JobRecord`] and rebuilding), `view` and `invariants`.
+//!
+//! Invariant: a core is never promised to two jobs: `Node::held` sums to at most `Node::cores`.
+//! Invariant: a job has at most one allocation alive: a requeued job is not placed again until
+//! every node of its previous run has confirmed its processes are gone (or is lost).
+//! Invariant: after every input, no queued job that fits the offered cores stays queued.
+//! Invariant: a running job has no node whose owner reclaimed it (the job is suspended at
+//! once), and a suspended job has at least one such node (it is resumed at once otherwise).
+//!
+//! Owner reclaim (gang suspend): when a node of a running job stops running jobs
+//! ([`graze_proto::Availability::runs_jobs`]), the job is suspended on every node of its
+//! allocation and resumed on all of them together once every node runs jobs again. A job
+//! suspended longer than a busy node's `vacate_after` (at once when the node's availability
+//! window ended) is vacated on every node and requeued at the front of its priority, avoiding
+//! the busy nodes until they offer cores again; one suspended for
+//! `requeue_when_suspended_after` is vacated early when it could be placed elsewhere right
+//! now. Deadlines are reported by [`Core::poll_timeout`] and acted on by
+//! [`Core::handle_timeout`].
+
+mod connect;
+mod exit;
+mod invariants;
+mod job;
+mod launch;
+mod node;
+mod place;
+mod queue;
+mod reclaim;
+mod restore;
+mod secret;
+mod state;
+mod timeout;
+mod view;
+
+pub use job::{Placement, RunState};
+pub use node::ConnId;
+pub use restore::JobRecord;
+pub use secret::Secret;
+pub use state::{
+    Core, CoreConfig, Output, DEFAULT_FENCE_MARGIN_MS, DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

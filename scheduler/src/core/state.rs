@@ -1,0 +1,139 @@
+//! The core's data: [`Core`] (node table, job table, queue), its settings and its outputs.
+//! A leaf for the modules that implement the core's methods.
+
+use super::job::{Job, QueueKey};
+use super::node::{ConnId, Node};
+use graze_proto::{JobEvent, JobId, SchedulerMsg};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Core settings.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Largest job (in ranks) accepted even when the known nodes have fewer cores; 0 means the
+    /// limit is the capacity of every node the scheduler knows, online or not.
+    pub max_job_cores: u32,
+    /// A job suspended this long (ms) is vacated and requeued early if it could be placed
+    /// elsewhere right now.
+    pub requeue_when_suspended_after_ms: u64,
+    /// How long restored running jobs wait for their nodes to report back after a restart.
+    pub node_timeout_ms: u64,
+    /// After a node is lost, how long its jobs wait before they may run again, so the cut-off
+    /// agent (which kills its own processes when it times out) never overlaps the next run.
+    pub fence_margin_ms: u64,
+}
+
+/// Default of [`CoreConfig::fence_margin_ms`]. A cut-off agent fences itself (kills its job
+/// processes) after `node_timeout - 1 s` without a packet from the scheduler, at least 0.2 s
+/// (minus its kill time) before the scheduler can call the node lost; this margin adds to that.
+/// ARCHITECTURE.md ("Losing a node") has the arithmetic.
+pub const DEFAULT_FENCE_MARGIN_MS: u64 = 250;
+
+/// Default of [`CoreConfig::requeue_when_suspended_after_ms`]: 60 s.
+pub const DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS: u64 = 60_000;
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            max_job_cores: 0,
+            requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+            node_timeout_ms: graze_proto::DEFAULT_NODE_TIMEOUT_MS,
+            fence_margin_ms: DEFAULT_FENCE_MARGIN_MS,
+        }
+    }
+}
+
+/// Effects for the driver to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message to an agent connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: SchedulerMsg,
+    },
+    /// Close an agent connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: String,
+    },
+    /// A job reached a final state.
+    JobFinal(JobId),
+    /// A job changed (state, allocation, events), e.g. to persist it.
+    JobChanged(JobId),
+    /// A node registered (new or changed info), e.g. to persist the roster.
+    NodeChanged(String),
+}
+
+/// The scheduler's state.
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub(super) cfg: CoreConfig,
+    pub(super) nodes: BTreeMap<String, Node>,
+    pub(super) conns: HashMap<ConnId, String>,
+    pub(super) jobs: BTreeMap<JobId, Job>,
+    /// Queued jobs in run order (priority high first, submit time, id) with their rank count,
+    /// so a pass can skip jobs larger than the free cores without looking them up.
+    pub(super) queue: BTreeMap<QueueKey, u32>,
+    pub(super) next_job: u64,
+    pub(super) next_remote: u64,
+    pub(super) out: VecDeque<Output>,
+    /// The latest `now` given to [`Core::handle_timeout`]: early-move checks up to it are done.
+    pub(super) last_timeout: u64,
+}
+
+impl Core {
+    /// An empty cluster.
+    pub fn new(cfg: CoreConfig) -> Core {
+        Core {
+            cfg,
+            nodes: BTreeMap::new(),
+            conns: HashMap::new(),
+            jobs: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            next_job: 1,
+            next_remote: 1,
+            out: VecDeque::new(),
+            last_timeout: 0,
+        }
+    }
+
+    /// The next effect to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub(super) fn send(&mut self, conn: ConnId, msg: SchedulerMsg) {
+        self.out.push_back(Output::Send { conn, msg });
+    }
+
+    pub(super) fn event(&mut self, job: JobId, now: u64, what: String) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.events.push(JobEvent { at_ms: now, what });
+        }
+        self.out.push_back(Output::JobChanged(job));
+    }
+
+    /// The node name of an agent connection, while it is connected: the one lookup from a
+    /// connection to its node.
+    pub fn node_name(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(&conn).map(String::as_str)
+    }
+
+    /// The connection of node `name`, while it is connected.
+    pub(super) fn conn_of(&self, name: &str) -> Option<ConnId> {
+        self.nodes.get(name).and_then(|n| n.conn)
+    }
+
+    /// "known nodes are a, b" (or "none yet"), for errors naming an unknown node.
+    pub(super) fn known_nodes(&self) -> String {
+        let known: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+        if known.is_empty() {
+            "known nodes are none yet".to_string()
+        } else {
+            format!("known nodes are {}", known.join(", "))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Deadlines: restored runs whose nodes did not report back, fences after a node loss, and
+//! the owner-policy deadlines of suspended jobs, as one [`Core::poll_timeout`] for the driver.
+
+use super::job::RunState;
+use super::state::Core;
+use graze_proto::JobId;
+
+impl Core {
+    /// The earliest time [`Core::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .flat_map(|j| [j.confirm_deadline, j.fence_until])
+            .flatten()
+            .chain(self.suspend_deadlines())
+            .min()
+    }
+
+    /// Deadlines: unconfirmed runs after a restart are requeued, fences expire, suspended
+    /// jobs are vacated or moved.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.last_timeout = self.last_timeout.max(now);
+        self.review_suspended(now);
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for id in ids {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                if j.fence_until.is_some_and(|t| t <= now) {
+                    j.fence_until = None;
+                }
+                // A passed deadline with nothing left to confirm is spent (else the driver's
+                // timer would fire again at once).
+                if j.confirm_deadline.is_some_and(|t| t <= now) && j.confirm.is_empty() {
+                    j.confirm_deadline = None;
+                }
+            }
+            let j = &self.jobs[&id];
+            if j.confirm_deadline.is_some_and(|t| t <= now) && !j.confirm.is_empty() {
+                let missing: Vec<String> = j.confirm.iter().cloned().collect();
+                if j.state.is_placed() {
+                    self.requeue(
+                        id,
+                        format!(
+                            "node {} did not report back after the scheduler restart",
+                            missing.join(", ")
+                        ),
+                        now,
+                    );
+                } else {
+                    for n in &missing {
+                        self.cleared(id, n, now);
+                    }
+                }
+                // Missing nodes still offline count as cleared; an online one was just asked
+                // to kill (requeue) and answers for itself.
+                let offline: Vec<String> = missing
+                    .iter()
+                    .filter(|n| self.conn_of(n).is_none())
+                    .cloned()
+                    .collect();
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.confirm.clear();
+                    j.confirm_deadline = None;
+                    for n in &offline {
+                        j.clearing.remove(n);
+                    }
+                }
+                if self.jobs[&id].state == RunState::Cancelling {
+                    self.cleared(id, "", now);
+                }
+            }
+        }
+        self.schedule(now);
+    }
+}

@@ -1,0 +1,79 @@
+//! Views: jobs and nodes as the CLI and `graze top` show them, and the small read-only
+//! lookups the driver needs (owner, state, nodes of a job).
+
+use super::node::{ConnId, Node};
+use super::state::Core;
+use graze_proto::{JobId, JobState, JobView, NodeView};
+
+impl Core {
+    /// A job as the CLI shows it.
+    pub fn job_view(&self, id: JobId) -> Option<JobView> {
+        let j = self.jobs.get(&id)?;
+        Some(JobView {
+            id,
+            spec: j.spec.clone(),
+            state: j.state.wire(),
+            waiting_for: self.waiting_for(j),
+            submitted_ms: j.submitted_ms,
+            started_ms: j.started_ms,
+            ended_ms: j.state.ended_at(),
+            allocation: j.alloc.iter().map(|a| a.slots()).collect(),
+            exit: j.state.exit(),
+            requeues: j.requeues,
+            events: j.events.clone(),
+        })
+    }
+
+    /// Jobs: all not final, plus final ones when `all`.
+    pub fn job_views(&self, all: bool) -> Vec<JobView> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| all || !j.state.is_final())
+            .filter_map(|(id, _)| self.job_view(*id))
+            .collect()
+    }
+
+    /// All nodes.
+    pub fn node_views(&self) -> Vec<NodeView> {
+        self.nodes.values().map(Node::view).collect()
+    }
+
+    /// One node, by name.
+    pub fn node_view(&self, name: &str) -> Option<NodeView> {
+        self.nodes.get(name).map(Node::view)
+    }
+
+    /// Nodes of a job's current or last allocation and those still clearing it.
+    pub fn job_nodes(&self, id: JobId) -> Vec<String> {
+        let Some(j) = self.jobs.get(&id) else {
+            return Vec::new();
+        };
+        let mut v = j.hosts();
+        for c in &j.clearing {
+            if !v.contains(c) {
+                v.push(c.clone());
+            }
+        }
+        v
+    }
+
+    /// State of a job, as the wire names it.
+    pub fn job_state(&self, id: JobId) -> Option<JobState> {
+        self.jobs.get(&id).map(|j| j.state.wire())
+    }
+
+    /// Who submitted job `id`.
+    pub fn job_owner(&self, id: JobId) -> Option<&str> {
+        self.jobs.get(&id).map(|j| j.spec.user.as_str())
+    }
+
+    /// Whether the node of `conn` is part of job `id`'s allocation (current or being cleared).
+    pub fn conn_in_job(&self, conn: ConnId, id: JobId) -> bool {
+        let Some(name) = self.node_name(conn) else {
+            return false;
+        };
+        self.jobs
+            .get(&id)
+            .is_some_and(|j| j.placed_on(name) || j.clearing.contains(name))
+    }
+}

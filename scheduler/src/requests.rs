@@ -1,0 +1,212 @@
+//! Client requests, handled by the owning task: submit, queue, nodes, show, cancel, wait,
+//! watch, logs, drain; with the ownership checks and the audit records they need.
+
+use crate::audit::Outcome;
+use crate::auth::{self, Identity, TokenRole};
+use crate::owner::{Follower, Owner};
+use graze_proto::{ClientReply, ClientRequest, JobId, LogLine};
+use tokio::sync::mpsc;
+
+impl Owner {
+    /// Why `who` may not see job `id`, or `None` when it may (or the job does not exist).
+    fn job_refusal(&self, who: &Identity, id: JobId) -> Option<String> {
+        let owner = self.core.job_owner(id)?;
+        if auth::may_touch_job(who, owner) {
+            None
+        } else {
+            Some(format!(
+                "job {id} belongs to '{owner}': a user token may only see and cancel its own jobs"
+            ))
+        }
+    }
+
+    fn audit(
+        &self,
+        who: &Identity,
+        action: &str,
+        outcome: Outcome,
+        fields: &[(&str, String)],
+        reason: &str,
+    ) {
+        self.audit.record(
+            &who.name,
+            &who.role.to_string(),
+            action,
+            outcome,
+            fields,
+            reason,
+        );
+    }
+
+    fn drain(&mut self, who: &Identity, node: String, on: bool, now: u64) -> ClientReply {
+        let action = if on { "drain" } else { "undrain" };
+        if !auth::may_drain(who) {
+            let message = format!(
+                "{action} needs an admin token; '{}' has role {}",
+                who.name, who.role
+            );
+            self.audit(who, action, Outcome::Refused, &[("node", node)], &message);
+            return ClientReply::Error { message };
+        }
+        match self.core.set_drained(&node, on, now) {
+            Ok(v) => {
+                self.audit(who, action, Outcome::Ok, &[("node", node)], "");
+                ClientReply::Nodes(vec![v])
+            }
+            Err(message) => {
+                self.audit(who, action, Outcome::Refused, &[("node", node)], &message);
+                ClientReply::Error { message }
+            }
+        }
+    }
+
+    /// A client request from `who`; replies go to `tx` (some only once committed).
+    pub(crate) fn client(
+        &mut self,
+        who: &Identity,
+        req: ClientRequest,
+        tx: mpsc::UnboundedSender<ClientReply>,
+        now: u64,
+    ) {
+        let reply = |r: ClientReply| {
+            let _ = tx.send(r);
+        };
+        let no_job = |id: JobId| ClientReply::Error {
+            message: format!("no job {id}"),
+        };
+        // Every request naming a job is refused alike when the job is someone else's.
+        let job_of = |r: &ClientRequest| match r {
+            ClientRequest::Show(id) | ClientRequest::Cancel(id) | ClientRequest::Wait(id) => {
+                Some(*id)
+            }
+            ClientRequest::Logs { job, .. } => Some(*job),
+            _ => None,
+        };
+        if let Some(id) = job_of(&req) {
+            if let Some(message) = self.job_refusal(who, id) {
+                if matches!(req, ClientRequest::Cancel(_)) {
+                    self.audit(
+                        who,
+                        "cancel",
+                        Outcome::Refused,
+                        &[("job", id.to_string())],
+                        &message,
+                    );
+                }
+                return reply(ClientReply::Error { message });
+            }
+        }
+        match req {
+            ClientRequest::Submit(mut spec) => {
+                // The job belongs to the token's identity, whatever the client says.
+                let declared = std::mem::replace(&mut spec.user, who.name.clone());
+                let nprocs = spec.nprocs;
+                match self
+                    .core
+                    .submit(spec, graze_net::random_token().into(), now)
+                {
+                    Ok(id) => {
+                        self.audit(
+                            who,
+                            "submit",
+                            Outcome::Ok,
+                            &[
+                                ("job", id.to_string()),
+                                ("nprocs", nprocs.to_string()),
+                                ("login", declared),
+                            ],
+                            "",
+                        );
+                        // Acknowledged only once the job is committed.
+                        self.deferred
+                            .push((tx.clone(), ClientReply::Submitted { id }));
+                    }
+                    Err(message) => {
+                        self.audit(
+                            who,
+                            "submit",
+                            Outcome::Refused,
+                            &[("login", declared)],
+                            &message,
+                        );
+                        reply(ClientReply::Error { message })
+                    }
+                }
+            }
+            ClientRequest::Queue { all } => {
+                let mut jobs = self.core.job_views(all);
+                if who.role != TokenRole::Admin {
+                    jobs.retain(|j| j.spec.user == who.name);
+                }
+                reply(ClientReply::Jobs(jobs))
+            }
+            ClientRequest::Nodes => reply(ClientReply::Nodes(self.core.node_views())),
+            // Answered once the mark is committed, like a submit.
+            ClientRequest::Drain { node } => {
+                let r = self.drain(who, node, true, now);
+                self.deferred.push((tx.clone(), r));
+            }
+            ClientRequest::Undrain { node } => {
+                let r = self.drain(who, node, false, now);
+                self.deferred.push((tx.clone(), r));
+            }
+            ClientRequest::Show(id) => reply(match self.core.job_view(id) {
+                Some(v) => ClientReply::Job(Box::new(v)),
+                None => no_job(id),
+            }),
+            ClientRequest::Cancel(id) => match self.core.cancel(id, now) {
+                Ok(_) => {
+                    self.audit(who, "cancel", Outcome::Ok, &[("job", id.to_string())], "");
+                    if let Some(v) = self.core.job_view(id) {
+                        reply(ClientReply::Job(Box::new(v)))
+                    }
+                }
+                Err(message) => {
+                    self.audit(
+                        who,
+                        "cancel",
+                        Outcome::Refused,
+                        &[("job", id.to_string())],
+                        &message,
+                    );
+                    reply(ClientReply::Error { message })
+                }
+            },
+            ClientRequest::Wait(id) => match self.core.job_view(id) {
+                None => reply(no_job(id)),
+                Some(v) if v.state.is_final() => reply(ClientReply::Job(Box::new(v))),
+                Some(_) => self.waiters.entry(id).or_default().push(tx),
+            },
+            ClientRequest::Watch => self.watch.add(&self.core, tx, now),
+            ClientRequest::Logs { job, rank, follow } => {
+                let Some(state) = self.core.job_state(job) else {
+                    return reply(no_job(job));
+                };
+                match self.store.read(job) {
+                    Ok(lines) => {
+                        let lines: Vec<LogLine> = lines
+                            .into_iter()
+                            .filter(|l| rank.is_none() || l.rank == rank)
+                            .collect();
+                        for chunk in lines.chunks(1000) {
+                            reply(ClientReply::Log(chunk.to_vec()));
+                        }
+                    }
+                    Err(e) => {
+                        return reply(ClientReply::Error {
+                            message: format!("reading output of job {job}: {e:#}"),
+                        })
+                    }
+                }
+                if follow && !state.is_final() {
+                    self.followers
+                        .entry(job)
+                        .or_default()
+                        .push(Follower { rank, tx });
+                } else {
+                    reply(ClientReply::LogEnd);
+                }
+            }
+        }
+    }
+}
