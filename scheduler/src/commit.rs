@@ -1,5 +1,5 @@
 //! The commit: carry out the core's outputs, write what changed in one durable transaction,
-//! and only then send what waited for it (submit and drain answers, agents' `Ack`s).
+//! and only then send what waited for it (submit, drain and `wait` answers, agents' `Ack`s).
 
 use crate::core::Output;
 use crate::owner::Owner;
@@ -42,8 +42,12 @@ impl Owner {
                 Output::JobFinal(id) => {
                     if let Some(v) = self.core.job_view(id) {
                         info!(%id, state = %v.state, "job final");
+                        // `graze wait` hears the end only once it is durable, like a submit:
+                        // a crash before the commit must not leave a waiter with a result
+                        // the restarted scheduler never saw.
                         for w in self.waiters.remove(&id).unwrap_or_default() {
-                            let _ = w.send(ClientReply::Job(Box::new(v.clone())));
+                            self.deferred
+                                .push((w, ClientReply::Job(Box::new(v.clone()))));
                         }
                     }
                     for f in self.followers.remove(&id).unwrap_or_default() {

@@ -174,7 +174,10 @@ impl Owner {
             },
             ClientRequest::Wait(id) => match self.core.job_view(id) {
                 None => reply(no_job(id)),
-                Some(v) if v.state.is_final() => reply(ClientReply::Job(Box::new(v))),
+                // Deferred to the commit: the end may have come in this very batch.
+                Some(v) if v.state.is_final() => self
+                    .deferred
+                    .push((tx.clone(), ClientReply::Job(Box::new(v)))),
                 Some(_) => self.waiters.entry(id).or_default().push(tx),
             },
             ClientRequest::Watch => self.watch.add(&self.core, tx, now),
