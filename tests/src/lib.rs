@@ -448,6 +448,27 @@ impl Cluster {
         )
     }
 
+    /// Build the C program `source` with MPI compiler `mpicc` (e.g. `mpicc`, `mpicc.openmpi`)
+    /// into the cluster's directory, where the job user can run it; returns its path.
+    pub fn compile_mpi(&self, mpicc: &str, name: &str, source: &str) -> String {
+        let src = self.dir.path().join(format!("{name}.c"));
+        let prog = self.dir.path().join(name);
+        std::fs::write(&src, source).unwrap();
+        let out = Command::new(mpicc)
+            .arg("-O2")
+            .arg("-o")
+            .arg(&prog)
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("{mpicc}: {e}: run `bash scripts/setup --openmpi`"));
+        assert!(
+            out.status.success(),
+            "{mpicc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        prog.to_str().unwrap().to_string()
+    }
+
     /// Job `id`'s output, every rank, as `graze logs` prints it.
     pub fn logs(&self, id: u64) -> String {
         String::from_utf8_lossy(&self.graze(&["logs", &id.to_string()]).stdout).into_owned()

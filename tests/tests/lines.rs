@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use graze_tests::*;
-use std::process::Command;
 
 const PIECES: &str = r#"
 #include <mpi.h>
@@ -43,23 +42,9 @@ fn lines_written_in_pieces_come_out_whole_per_rank() {
     c.add_agent("l3", "127.0.0.3", 2, &[]);
     c.wait_offered(2);
 
-    let src = c.dir.path().join("pieces.c");
-    let prog = c.dir.path().join("pieces");
-    std::fs::write(&src, PIECES).unwrap();
-    let out = Command::new("mpicc")
-        .arg("-O2")
-        .arg("-o")
-        .arg(&prog)
-        .arg(&src)
-        .output()
-        .expect("mpicc not found: run `bash scripts/setup`");
-    assert!(
-        out.status.success(),
-        "mpicc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let prog = c.compile_mpi("mpicc", "pieces", PIECES);
 
-    let id = c.submit(&["-n", "4", "--", "mpiexec", prog.to_str().unwrap()]);
+    let id = c.submit(&["-n", "4", "--", "mpiexec", &prog]);
     let waited = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
     let logs = c.logs(id);

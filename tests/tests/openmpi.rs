@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use graze_tests::*;
-use std::process::Command;
 
 const HELLO: &str = r#"
 #include <mpi.h>
@@ -43,27 +42,13 @@ fn openmpi_job_runs_across_nodes_through_the_shim() {
         "{mpi}"
     );
 
-    let src = c.dir.path().join("hello.c");
-    let prog = c.dir.path().join("ompi-hello");
-    std::fs::write(&src, HELLO).unwrap();
-    let out = Command::new("mpicc.openmpi")
-        .arg("-O2")
-        .arg("-o")
-        .arg(&prog)
-        .arg(&src)
-        .output()
-        .expect("mpicc.openmpi not found: run `bash scripts/setup` (it installs Open MPI)");
-    assert!(
-        out.status.success(),
-        "mpicc.openmpi: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let prog = c.compile_mpi("mpicc.openmpi", "ompi-hello", HELLO);
 
     // No -n for mpirun: one rank per slot of the allocation graze wrote. The two "nodes" share
     // one machine and host name, and nothing is set by hand: graze gives each node of the job
     // its own TMPDIR (Open MPI's session directory) and, since the node names are not the host
     // name, its own directory for the shared-memory transport's segments.
-    let id = c.submit(&["-n", "4", "--", "mpirun.openmpi", prog.to_str().unwrap()]);
+    let id = c.submit(&["-n", "4", "--", "mpirun.openmpi", &prog]);
     let waited = c.graze(&["wait", &id.to_string()]);
     let job = c.show(id);
     let logs = c.logs(id);

@@ -487,23 +487,4 @@ mod tests {
             .iter()
             .any(|(k, v)| k == "OMPI_MCA_btl_vader_backing_directory" && v == "/t"));
     }
-
-    #[test]
-    fn the_users_env_wins() {
-        let f = JobFiles::paths(Path::new("/s/jobs"), JobId(5));
-        let extra = vec![("TMPDIR".to_string(), "/scratch".to_string())];
-        let e = JobEnv {
-            job: JobId(5),
-            files: &f,
-            hosts: &[],
-            launcher: Path::new("/bin/graze-launch"),
-            launch_sock: Path::new("/s/launch.sock"),
-            secret: "sec",
-            tag: "abc-5",
-            extra: &extra,
-        };
-        let v = e.vars();
-        let last = v.iter().rev().find(|(n, _)| n == "TMPDIR").unwrap();
-        assert_eq!(last.1, "/scratch");
-    }
 }
