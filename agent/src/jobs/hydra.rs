@@ -256,7 +256,7 @@ impl JobEnv<'_> {
             ),
             // Open MPI: the shim instead of ssh, and the allocation (tests/tests/openmpi.rs).
             ("OMPI_MCA_plm_rsh_agent".into(), self.launcher.into()),
-            // Every output line labelled `[JOB,RANK]<stdout>:`, read back by `parse_label`.
+            // Every output line labelled `[JOB,RANK]<stdout>:`, read back by `Relabel`.
             ("OMPI_MCA_orte_tag_output".into(), "1".into()),
             (
                 "OMPI_MCA_orte_default_hostfile".into(),
