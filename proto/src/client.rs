@@ -1,13 +1,15 @@
 //! Requests from the CLI and the TUI, and the scheduler's answers.
 
+use crate::batch::{ArraySpec, Dependency, TimeSignal};
 use crate::ids::JobId;
 use crate::node::{NodeInfo, NodeStatus};
 use crate::values::{ExitStatus, HostSlots, LogLine, Unit};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A job as submitted.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// A job as submitted. Options added after protocol 4's first form default when absent, so
+/// `..JobSpec::default()` fills what a caller leaves out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct JobSpec {
     /// Name for people; defaults to the command's first word.
     pub name: Option<String>,
@@ -30,6 +32,34 @@ pub struct JobSpec {
     /// Who submitted it. The client sends its login name; the scheduler replaces it with the
     /// name of the identity whose token submitted the job.
     pub user: String,
+    /// `--stdout PATTERN`: also write stdout to this file on the first node, relative to `cwd`
+    /// (`%j` job, `%r` rank, `%a` array index, `%A` array job, `%n` attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// `--stderr PATTERN`, as `stdout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// `--time`: limit on running time (ms); time suspended for an owner does not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_ms: Option<u64>,
+    /// `--signal SIG@T`: sent that long before the time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_signal: Option<TimeSignal>,
+    /// `--begin`: not started before this time (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin_ms: Option<u64>,
+    /// `--hold`: not started until `graze release`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
+    /// `--exclusive`: whole nodes, no other job beside it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    /// `--array`: one task per index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArraySpec>,
+    /// `--after`: jobs (or whole arrays) this one waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Dependency>,
 }
 
 /// A job's state.
@@ -51,6 +81,10 @@ pub enum JobState {
     Failed,
     /// Cancelled by a user.
     Cancelled,
+    /// Killed at its time limit.
+    Timeout,
+    /// Never run: a job it depended on ended in a way that can never meet the dependency.
+    DependencyFailed,
 }
 
 impl JobState {
@@ -58,7 +92,11 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Completed | JobState::Failed | JobState::Cancelled
+            JobState::Completed
+                | JobState::Failed
+                | JobState::Cancelled
+                | JobState::Timeout
+                | JobState::DependencyFailed
         )
     }
 }
@@ -73,6 +111,8 @@ impl fmt::Display for JobState {
             JobState::Completed => "completed",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Timeout => "timeout",
+            JobState::DependencyFailed => "dependency-failed",
         })
     }
 }
@@ -136,7 +176,7 @@ pub struct NodeView {
 #[serde(rename_all = "snake_case")]
 pub enum ClientRequest {
     /// Queue a job. Answer: [`ClientReply::Submitted`] or [`ClientReply::Error`].
-    Submit(JobSpec),
+    Submit(Box<JobSpec>),
     /// All jobs not yet final, plus recent final ones. Answer: [`ClientReply::Jobs`].
     Queue {
         /// Include every finished job too.

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod agent;
+mod batch;
 mod client;
 mod defaults;
 mod frame;
@@ -21,6 +22,7 @@ mod text;
 mod values;
 
 pub use agent::{AgentMsg, JobMsg};
+pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
 pub use client::{ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView};
 pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};

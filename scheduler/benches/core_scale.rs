@@ -28,6 +28,7 @@ fn spec(n: u32, i: u64) -> JobSpec {
         cwd: None,
         env: vec![],
         user: "bench".into(),
+        ..Default::default()
     }
 }
 

@@ -18,7 +18,11 @@ mod rows;
 use rows::{JobRow, NodeRow};
 
 /// Version of the rows' layout. Bump it when a row type changes shape.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
+
+/// Older versions this one reads as they are and upgrades in place: version 3 only added
+/// spec fields that default when absent, and state variants version 2 never wrote.
+const UPGRADES_FROM: &[u32] = &[2];
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -71,6 +75,9 @@ impl Db {
             let mut meta = w.open_table(META)?;
             match found {
                 Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) if UPGRADES_FROM.contains(&v) => {
+                    meta.insert("schema", SCHEMA_VERSION)?;
+                }
                 Some(v) => bail!(schema_error(path, &v.to_string())),
                 None => {
                     // No version: a new database, or one from before versions were recorded.

@@ -103,7 +103,7 @@ impl Owner {
                 let nprocs = spec.nprocs;
                 match self
                     .core
-                    .submit(spec, graze_net::random_token().into(), now)
+                    .submit(*spec, graze_net::random_token().into(), now)
                 {
                     Ok(id) => {
                         self.audit(

@@ -132,7 +132,7 @@ impl Client {
 
     /// Queue a job; its id.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobId, ClientError> {
-        match self.request(&ClientRequest::Submit(spec)).await? {
+        match self.request(&ClientRequest::Submit(Box::new(spec))).await? {
             ClientReply::Submitted { id } => Ok(id),
             other => Err(unexpected("submit", &other)),
         }

@@ -331,6 +331,7 @@ pub fn pi_spec(name: &str, nprocs: u32, rounds: u64, samples: u64, cwd: &Path) -
         cwd: Some(cwd.display().to_string()),
         env: vec![],
         user: crate::current_user(),
+        ..Default::default()
     }
 }
 

@@ -80,7 +80,11 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
         JobState::Running | JobState::Suspended | JobState::Cancelling => {
             duration(now_ms.saturating_sub(start))
         }
-        JobState::Completed | JobState::Failed | JobState::Cancelled => match job.ended_ms {
+        JobState::Completed
+        | JobState::Failed
+        | JobState::Cancelled
+        | JobState::Timeout
+        | JobState::DependencyFailed => match job.ended_ms {
             Some(end) => duration(end.saturating_sub(start)),
             None => "-".into(),
         },
@@ -92,13 +96,15 @@ pub fn where_or_why(job: &JobView) -> String {
     match job.state {
         JobState::Queued => job.waiting_for.clone().unwrap_or_else(|| "-".into()),
         JobState::Running | JobState::Suspended | JobState::Cancelling => hosts(&job.allocation),
-        JobState::Completed | JobState::Failed | JobState::Cancelled => {
-            match (&job.exit, job.allocation.is_empty()) {
-                (Some(e), false) => format!("{} ({e})", hosts(&job.allocation)),
-                (Some(e), true) => format!("({e})"),
-                (None, _) => hosts(&job.allocation),
-            }
-        }
+        JobState::Completed
+        | JobState::Failed
+        | JobState::Cancelled
+        | JobState::Timeout
+        | JobState::DependencyFailed => match (&job.exit, job.allocation.is_empty()) {
+            (Some(e), false) => format!("{} ({e})", hosts(&job.allocation)),
+            (Some(e), true) => format!("({e})"),
+            (None, _) => hosts(&job.allocation),
+        },
     }
 }
 
@@ -347,7 +353,7 @@ pub fn wait_summary(job: &JobView) -> String {
 pub fn wait_exit_code(job: &JobView) -> u8 {
     let code = match (job.state, &job.exit) {
         (JobState::Cancelled, _) => 130,
-        (JobState::Failed, Some(e)) if e.shell_code() == 0 => 1,
+        (JobState::Failed | JobState::Timeout, Some(e)) if e.shell_code() == 0 => 1,
         (_, Some(e)) => e.shell_code(),
         (JobState::Completed, None) => 0,
         (_, None) => 1,
@@ -362,7 +368,7 @@ pub fn cancel_message(job: &JobView) -> String {
         JobState::Cancelling => {
             format!("cancelled job {} (its processes are being killed)", job.id)
         }
-        JobState::Completed | JobState::Failed => {
+        JobState::Completed | JobState::Failed | JobState::Timeout | JobState::DependencyFailed => {
             format!("job {} had already ended: {}", job.id, job.state)
         }
         JobState::Queued | JobState::Running | JobState::Suspended => {
@@ -402,6 +408,7 @@ mod tests {
             cwd: Some("/home/alice/pi".into()),
             env: vec![],
             user: "alice".into(),
+            ..Default::default()
         }
     }
 

@@ -328,6 +328,7 @@ pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Re
         cwd: Some(dir),
         env: args.env.clone(),
         user,
+        ..Default::default()
     })
 }
 

@@ -27,6 +27,7 @@ fn job(id: u64, state: JobState, exit: Option<ExitStatus>) -> JobView {
             cwd: Some("/tmp".into()),
             env: vec![],
             user: "alice".into(),
+            ..Default::default()
         },
         state,
         waiting_for: None,

@@ -41,10 +41,7 @@ impl Core {
         // No queued job that fits stays queued.
         for k in self.queue.keys() {
             let j = &self.jobs[&k.2];
-            if j.clearing.is_empty()
-                && j.fence_until.is_none()
-                && self.place(&j.spec, &j.avoid).is_ok()
-            {
+            if self.held_back(k.2, j).is_none() && self.place(&j.spec, &j.avoid).is_ok() {
                 return Err(format!("job {} fits but stays queued", k.2));
             }
         }

@@ -73,6 +73,18 @@ pub enum RunState {
         /// When the job ended (ms).
         at: u64,
     },
+    /// Killed at its time limit.
+    TimedOut {
+        /// How the main command ended, if it did before its node cleared.
+        exit: Option<ExitStatus>,
+        /// When the job ended (ms).
+        at: u64,
+    },
+    /// Never run: a dependency can never be met (the event names the job that broke it).
+    DependencyFailed {
+        /// When the job ended (ms).
+        at: u64,
+    },
 }
 
 impl RunState {
@@ -92,6 +104,8 @@ impl RunState {
             RunState::Completed { .. } => JobState::Completed,
             RunState::Failed { .. } => JobState::Failed,
             RunState::Cancelled { .. } => JobState::Cancelled,
+            RunState::TimedOut { .. } => JobState::Timeout,
+            RunState::DependencyFailed { .. } => JobState::DependencyFailed,
         }
     }
 
@@ -121,7 +135,7 @@ impl RunState {
     pub fn exit(&self) -> Option<ExitStatus> {
         match self {
             RunState::Completed { exit, .. } => Some(*exit),
-            RunState::Failed { exit, .. } => *exit,
+            RunState::Failed { exit, .. } | RunState::TimedOut { exit, .. } => *exit,
             _ => None,
         }
     }
@@ -131,7 +145,9 @@ impl RunState {
         match self {
             RunState::Completed { at, .. }
             | RunState::Failed { at, .. }
-            | RunState::Cancelled { at } => Some(*at),
+            | RunState::Cancelled { at }
+            | RunState::TimedOut { at, .. }
+            | RunState::DependencyFailed { at } => Some(*at),
             _ => None,
         }
     }
@@ -166,6 +182,9 @@ pub(super) struct Job {
     pub(super) order: u64,
     /// Nodes this job avoids until they offer cores again (their owner made it vacate).
     pub(super) avoid: BTreeSet<String>,
+    /// Time the current (or last) run spent suspended in suspensions that ended (ms); the
+    /// ongoing one is in `state`. See [`Job::suspended_ms`] and [`Job::running_ms`].
+    pub(super) run_suspended_ms: u64,
 }
 
 impl Job {
@@ -187,7 +206,29 @@ impl Job {
             fence_until: None,
             order: now,
             avoid: BTreeSet::new(),
+            run_suspended_ms: 0,
         }
+    }
+
+    /// Time the current (or last) run has been suspended for owners up to `now`, the ongoing
+    /// suspension included.
+    pub(super) fn suspended_ms(&self, now: u64) -> u64 {
+        let ongoing = self
+            .state
+            .suspended_since()
+            .map_or(0, |since| now.saturating_sub(since));
+        self.run_suspended_ms.saturating_add(ongoing)
+    }
+
+    /// Time the current (or last) run has been running up to `now`: since its start, less the
+    /// time suspended. What a time limit counts.
+    #[expect(dead_code, reason = "the time limits (issue 11) are its first user")]
+    pub(super) fn running_ms(&self, now: u64) -> u64 {
+        let Some(start) = self.started_ms else {
+            return 0;
+        };
+        now.saturating_sub(start)
+            .saturating_sub(self.suspended_ms(now))
     }
 
     pub(super) fn key(&self, id: JobId) -> QueueKey {

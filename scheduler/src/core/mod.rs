@@ -27,7 +27,8 @@
 //! `state` holds the data ([`Core`], [`CoreConfig`], [`Output`]); `node` and `job` the table
 //! rows ([`RunState`], [`Placement`]); `secret` the shim [`Secret`]. The methods live by topic:
 //! `connect` (node-table inputs), `queue` (submit, cancel, requeue, the scheduling pass),
-//! `place` (the allocator and waiting reasons), `reclaim` (gang suspend, resume, vacate),
+//! `gate` (why a queued job may not start now, whatever the cores), `place` (the allocator
+//! and waiting reasons), `reclaim` (gang suspend, resume, vacate),
 //! `exit` (run ends, kills, final states), `launch` (launch checks), `timeout` (deadlines),
 //! `restore` ([`JobRecord`] and rebuilding), `view` and `invariants`.
 //!
@@ -50,6 +51,7 @@
 
 mod connect;
 mod exit;
+mod gate;
 mod invariants;
 mod job;
 mod launch;

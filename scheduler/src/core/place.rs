@@ -78,19 +78,12 @@ impl Core {
     }
 
     /// Why a queued job waits, computed when asked.
-    pub(super) fn waiting_for(&self, j: &Job) -> Option<String> {
+    pub(super) fn waiting_for(&self, id: JobId, j: &Job) -> Option<String> {
         if j.state != RunState::Queued {
             return None;
         }
-        if !j.clearing.is_empty() {
-            let nodes: Vec<&str> = j.clearing.iter().map(String::as_str).collect();
-            return Some(format!(
-                "waiting for its previous run to be killed on {}",
-                nodes.join(", ")
-            ));
-        }
-        if j.fence_until.is_some() {
-            return Some("waiting briefly so its lost node's processes are gone first".into());
+        if let Some(why) = self.held_back(id, j) {
+            return Some(why);
         }
         match self.place(&j.spec, &j.avoid) {
             Err(why) if j.avoid.is_empty() => Some(why),
@@ -117,6 +110,7 @@ impl Core {
         j.confirm.clear();
         j.confirm_deadline = None;
         j.started_ms = Some(now);
+        j.run_suspended_ms = 0;
         j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {

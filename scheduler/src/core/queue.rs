@@ -126,7 +126,7 @@ impl Core {
             cursor = Some(key);
             let id = key.2;
             let j = &self.jobs[&id];
-            if !j.clearing.is_empty() || j.fence_until.is_some() {
+            if self.held_back(id, j).is_some() {
                 continue;
             }
             if let Ok(alloc) = self.place(&j.spec, &j.avoid) {

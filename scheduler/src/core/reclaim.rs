@@ -129,6 +129,7 @@ impl Core {
             return;
         };
         let since = j.state.suspended_since().unwrap_or(now);
+        j.run_suspended_ms = j.suspended_ms(now);
         j.state = match std::mem::replace(&mut j.state, RunState::Queued) {
             RunState::Failing { exit, what, .. } => RunState::Failing {
                 exit,

@@ -38,6 +38,8 @@ pub struct JobRecord {
     pub epoch: u64,
     /// Queue order (submit time, 0 after a vacate).
     pub order: u64,
+    /// Time the current or last run spent suspended, ended suspensions only (ms).
+    pub run_suspended_ms: u64,
 }
 
 impl Core {
@@ -67,6 +69,7 @@ impl Core {
             events: j.events.clone(),
             epoch: j.epoch,
             order: j.order,
+            run_suspended_ms: j.run_suspended_ms,
         })
     }
 
@@ -95,6 +98,12 @@ impl Core {
         }
         for r in jobs {
             self.next_job = self.next_job.max(r.id.0 + 1);
+            // The suspension in progress at the restart counts up to now: the run resumes as
+            // running (below) and is suspended again from now if its node is still reclaimed.
+            let ongoing = r
+                .state
+                .suspended_since()
+                .map_or(0, |since| now.saturating_sub(since));
             // A suspended run comes back as running: its nodes are told to resume when they
             // confirm it, and a node still reclaimed suspends it again with its first status.
             // A failing run's verdict is not kept: its main node no longer holds it, so it is
@@ -128,6 +137,7 @@ impl Core {
             job.epoch = r.epoch;
             job.confirm_deadline = deadline;
             job.order = r.order;
+            job.run_suspended_ms = r.run_suspended_ms.saturating_add(ongoing);
             self.jobs.insert(r.id, job);
         }
     }

@@ -48,6 +48,7 @@ fn spec(n: u32) -> JobSpec {
         cwd: None,
         env: vec![],
         user: "u".into(),
+        ..Default::default()
     }
 }
 

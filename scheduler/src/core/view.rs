@@ -13,7 +13,7 @@ impl Core {
             id,
             spec: j.spec.clone(),
             state: j.state.wire(),
-            waiting_for: self.waiting_for(j),
+            waiting_for: self.waiting_for(id, j),
             submitted_ms: j.submitted_ms,
             started_ms: j.started_ms,
             ended_ms: j.state.ended_at(),

@@ -3,7 +3,10 @@
 //! a silent change of what is on disk. Changing a row's shape bumps `db::SCHEMA_VERSION`.
 
 use crate::core::{JobRecord, Placement, RunState, Secret};
-use graze_proto::{ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo, OwnerPolicy, Unit};
+use graze_proto::{
+    ArraySpec, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo,
+    OwnerPolicy, TimeSignal, Unit,
+};
 use serde::{Deserialize, Serialize};
 
 /// A job as stored.
@@ -34,6 +37,9 @@ pub(crate) struct JobRow {
     pub(crate) epoch: u64,
     /// Queue order (submit time, 0 after a vacate).
     pub(crate) order: u64,
+    /// Time the current or last run spent suspended, ended suspensions only (ms).
+    #[serde(default)]
+    pub(crate) run_suspended_ms: u64,
 }
 
 /// A job's spec as stored.
@@ -60,6 +66,75 @@ pub(crate) struct SpecRow {
     pub(crate) env: Vec<(String, String)>,
     /// Owner (the submitting token's identity).
     pub(crate) user: String,
+    /// stdout file pattern.
+    #[serde(default)]
+    pub(crate) stdout: Option<String>,
+    /// stderr file pattern.
+    #[serde(default)]
+    pub(crate) stderr: Option<String>,
+    /// Running-time limit (ms).
+    #[serde(default)]
+    pub(crate) time_limit_ms: Option<u64>,
+    /// Signal before the limit.
+    #[serde(default)]
+    pub(crate) time_signal: Option<TimeSignalRow>,
+    /// Not before (ms).
+    #[serde(default)]
+    pub(crate) begin_ms: Option<u64>,
+    /// Held until released.
+    #[serde(default)]
+    pub(crate) hold: bool,
+    /// Whole nodes.
+    #[serde(default)]
+    pub(crate) exclusive: bool,
+    /// Array shape.
+    #[serde(default)]
+    pub(crate) array: Option<ArrayRow>,
+    /// Dependencies.
+    #[serde(default)]
+    pub(crate) after: Vec<DepRow>,
+}
+
+/// A signal before the time limit, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TimeSignalRow {
+    /// Signal number.
+    pub(crate) signal: i32,
+    /// How long before the limit (ms).
+    pub(crate) before_ms: u64,
+}
+
+/// An array's shape, as stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ArrayRow {
+    /// Task indices.
+    pub(crate) indices: Vec<u32>,
+    /// Most tasks running at once.
+    pub(crate) throttle: Option<u32>,
+}
+
+/// One dependency, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DepRow {
+    /// `ok`, `notok` or `any`.
+    pub(crate) kind: DepKindRow,
+    /// The job.
+    pub(crate) job: u64,
+}
+
+/// What a dependency needs, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DepKindRow {
+    /// Completed.
+    Ok,
+    /// Ended otherwise.
+    NotOk,
+    /// Ended.
+    Any,
 }
 
 /// A job's state as stored.
@@ -93,6 +168,18 @@ pub(crate) enum StateRow {
     },
     /// Cancelled.
     Cancelled {
+        /// When (ms).
+        ended_ms: u64,
+    },
+    /// Killed at its time limit.
+    TimedOut {
+        /// How the main command ended, if it did.
+        exit: Option<ExitRow>,
+        /// When (ms).
+        ended_ms: u64,
+    },
+    /// A dependency can never be met.
+    DependencyFailed {
         /// When (ms).
         ended_ms: u64,
     },
@@ -211,6 +298,32 @@ impl From<&JobSpec> for SpecRow {
             cwd: s.cwd.clone(),
             env: s.env.clone(),
             user: s.user.clone(),
+            stdout: s.stdout.clone(),
+            stderr: s.stderr.clone(),
+            time_limit_ms: s.time_limit_ms,
+            time_signal: s.time_signal.map(|t| TimeSignalRow {
+                signal: t.signal,
+                before_ms: t.before_ms,
+            }),
+            begin_ms: s.begin_ms,
+            hold: s.hold,
+            exclusive: s.exclusive,
+            array: s.array.as_ref().map(|a| ArrayRow {
+                indices: a.indices.clone(),
+                throttle: a.throttle,
+            }),
+            after: s
+                .after
+                .iter()
+                .map(|d| DepRow {
+                    kind: match d.kind {
+                        DepKind::Ok => DepKindRow::Ok,
+                        DepKind::NotOk => DepKindRow::NotOk,
+                        DepKind::Any => DepKindRow::Any,
+                    },
+                    job: d.job.0,
+                })
+                .collect(),
         }
     }
 }
@@ -228,6 +341,32 @@ impl From<SpecRow> for JobSpec {
             cwd: s.cwd,
             env: s.env,
             user: s.user,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            time_limit_ms: s.time_limit_ms,
+            time_signal: s.time_signal.map(|t| TimeSignal {
+                signal: t.signal,
+                before_ms: t.before_ms,
+            }),
+            begin_ms: s.begin_ms,
+            hold: s.hold,
+            exclusive: s.exclusive,
+            array: s.array.map(|a| ArraySpec {
+                indices: a.indices,
+                throttle: a.throttle,
+            }),
+            after: s
+                .after
+                .into_iter()
+                .map(|d| Dependency {
+                    kind: match d.kind {
+                        DepKindRow::Ok => DepKind::Ok,
+                        DepKindRow::NotOk => DepKind::NotOk,
+                        DepKindRow::Any => DepKind::Any,
+                    },
+                    job: JobId(d.job),
+                })
+                .collect(),
         }
     }
 }
@@ -253,6 +392,11 @@ impl From<&RunState> for StateRow {
                 ended_ms: *at,
             },
             RunState::Cancelled { at } => StateRow::Cancelled { ended_ms: *at },
+            RunState::TimedOut { exit, at } => StateRow::TimedOut {
+                exit: exit.map(Into::into),
+                ended_ms: *at,
+            },
+            RunState::DependencyFailed { at } => StateRow::DependencyFailed { ended_ms: *at },
         }
     }
 }
@@ -273,6 +417,11 @@ impl From<StateRow> for RunState {
                 at: ended_ms,
             },
             StateRow::Cancelled { ended_ms } => RunState::Cancelled { at: ended_ms },
+            StateRow::TimedOut { exit, ended_ms } => RunState::TimedOut {
+                exit: exit.map(Into::into),
+                at: ended_ms,
+            },
+            StateRow::DependencyFailed { ended_ms } => RunState::DependencyFailed { at: ended_ms },
         }
     }
 }
@@ -307,6 +456,7 @@ impl From<&JobRecord> for JobRow {
                 .collect(),
             epoch: r.epoch,
             order: r.order,
+            run_suspended_ms: r.run_suspended_ms,
         }
     }
 }
@@ -341,6 +491,7 @@ impl From<JobRow> for JobRecord {
                 .collect(),
             epoch: r.epoch,
             order: r.order,
+            run_suspended_ms: r.run_suspended_ms,
         }
     }
 }

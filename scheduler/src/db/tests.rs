@@ -15,6 +15,7 @@ fn spec() -> JobSpec {
         cwd: None,
         env: vec![],
         user: "u".into(),
+        ..Default::default()
     }
 }
 
@@ -36,6 +37,7 @@ fn record(state: RunState) -> JobRecord {
         events: vec![],
         epoch: 3,
         order: 1,
+        run_suspended_ms: 40,
     }
 }
 
@@ -108,7 +110,7 @@ fn another_schema_version_is_refused_by_name() {
     }
     let e = format!("{:#}", Db::open(&path).err().unwrap());
     assert!(
-        e.contains("has schema version 99, this scheduler reads version 2"),
+        e.contains("has schema version 99, this scheduler reads version 3"),
         "{e}"
     );
 }
@@ -155,4 +157,39 @@ fn node_rows_round_trip_without_held_runs() {
     let text = serde_json::to_vec(&NodeRow::from(&info)).unwrap();
     let back: NodeRow = serde_json::from_slice(&text).unwrap();
     assert_eq!(NodeInfo::from(back), info);
+}
+
+#[test]
+fn a_version_2_database_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("graze.redb");
+    // A job row as version 2 wrote it: no batch fields in its spec.
+    let v2 = br#"{"id":5,"spec":{"name":null,"nprocs":1,"unit":"core","priority":0,"groups":[],
+        "nodes":[],"command":["true"],"cwd":null,"env":[],"user":"u"},"state":"queued",
+        "secret":"s","submitted_ms":1,"started_ms":null,"alloc":[],"clearing":[],"requeues":0,
+        "events":[],"epoch":0,"order":1}"#;
+    {
+        let db = Database::create(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(META).unwrap().insert("schema", 2).unwrap();
+        w.open_table(JOBS)
+            .unwrap()
+            .insert(5, v2.as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let loaded = Db::open(&path).unwrap().load().unwrap();
+    assert_eq!(loaded.jobs.len(), 1);
+    assert_eq!(loaded.jobs[0].spec.command, vec!["true".to_string()]);
+    assert_eq!(loaded.jobs[0].spec.time_limit_ms, None);
+    let db = Database::open(&path).unwrap();
+    let r = db.begin_read().unwrap();
+    let v = r
+        .open_table(META)
+        .unwrap()
+        .get("schema")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(v, SCHEMA_VERSION);
 }

@@ -40,6 +40,7 @@ fn job_color(s: JobState) -> Color {
         JobState::Completed => Color::Cyan,
         JobState::Failed => Color::Red,
         JobState::Cancelled => Color::Gray,
+        JobState::Timeout | JobState::DependencyFailed => Color::LightRed,
     }
 }
 

@@ -348,7 +348,11 @@ impl Model {
                     _ => "running",
                 }
             }
-            JobState::Completed | JobState::Failed | JobState::Cancelled => "ended",
+            JobState::Completed
+            | JobState::Failed
+            | JobState::Cancelled
+            | JobState::Timeout
+            | JobState::DependencyFailed => "ended",
         }
     }
 }

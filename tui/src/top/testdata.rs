@@ -128,6 +128,7 @@ fn job(id: u64, name: &str, n: u32, state: JobState, alloc: &[(&str, u32)]) -> J
             cwd: Some("/home/ada".into()),
             env: vec![],
             user: "ada".into(),
+            ..Default::default()
         },
         state,
         waiting_for: (state == JobState::Queued).then(|| format!("needs {n} cores, 0 offered")),
