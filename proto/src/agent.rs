@@ -79,6 +79,14 @@ pub enum JobMsg {
         /// The job.
         job: JobId,
     },
+    /// The owner of this PC came back and every job process here is stopped: how long that
+    /// took, from the owner watch seeing the input (µs). Sent once per release.
+    OwnerReleased {
+        /// The latency (µs).
+        latency_us: u64,
+        /// The jobs stopped.
+        jobs: Vec<JobId>,
+    },
     /// A command this agent started for a remote launch
     /// ([`crate::SchedulerMsg::SpawnRemote`]) ended, or could not start (then with code 127).
     RemoteExited {

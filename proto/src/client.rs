@@ -1,6 +1,7 @@
 //! Requests from the CLI and the TUI, and the scheduler's answers.
 
 use crate::batch::{ArraySpec, Dependency, TimeSignal};
+use crate::history::{AttemptView, HarvestData, HistoryQuery};
 use crate::ids::JobId;
 use crate::node::{NodeInfo, NodeStatus};
 use crate::values::{ExitStatus, HostSlots, LogLine, Unit};
@@ -218,6 +219,15 @@ pub enum ClientRequest {
     /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
     /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.
     Watch,
+    /// Ended attempts (runs) of jobs, oldest first; a user token sees only its own jobs'.
+    /// Answer: [`ClientReply::History`] or [`ClientReply::Error`] (a bad state name).
+    History(HistoryQuery),
+    /// The harvest report's data since a time (ms since the Unix epoch); a user token sees
+    /// only its own jobs' attempts, every node's figures. Answer: [`ClientReply::Harvest`].
+    Harvest {
+        /// Start of the period.
+        since_ms: u64,
+    },
 }
 
 /// Answers to a [`ClientRequest`].
@@ -250,6 +260,10 @@ pub enum ClientReply {
     NodeChanged(Box<NodeView>),
     /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).
     JobChanged(Box<JobView>),
+    /// Answer to [`ClientRequest::History`].
+    History(Vec<AttemptView>),
+    /// Answer to [`ClientRequest::Harvest`].
+    Harvest(Box<HarvestData>),
     /// The request failed.
     Error {
         /// Why, for a person.

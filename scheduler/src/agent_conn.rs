@@ -189,6 +189,17 @@ impl Owner {
                 self.core.job_failed_to_start(conn, job, reason, now)
             }
             JobMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
+            JobMsg::OwnerReleased { latency_us, jobs } => {
+                if let Some(node) = self.core.node_name(conn) {
+                    debug!(%node, latency_us, jobs = jobs.len(), "owner release measured");
+                    self.history
+                        .event(crate::db::history::OwnerEventRow::Release {
+                            node: node.to_string(),
+                            latency_us,
+                            at_ms: now,
+                        });
+                }
+            }
             JobMsg::RemoteExited {
                 remote,
                 exit,

@@ -2,6 +2,7 @@
 //! and only then send what waited for it (submit, drain and `wait` answers, agents' `Ack`s).
 
 use crate::core::Output;
+use crate::db::history::OwnerEventRow;
 use crate::owner::Owner;
 use anyhow::Result;
 use graze_proto::{ClientReply, SchedulerMsg};
@@ -68,6 +69,15 @@ impl Owner {
                 Output::NodeChanged(name) => {
                     nodes.insert(name);
                 }
+                Output::AttemptEnded(r) => self.history.attempt(r),
+                Output::OwnerEvent {
+                    node,
+                    kind,
+                    job,
+                    at,
+                } => self
+                    .history
+                    .event(OwnerEventRow::from_core(node, kind, job, at)),
             }
         }
         self.store.flush_all();
@@ -88,7 +98,13 @@ impl Owner {
             .into_iter()
             .filter_map(|n| self.seqs.get(&n).map(|s| (n, s.clone())))
             .collect();
-        if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs) {
+        let now = crate::owner::now_ms();
+        self.history.sample(&self.core, now);
+        let other =
+            !(records.is_empty() && infos.is_empty() && outputs.is_empty() && seqs.is_empty());
+        let hist = self.history.take(other, now);
+        if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs, &hist) {
+            self.history.untake(hist);
             // Nothing may be acknowledged that is not durable: stop rather than lie.
             for (tx, _) in self.deferred.drain(..) {
                 let _ = tx.send(ClientReply::Error {
@@ -99,6 +115,13 @@ impl Owner {
         }
         for (tx, reply) in self.deferred.drain(..) {
             let _ = tx.send(reply);
+        }
+        if let Some(cutoff) = self.history.prune_due(now) {
+            match self.db.prune_history(cutoff) {
+                Ok(0) => {}
+                Ok(n) => info!(rows = n, "old history pruned"),
+                Err(e) => tracing::warn!("pruning old history: {e:#}"),
+            }
         }
         for (conn, seq) in self.acks.drain() {
             if let Some((tx, _)) = self.agents.get(&conn) {

@@ -33,6 +33,10 @@ pub struct Cli {
     /// e.g. `60s` [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub requeue_when_suspended_after: Option<String>,
+    /// Attempt records, owner events and usage older than this many days are pruned
+    /// [default: 30].
+    #[arg(long, value_name = "DAYS")]
+    pub history_days: Option<u32>,
     /// Configuration file.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -104,6 +108,8 @@ pub struct FileConfig {
     pub node_timeout: Option<String>,
     /// See [`Cli::requeue_when_suspended_after`].
     pub requeue_when_suspended_after: Option<String>,
+    /// See [`Cli::history_days`].
+    pub history_days: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -121,6 +127,8 @@ pub struct SchedulerConfig {
     pub node_timeout: Duration,
     /// See [`crate::core::CoreConfig::requeue_when_suspended_after_ms`].
     pub requeue_when_suspended_after: Duration,
+    /// History (attempts, owner events, usage) older than this is pruned.
+    pub history_days: u32,
 }
 
 impl SchedulerConfig {
@@ -135,9 +143,16 @@ impl SchedulerConfig {
             requeue_when_suspended_after: Duration::from_millis(
                 crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
             ),
+            history_days: DEFAULT_HISTORY_DAYS,
         }
     }
 }
+
+/// Default of [`SchedulerConfig::history_days`].
+pub const DEFAULT_HISTORY_DAYS: u32 = 30;
+
+/// Largest [`SchedulerConfig::history_days`] accepted (100 years).
+pub const MAX_HISTORY_DAYS: u32 = 36_500;
 
 /// Default of [`SchedulerConfig::listen`].
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7700";
@@ -241,7 +256,18 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
         .to_string(),
     );
     let requeue_when_suspended_after = duration(&requeue_v)?;
+    let days_v = pick(
+        "history_days",
+        cli.history_days,
+        file.history_days,
+        path,
+        DEFAULT_HISTORY_DAYS,
+    );
+    if !(1..=MAX_HISTORY_DAYS).contains(&days_v.value) {
+        bail!(days_v.bad(format!("must be from 1 to {MAX_HISTORY_DAYS} days")));
+    }
     Ok(SchedulerConfig {
+        history_days: days_v.value,
         requeue_when_suspended_after,
         state_dir,
         listen,
@@ -365,6 +391,12 @@ mod tests {
             "{e}"
         );
         assert!(e.ends_with("write it like '10s', '90s' or '15m'"), "{e}");
+        assert_eq!(
+            run("history_days = 0"),
+            format!("invalid history_days '0' in {p}: must be from 1 to 36500 days")
+        );
+        let e = run("history_days = \"a month\"");
+        assert!(e.contains("history_days"), "{e}");
         let e = run("requeue_when_suspended_after = \"later\"");
         assert!(
             e.starts_with(&format!(

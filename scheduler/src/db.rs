@@ -14,6 +14,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub(crate) mod history;
 mod rows;
 use rows::{JobRow, NodeRow};
 
@@ -94,6 +95,9 @@ impl Db {
             w.open_table(DRAINED)?;
             w.open_table(OUTPUT)?;
             w.open_table(SEQS)?;
+            w.open_table(history::ATTEMPTS)?;
+            w.open_table(history::OWNER_EVENTS)?;
+            w.open_table(history::USAGE)?;
         }
         w.commit()?;
         Ok(Db { db })
@@ -149,8 +153,14 @@ impl Db {
         nodes: &[(NodeInfo, bool)],
         outputs: &[(JobId, OutputIndex)],
         seqs: &[(String, (String, u64))],
+        hist: &history::HistoryWrite,
     ) -> Result<()> {
-        if jobs.is_empty() && nodes.is_empty() && outputs.is_empty() && seqs.is_empty() {
+        if jobs.is_empty()
+            && nodes.is_empty()
+            && outputs.is_empty()
+            && seqs.is_empty()
+            && hist.is_empty()
+        {
             return Ok(());
         }
         let w = self.db.begin_write()?;
@@ -178,9 +188,26 @@ impl Db {
             for (node, x) in seqs {
                 t.insert(node.as_str(), serde_json::to_vec(x)?.as_slice())?;
             }
+            history::write(&w, hist)?;
         }
         w.commit().context("committing to the database")?;
         Ok(())
+    }
+}
+
+impl Db {
+    /// The history rows from `since_ms` on (attempts ended, owner events, usage hours).
+    pub(crate) fn read_history(&self, since_ms: u64) -> Result<history::HistoryRead> {
+        let r = self.db.begin_read()?;
+        history::read(&r, since_ms)
+    }
+
+    /// Delete history rows older than `cutoff_ms`, in one transaction; how many went.
+    pub(crate) fn prune_history(&self, cutoff_ms: u64) -> Result<usize> {
+        let w = self.db.begin_write()?;
+        let gone = history::prune(&w, cutoff_ms)?;
+        w.commit().context("committing the history prune")?;
+        Ok(gone)
     }
 }
 

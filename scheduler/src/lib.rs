@@ -16,6 +16,7 @@ mod commit;
 pub mod config;
 pub mod core;
 pub(crate) mod db;
+mod history;
 mod owner;
 mod requests;
 mod store;
@@ -115,6 +116,11 @@ pub async fn run(
     core.restore(loaded.jobs, loaded.nodes, &loaded.drained, now_ms());
     store.restore_index(loaded.outputs);
     let seqs = loaded.seqs.into_iter().collect();
+    let mut history = history::History::new(cfg.history_days, now_ms());
+    if let Some(cutoff) = history.prune_due(now_ms()) {
+        let gone = db.prune_history(cutoff)?;
+        info!(rows = gone, days = cfg.history_days, "old history pruned");
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let accept = tokio::spawn(accept::accept_loop(
         endpoint.clone(),
@@ -135,6 +141,7 @@ pub async fn run(
         seq_dirty: BTreeSet::new(),
         acks: HashMap::new(),
         audit,
+        history,
     };
     tokio::select! {
         r = owner.run(rx) => r?,

@@ -69,4 +69,6 @@ pub(crate) struct Owner {
     /// Acks to send once committed.
     pub(crate) acks: HashMap<ConnId, u64>,
     pub(crate) audit: Audit,
+    /// Attempt records, owner events and usage waiting for the commit.
+    pub(crate) history: crate::history::History,
 }

@@ -181,6 +181,8 @@ impl Owner {
                 Some(_) => self.waiters.entry(id).or_default().push(tx),
             },
             ClientRequest::Watch => self.watch.add(&self.core, tx, now),
+            ClientRequest::History(q) => reply(self.history_reply(who, &q)),
+            ClientRequest::Harvest { since_ms } => reply(self.harvest_reply(who, since_ms, now)),
             ClientRequest::Logs { job, rank, follow } => {
                 let Some(state) = self.core.job_state(job) else {
                     return reply(no_job(job));
@@ -210,6 +212,43 @@ impl Owner {
                     reply(ClientReply::LogEnd);
                 }
             }
+        }
+    }
+}
+
+impl Owner {
+    /// `graze history`: committed attempts, a user token's own jobs only (as `graze queue`).
+    fn history_reply(&self, who: &Identity, q: &graze_proto::HistoryQuery) -> ClientReply {
+        if let Some(s) = &q.state {
+            if let Err(message) = crate::history::check_state(s) {
+                return ClientReply::Error { message };
+            }
+        }
+        let only = (who.role != TokenRole::Admin).then_some(who.name.as_str());
+        match self.db.read_history(q.since_ms.unwrap_or(0)) {
+            Ok(read) => ClientReply::History(crate::history::select(&read, q, only)),
+            Err(e) => ClientReply::Error {
+                message: format!("reading the job history: {e:#}"),
+            },
+        }
+    }
+
+    /// `graze report`: attempts (a user token's own), every node's owner figures and usage.
+    fn harvest_reply(&self, who: &Identity, since_ms: u64, now: u64) -> ClientReply {
+        let only = (who.role != TokenRole::Admin).then_some(who.name.as_str());
+        let known = self
+            .core
+            .node_views()
+            .into_iter()
+            .map(|v| v.info.name)
+            .collect();
+        match self.db.read_history(since_ms) {
+            Ok(read) => ClientReply::Harvest(Box::new(crate::history::harvest(
+                &read, since_ms, now, only, known,
+            ))),
+            Err(e) => ClientReply::Error {
+                message: format!("reading the harvest figures: {e:#}"),
+            },
         }
     }
 }

@@ -16,15 +16,15 @@ impl Agent {
     /// Stop every process of every job here, now: one fast pass in this task, follow-up
     /// rounds in a blocking thread.
     pub(super) fn stop_all_jobs(&mut self, seen: Instant) {
-        let sets: Vec<ProcSet> = self
+        let (released, sets): (Vec<JobId>, Vec<ProcSet>) = self
             .jobs
-            .values_mut()
-            .filter(|j| !j.killing)
-            .map(|j| {
+            .iter_mut()
+            .filter(|(_, j)| !j.killing)
+            .map(|(id, j)| {
                 j.suspended = true;
-                j.procs()
+                (*id, j.procs())
             })
-            .collect();
+            .unzip();
         if sets.is_empty() {
             return;
         }
@@ -35,16 +35,23 @@ impl Agent {
             after_us = seen.elapsed().as_micros() as u64,
             "owner is back: job processes stopped"
         );
-        self.follow_up_stop(sets, seen);
+        self.follow_up_stop(sets, seen, released);
     }
 
-    pub(super) fn follow_up_stop(&self, sets: Vec<ProcSet>, seen: Instant) {
+    /// Rescan until every member of `sets` is stopped, off-task; `Input::Stopped` says when.
+    pub(super) fn follow_up_stop(&self, sets: Vec<ProcSet>, seen: Instant, released: Vec<JobId>) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let result = tokio::task::spawn_blocking(move || procs::stop_all(&sets, KILL_TIMEOUT))
                 .await
                 .unwrap_or(Ok(()));
-            let _ = tx.send(Input::Stopped { seen, result }).await;
+            let _ = tx
+                .send(Input::Stopped {
+                    seen,
+                    result,
+                    released,
+                })
+                .await;
         });
     }
 
@@ -62,7 +69,7 @@ impl Agent {
         j.span
             .in_scope(|| tracing::info!("suspending the job's processes"));
         procs::stop_now(std::slice::from_ref(&set));
-        self.follow_up_stop(vec![set], Instant::now());
+        self.follow_up_stop(vec![set], Instant::now(), Vec::new());
     }
 
     /// The scheduler resumes a job: continue its processes unless this PC's owner is busy.

@@ -280,11 +280,27 @@ impl Agent {
                 }
             }
             Input::Sample(s) => self.cpu = s,
-            Input::Stopped { seen, result } => match result {
-                Ok(()) => tracing::info!(
-                    after_ms = seen.elapsed().as_millis() as u64,
-                    "every job process on this node is stopped"
-                ),
+            Input::Stopped {
+                seen,
+                result,
+                released,
+            } => match result {
+                Ok(()) => {
+                    let latency_us = seen.elapsed().as_micros() as u64;
+                    tracing::info!(
+                        after_ms = latency_us / 1000,
+                        "every job process on this node is stopped"
+                    );
+                    // The owner-release latency, for the harvest report: input seen to every
+                    // job process stopped. Sequenced, so a reconnect does not lose it.
+                    if !released.is_empty() {
+                        self.send_job(JobMsg::OwnerReleased {
+                            latency_us,
+                            jobs: released,
+                        })
+                        .await;
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "job processes did not stop"),
             },
         }

@@ -88,6 +88,9 @@ pub(super) enum Input {
         /// When the owner's input was seen.
         seen: Instant,
         result: Result<(), Survivors>,
+        /// The jobs an owner reclaim stopped (empty for a scheduler's gang suspend): the
+        /// release latency is reported for these.
+        released: Vec<JobId>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! Inputs about nodes: an agent registers (fencing runs nobody knows), reports its status
 //! (suspending runs on a reclaimed node), is lost (requeueing its runs); admins drain nodes.
 
+use super::history::OwnerEventKind;
 use super::job::RunState;
 use super::node::{ConnId, Node};
 use super::state::{Core, Output};
@@ -162,6 +163,7 @@ impl Core {
                 .map(|(id, _)| *id)
                 .collect();
             for id in running {
+                self.owner_event(&name, OwnerEventKind::Suspend, id, now);
                 self.suspend(id, format!("node {name} is {why}"), now);
             }
         }

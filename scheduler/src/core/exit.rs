@@ -1,6 +1,7 @@
 //! How runs end: the main command's exit (a failing multi-node run waits for its other nodes),
 //! kills sent and confirmed, and the final state.
 
+use super::history::AttemptOutcome;
 use super::job::RunState;
 use super::node::ConnId;
 use super::state::{Core, Output};
@@ -92,6 +93,8 @@ impl Core {
     /// the driver told to persist and announce it.
     fn finish(&mut self, id: JobId, state: RunState, what: String, now: u64) {
         debug_assert!(state.is_final());
+        let outcome = AttemptOutcome::Final(state.wire());
+        self.attempt_ended(id, outcome, state.exit(), now);
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = state;
         }

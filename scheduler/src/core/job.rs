@@ -185,6 +185,8 @@ pub(super) struct Job {
     /// Time the current (or last) run spent suspended in suspensions that ended (ms); the
     /// ongoing one is in `state`. See [`Job::suspended_ms`] and [`Job::running_ms`].
     pub(super) run_suspended_ms: u64,
+    /// A run started and its attempt record is not yet emitted (`history.rs`).
+    pub(super) run_open: bool,
 }
 
 impl Job {
@@ -207,6 +209,7 @@ impl Job {
             order: now,
             avoid: BTreeSet::new(),
             run_suspended_ms: 0,
+            run_open: false,
         }
     }
 
@@ -222,7 +225,6 @@ impl Job {
 
     /// Time the current (or last) run has been running up to `now`: since its start, less the
     /// time suspended. What a time limit counts.
-    #[expect(dead_code, reason = "the time limits (issue 11) are its first user")]
     pub(super) fn running_ms(&self, now: u64) -> u64 {
         let Some(start) = self.started_ms else {
             return 0;

@@ -52,6 +52,7 @@
 mod connect;
 mod exit;
 mod gate;
+mod history;
 mod invariants;
 mod job;
 mod launch;
@@ -65,6 +66,7 @@ mod state;
 mod timeout;
 mod view;
 
+pub use history::{AttemptOutcome, AttemptRecord, OwnerEventKind};
 pub use job::{Placement, RunState};
 pub use node::ConnId;
 pub use restore::JobRecord;

@@ -111,6 +111,7 @@ impl Core {
         j.confirm_deadline = None;
         j.started_ms = Some(now);
         j.run_suspended_ms = 0;
+        j.run_open = true;
         j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {

@@ -1,6 +1,7 @@
 //! The queue: submit, cancel, requeue, and the scheduling pass that places queued jobs in
 //! queue order (a `BTreeMap` keyed by priority, order and id, valued by rank count).
 
+use super::history::AttemptOutcome;
 use super::job::{Job, QueueKey, RunState};
 use super::node::Node;
 use super::secret::Secret;
@@ -54,6 +55,9 @@ impl Core {
                 self.queue.remove(&key);
                 let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
                 if j.clearing.is_empty() {
+                    let outcome = AttemptOutcome::Final(JobState::Cancelled);
+                    self.attempt_ended(id, outcome, None, now);
+                    let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
                     j.state = RunState::Cancelled { at: now };
                     self.event(id, now, "cancelled while queued".into());
                     self.out.push_back(Output::JobFinal(id));
@@ -65,6 +69,8 @@ impl Core {
             s if s.is_placed() => {
                 let nodes = j.hosts();
                 if let Some(j) = self.jobs.get_mut(&id) {
+                    // The ongoing suspension ends here: keep its time for the attempt record.
+                    j.run_suspended_ms = j.suspended_ms(now);
                     j.state = RunState::Cancelling;
                 }
                 self.event(id, now, "cancel requested".into());
@@ -83,6 +89,11 @@ impl Core {
     /// Kill the current run on its nodes and queue the job again.
     pub(super) fn requeue(&mut self, id: JobId, reason: String, now: u64) {
         let nodes = self.jobs[&id].hosts();
+        let exit = match &self.jobs[&id].state {
+            RunState::Failing { exit, .. } => *exit,
+            _ => None,
+        };
+        self.attempt_ended(id, AttemptOutcome::Requeued(reason.clone()), exit, now);
         self.kill_on(id, &nodes);
         let Some(j) = self.jobs.get_mut(&id) else {
             return;

@@ -2,6 +2,7 @@
 //! every node, resumed on all together, vacated after the busy node's `vacate_after` (at once
 //! when its availability window ended) or early when it fits elsewhere.
 
+use super::history::{AttemptOutcome, OwnerEventKind};
 use super::job::{Job, RunState};
 use super::node::Node;
 use super::state::Core;
@@ -157,6 +158,14 @@ impl Core {
     /// Vacate a suspended job on every node and requeue it at the front of its priority,
     /// avoiding `busy` until those nodes offer cores again.
     fn vacate(&mut self, id: JobId, reason: String, busy: BTreeSet<String>, now: u64) {
+        if !self.jobs.contains_key(&id) {
+            return;
+        }
+        let outcome = AttemptOutcome::Requeued(format!("vacated: {reason}"));
+        self.attempt_ended(id, outcome, None, now);
+        for n in &busy {
+            self.owner_event(n, OwnerEventKind::Vacate, id, now);
+        }
         let Some(j) = self.jobs.get(&id) else {
             return;
         };

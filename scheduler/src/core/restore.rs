@@ -40,6 +40,8 @@ pub struct JobRecord {
     pub order: u64,
     /// Time the current or last run spent suspended, ended suspensions only (ms).
     pub run_suspended_ms: u64,
+    /// A run started whose attempt record is not yet written.
+    pub run_open: bool,
 }
 
 impl Core {
@@ -70,6 +72,7 @@ impl Core {
             epoch: j.epoch,
             order: j.order,
             run_suspended_ms: j.run_suspended_ms,
+            run_open: j.run_open,
         })
     }
 
@@ -138,6 +141,7 @@ impl Core {
             job.confirm_deadline = deadline;
             job.order = r.order;
             job.run_suspended_ms = r.run_suspended_ms.saturating_add(ongoing);
+            job.run_open = r.run_open;
             self.jobs.insert(r.id, job);
         }
     }

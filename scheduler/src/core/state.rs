@@ -1,6 +1,7 @@
 //! The core's data: [`Core`] (node table, job table, queue), its settings and its outputs.
 //! A leaf for the modules that implement the core's methods.
 
+use super::history::{AttemptRecord, OwnerEventKind};
 use super::job::{Job, QueueKey};
 use super::node::{ConnId, Node};
 use graze_proto::{JobEvent, JobId, SchedulerMsg};
@@ -65,6 +66,20 @@ pub enum Output {
     JobChanged(JobId),
     /// A node registered (new or changed info), e.g. to persist the roster.
     NodeChanged(String),
+    /// A run ended (or a job ended without one): persist its record in the same commit as
+    /// the job's change.
+    AttemptEnded(AttemptRecord),
+    /// A job was suspended or vacated because of this node's owner.
+    OwnerEvent {
+        /// The node.
+        node: String,
+        /// Suspension or vacate.
+        kind: OwnerEventKind,
+        /// The job.
+        job: JobId,
+        /// When (ms).
+        at: u64,
+    },
 }
 
 /// The scheduler's state.

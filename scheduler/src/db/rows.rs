@@ -40,6 +40,10 @@ pub(crate) struct JobRow {
     /// Time the current or last run spent suspended, ended suspensions only (ms).
     #[serde(default)]
     pub(crate) run_suspended_ms: u64,
+    /// A run started whose attempt record is not yet written (absent in rows written before
+    /// attempt records: a placed or cancelling job's run counts as open).
+    #[serde(default)]
+    pub(crate) run_open: Option<bool>,
 }
 
 /// A job's spec as stored.
@@ -457,16 +461,22 @@ impl From<&JobRecord> for JobRow {
             epoch: r.epoch,
             order: r.order,
             run_suspended_ms: r.run_suspended_ms,
+            run_open: Some(r.run_open),
         }
     }
 }
 
 impl From<JobRow> for JobRecord {
     fn from(r: JobRow) -> JobRecord {
+        let state: RunState = r.state.into();
+        let run_open = r
+            .run_open
+            .unwrap_or(state.is_placed() || state == RunState::Cancelling);
         JobRecord {
+            run_open,
             id: JobId(r.id),
             spec: r.spec.into(),
-            state: r.state.into(),
+            state,
             secret: Secret::new(r.secret),
             submitted_ms: r.submitted_ms,
             started_ms: r.started_ms,

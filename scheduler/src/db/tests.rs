@@ -86,7 +86,7 @@ fn a_database_is_reopened_and_restores_a_core() {
     let path = dir.path().join("graze.redb");
     {
         let db = Db::open(&path).unwrap();
-        db.write(&[record(RunState::Queued)], &[], &[], &[])
+        db.write(&[record(RunState::Queued)], &[], &[], &[], &Default::default())
             .unwrap();
     }
     let db = Db::open(&path).unwrap();
