@@ -83,11 +83,51 @@ pub enum Command {
         #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
         job: JobId,
     },
+    /// Ended runs of jobs (one row per attempt: completed, failed, cancelled, timeout, or
+    /// requeued and why); a user token sees its own jobs.
+    History {
+        /// Only this user's jobs.
+        #[arg(long, value_name = "USER", value_parser = parse_name)]
+        user: Option<String>,
+        /// Only attempts that ended this recently, e.g. `24h`, `7d` [default: all kept].
+        #[arg(long, value_name = "AGE", value_parser = crate::report::parse_age)]
+        since: Option<u64>,
+        /// Only attempts in this state: completed, failed, cancelled, timeout,
+        /// dependency-failed or requeued.
+        #[arg(long, value_name = "STATE", value_parser = crate::report::parse_state)]
+        state: Option<String>,
+        /// Print the attempts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Harvest report per PC: core-hours given, owner suspensions and vacates, owner-release
+    /// latency (p50, p99), core-hours offered and used; optionally a chart.
+    Report(ReportArgs),
     /// Live terminal UI: nodes, queue, a job's ranks and output (`?` lists the keys).
     Top,
     /// Start a scheduler and 4 agents on this machine (127.0.0.2-5), submit Pi jobs and open
     /// `graze top`; everything started stops when it exits.
     Demo(DemoArgs),
+}
+
+/// Arguments of `graze report`.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ReportArgs {
+    /// The period: this long back from now, e.g. `7d`, `24h`.
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::report::parse_age)]
+    pub since: u64,
+    /// Also write the chart (core-hours per PC per day) as SVG to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "png")]
+    pub svg: Option<PathBuf>,
+    /// Also write the chart as PNG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// The chart's size in pixels.
+    #[arg(long, value_name = "WxH", default_value = "800x500", value_parser = crate::report::parse_size)]
+    pub size: (u32, u32),
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `graze demo`.

@@ -68,6 +68,8 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Drain { .. } => "drain",
         ClientRequest::Undrain { .. } => "undrain",
         ClientRequest::Watch => "watch",
+        ClientRequest::History(_) => "history",
+        ClientRequest::Harvest { .. } => "harvest",
     }
 }
 
@@ -83,6 +85,8 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Snapshot { .. } => "snapshot",
         ClientReply::NodeChanged(_) => "node_changed",
         ClientReply::JobChanged(_) => "job_changed",
+        ClientReply::History(_) => "history",
+        ClientReply::Harvest(_) => "harvest",
         ClientReply::Error { .. } => "error",
     }
 }
@@ -128,6 +132,25 @@ impl Client {
         replies.next().await?.ok_or(ClientError::NoAnswer {
             request: request_name(req),
         })
+    }
+
+    /// Ended attempts of jobs.
+    pub async fn history(
+        &self,
+        q: graze_proto::HistoryQuery,
+    ) -> Result<Vec<graze_proto::AttemptView>, ClientError> {
+        match self.request(&ClientRequest::History(q)).await? {
+            ClientReply::History(v) => Ok(v),
+            other => Err(unexpected("history", &other)),
+        }
+    }
+
+    /// The harvest report's data since `since_ms`.
+    pub async fn harvest(&self, since_ms: u64) -> Result<graze_proto::HarvestData, ClientError> {
+        match self.request(&ClientRequest::Harvest { since_ms }).await? {
+            ClientReply::Harvest(d) => Ok(*d),
+            other => Err(unexpected("harvest", &other)),
+        }
     }
 
     /// Queue a job; its id.

@@ -4,10 +4,12 @@
 //! [`cli`] is the syntax, [`client`] talks to the scheduler, [`format`] turns its answers into
 //! text. [`run`] ties them together; `main.rs` only calls [`main_entry`].
 
+pub mod chart;
 pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod format;
+pub mod report;
 pub mod top;
 
 use anyhow::{bail, Context as _};
@@ -209,6 +211,46 @@ async fn dispatch(
             };
             eprintln!("{}", format::wait_summary(&view));
             return Ok(ExitCode::from(format::wait_exit_code(&view)));
+        }
+        Command::History {
+            user,
+            since,
+            state,
+            json,
+        } => {
+            let q = graze_proto::HistoryQuery {
+                user,
+                since_ms: since.map(|s| format::now_ms().saturating_sub(s)),
+                state,
+            };
+            let v = client.history(q).await.context("reading the job history")?;
+            if json {
+                print(&json_text(&v)?)?;
+            } else {
+                print(&report::history_table(&v))?;
+            }
+        }
+        Command::Report(args) => {
+            let since = format::now_ms().saturating_sub(args.since);
+            let d = client
+                .harvest(since)
+                .await
+                .context("reading the harvest figures")?;
+            let r = report::build_report(&d, &report::local_offset);
+            let (w, h) = args.size;
+            if let Some(path) = &args.svg {
+                std::fs::write(path, chart::svg(&r, w, h))
+                    .with_context(|| format!("writing the chart to {}", path.display()))?;
+            }
+            if let Some(path) = &args.png {
+                std::fs::write(path, chart::png(&r, w, h))
+                    .with_context(|| format!("writing the chart to {}", path.display()))?;
+            }
+            if args.json {
+                print(&json_text(&r)?)?;
+            } else {
+                print(&report::report_table(&r))?;
+            }
         }
         Command::Top | Command::Demo(_) => bail!("internal: {command:?} reached dispatch"),
     }
