@@ -77,4 +77,7 @@ pub use state::{
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+mod history_tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -679,6 +679,8 @@ proptest! {
         // conn id per node name: node n uses conn n*100 + generation.
         let mut gen = [0u64; 6];
         let mut now = 0;
+        // Attempt records seen per job: (runs recorded, final records).
+        let mut records: std::collections::HashMap<JobId, (u64, u64)> = Default::default();
         for op in ops {
             now += 1;
             match op {
@@ -738,8 +740,25 @@ proptest! {
                 }
                 Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
             }
-            drain(&mut c);
+            for o in drain(&mut c) {
+                if let Output::AttemptEnded(r) = o {
+                    let e = records.entry(r.job).or_default();
+                    if r.attempt > 0 {
+                        prop_assert_eq!(r.attempt, e.0 + 1, "attempts in order: {:?}", r);
+                        e.0 += 1;
+                    }
+                    if matches!(r.outcome, AttemptOutcome::Final(_)) {
+                        e.1 += 1;
+                    }
+                }
+            }
             prop_assert_eq!(c.check_invariants(), Ok(()));
+            // Every start that ended has exactly one record; a final job exactly one final one.
+            for (id, j) in &c.jobs {
+                let (runs, finals) = records.get(id).copied().unwrap_or_default();
+                prop_assert_eq!(runs + u64::from(j.run_open), j.epoch, "job {}", id);
+                prop_assert_eq!(finals, u64::from(j.state.is_final()), "job {}", id);
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ fn record(state: RunState) -> JobRecord {
         epoch: 3,
         order: 1,
         run_suspended_ms: 40,
+        run_open: false,
     }
 }
 
