@@ -105,9 +105,11 @@ impl std::str::FromStr for crate::JobState {
             S::Timeout,
             S::DependencyFailed,
         ];
-        all.into_iter().find(|st| st.to_string() == s).ok_or_else(|| {
-            let names: Vec<String> = all.iter().map(ToString::to_string).collect();
-            format!("unknown state '{s}': one of {}", names.join(", "))
-        })
+        all.into_iter()
+            .find(|st| st.to_string() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+                format!("unknown state '{s}': one of {}", names.join(", "))
+            })
     }
 }

@@ -72,7 +72,9 @@ impl History {
         for v in core.node_views() {
             let offered_now = v.online
                 && !v.drained
-                && v.status.as_ref().is_some_and(|s| s.availability.is_offered());
+                && v.status
+                    .as_ref()
+                    .is_some_and(|s| s.availability.is_offered());
             let off = if offered_now {
                 u64::from(v.info.cores)
             } else {
@@ -167,7 +169,11 @@ pub(crate) fn check_state(s: &str) -> Result<(), String> {
 }
 
 /// The attempts a query selects, from rows read since its `since`.
-pub(crate) fn select(read: &HistoryRead, q: &HistoryQuery, only_user: Option<&str>) -> Vec<AttemptView> {
+pub(crate) fn select(
+    read: &HistoryRead,
+    q: &HistoryQuery,
+    only_user: Option<&str>,
+) -> Vec<AttemptView> {
     read.attempts
         .iter()
         .map(attempt_view)

@@ -470,7 +470,9 @@ mod tests {
     #[test]
     fn svg_has_the_size_title_and_legend() {
         let s = svg(&report(), 800, 500);
-        assert!(s.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="500""#));
+        assert!(
+            s.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="500""#)
+        );
         assert!(s.contains("core-hours given per PC per day (local time)"));
         assert!(s.contains(">pc2</text>"));
         assert!(s.contains(&hex(PALETTE[1])));

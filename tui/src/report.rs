@@ -107,8 +107,19 @@ pub fn history_table(attempts: &[AttemptView]) -> String {
     }
     table(
         &[
-            "JOB", "NAME", "USER", "STATE", "EXIT", "NODES", "SUBMIT", "START", "END", "RUNNING",
-            "SUSPENDED", "CORE-S", "REQUEUES",
+            "JOB",
+            "NAME",
+            "USER",
+            "STATE",
+            "EXIT",
+            "NODES",
+            "SUBMIT",
+            "START",
+            "END",
+            "RUNNING",
+            "SUSPENDED",
+            "CORE-S",
+            "REQUEUES",
         ],
         &rows,
     )

@@ -54,7 +54,12 @@ fn cluster() -> Core {
 }
 
 /// Attempt records and owner events in the outputs so far.
-fn records(c: &mut Core) -> (Vec<AttemptRecord>, Vec<(String, OwnerEventKind, JobId, u64)>) {
+fn records(
+    c: &mut Core,
+) -> (
+    Vec<AttemptRecord>,
+    Vec<(String, OwnerEventKind, JobId, u64)>,
+) {
     let mut recs = Vec::new();
     let mut evs = Vec::new();
     while let Some(o) = c.poll_output() {
@@ -96,7 +101,10 @@ fn completed_and_failed_runs_give_one_record_each() {
     assert_eq!(a.user, "ann");
     assert_eq!(a.name, "mpiexec");
     assert_eq!(a.nodes.len(), 1);
-    assert_eq!((a.submitted_ms, a.started_ms, a.ended_ms), (10, Some(10), 1010));
+    assert_eq!(
+        (a.submitted_ms, a.started_ms, a.ended_ms),
+        (10, Some(10), 1010)
+    );
     assert_eq!((a.running_ms, a.suspended_ms), (1000, 0));
     assert_eq!(a.core_ms(), 2000);
     let b = &r[1];
@@ -118,7 +126,11 @@ fn cancel_running_and_cancel_queued_give_one_record_each() {
     c.cancel(wait, 50).unwrap();
     c.cancel(run, 100).unwrap();
     let (r, _) = records(&mut c);
-    assert_eq!(r.len(), 1, "the running job's record waits for its kill: {r:?}");
+    assert_eq!(
+        r.len(),
+        1,
+        "the running job's record waits for its kill: {r:?}"
+    );
     assert_eq!((r[0].job, r[0].attempt), (wait, 0));
     assert_eq!(r[0].outcome, AttemptOutcome::Final(JobState::Cancelled));
     assert_eq!((r[0].started_ms, r[0].running_ms), (None, 0));
@@ -174,16 +186,25 @@ fn owner_suspends_then_vacates_one_record_and_events_naming_the_node() {
     c.node_status(2, status(Availability::OwnerActive), 1000);
     let (r, ev) = records(&mut c);
     assert!(r.is_empty());
-    assert_eq!(ev, vec![("a2".to_string(), OwnerEventKind::Suspend, id, 1000)]);
+    assert_eq!(
+        ev,
+        vec![("a2".to_string(), OwnerEventKind::Suspend, id, 1000)]
+    );
     let vacate_at = 1000 + OwnerPolicy::default().vacate_after_ms;
     c.handle_timeout(vacate_at);
     let (r, ev) = records(&mut c);
-    assert_eq!(ev, vec![("a2".to_string(), OwnerEventKind::Vacate, id, vacate_at)]);
+    assert_eq!(
+        ev,
+        vec![("a2".to_string(), OwnerEventKind::Vacate, id, vacate_at)]
+    );
     assert_eq!(r.len(), 1);
     let AttemptOutcome::Requeued(why) = &r[0].outcome else {
         panic!("{r:?}")
     };
-    assert!(why.starts_with("vacated: the owner of node a2 stayed busy"), "{why}");
+    assert!(
+        why.starts_with("vacated: the owner of node a2 stayed busy"),
+        "{why}"
+    );
     assert_eq!(r[0].suspended_ms, vacate_at - 1000);
     assert_eq!(r[0].running_ms, 1000);
     assert_eq!(r[0].requeue_reasons, vec![why.clone()]);
@@ -231,7 +252,11 @@ fn a_failing_multi_node_run_gives_one_record_failed_or_requeued() {
     // Failed once every node confirms.
     let mut c = cluster();
     let id = c.submit(spec(4), "s".into(), 0).unwrap();
-    let main = if c.jobs[&id].alloc[0].host == "a1" { 1 } else { 2 };
+    let main = if c.jobs[&id].alloc[0].host == "a1" {
+        1
+    } else {
+        2
+    };
     let other = 3 - main;
     c.job_exited(main, id, exit(3), 100);
     assert!(records(&mut c).0.is_empty());
@@ -245,7 +270,11 @@ fn a_failing_multi_node_run_gives_one_record_failed_or_requeued() {
     // A node lost meanwhile: requeued instead, with the exit seen.
     let mut c = cluster();
     let id = c.submit(spec(4), "s".into(), 0).unwrap();
-    let main = if c.jobs[&id].alloc[0].host == "a1" { 1 } else { 2 };
+    let main = if c.jobs[&id].alloc[0].host == "a1" {
+        1
+    } else {
+        2
+    };
     c.job_exited(main, id, exit(3), 100);
     c.node_lost(3 - main, 150);
     let (r, _) = records(&mut c);

@@ -271,7 +271,8 @@ pub(super) fn prune(w: &redb::WriteTransaction, cutoff_ms: u64) -> anyhow::Resul
         .iter()?
         .filter_map(Result::ok)
         .filter(|(_, v)| {
-            serde_json::from_slice::<OwnerEventRow>(v.value()).map_or(true, |r| r.at_ms() < cutoff_ms)
+            serde_json::from_slice::<OwnerEventRow>(v.value())
+                .map_or(true, |r| r.at_ms() < cutoff_ms)
         })
         .map(|(k, _)| k.value())
         .collect();

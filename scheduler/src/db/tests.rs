@@ -87,8 +87,14 @@ fn a_database_is_reopened_and_restores_a_core() {
     let path = dir.path().join("graze.redb");
     {
         let db = Db::open(&path).unwrap();
-        db.write(&[record(RunState::Queued)], &[], &[], &[], &Default::default())
-            .unwrap();
+        db.write(
+            &[record(RunState::Queued)],
+            &[],
+            &[],
+            &[],
+            &Default::default(),
+        )
+        .unwrap();
     }
     let db = Db::open(&path).unwrap();
     let loaded = db.load().unwrap();
