@@ -54,6 +54,10 @@ enum Event {
         origin: String,
         origin_id: LaunchId,
     },
+    OwnerReleased {
+        latency_us: u64,
+        jobs: Vec<JobId>,
+    },
     Other(AgentMsg),
 }
 
@@ -80,6 +84,7 @@ impl Event {
                 origin,
                 origin_id,
             },
+            JobMsg::OwnerReleased { latency_us, jobs } => Event::OwnerReleased { latency_us, jobs },
         }
     }
 }

@@ -19,7 +19,7 @@ fn attempts(c: &Cluster, args: &[&str]) -> Vec<Value> {
     c.graze_json(&a).as_array().unwrap().clone()
 }
 
-fn find<'a>(all: &'a [Value], job: u64, attempt: u64) -> &'a Value {
+fn find(all: &[Value], job: u64, attempt: u64) -> &Value {
     all.iter()
         .find(|a| a["job"] == job && a["attempt"] == attempt)
         .unwrap_or_else(|| panic!("no attempt {job}.{attempt} in {all:#?}"))

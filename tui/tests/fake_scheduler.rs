@@ -51,6 +51,13 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
             vec![ClientReply::Jobs(vec![job(3, JobState::Running, None)])]
         }
         ClientRequest::Nodes => vec![ClientReply::Nodes(vec![])],
+        ClientRequest::History(_) => vec![ClientReply::History(vec![])],
+        ClientRequest::Harvest { since_ms } => {
+            vec![ClientReply::Harvest(Box::new(graze_proto::HarvestData {
+                since_ms,
+                ..Default::default()
+            }))]
+        }
         ClientRequest::Drain { node } | ClientRequest::Undrain { node } => {
             vec![ClientReply::Error {
                 message: format!("draining {node} needs an admin token"),

@@ -53,13 +53,11 @@ fn cluster() -> Core {
     c
 }
 
+/// An owner event as the core emits it: node, kind, job, time.
+type Ev = (String, OwnerEventKind, JobId, u64);
+
 /// Attempt records and owner events in the outputs so far.
-fn records(
-    c: &mut Core,
-) -> (
-    Vec<AttemptRecord>,
-    Vec<(String, OwnerEventKind, JobId, u64)>,
-) {
+fn records(c: &mut Core) -> (Vec<AttemptRecord>, Vec<Ev>) {
     let mut recs = Vec::new();
     let mut evs = Vec::new();
     while let Some(o) = c.poll_output() {

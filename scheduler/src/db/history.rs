@@ -187,16 +187,12 @@ fn next_key(t: &redb::Table<'_, u64, &[u8]>) -> anyhow::Result<u64> {
 /// Add `h` to the history tables of the transaction `w`.
 pub(super) fn write(w: &redb::WriteTransaction, h: &HistoryWrite) -> anyhow::Result<()> {
     let mut t = w.open_table(ATTEMPTS)?;
-    let mut k = next_key(&t)?;
-    for a in &h.attempts {
+    for (k, a) in (next_key(&t)?..).zip(&h.attempts) {
         t.insert(k, serde_json::to_vec(&AttemptRow::from(a))?.as_slice())?;
-        k += 1;
     }
     let mut t = w.open_table(OWNER_EVENTS)?;
-    let mut k = next_key(&t)?;
-    for e in &h.events {
+    for (k, e) in (next_key(&t)?..).zip(&h.events) {
         t.insert(k, serde_json::to_vec(e)?.as_slice())?;
-        k += 1;
     }
     let mut t = w.open_table(USAGE)?;
     for ((node, hour), add) in &h.usage {
