@@ -26,6 +26,8 @@ pub enum Command {
     OpenLogs(JobId),
     /// Cancel this job (the user confirmed).
     Cancel(JobId),
+    /// Ask for the harvest report's data of the last [`HARVEST_PERIOD_MS`].
+    LoadHarvest,
     /// Demo only: make the node's owner look active (touch its idle file).
     TouchOwner(String),
     /// Leave.
@@ -41,7 +43,15 @@ pub enum Screen {
     Queue,
     /// The open job: ranks, output, Pi chart.
     Job,
+    /// The harvest report per PC (`graze report`'s figures).
+    Harvest,
 }
+
+/// The harvest view's period: the last 7 days.
+pub const HARVEST_PERIOD_MS: u64 = 7 * 86_400_000;
+
+/// The harvest view asks again this often while shown (its figures are history, not pushed).
+pub const HARVEST_REFRESH_MS: u64 = 60_000;
 
 /// Modal states on top of a screen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +145,8 @@ pub struct App {
     /// Job ids in display order (after filter).
     pub job_rows: Vec<JobId>,
     rows_dirty: bool,
+    /// When the harvest view last asked for its data.
+    harvest_asked_ms: Option<u64>,
 }
 
 impl App {
@@ -158,6 +170,7 @@ impl App {
             node_rows: Vec::new(),
             job_rows: Vec::new(),
             rows_dirty: true,
+            harvest_asked_ms: None,
         }
     }
 
@@ -183,6 +196,7 @@ impl App {
             Event::Tick(now) => {
                 self.now_ms = now;
                 self.model.sample(now);
+                self.refresh_harvest(&mut out);
             }
             Event::Term(TermEvent::Key(k)) if k.kind != KeyEventKind::Release => {
                 self.prepare();
@@ -335,6 +349,16 @@ impl App {
     }
 
     fn key(&mut self, k: KeyEvent, out: &mut Vec<Command>) {
+        let before = self.screen;
+        self.screen_key(k, out);
+        // Entering the harvest view asks for fresh figures.
+        if self.screen == Screen::Harvest && before != Screen::Harvest {
+            self.harvest_asked_ms = None;
+            self.refresh_harvest(out);
+        }
+    }
+
+    fn screen_key(&mut self, k: KeyEvent, out: &mut Vec<Command>) {
         let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl_c {
             out.push(Command::Quit);
@@ -361,6 +385,7 @@ impl App {
                 Screen::Nodes => self.nodes_key(k, out),
                 Screen::Queue => self.queue_key(k, out),
                 Screen::Job => self.job_key(k, out),
+                Screen::Harvest => Key::NotConsumed,
             },
         };
         if used == Key::Consumed {
@@ -374,8 +399,26 @@ impl App {
             KeyCode::Char('1') => self.screen = Screen::Nodes,
             KeyCode::Char('2') => self.screen = Screen::Queue,
             KeyCode::Char('3') if self.open.is_some() => self.screen = Screen::Job,
-            KeyCode::Char('/') if self.screen != Screen::Job => self.mode = Mode::Filter,
+            KeyCode::Char('4') => self.screen = Screen::Harvest,
+            KeyCode::Char('/') if matches!(self.screen, Screen::Nodes | Screen::Queue) => {
+                self.mode = Mode::Filter
+            }
             _ => {}
+        }
+    }
+
+    /// While the harvest view is shown, ask for its data when it has none or it is a minute
+    /// old.
+    fn refresh_harvest(&mut self, out: &mut Vec<Command>) {
+        if self.screen != Screen::Harvest {
+            return;
+        }
+        let due = self
+            .harvest_asked_ms
+            .is_none_or(|t| self.now_ms.saturating_sub(t) >= HARVEST_REFRESH_MS);
+        if due {
+            self.harvest_asked_ms = Some(self.now_ms);
+            out.push(Command::LoadHarvest);
         }
     }
 
@@ -384,6 +427,7 @@ impl App {
         if self.open.is_some() {
             all.push(Screen::Job);
         }
+        all.push(Screen::Harvest);
         let i = all.iter().position(|s| *s == self.screen).unwrap_or(0);
         let n = all.len();
         all[if forward {
@@ -558,6 +602,7 @@ impl App {
                     self.scroll + step
                 };
             }
+            Screen::Harvest => {}
         }
     }
 }

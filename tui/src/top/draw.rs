@@ -73,6 +73,7 @@ impl App {
             Screen::Nodes => self.draw_nodes(f, body),
             Screen::Queue => self.draw_queue(f, body),
             Screen::Job => self.draw_job(f, body),
+            Screen::Harvest => self.draw_harvest(f, body),
         }
         self.draw_footer(f, foot);
         match &self.mode {
@@ -121,6 +122,10 @@ impl App {
                 format!("3 Job {} {}", j.id, format::job_name(&j.spec)),
                 self.screen == Screen::Job,
             ));
+        }
+        // Like the job tab, shown while open (key 4 opens it).
+        if self.screen == Screen::Harvest {
+            spans.push(tab("4 Harvest".into(), true));
         }
         let m = &self.model;
         let online = m.nodes.values().filter(|e| e.view.online).count();
@@ -185,6 +190,9 @@ impl App {
                     "↑↓ rank · PgUp/PgDn scroll · c cancel · o owner types · Esc · ? · q"
                 }
                 Screen::Job => "↑↓ rank · PgUp/PgDn scroll · c cancel · Esc back · ? help · q quit",
+                Screen::Harvest => {
+                    "figures of the last 7 days, asked again each minute · Tab · ? help · q quit"
+                }
             };
             Line::from(Span::styled(format!(" {keys}"), Style::new().dim()))
         };
@@ -534,12 +542,69 @@ impl App {
         );
     }
 
+    fn draw_harvest(&self, f: &mut Frame<'_>, area: Rect) {
+        let Some(d) = &self.model.harvest else {
+            let p = Paragraph::new("asking the scheduler for the harvest figures…")
+                .block(Block::bordered().title(" harvest "));
+            f.render_widget(p, area);
+            return;
+        };
+        // Per-PC figures do not depend on the local day split: UTC keeps drawing pure.
+        let r = crate::report::build_report(d, &|_| 0);
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
+        // Core-hours given, offered and used; owner suspensions and vacates; release latency.
+        let header = [
+            "PC", "GIVEN", "SUSP", "VAC", "P50 MS", "P99 MS", "OFFERED", "USED", "USE%",
+        ];
+        let widths = [
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Length(4),
+            Constraint::Length(4),
+            Constraint::Length(7),
+            Constraint::Length(7),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Min(5),
+        ];
+        let rows: Vec<Row<'_>> = r
+            .pcs
+            .iter()
+            .map(|p| {
+                let share = if p.offered_core_hours > 0.0 {
+                    format!("{:.0}%", 100.0 * p.used_core_hours / p.offered_core_hours)
+                } else {
+                    "-".into()
+                };
+                Row::new(vec![
+                    Cell::from(p.node.clone()),
+                    Cell::from(format!("{:.2}", p.core_hours)),
+                    Cell::from(p.suspensions.to_string()),
+                    Cell::from(p.vacates.to_string()),
+                    Cell::from(ms(p.release_p50_ms)),
+                    Cell::from(ms(p.release_p99_ms)),
+                    Cell::from(format!("{:.2}", p.offered_core_hours)),
+                    Cell::from(format!("{:.2}", p.used_core_hours)),
+                    Cell::from(share),
+                ])
+            })
+            .collect();
+        let total: f64 = r.pcs.iter().map(|p| p.core_hours).sum();
+        let title = format!(
+            " harvest in core-hours since {} ({} PCs, {total:.2} given, {} runs) ",
+            format::timestamp(d.since_ms),
+            r.pcs.len(),
+            d.attempts.iter().filter(|a| a.attempt > 0).count()
+        );
+        render_list(f, area, rows, widths, &header, title, None);
+    }
+
     fn draw_help(&self, f: &mut Frame<'_>, area: Rect) {
         let mut rows = vec![
             ("↑ ↓  j k", "move; in a job: switch rank"),
             ("PgUp PgDn g G", "page, top, bottom; in a job: scroll"),
             ("Enter", "open the job (output, ranks, pi chart)"),
-            ("Tab  1 2 3", "next view: nodes, queue, job"),
+            ("Tab  1 2 3 4", "next view: nodes, queue, job, harvest"),
             ("/", "filter the nodes or the queue; Esc clears"),
             ("s", "sort the nodes: name, state, cpu, idle"),
             ("c", "cancel the job (asks first)"),

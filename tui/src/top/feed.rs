@@ -114,6 +114,18 @@ pub async fn run(
                             let _ = data.send(DataEvent::Notice(msg));
                         });
                     }
+                    Some(Command::LoadHarvest) => {
+                        let (client, data) = (client.clone(), data.clone());
+                        tokio::spawn(async move {
+                            let since = crate::format::now_ms()
+                                .saturating_sub(super::app::HARVEST_PERIOD_MS);
+                            let ev = match client.harvest(since).await {
+                                Ok(d) => DataEvent::Harvest(Box::new(d)),
+                                Err(e) => DataEvent::Notice(format!("harvest figures: {e}")),
+                            };
+                            let _ = data.send(ev);
+                        });
+                    }
                     Some(c) => offline_command(c, &data, &owner_files),
                 },
             }
@@ -162,6 +174,11 @@ fn offline_command(
             let _ = data.send(DataEvent::Notice(format!(
                 "cannot cancel job {id}: not connected to the scheduler"
             )));
+        }
+        Command::LoadHarvest => {
+            let _ = data.send(DataEvent::Notice(
+                "harvest figures: not connected to the scheduler".into(),
+            ));
         }
         Command::OpenLogs(_) | Command::Quit => {}
     }

@@ -51,6 +51,8 @@ pub enum DataEvent {
     LogEnd(JobId),
     /// A message for the status line (a cancel's result, an error).
     Notice(String),
+    /// The harvest report's data (asked for by the harvest view).
+    Harvest(Box<graze_proto::HarvestData>),
 }
 
 /// One CPU sample of a node: the jobs' share and the owner's share, in percent of the PC.
@@ -207,6 +209,8 @@ pub struct Model {
     pub lost: Option<(String, u32)>,
     /// Time of the last CPU sample, ms since the epoch.
     pub sampled_ms: u64,
+    /// The harvest report's data, once asked for and received.
+    pub harvest: Option<graze_proto::HarvestData>,
 }
 
 impl Model {
@@ -285,6 +289,10 @@ impl Model {
                 false
             }
             DataEvent::Notice(_) => false,
+            DataEvent::Harvest(d) => {
+                self.harvest = Some(*d);
+                false
+            }
         }
     }
 

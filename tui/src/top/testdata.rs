@@ -239,3 +239,63 @@ pub fn big(n_nodes: usize, n_jobs: usize) -> (Vec<NodeView>, Vec<JobView>) {
         .collect();
     (nodes, jobs)
 }
+
+/// Harvest figures of the last week: ws1 gave 2 x 3 h plus 4 x 1 h, ws4's owner suspended a
+/// job twice and vacated it once.
+pub fn harvest() -> graze_proto::HarvestData {
+    use graze_proto::{AttemptView, HarvestData, NodeHarvest};
+    let attempt = |job: u64, attempt: u64, host: &str, cores: u32, hours: u64, state: &str| {
+        let end = NOW_MS - 3_600_000;
+        let run = hours * 3_600_000;
+        AttemptView {
+            job: JobId(job),
+            attempt,
+            user: "alice".into(),
+            name: "pi".into(),
+            state: state.into(),
+            requeue_reason: None,
+            exit: None,
+            nodes: vec![HostSlots {
+                host: host.into(),
+                slots: cores,
+            }],
+            cores: vec![cores],
+            submitted_ms: end - run,
+            started_ms: Some(end - run),
+            ended_ms: end,
+            running_ms: run,
+            suspended_ms: 0,
+            core_ms: u64::from(cores) * run,
+            requeues: 0,
+            requeue_reasons: vec![],
+        }
+    };
+    let hours = |offered: u64, used: u64| vec![(NOW_MS - 7_200_000, offered, used)];
+    HarvestData {
+        since_ms: NOW_MS - 7 * 86_400_000,
+        now_ms: NOW_MS,
+        attempts: vec![
+            attempt(1, 1, "ws1", 2, 3, "completed"),
+            attempt(2, 1, "ws1", 4, 1, "completed"),
+            attempt(3, 1, "ws4", 2, 1, "requeued"),
+        ],
+        nodes: vec![
+            NodeHarvest {
+                node: "ws1".into(),
+                hours: hours(4 * 36_000_000, 10 * 3_600_000),
+                ..Default::default()
+            },
+            NodeHarvest {
+                node: "ws4".into(),
+                suspensions: 2,
+                vacates: 1,
+                release_us: vec![41_000, 52_000],
+                hours: hours(2 * 3_600_000, 2 * 3_600_000),
+            },
+            NodeHarvest {
+                node: "ws9".into(),
+                ..Default::default()
+            },
+        ],
+    }
+}

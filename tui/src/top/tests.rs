@@ -283,3 +283,29 @@ async fn a_stopped_feed_ends_the_loop_with_its_reason() {
     .unwrap_err();
     assert!(e.to_string().contains("invalid cluster token"), "{e}");
 }
+
+/// The harvest view: key 4 asks for the figures, they are drawn per PC, and it asks again
+/// only after a minute.
+#[test]
+fn harvest_view() {
+    let mut app = fixture();
+    let cmds = chars(&mut app, "4");
+    assert_eq!(cmds, [Command::LoadHarvest]);
+    assert_eq!(app.screen, Screen::Harvest);
+    insta::assert_snapshot!("harvest_loading_80x24", screen(&mut app, 80, 24));
+    app.update(Event::Data(DataEvent::Harvest(Box::new(
+        testdata::harvest(),
+    ))));
+    both("harvest", &mut app);
+    assert!(app.update(Event::Tick(NOW_MS + 30_000)).is_empty());
+    assert_eq!(
+        app.update(Event::Tick(NOW_MS + 60_000)),
+        [Command::LoadHarvest]
+    );
+    // Leaving stops the asking; Tab cycles back into it and asks at once.
+    chars(&mut app, "1");
+    assert!(app.update(Event::Tick(NOW_MS + 200_000)).is_empty());
+    let cmds = app.update(key(KeyCode::BackTab));
+    assert_eq!(app.screen, Screen::Harvest);
+    assert_eq!(cmds, [Command::LoadHarvest]);
+}
