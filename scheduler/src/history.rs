@@ -69,27 +69,23 @@ impl History {
 
     /// Integrate every node's offered and used cores up to `now`.
     pub(crate) fn sample(&mut self, core: &Core, now: u64) {
-        for v in core.node_views() {
-            let offered_now = v.online
-                && !v.drained
-                && v.status
-                    .as_ref()
-                    .is_some_and(|s| s.availability.is_offered());
-            let off = if offered_now {
-                u64::from(v.info.cores)
-            } else {
-                0
+        for (name, off, used) in core.node_usage() {
+            let (off, used) = (u64::from(off), u64::from(used));
+            let prev = match self.samples.get_mut(name) {
+                Some(s) => Some(std::mem::replace(s, (now, off, used))),
+                None => {
+                    self.samples.insert(name.to_string(), (now, off, used));
+                    None
+                }
             };
-            let used = u64::from(v.used_cores);
-            let name = v.info.name;
-            if let Some((t0, off0, used0)) = self.samples.insert(name.clone(), (now, off, used)) {
+            if let Some((t0, off0, used0)) = prev {
                 let mut t = t0;
                 while t < now {
                     let hour = t - t % HOUR_MS;
                     let end = now.min(hour + HOUR_MS);
                     let dt = end - t;
                     if off0 > 0 || used0 > 0 {
-                        let b = self.buckets.entry((name.clone(), hour)).or_default();
+                        let b = self.buckets.entry((name.to_string(), hour)).or_default();
                         b.offered_core_ms = b.offered_core_ms.saturating_add(off0 * dt);
                         b.used_core_ms = b.used_core_ms.saturating_add(used0 * dt);
                     }
@@ -249,4 +245,111 @@ fn node_mut<'a>(nodes: &'a mut BTreeMap<String, NodeHarvest>, n: &str) -> &'a mu
         node: n.to_string(),
         ..NodeHarvest::default()
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::core::CoreConfig;
+    use graze_proto::{Availability, NodeInfo, NodeStatus};
+
+    fn node(c: &mut Core, conn: u64, name: &str, cores: u32, a: Availability, now: u64) {
+        let info = NodeInfo {
+            name: name.into(),
+            addr: String::new(),
+            cores,
+            sockets: 1,
+            memory_bytes: 0,
+            groups: vec![],
+            mpi: vec![],
+            software: "t".into(),
+            policy: Default::default(),
+            held: vec![],
+            instance: String::new(),
+        };
+        c.node_connected(conn, info, now).unwrap();
+        status(c, conn, a, now);
+    }
+
+    fn status(c: &mut Core, conn: u64, a: Availability, now: u64) {
+        c.node_status(
+            conn,
+            NodeStatus {
+                core_load: vec![],
+                owner_cpu: 0.0,
+                owner_idle_ms: 0,
+                availability: a,
+                idle_sources: vec![],
+                unavailable_sources: vec![],
+            },
+            now,
+        );
+    }
+
+    /// Offered and used core-ms land in the right hour, split at the boundary; time before
+    /// the first sample counts as nothing; buckets wait for a commit or a minute.
+    #[test]
+    fn usage_is_integrated_per_hour() {
+        let h0 = 10 * HOUR_MS;
+        let mut c = Core::new(CoreConfig::default());
+        node(&mut c, 1, "a", 4, Availability::Offered, h0);
+        node(&mut c, 2, "b", 2, Availability::OwnerActive, h0);
+        let mut h = History::new(30, h0 + HOUR_MS - 1000);
+        // A 2-core job on a from 1 s before the hour's end; the commit after it samples.
+        c.submit(
+            graze_proto::JobSpec {
+                nprocs: 2,
+                command: vec!["x".into()],
+                user: "u".into(),
+                ..Default::default()
+            },
+            "s".into(),
+            h0 + HOUR_MS - 1000,
+        )
+        .unwrap();
+        h.sample(&c, h0 + HOUR_MS - 1000);
+        h.sample(&c, h0 + HOUR_MS + 3000);
+        assert!(
+            h.take(false, h0 + HOUR_MS + 3000).usage.is_empty(),
+            "not yet due"
+        );
+        let w = h.take(true, h0 + HOUR_MS + 3000);
+        let got: BTreeMap<_, _> = w.usage.into_iter().collect();
+        let a0 = got[&("a".to_string(), h0)];
+        let a1 = got[&("a".to_string(), h0 + HOUR_MS)];
+        assert_eq!((a0.offered_core_ms, a0.used_core_ms), (4 * 1000, 2 * 1000));
+        assert_eq!((a1.offered_core_ms, a1.used_core_ms), (4 * 3000, 2 * 3000));
+        assert!(
+            !got.keys().any(|(n, _)| n == "b"),
+            "b offered nothing: {got:?}"
+        );
+        // A minute later with nothing else to write, the buckets go anyway.
+        status(&mut c, 1, Availability::OwnerActive, h0 + HOUR_MS + 63_000);
+        h.sample(&c, h0 + HOUR_MS + 63_000);
+        let w = h.take(false, h0 + HOUR_MS + 63_000);
+        assert_eq!(w.usage.len(), 1);
+        assert_eq!(w.usage[0].1.offered_core_ms, 4 * 60_000);
+    }
+
+    #[test]
+    fn prune_runs_at_start_then_at_most_hourly() {
+        let mut h = History::new(2, 0);
+        let t = 100 * HOUR_MS;
+        assert_eq!(h.prune_due(t), Some(t - 48 * HOUR_MS));
+        assert_eq!(h.prune_due(t + HOUR_MS - 1), None);
+        assert_eq!(h.prune_due(t + HOUR_MS), Some(t - 47 * HOUR_MS));
+    }
+
+    #[test]
+    fn bad_state_filter_is_refused_with_the_names() {
+        let e = check_state("bogus").unwrap_err();
+        assert!(
+            e.starts_with("unknown state 'bogus': one of queued, "),
+            "{e}"
+        );
+        assert!(e.ends_with(", requeued"), "{e}");
+        check_state("dependency-failed").unwrap();
+        check_state("requeued").unwrap();
+    }
 }

@@ -176,10 +176,12 @@ fn layout(r: &Report, w: u32, h: u32) -> Vec<Shape> {
     let ndays = r.days.len().max(1) as i64;
     let npcs = r.pcs.len().max(1) as i64;
     let group = (right - left) / ndays;
-    let bar = ((group * 8 / 10) / npcs).max(1);
+    // Bars at most 48 px (x scale) wide, each day's group centred in its slot.
+    let bar = ((group * 8 / 10) / npcs).clamp(1, 48 * scale);
+    let inset = (group - bar * npcs) / 2;
     let every = ((ndays * 11 * ch) / (right - left).max(1) + 1).max(1);
     for (di, (day, vals)) in r.days.iter().enumerate() {
-        let gx = left + di as i64 * group + group / 10;
+        let gx = left + di as i64 * group + inset;
         for (pi, val) in vals.iter().enumerate() {
             let bh = ((val / top_v) * (bottom - top) as f64).round() as i64;
             if bh > 0 {

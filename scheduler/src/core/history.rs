@@ -163,6 +163,15 @@ impl Core {
         self.out.push_back(Output::AttemptEnded(rec));
     }
 
+    /// Per node: its name, the cores it offers now (all of them while it offers, else 0) and
+    /// the cores jobs hold there; for the driver's usage integral.
+    pub fn node_usage(&self) -> impl Iterator<Item = (&str, u32, u32)> + '_ {
+        self.nodes.values().map(|n| {
+            let offered = if n.offered() { n.info.cores } else { 0 };
+            (n.info.name.as_str(), offered, n.used())
+        })
+    }
+
     /// Job `job` was suspended or vacated because of node `node`.
     pub(super) fn owner_event(&mut self, node: &str, kind: OwnerEventKind, job: JobId, now: u64) {
         self.out.push_back(Output::OwnerEvent {

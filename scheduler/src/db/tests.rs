@@ -200,3 +200,100 @@ fn a_version_2_database_is_read_and_upgraded() {
         .value();
     assert_eq!(v, SCHEMA_VERSION);
 }
+
+/// History rows are written with the job's commit, read back after a reopen (usage buckets
+/// add up), filtered by time, and pruned by age; an old job row without `run_open` counts a
+/// placed run as open.
+#[test]
+fn history_tables_round_trip_add_up_and_prune() {
+    use super::history::{HistoryWrite, OwnerEventRow, UsageRow, HOUR_MS};
+    use crate::core::{AttemptOutcome, AttemptRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.redb");
+    let attempt = |job: u64, end: u64, outcome: AttemptOutcome| AttemptRecord {
+        job: JobId(job),
+        attempt: 1,
+        user: "u".into(),
+        name: "n".into(),
+        outcome,
+        exit: Some(ExitStatus {
+            code: Some(3),
+            signal: None,
+        }),
+        nodes: vec![Placement {
+            host: "a".into(),
+            ranks: 2,
+            cores: 2,
+        }],
+        submitted_ms: 1,
+        started_ms: Some(2),
+        ended_ms: end,
+        running_ms: end - 2,
+        suspended_ms: 0,
+        requeues: 0,
+        requeue_reasons: vec![],
+    };
+    let old = attempt(1, 10, AttemptOutcome::Final(graze_proto::JobState::Failed));
+    let new = attempt(
+        2,
+        5 * HOUR_MS,
+        AttemptOutcome::Requeued("node a lost".into()),
+    );
+    let bucket = |o, u| UsageRow {
+        offered_core_ms: o,
+        used_core_ms: u,
+    };
+    {
+        let db = Db::open(&path).unwrap();
+        let w = HistoryWrite {
+            attempts: vec![old.clone()],
+            events: vec![OwnerEventRow::Suspend {
+                node: "a".into(),
+                job: 1,
+                at_ms: 10,
+            }],
+            usage: vec![(("a".into(), 0), bucket(5, 1))],
+        };
+        db.write(&[record(RunState::Running)], &[], &[], &[], &w)
+            .unwrap();
+        let w = HistoryWrite {
+            attempts: vec![new.clone()],
+            events: vec![OwnerEventRow::Release {
+                node: "a".into(),
+                latency_us: 900,
+                at_ms: 5 * HOUR_MS,
+            }],
+            usage: vec![
+                (("a".into(), 0), bucket(5, 1)),
+                (("a".into(), 5 * HOUR_MS), bucket(7, 0)),
+            ],
+        };
+        db.write(&[], &[], &[], &[], &w).unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    let r = db.read_history(0).unwrap();
+    assert_eq!(r.attempts, vec![old, new.clone()]);
+    assert_eq!(r.events.len(), 2);
+    assert_eq!(
+        r.usage[0],
+        (("a".into(), 0), bucket(10, 2)),
+        "buckets add up"
+    );
+    let r = db.read_history(HOUR_MS).unwrap();
+    assert_eq!(r.attempts, vec![new.clone()]);
+    assert_eq!(r.usage.len(), 1);
+    assert!(
+        !db.load().unwrap().jobs[0].run_open,
+        "a stored run_open is kept"
+    );
+    assert_eq!(db.prune_history(HOUR_MS).unwrap(), 3);
+    let r = db.read_history(0).unwrap();
+    assert_eq!(r.attempts, vec![new]);
+    assert_eq!((r.events.len(), r.usage.len()), (1, 1));
+    // A row from before attempt records: no `run_open`, derived from the state.
+    let mut row: serde_json::Value =
+        serde_json::to_value(rows::JobRow::from(&record(RunState::Running))).unwrap();
+    row.as_object_mut().unwrap().remove("run_open");
+    let back: rows::JobRow = serde_json::from_value(row).unwrap();
+    assert!(JobRecord::from(back).run_open);
+}
