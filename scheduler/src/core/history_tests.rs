@@ -280,3 +280,44 @@ fn a_failing_multi_node_run_gives_one_record_failed_or_requeued() {
     assert!(matches!(r[0].outcome, AttemptOutcome::Requeued(_)), "{r:?}");
     assert_eq!(r[0].exit, Some(exit(3)));
 }
+
+#[test]
+fn a_node_back_without_the_processes_and_an_early_move_each_give_one_record() {
+    // Back without the processes (a new connection, holding nothing).
+    let mut c = cluster();
+    let id = c.submit(spec(2), "s".into(), 0).unwrap();
+    let host = c.jobs[&id].alloc[0].host.clone();
+    records(&mut c);
+    c.node_connected(9, info(&host, 2), 300).unwrap();
+    let (r, _) = records(&mut c);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        r[0].outcome,
+        AttemptOutcome::Requeued(format!("node {host} came back without the job's processes"))
+    );
+    // Early move: suspended for requeue_when_suspended_after and it fits elsewhere.
+    let mut c = cluster();
+    let id = c.submit(spec(2), "s".into(), 0).unwrap();
+    let host = c.jobs[&id].alloc[0].host.clone();
+    let conn = if host == "a1" { 1 } else { 2 };
+    c.node_status(conn, status(Availability::OwnerActive), 100);
+    records(&mut c);
+    let early = 100 + c.cfg.requeue_when_suspended_after_ms;
+    c.handle_timeout(early);
+    let (r, ev) = records(&mut c);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].attempt, 1);
+    let AttemptOutcome::Requeued(why) = &r[0].outcome else {
+        panic!("{r:?}")
+    };
+    assert!(why.contains("it can run elsewhere now"), "{why}");
+    assert_eq!(ev, vec![(host.clone(), OwnerEventKind::Vacate, id, early)]);
+    // Once the old node confirms, it runs elsewhere: attempt 2 is open, nothing more recorded.
+    assert!(!c.jobs[&id].run_open);
+    c.job_cleared(conn, id, early + 10);
+    assert!(records(&mut c).0.is_empty());
+    assert!(c.jobs[&id].run_open);
+    assert_ne!(c.jobs[&id].alloc[0].host, host);
+    assert_eq!(c.jobs[&id].epoch, 2);
+    c.check_invariants().unwrap();
+}
