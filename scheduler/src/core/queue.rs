@@ -16,6 +16,11 @@ impl Core {
         if spec.command.is_empty() || spec.command[0].is_empty() {
             return Err("the job has no command: give one after '--'".into());
         }
+        for (flag, p) in [("--stdout", &spec.stdout), ("--stderr", &spec.stderr)] {
+            if let Some(p) = p {
+                graze_proto::Pattern::parse(p).map_err(|e| format!("{flag}: {e}"))?;
+            }
+        }
         for n in &spec.nodes {
             if !self.nodes.contains_key(n) {
                 return Err(format!("unknown node '{n}': {}", self.known_nodes()));
