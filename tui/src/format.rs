@@ -397,7 +397,8 @@ pub fn attempt_note(
                 return None;
             }
             Some(AttemptNote::Note(format!(
-                "graze: job {job}: showing attempt {attempt}; earlier attempt{} {}                  (graze logs {job} --attempt N, or --attempt all)",
+                "graze: job {job}: showing attempt {attempt}; earlier attempt{} {} \
+                 (graze logs {job} --attempt N, or --attempt all)",
                 if earlier.len() == 1 { "" } else { "s" },
                 earlier.join(", ")
             )))
