@@ -198,7 +198,10 @@ mod tests {
         s.append(job, 2, &line(Some(0), "two")).unwrap();
         s.append(job, 2, &line(None, "two-b")).unwrap();
         let got = s.read(job).unwrap();
-        let texts: Vec<(u64, &str)> = got.iter().map(|l| (l.attempt, l.line.line.as_str())).collect();
+        let texts: Vec<(u64, &str)> = got
+            .iter()
+            .map(|l| (l.attempt, l.line.line.as_str()))
+            .collect();
         assert_eq!(texts, [(1, "old"), (1, "one"), (2, "two"), (2, "two-b")]);
         assert_eq!(attempts_of(&got), [1, 2]);
         let ix = s.index(job).unwrap();
@@ -206,7 +209,10 @@ mod tests {
         assert_eq!(s.known_attempts(job), [1, 2]);
         // On disk each line names its attempt.
         let raw = std::fs::read_to_string(p.join("output.jsonl")).unwrap();
-        assert!(raw.contains("{\"attempt\":2,\"rank\":0,\"stream\":\"stdout\",\"line\":\"two\"}"), "{raw}");
+        assert!(
+            raw.contains("{\"attempt\":2,\"rank\":0,\"stream\":\"stdout\",\"line\":\"two\"}"),
+            "{raw}"
+        );
     }
 
     #[test]

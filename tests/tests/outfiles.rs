@@ -157,7 +157,10 @@ fn a_requeued_job_keeps_each_attempts_output() {
     // Files: the plain name holds the latest attempt, the earlier one is renamed aside;
     // with %n each attempt has its own file.
     assert_eq!(read(&dir.join(format!("out-{id}.txt"))), "second run\n");
-    assert_eq!(read(&dir.join(format!("out-{id}.attempt1.txt"))), "first run\n");
+    assert_eq!(
+        read(&dir.join(format!("out-{id}.attempt1.txt"))),
+        "first run\n"
+    );
     assert_eq!(read(&dir.join(format!("err-{id}-1.txt"))), "first err\n");
     assert_eq!(read(&dir.join(format!("err-{id}-2.txt"))), "second err\n");
 
@@ -174,9 +177,15 @@ fn a_requeued_job_keeps_each_attempts_output() {
         )
     };
     let (out, err) = logs(&["--attempt", "1"]);
-    assert_eq!((out.as_str(), err.as_str()), ("[-] first run\n", "[-] first err\n"));
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("[-] first run\n", "[-] first err\n")
+    );
     let (out, err) = logs(&["--attempt", "2"]);
-    assert_eq!((out.as_str(), err.as_str()), ("[-] second run\n", "[-] second err\n"));
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("[-] second run\n", "[-] second err\n")
+    );
     let (out, err) = logs(&[]);
     assert_eq!(out, "[-] second run\n");
     assert!(

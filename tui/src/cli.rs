@@ -427,7 +427,10 @@ mod tests {
         for bad in ["0", "-1", "last", ""] {
             let e = parse(&["graze", "logs", "3", "--attempt", bad]).unwrap_err();
             assert!(e.contains(&format!("'{bad}'")), "{e}");
-            assert!(e.contains("must be an attempt number from 1, or `all`"), "{e}");
+            assert!(
+                e.contains("must be an attempt number from 1, or `all`"),
+                "{e}"
+            );
         }
         let c = parse(&["graze", "logs", "3", "-f"]).unwrap();
         assert_eq!(

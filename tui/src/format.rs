@@ -461,7 +461,10 @@ mod tests {
             attempt_note(j, 2, &[1, 2], LogAttempt::All, false),
             Some(AttemptNote::Header("==> attempt 2 <==".into()))
         );
-        assert_eq!(attempt_note(j, 1, &[1, 2], LogAttempt::Number(1), false), None);
+        assert_eq!(
+            attempt_note(j, 1, &[1, 2], LogAttempt::Number(1), false),
+            None
+        );
     }
     use graze_proto::{
         Availability, ExitStatus, JobEvent, JobId, MpiFlavour, NodeInfo, NodeStatus, Stream,

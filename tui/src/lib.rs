@@ -237,7 +237,10 @@ async fn logs(
     while let Some(event) = stream.next_event().await.with_context(what)? {
         let lines = match event {
             LogEvent::Lines(l) => l,
-            LogEvent::Attempt { attempt: a, attempts } => {
+            LogEvent::Attempt {
+                attempt: a,
+                attempts,
+            } => {
                 heads += 1;
                 if let Some(text) = format::attempt_note(job, a, &attempts, attempt, heads > 1) {
                     match text {

@@ -4,8 +4,8 @@
 use super::state::{Agent, Conn, Input, Job, Main, ProcSink, KILL_TIMEOUT};
 use crate::jobs::cgroup::JobCgroup;
 use crate::jobs::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
-use crate::jobs::procs::{self, ProcSet, Survivors, TAG_VAR};
 use crate::jobs::outfiles::{OutFiles, WriterSpec};
+use crate::jobs::procs::{self, ProcSet, Survivors, TAG_VAR};
 use crate::jobs::{dir, guard, spawn};
 use graze_proto::{ExitStatus, HostSlots, JobId, JobMsg, LaunchId, LogLine, RemoteId, Stream};
 use std::collections::HashMap;

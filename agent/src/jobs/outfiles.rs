@@ -334,10 +334,7 @@ impl Writer {
             self.files.insert(path.clone(), f);
         }
         let failed = match self.files.get_mut(&path) {
-            Some(Some(w)) => w
-                .write_all(text)
-                .and_then(|()| w.write_all(b"\n"))
-                .err(),
+            Some(Some(w)) => w.write_all(text).and_then(|()| w.write_all(b"\n")).err(),
             _ => None,
         };
         if let Some(e) = failed {
@@ -490,19 +487,37 @@ mod tests {
     #[test]
     fn a_later_attempt_renames_the_earlier_file_aside() {
         let d = tempfile::tempdir().unwrap();
-        feed(spec(d.path(), "out.txt", None, 1), &[(Stream::Stdout, None, "first")]);
-        feed(spec(d.path(), "out.txt", None, 2), &[(Stream::Stdout, None, "second")]);
-        feed(spec(d.path(), "out.txt", None, 3), &[(Stream::Stdout, None, "third")]);
+        feed(
+            spec(d.path(), "out.txt", None, 1),
+            &[(Stream::Stdout, None, "first")],
+        );
+        feed(
+            spec(d.path(), "out.txt", None, 2),
+            &[(Stream::Stdout, None, "second")],
+        );
+        feed(
+            spec(d.path(), "out.txt", None, 3),
+            &[(Stream::Stdout, None, "third")],
+        );
         assert_eq!(read(d.path().join("out.txt")), "third\n");
         assert_eq!(read(d.path().join("out.attempt1.txt")), "first\n");
         assert_eq!(read(d.path().join("out.attempt2.txt")), "second\n");
         // A name already taken is not overwritten either.
-        feed(spec(d.path(), "out.txt", None, 2), &[(Stream::Stdout, None, "again")]);
+        feed(
+            spec(d.path(), "out.txt", None, 2),
+            &[(Stream::Stdout, None, "again")],
+        );
         assert_eq!(read(d.path().join("out.attempt1.txt")), "first\n");
         assert_eq!(read(d.path().join("out.attempt1.txt.2")), "third\n");
         // With %n nothing is renamed.
-        feed(spec(d.path(), "n-%n.txt", None, 1), &[(Stream::Stdout, None, "1")]);
-        feed(spec(d.path(), "n-%n.txt", None, 2), &[(Stream::Stdout, None, "2")]);
+        feed(
+            spec(d.path(), "n-%n.txt", None, 1),
+            &[(Stream::Stdout, None, "1")],
+        );
+        feed(
+            spec(d.path(), "n-%n.txt", None, 2),
+            &[(Stream::Stdout, None, "2")],
+        );
         assert_eq!(read(d.path().join("n-1.txt")), "1\n");
         assert_eq!(read(d.path().join("n-2.txt")), "2\n");
     }

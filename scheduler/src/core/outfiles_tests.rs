@@ -78,9 +78,21 @@ fn starts(c: &mut Core) -> Vec<Start> {
 fn bad_patterns_are_refused_and_nothing_is_queued() {
     let mut c = core_with(&[(1, "a")]);
     for (out, err, want) in [
-        (Some("out-%x.txt"), None, "--stdout: invalid output pattern 'out-%x.txt': unknown '%x'"),
-        (None, Some("err-%"), "--stderr: invalid output pattern 'err-%': it ends in a lone '%'"),
-        (Some(""), None, "--stdout: invalid output pattern '': the pattern is empty"),
+        (
+            Some("out-%x.txt"),
+            None,
+            "--stdout: invalid output pattern 'out-%x.txt': unknown '%x'",
+        ),
+        (
+            None,
+            Some("err-%"),
+            "--stderr: invalid output pattern 'err-%': it ends in a lone '%'",
+        ),
+        (
+            Some(""),
+            None,
+            "--stdout: invalid output pattern '': the pattern is empty",
+        ),
     ] {
         let e = c.submit(spec(out, err), "s".into(), 0).unwrap_err();
         assert!(e.starts_with(want), "{e}");
@@ -123,8 +135,19 @@ fn notes_become_events_only_from_the_jobs_nodes() {
     let s = starts(&mut c);
     let (on, off) = if s[0].0 == 1 { (1, 2) } else { (2, 1) };
     c.job_note(off, id, "stale".into(), 5);
-    c.job_note(on, id, "cannot create output file 'o': Permission denied".into(), 6);
-    let ev: Vec<String> = c.job_view(id).unwrap().events.into_iter().map(|e| e.what).collect();
+    c.job_note(
+        on,
+        id,
+        "cannot create output file 'o': Permission denied".into(),
+        6,
+    );
+    let ev: Vec<String> = c
+        .job_view(id)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.what)
+        .collect();
     assert!(!ev.iter().any(|e| e.contains("stale")), "{ev:?}");
     let node = if on == 1 { "a" } else { "b" };
     assert!(
