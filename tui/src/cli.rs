@@ -59,7 +59,14 @@ pub enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
         /// Which run: a number (1 is the first run) or `all` [default: the latest].
-        #[arg(long, value_name = "N|all", value_parser = parse_attempt, default_value = "latest", hide_default_value = true)]
+        #[arg(
+            long,
+            value_name = "N|all",
+            value_parser = parse_attempt,
+            default_value = "latest",
+            hide_default_value = true,
+            allow_negative_numbers = true
+        )]
         attempt: LogAttempt,
     },
     /// Cancel a job, queued or running.
