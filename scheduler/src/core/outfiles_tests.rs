@@ -84,9 +84,14 @@ fn bad_patterns_are_refused_and_nothing_is_queued() {
             "--stdout: invalid output pattern 'out-%x.txt': unknown '%x'",
         ),
         (
-            None,
+            Some("o"),
             Some("err-%"),
             "--stderr: invalid output pattern 'err-%': it ends in a lone '%'",
+        ),
+        (
+            None,
+            Some("e.txt"),
+            "invalid --stderr 'e.txt' without --stdout",
         ),
         (
             Some(""),
