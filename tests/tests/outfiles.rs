@@ -134,6 +134,15 @@ fn a_requeued_job_keeps_each_attempts_output() {
         script,
     ]);
     c.wait_output(id, "first run", 1);
+    // A follower from attempt 1 on: it goes on into attempt 2, saying so, until the end.
+    let follower = std::process::Command::new(bin("graze"))
+        .arg("--access")
+        .arg(&c.access)
+        .args(["logs", &id.to_string(), "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let idle = c.agents[0].idle_file.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let typing = {
@@ -153,6 +162,16 @@ fn a_requeued_job_keeps_each_attempts_output() {
     typing.join().unwrap();
     let job = wait_done(&c, id);
     assert_eq!(job["state"], "completed", "{job}");
+    let followed = follower.wait_with_output().unwrap();
+    assert!(followed.status.success(), "{followed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&followed.stdout),
+        "[-] first run\n[-] second run\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&followed.stderr),
+        format!("[-] first err\ngraze: job {id}: attempt 2 started (the job was requeued)\n[-] second err\n")
+    );
 
     // Files: the plain name holds the latest attempt, the earlier one is renamed aside;
     // with %n each attempt has its own file.
