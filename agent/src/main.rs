@@ -31,6 +31,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             graze_agent::jobs::guard::run(a);
             return Ok(());
         }
+        Some(config::AgentCommand::OutputWriter(a)) => {
+            std::process::exit(graze_agent::jobs::outfiles::run(a));
+        }
         None => {}
     }
     let cfg = config::load(&cli, &Defaults::detect())?;

@@ -73,6 +73,7 @@ impl Event {
             JobMsg::JobExited { job, exit } => Event::JobExited { job, exit },
             JobMsg::JobFailedToStart { job, reason } => Event::JobFailedToStart { job, reason },
             JobMsg::JobCleared { job } => Event::JobCleared { job },
+            m @ JobMsg::JobNote { .. } => Event::Other(AgentMsg::Sequenced { seq: 0, msg: m }),
             JobMsg::RemoteExited {
                 remote,
                 exit,
@@ -318,6 +319,8 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
             .collect(),
         secret: format!("secret-{job}"),
         epoch: 1,
+        stdout: None,
+        stderr: None,
     }
 }
 

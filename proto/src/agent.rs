@@ -74,6 +74,14 @@ pub enum JobMsg {
         /// Why.
         reason: String,
     },
+    /// Something about the job's run on this node worth an event in `graze show` (an output
+    /// file that could not be created or written); the job goes on.
+    JobNote {
+        /// The job.
+        job: JobId,
+        /// What happened, for a person.
+        what: String,
+    },
     /// Every process of the job on this node is gone.
     JobCleared {
         /// The job.

@@ -172,6 +172,26 @@ pub struct NodeView {
     pub drained: bool,
 }
 
+/// Which attempt's output `graze logs --attempt` asks for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogAttempt {
+    /// The latest attempt with output (the current run's once it wrote something).
+    #[default]
+    Latest,
+    /// This attempt (1 is the first run).
+    Number(u64),
+    /// Every attempt, in order.
+    All,
+}
+
+impl LogAttempt {
+    /// True for [`LogAttempt::Latest`].
+    pub fn is_latest(&self) -> bool {
+        *self == LogAttempt::Latest
+    }
+}
+
 /// One request from the CLI; each goes on its own stream.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -199,6 +219,9 @@ pub enum ClientRequest {
         rank: Option<u32>,
         /// Keep streaming while the job runs.
         follow: bool,
+        /// Which attempt (run) of the job; the latest when absent.
+        #[serde(default, skip_serializing_if = "LogAttempt::is_latest")]
+        attempt: LogAttempt,
     },
     /// Stop placing new work on a node; its running jobs go on. Admin tokens only.
     /// Answer: [`ClientReply::Nodes`] with that one node, or [`ClientReply::Error`].
@@ -247,6 +270,15 @@ pub enum ClientReply {
     Job(Box<JobView>),
     /// Output lines.
     Log(Vec<LogLine>),
+    /// Sent in answer to [`ClientRequest::Logs`] before the lines of attempt `attempt` (and
+    /// to a follower when a new attempt starts); `attempts` lists every attempt that has
+    /// output so far.
+    LogAttempt {
+        /// The attempt whose lines follow.
+        attempt: u64,
+        /// Every attempt with output, in order.
+        attempts: Vec<u64>,
+    },
     /// No more output.
     LogEnd,
     /// First answer to [`ClientRequest::Watch`]: every node and every job.

@@ -18,19 +18,23 @@ mod hello;
 mod history;
 mod ids;
 mod node;
+mod pattern;
 mod scheduler;
 mod text;
 mod values;
 
 pub use agent::{AgentMsg, JobMsg};
 pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
-pub use client::{ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView};
+pub use client::{
+    ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt, NodeView,
+};
 pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};
 pub use hello::{check_version, Hello, HelloReply, Role, PROTOCOL_VERSION};
 pub use history::{AttemptView, HarvestData, HistoryQuery, NodeHarvest};
 pub use ids::{JobId, LaunchId, RemoteId};
 pub use node::{Availability, HeldJob, MpiFlavour, NodeInfo, NodeStatus, OwnerPolicy};
+pub use pattern::{attempt_aside, Pattern, PatternError, PatternValues, MAX_PATTERN};
 pub use scheduler::SchedulerMsg;
 pub use text::{clip, clip_line, human_duration, MAX_LINE};
 pub use values::{ExitStatus, HostSlots, LaunchOutcome, LogLine, Stream, Unit};

@@ -36,6 +36,13 @@ pub enum SchedulerMsg {
         /// The run's epoch: grows with every (re)start of the job. Agents report it back in
         /// [`crate::HeldJob`] so a stale run can be fenced.
         epoch: u64,
+        /// `--stdout PATTERN` ([`crate::Pattern`]): also write the job's output to files on
+        /// this node, relative to the working directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout: Option<String>,
+        /// `--stderr PATTERN`; without one stderr goes where stdout goes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stderr: Option<String>,
     },
     /// Start a command on this node for a job (a hydra proxy).
     SpawnRemote {

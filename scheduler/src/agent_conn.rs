@@ -172,18 +172,35 @@ impl Owner {
                     return;
                 }
                 line.line = proto::clip_line(line.line);
-                if let Err(e) = self.store.append(job, &line) {
+                // The run the line belongs to: the node is in the job's run (checked above)
+                // and a job is placed again only once its old run's nodes cleared it, so the
+                // current epoch is that run's.
+                let attempt = self.core.job_epoch(job).unwrap_or(1).max(1);
+                if let Err(e) = self.store.append(job, attempt, &line) {
                     warn!(%job, "storing output: {e:#}");
                 }
                 if let Some(fs) = self.followers.get_mut(&job) {
-                    fs.retain(|f| {
-                        if f.rank.is_some() && f.rank != line.rank {
+                    let attempts = self.store.known_attempts(job);
+                    fs.retain_mut(|f| {
+                        let other = f.rank.is_some() && f.rank != line.rank;
+                        if other || f.attempt.is_some_and(|a| a != attempt) {
                             return !f.tx.is_closed();
+                        }
+                        if f.shown != attempt {
+                            f.shown = attempt;
+                            let head = ClientReply::LogAttempt {
+                                attempt,
+                                attempts: attempts.clone(),
+                            };
+                            if f.tx.send(head).is_err() {
+                                return false;
+                            }
                         }
                         f.tx.send(ClientReply::Log(vec![line.clone()])).is_ok()
                     });
                 }
             }
+            JobMsg::JobNote { job, what } => self.core.job_note(conn, job, what, now),
             JobMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
             JobMsg::JobFailedToStart { job, reason } => {
                 self.core.job_failed_to_start(conn, job, reason, now)

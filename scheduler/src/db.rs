@@ -43,6 +43,10 @@ pub(crate) struct OutputIndex {
     pub(crate) lines: u64,
     /// Lines per rank (`None`: unlabelled lines).
     pub(crate) per_rank: Vec<(Option<u32>, u64)>,
+    /// Lines per attempt (run number), in order; absent in indexes written before attempts
+    /// were recorded (their lines are attempt 1's).
+    #[serde(default)]
+    pub(crate) attempts: Vec<(u64, u64)>,
 }
 
 pub(crate) struct Db {

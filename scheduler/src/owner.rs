@@ -48,6 +48,11 @@ impl Closer {
 /// A `graze logs --follow` stream.
 pub(crate) struct Follower {
     pub(crate) rank: Option<u32>,
+    /// Only this attempt's lines (`--attempt N`); `None`: whatever attempt runs.
+    pub(crate) attempt: Option<u64>,
+    /// The attempt whose lines it was sent last; a line of another is preceded by a
+    /// [`ClientReply::LogAttempt`].
+    pub(crate) shown: u64,
     pub(crate) tx: mpsc::UnboundedSender<ClientReply>,
 }
 

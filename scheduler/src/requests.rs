@@ -4,7 +4,7 @@
 use crate::audit::Outcome;
 use crate::auth::{self, Identity, TokenRole};
 use crate::owner::{Follower, Owner};
-use graze_proto::{ClientReply, ClientRequest, JobId, LogLine};
+use graze_proto::{ClientReply, ClientRequest, JobId, JobState, LogAttempt, LogLine};
 use tokio::sync::mpsc;
 
 impl Owner {
@@ -183,31 +183,70 @@ impl Owner {
             ClientRequest::Watch => self.watch.add(&self.core, tx, now),
             ClientRequest::History(q) => reply(self.history_reply(who, &q)),
             ClientRequest::Harvest { since_ms } => reply(self.harvest_reply(who, since_ms, now)),
-            ClientRequest::Logs { job, rank, follow } => {
+            ClientRequest::Logs {
+                job,
+                rank,
+                follow,
+                attempt,
+            } => {
                 let Some(state) = self.core.job_state(job) else {
                     return reply(no_job(job));
                 };
-                match self.store.read(job) {
-                    Ok(lines) => {
-                        let lines: Vec<LogLine> = lines
-                            .into_iter()
-                            .filter(|l| rank.is_none() || l.rank == rank)
-                            .collect();
-                        for chunk in lines.chunks(1000) {
-                            reply(ClientReply::Log(chunk.to_vec()));
-                        }
-                    }
+                let lines = match self.store.read(job) {
+                    Ok(l) => l,
                     Err(e) => {
                         return reply(ClientReply::Error {
                             message: format!("reading output of job {job}: {e:#}"),
                         })
                     }
+                };
+                let attempts = crate::store::attempts_of(&lines);
+                let current = self.core.job_epoch(job).unwrap_or(0);
+                let active = matches!(state, JobState::Running | JobState::Suspended);
+                let shown: Vec<u64> = match attempt {
+                    LogAttempt::All => attempts.clone(),
+                    LogAttempt::Number(n) if attempts.contains(&n) || (n == current && n > 0) => {
+                        vec![n]
+                    }
+                    LogAttempt::Number(n) => {
+                        let message = format!(
+                            "invalid --attempt '{n}': job {job} has {}",
+                            attempts_words(&attempts, current)
+                        );
+                        return reply(ClientReply::Error { message });
+                    }
+                    // The running attempt while the job runs, else the last one with output.
+                    LogAttempt::Latest if active && current > 0 => vec![current],
+                    LogAttempt::Latest => attempts.last().copied().into_iter().collect(),
+                };
+                for a in &shown {
+                    reply(ClientReply::LogAttempt {
+                        attempt: *a,
+                        attempts: attempts.clone(),
+                    });
+                    let of: Vec<LogLine> = lines
+                        .iter()
+                        .filter(|l| l.attempt == *a && (rank.is_none() || l.line.rank == rank))
+                        .map(|l| l.line.clone())
+                        .collect();
+                    for chunk in of.chunks(1000) {
+                        reply(ClientReply::Log(chunk.to_vec()));
+                    }
                 }
-                if follow && !state.is_final() {
-                    self.followers
-                        .entry(job)
-                        .or_default()
-                        .push(Follower { rank, tx });
+                let follows = match attempt {
+                    LogAttempt::Number(n) => n == current && active,
+                    _ => true,
+                };
+                if follow && follows && !state.is_final() {
+                    self.followers.entry(job).or_default().push(Follower {
+                        rank,
+                        attempt: match attempt {
+                            LogAttempt::Number(n) => Some(n),
+                            _ => None,
+                        },
+                        shown: shown.last().copied().unwrap_or(0),
+                        tx,
+                    });
                 } else {
                     reply(ClientReply::LogEnd);
                 }
@@ -251,4 +290,21 @@ impl Owner {
             },
         }
     }
+}
+
+/// "attempts 1 and 2", "no output yet", for a refused `--attempt`.
+fn attempts_words(attempts: &[u64], current: u64) -> String {
+    if attempts.is_empty() {
+        return if current == 0 {
+            "not run yet".into()
+        } else {
+            format!("no output yet (its run is attempt {current})")
+        };
+    }
+    let list: Vec<String> = attempts.iter().map(u64::to_string).collect();
+    format!(
+        "output from attempt{} {} only",
+        if attempts.len() == 1 { "" } else { "s" },
+        list.join(", ")
+    )
 }

@@ -1,7 +1,7 @@
 //! Command-line syntax of `graze` (clap derive) and the value parsers that check single values.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use graze_proto::{JobId, Unit};
+use graze_proto::{JobId, LogAttempt, Unit};
 use std::path::PathBuf;
 
 /// `graze`: submit MPI jobs to a graze cluster and watch them.
@@ -58,6 +58,16 @@ pub enum Command {
         /// Keep printing new output until the job ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Which run: a number (1 is the first run) or `all` [default: the latest].
+        #[arg(
+            long,
+            value_name = "N|all",
+            value_parser = parse_attempt,
+            default_value = "latest",
+            hide_default_value = true,
+            allow_negative_numbers = true
+        )]
+        attempt: LogAttempt,
     },
     /// Cancel a job, queued or running.
     Cancel {
@@ -178,6 +188,14 @@ pub struct SubmitArgs {
     /// Working directory on the first node [default: the current directory].
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
+    /// Also write the job's output to this file on its first node, relative to the working
+    /// directory: `%j` job, `%r` rank (one file per rank), `%a` array index, `%A` array job,
+    /// `%n` attempt, `%%` a literal %.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pub stdout: Option<String>,
+    /// Write stderr to this file instead [default: the --stdout file].
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern, requires = "stdout")]
+    pub stderr: Option<String>,
     /// Print `{"id": N}` instead of the bare id.
     #[arg(long)]
     pub json: bool,
@@ -217,6 +235,25 @@ pub fn parse_nprocs(s: &str) -> Result<u32, String> {
         return Err("must be at least 1".into());
     }
     Ok(n)
+}
+
+/// Check an output file pattern (`--stdout`, `--stderr`) with the scheduler's own parser.
+pub fn parse_pattern(s: &str) -> Result<String, String> {
+    graze_proto::Pattern::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.why)
+}
+
+/// Parse `--attempt`: a run number from 1, `all` or `latest`.
+pub fn parse_attempt(s: &str) -> Result<LogAttempt, String> {
+    match s.trim() {
+        "all" => Ok(LogAttempt::All),
+        "latest" => Ok(LogAttempt::Latest),
+        t => match t.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(LogAttempt::Number(n)),
+            _ => Err("must be an attempt number from 1, or `all`".into()),
+        },
+    }
 }
 
 /// Parse a job id: a positive integer.
@@ -419,16 +456,37 @@ mod tests {
             Command::Logs {
                 job: JobId(3),
                 rank: Some(0),
-                follow: true
+                follow: true,
+                attempt: LogAttempt::Latest,
             }
         );
+        for (arg, want) in [
+            ("2", LogAttempt::Number(2)),
+            ("all", LogAttempt::All),
+            ("latest", LogAttempt::Latest),
+        ] {
+            let c = parse(&["graze", "logs", "3", "--attempt", arg]).unwrap();
+            assert!(
+                matches!(c.command, Command::Logs { attempt, .. } if attempt == want),
+                "{arg}"
+            );
+        }
+        for bad in ["0", "-1", "last", ""] {
+            let e = parse(&["graze", "logs", "3", "--attempt", bad]).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+            assert!(
+                e.contains("must be an attempt number from 1, or `all`"),
+                "{e}"
+            );
+        }
         let c = parse(&["graze", "logs", "3", "-f"]).unwrap();
         assert_eq!(
             c.command,
             Command::Logs {
                 job: JobId(3),
                 rank: None,
-                follow: true
+                follow: true,
+                attempt: LogAttempt::Latest,
             }
         );
     }

@@ -8,7 +8,9 @@
 //! [`LogStream`] from one task and do not drop a pending `next` in a `select!`.
 
 use graze_net::{Access, Framed, NetError};
-use graze_proto::{ClientReply, ClientRequest, JobId, JobSpec, JobView, LogLine, NodeView, Role};
+use graze_proto::{
+    ClientReply, ClientRequest, JobId, JobSpec, JobView, LogAttempt, LogLine, NodeView, Role,
+};
 use std::time::Duration;
 
 /// Idle timeout of the connection; keep-alives hold it open while waiting for long answers.
@@ -82,6 +84,7 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Job(_) => "job",
         ClientReply::Log(_) => "log",
         ClientReply::LogEnd => "log_end",
+        ClientReply::LogAttempt { .. } => "log_attempt",
         ClientReply::Snapshot { .. } => "snapshot",
         ClientReply::NodeChanged(_) => "node_changed",
         ClientReply::JobChanged(_) => "job_changed",
@@ -212,8 +215,25 @@ impl Client {
         rank: Option<u32>,
         follow: bool,
     ) -> Result<LogStream, ClientError> {
+        self.logs_of(job, rank, follow, LogAttempt::Latest).await
+    }
+
+    /// Output lines of one attempt (or all) of a job; read them with
+    /// [`LogStream::next_event`] to hear which attempt each batch belongs to.
+    pub async fn logs_of(
+        &self,
+        job: JobId,
+        rank: Option<u32>,
+        follow: bool,
+        attempt: LogAttempt,
+    ) -> Result<LogStream, ClientError> {
         let replies = self
-            .open(&ClientRequest::Logs { job, rank, follow })
+            .open(&ClientRequest::Logs {
+                job,
+                rank,
+                follow,
+                attempt,
+            })
             .await?;
         Ok(LogStream {
             replies,
@@ -274,14 +294,43 @@ pub struct LogStream {
     done: bool,
 }
 
+/// What a [`LogStream`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// Output lines.
+    Lines(Vec<LogLine>),
+    /// The lines that follow are attempt `attempt`'s; `attempts` have output.
+    Attempt {
+        /// The attempt.
+        attempt: u64,
+        /// Every attempt with output so far.
+        attempts: Vec<u64>,
+    },
+}
+
 impl LogStream {
-    /// The next batch of lines; `None` after [`ClientReply::LogEnd`].
+    /// The next batch of lines; `None` after [`ClientReply::LogEnd`]. Attempt markers are
+    /// skipped.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<LogLine>>, ClientError> {
+        loop {
+            match self.next_event().await? {
+                Some(LogEvent::Lines(l)) => return Ok(Some(l)),
+                Some(LogEvent::Attempt { .. }) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next batch of lines or attempt marker; `None` after [`ClientReply::LogEnd`].
+    pub async fn next_event(&mut self) -> Result<Option<LogEvent>, ClientError> {
         if self.done {
             return Ok(None);
         }
         match self.replies.next().await? {
-            Some(ClientReply::Log(lines)) => Ok(Some(lines)),
+            Some(ClientReply::Log(lines)) => Ok(Some(LogEvent::Lines(lines))),
+            Some(ClientReply::LogAttempt { attempt, attempts }) => {
+                Ok(Some(LogEvent::Attempt { attempt, attempts }))
+            }
             Some(ClientReply::LogEnd) => {
                 self.done = true;
                 Ok(None)

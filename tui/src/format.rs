@@ -361,6 +361,51 @@ pub fn wait_exit_code(job: &JobView) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
 
+/// What `graze logs` says when the scheduler names the attempt whose lines follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptNote {
+    /// A header on stdout, between attempts (`--attempt all`).
+    Header(String),
+    /// A note for stderr.
+    Note(String),
+}
+
+/// The note for attempt `attempt` of `job` (`attempts`: every attempt with output) when the
+/// user asked for `asked`; `later`: not the first attempt named on this stream (a follower saw
+/// a new attempt start). `None`: nothing to say.
+pub fn attempt_note(
+    job: graze_proto::JobId,
+    attempt: u64,
+    attempts: &[u64],
+    asked: graze_proto::LogAttempt,
+    later: bool,
+) -> Option<AttemptNote> {
+    use graze_proto::LogAttempt;
+    match asked {
+        LogAttempt::All => Some(AttemptNote::Header(format!("==> attempt {attempt} <=="))),
+        LogAttempt::Number(_) => None,
+        LogAttempt::Latest if later => Some(AttemptNote::Note(format!(
+            "graze: job {job}: attempt {attempt} started (the job was requeued)"
+        ))),
+        LogAttempt::Latest => {
+            let earlier: Vec<String> = attempts
+                .iter()
+                .filter(|a| **a != attempt)
+                .map(u64::to_string)
+                .collect();
+            if earlier.is_empty() {
+                return None;
+            }
+            Some(AttemptNote::Note(format!(
+                "graze: job {job}: showing attempt {attempt}; earlier attempt{} {} \
+                 (graze logs {job} --attempt N, or --attempt all)",
+                if earlier.len() == 1 { "" } else { "s" },
+                earlier.join(", ")
+            )))
+        }
+    }
+}
+
 /// What `graze cancel` prints, given the job as the scheduler answered.
 pub fn cancel_message(job: &JobView) -> String {
     match job.state {
@@ -384,6 +429,43 @@ pub fn cancel_message(job: &JobView) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_notes() {
+        use graze_proto::{JobId, LogAttempt};
+        let j = JobId(7);
+        assert_eq!(attempt_note(j, 1, &[1], LogAttempt::Latest, false), None);
+        assert_eq!(
+            attempt_note(j, 3, &[1, 2, 3], LogAttempt::Latest, false),
+            Some(AttemptNote::Note(
+                "graze: job 7: showing attempt 3; earlier attempts 1, 2 (graze logs 7 \
+                 --attempt N, or --attempt all)"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            attempt_note(j, 2, &[1], LogAttempt::Latest, false),
+            Some(AttemptNote::Note(
+                "graze: job 7: showing attempt 2; earlier attempt 1 (graze logs 7 --attempt N, \
+                 or --attempt all)"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            attempt_note(j, 2, &[1, 2], LogAttempt::Latest, true),
+            Some(AttemptNote::Note(
+                "graze: job 7: attempt 2 started (the job was requeued)".into()
+            ))
+        );
+        assert_eq!(
+            attempt_note(j, 2, &[1, 2], LogAttempt::All, false),
+            Some(AttemptNote::Header("==> attempt 2 <==".into()))
+        );
+        assert_eq!(
+            attempt_note(j, 1, &[1, 2], LogAttempt::Number(1), false),
+            None
+        );
+    }
     use graze_proto::{
         Availability, ExitStatus, JobEvent, JobId, MpiFlavour, NodeInfo, NodeStatus, Stream,
     };

@@ -14,9 +14,9 @@ pub mod top;
 
 use anyhow::{bail, Context as _};
 use cli::{Cli, Command, SubmitArgs};
-use client::{Client, ClientError};
+use client::{Client, ClientError, LogEvent};
 use graze_net::Access;
-use graze_proto::{JobId, JobSpec, Stream};
+use graze_proto::{JobId, JobSpec, LogAttempt, Stream};
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -171,7 +171,12 @@ async fn dispatch(
                 print(&format::job_details(&view, format::now_ms()))?;
             }
         }
-        Command::Logs { job, rank, follow } => logs(client, job, rank, follow).await?,
+        Command::Logs {
+            job,
+            rank,
+            follow,
+            attempt,
+        } => logs(client, job, rank, follow, attempt).await?,
         Command::Cancel { job } => {
             let view = client
                 .cancel(job)
@@ -257,11 +262,40 @@ async fn dispatch(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn logs(client: &Client, job: JobId, rank: Option<u32>, follow: bool) -> anyhow::Result<()> {
+async fn logs(
+    client: &Client,
+    job: JobId,
+    rank: Option<u32>,
+    follow: bool,
+    attempt: LogAttempt,
+) -> anyhow::Result<()> {
     let what = || format!("reading the output of job {job}");
-    let mut stream = client.logs(job, rank, follow).await.with_context(what)?;
+    let mut stream = client
+        .logs_of(job, rank, follow, attempt)
+        .await
+        .with_context(what)?;
     let bare = rank.is_some();
-    while let Some(lines) = stream.next_batch().await.with_context(what)? {
+    let mut heads = 0;
+    while let Some(event) = stream.next_event().await.with_context(what)? {
+        let lines = match event {
+            LogEvent::Lines(l) => l,
+            LogEvent::Attempt {
+                attempt: a,
+                attempts,
+            } => {
+                heads += 1;
+                if let Some(text) = format::attempt_note(job, a, &attempts, attempt, heads > 1) {
+                    match text {
+                        format::AttemptNote::Header(h) => {
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{h}").context("writing to stdout")?;
+                        }
+                        format::AttemptNote::Note(n) => eprintln!("{n}"),
+                    }
+                }
+                continue;
+            }
+        };
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         for l in &lines {
@@ -370,6 +404,8 @@ pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Re
         cwd: Some(dir),
         env: args.env.clone(),
         user,
+        stdout: args.stdout.clone(),
+        stderr: args.stderr.clone(),
         ..Default::default()
     })
 }

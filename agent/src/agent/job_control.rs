@@ -4,8 +4,9 @@
 use super::state::{Agent, Conn, Input, Job, Main, ProcSink, KILL_TIMEOUT};
 use crate::jobs::cgroup::JobCgroup;
 use crate::jobs::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
+use crate::jobs::outfiles::{OutFiles, WriterSpec};
 use crate::jobs::procs::{self, ProcSet, Survivors, TAG_VAR};
-use crate::jobs::{dir, spawn};
+use crate::jobs::{dir, guard, spawn};
 use graze_proto::{ExitStatus, HostSlots, JobId, JobMsg, LaunchId, LogLine, RemoteId, Stream};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,6 +102,7 @@ impl Agent {
             let files = JobFiles::paths(&self.jobs_dir, id);
             let output = self.output_dir.join(id.to_string());
             let span = job.span.clone();
+            let attempt = job.epoch;
             tokio::task::spawn_blocking(move || {
                 let _e = span.enter();
                 if let Err(e) = set.kill(KILL_TIMEOUT) {
@@ -109,7 +111,7 @@ impl Agent {
                 if let Some(cg) = &set.cgroup {
                     let _ = cg.remove();
                 }
-                dir::finish_job_dir(&files, &output);
+                dir::finish_job_dir(&files, &output, attempt);
             });
         }
         self.publish_jobsets();
@@ -181,6 +183,9 @@ impl Agent {
         Ok((cmd, keep))
     }
 
+    /// Start the job's main command. `out`: the `--stdout` and `--stderr` patterns and the
+    /// run's attempt (epoch), when the job asked for output files.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_job(
         &mut self,
         job: JobId,
@@ -189,6 +194,7 @@ impl Agent {
         env: Vec<(String, String)>,
         hosts: Vec<HostSlots>,
         secret: String,
+        out: Option<(String, Option<String>, u64)>,
     ) {
         if let Some(j) = self.jobs.get(&job) {
             if j.main != Main::None || j.killing {
@@ -257,6 +263,19 @@ impl Agent {
         .vars();
         cmd.envs(vars);
         let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
+        let out_files = match out {
+            Some((stdout, stderr, attempt)) => {
+                let spec = WriterSpec::for_run(dir.clone(), stdout, stderr, job.0, attempt, &env);
+                match self.output_writer(job, &spec) {
+                    Ok(f) => Some(f),
+                    Err(what) => {
+                        self.send_job(JobMsg::JobNote { job, what }).await;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,
@@ -265,6 +284,7 @@ impl Agent {
                 hydra::Relabel::new(names.clone()),
                 hydra::Relabel::new(names),
             ]))),
+            files: out_files,
         };
         match spawn::spawn(cmd, sink, span.clone()) {
             Ok(pid) => {
@@ -299,6 +319,23 @@ impl Agent {
                     .await;
             }
         }
+    }
+
+    /// Start the writer of a run's output files, as the job's user (see `jobs/outfiles.rs`).
+    fn output_writer(&self, job: JobId, spec: &WriterSpec) -> Result<OutFiles, String> {
+        let exe = guard::agent_exe(&self.cfg.launcher)
+            .ok_or_else(|| "no graze-agent executable found".to_string());
+        let tx = self.tx.clone();
+        let note = move |what: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Input::Note { job, what }).await;
+            }
+        };
+        exe.and_then(|exe| {
+            OutFiles::start(&exe, &self.confine, spec, note).map_err(|e| spawn::io_reason(&e))
+        })
+        .map_err(|why| format!("no output files for this run: cannot start their writer: {why}"))
     }
 
     pub(super) async fn spawn_remote(
@@ -373,6 +410,7 @@ impl Agent {
             job,
             remote: Some(remote),
             relabel: None,
+            files: None,
         };
         let span = self.job_entry(job).span.clone();
         match spawn::spawn(cmd, sink, span.clone()) {
@@ -491,7 +529,9 @@ impl Agent {
     }
 
     pub(super) async fn clear(&mut self, job: JobId) {
+        let mut attempt = 1;
         if let Some(j) = self.jobs.remove(&job) {
+            attempt = j.epoch;
             j.span.in_scope(|| tracing::info!("job cleared"));
             if let Some(cg) = &j.cgroup {
                 if let Err(e) = cg.remove() {
@@ -501,7 +541,7 @@ impl Agent {
         }
         self.publish_jobsets();
         let files = JobFiles::paths(&self.jobs_dir, job);
-        dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()));
+        dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()), attempt);
         self.send_job(JobMsg::JobCleared { job }).await;
     }
 
@@ -530,6 +570,7 @@ impl Agent {
             dir::finish_job_dir(
                 &JobFiles::paths(&self.jobs_dir, *id),
                 &self.output_dir.join(id.to_string()),
+                j.epoch,
             );
         }
         self.jobs.clear();

@@ -277,8 +277,12 @@ impl Agent {
                 hosts,
                 secret,
                 epoch,
+                stdout,
+                stderr,
             } => {
-                self.start_job(job, command, cwd, env, hosts, secret).await;
+                let files = stdout.map(|o| (o, stderr, epoch));
+                self.start_job(job, command, cwd, env, hosts, secret, files)
+                    .await;
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.epoch = j.epoch.max(epoch);
                 }

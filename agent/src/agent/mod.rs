@@ -267,6 +267,11 @@ impl Agent {
                     self.send_job(JobMsg::Output { job, line }).await;
                 }
             }
+            Input::Note { job, what } => {
+                if self.jobs.contains_key(&job) {
+                    self.send_job(JobMsg::JobNote { job, what }).await;
+                }
+            }
             Input::MainExited { job, exit } => self.on_main_exited(job, exit).await,
             Input::RemoteExited { job, remote, exit } => {
                 self.on_remote_exited(job, remote, exit).await

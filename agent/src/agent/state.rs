@@ -66,6 +66,8 @@ pub(super) enum Input {
         stream: Stream,
         line: String,
     },
+    /// Something about a job's run worth an event (from its output file writer).
+    Note { job: JobId, what: String },
     /// A job's main command ended.
     MainExited { job: JobId, exit: ExitStatus },
     /// A remote-launched command ended.
@@ -155,6 +157,8 @@ pub(super) struct ProcSink {
     pub(super) remote: Option<RemoteId>,
     /// The main command's rank lines, put back together per stream (stdout, stderr).
     pub(super) relabel: Option<std::sync::Arc<std::sync::Mutex<[hydra::Relabel; 2]>>>,
+    /// The main command's `--stdout`/`--stderr` files, if the job asked for them.
+    pub(super) files: Option<crate::jobs::outfiles::OutFiles>,
 }
 
 impl ProcSink {
@@ -173,6 +177,9 @@ impl ProcSink {
 
     async fn send_lines(&self, stream: Stream, lines: Vec<(Option<u32>, String)>) -> bool {
         for (rank, line) in lines {
+            if let Some(f) = &self.files {
+                f.line(stream, rank, &line);
+            }
             let out = Input::Output {
                 job: self.job,
                 rank,

@@ -97,6 +97,10 @@ pub enum AgentCommand {
     /// Internal: the process an agent starts to kill its jobs if it dies (see `jobs/guard.rs`).
     #[command(hide = true)]
     Guard(GuardArgs),
+    /// Internal: writes a job's `--stdout`/`--stderr` files as the job's user (see
+    /// `jobs/outfiles.rs`).
+    #[command(hide = true)]
+    OutputWriter(crate::jobs::outfiles::WriterArgs),
 }
 
 /// `graze-agent install` arguments.

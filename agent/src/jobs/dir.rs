@@ -64,9 +64,27 @@ pub(crate) fn give_job_dir(c: &Confinement, dir: &std::path::Path) -> std::io::R
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// After a job: remove graze's own files from its working directory; if the job left files of
-/// its own there, keep them in `output` (`SPOOL/output/ID`), else remove the directory.
-pub(crate) fn finish_job_dir(files: &JobFiles, output: &std::path::Path) {
+/// After a job's run `attempt`: remove graze's own files from its working directory; if the
+/// job left files of its own there, keep them in `output` (`SPOOL/output/ID`), else remove the
+/// directory. An `output` an earlier attempt left is kept, renamed `ID.attemptK` (K the attempt
+/// before, as for output files: `graze_proto::attempt_aside`), so no attempt's files are lost.
+/// Move an earlier attempt's kept directory `output` aside (or, failing that, remove it, as
+/// before attempts were kept).
+fn keep_earlier(output: &std::path::Path, attempt: u64) {
+    let base = graze_proto::attempt_aside(&output.to_string_lossy(), attempt.max(2));
+    let mut to = std::path::PathBuf::from(&base);
+    let mut n = 2;
+    while to.symlink_metadata().is_ok() && n < 1000 {
+        to = std::path::PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    if let Err(e) = std::fs::rename(output, &to) {
+        tracing::warn!(dir = %output.display(), error = %e, "cannot keep an earlier attempt's files");
+        let _ = std::fs::remove_dir_all(output);
+    }
+}
+
+pub(crate) fn finish_job_dir(files: &JobFiles, output: &std::path::Path, attempt: u64) {
     for f in [
         &files.hosts,
         &files.nodefile,
@@ -85,8 +103,8 @@ pub(crate) fn finish_job_dir(files: &JobFiles, output: &std::path::Path) {
     let result = if empty {
         std::fs::remove_dir(&files.dir)
     } else {
-        if output.exists() {
-            let _ = std::fs::remove_dir_all(output);
+        if output.symlink_metadata().is_ok() {
+            keep_earlier(output, attempt);
         }
         std::fs::rename(&files.dir, output).inspect(|()| {
             tracing::info!(dir = %output.display(), "the job left files in its working directory; kept");
@@ -114,7 +132,7 @@ mod tests {
         f.write(&hosts).unwrap();
         let out = dir.path().join("output").join("1");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        finish_job_dir(&f, &out);
+        finish_job_dir(&f, &out, 1);
         assert!(!f.dir.exists());
         assert!(!out.exists(), "nothing of the job's own: nothing kept");
 
@@ -123,12 +141,33 @@ mod tests {
         std::fs::write(f.dir.join("result.dat"), "42").unwrap();
         std::fs::write(f.tmp.join("scratch"), "x").unwrap();
         let out = dir.path().join("output").join("2");
-        finish_job_dir(&f, &out);
+        finish_job_dir(&f, &out, 1);
         assert!(!f.dir.exists());
         let kept: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(kept, vec!["result.dat"]);
+    }
+
+    #[test]
+    fn a_later_attempt_keeps_the_earlier_attempts_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = [graze_proto::HostSlots {
+            host: "n".into(),
+            slots: 1,
+        }];
+        let out = dir.path().join("output").join("3");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        for attempt in 1..=3 {
+            let f = JobFiles::paths(&dir.path().join("jobs"), graze_proto::JobId(3));
+            f.write(&hosts).unwrap();
+            std::fs::write(f.dir.join("out.txt"), format!("run {attempt}")).unwrap();
+            finish_job_dir(&f, &out, attempt);
+        }
+        let read = |p: &str| std::fs::read_to_string(dir.path().join("output").join(p)).unwrap();
+        assert_eq!(read("3/out.txt"), "run 3");
+        assert_eq!(read("3.attempt2/out.txt"), "run 2");
+        assert_eq!(read("3.attempt1/out.txt"), "run 1");
     }
 }

@@ -3,7 +3,8 @@
 //! `procs` is the process set (kill, stop, vacate by process group, cgroup and tag),
 //! `cgroup` one cgroup per job, `confine` the user and clean environment jobs run with,
 //! `dir` the job directory and spool permissions, `guard` the process that kills a dead
-//! agent's jobs, `spawn` starting a process and streaming its output, and `hydra` the MPI
+//! agent's jobs, `outfiles` the `--stdout`/`--stderr` files (written by a process running as
+//! the job's user), `spawn` starting a process and streaming its output, and `hydra` the MPI
 //! environment and files that land `mpiexec` on the allocation.
 
 pub mod cgroup;
@@ -11,5 +12,6 @@ pub mod confine;
 pub(crate) mod dir;
 pub mod guard;
 pub mod hydra;
+pub mod outfiles;
 pub mod procs;
 pub(crate) mod spawn;

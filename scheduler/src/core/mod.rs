@@ -9,7 +9,7 @@
 //!
 //! - **Inputs**, each taking `now`. From agents: [`Core::node_connected`],
 //!   [`Core::node_status`], [`Core::node_lost`], [`Core::job_exited`],
-//!   [`Core::job_failed_to_start`], [`Core::job_cleared`]; launches from the shim (they need no
+//!   [`Core::job_failed_to_start`], [`Core::job_cleared`], [`Core::job_note`]; launches from the shim (they need no
 //!   clock): [`Core::launch`], [`Core::launch_abandoned`], [`Core::remote_exited`]. From clients:
 //!   [`Core::submit`], [`Core::cancel`], [`Core::set_drained`]. From the timer:
 //!   [`Core::handle_timeout`]. After a restart, once: [`Core::restore`].
@@ -19,7 +19,7 @@
 //! - **Views**, read-only: [`Core::job_view`], [`Core::job_views`], [`Core::node_view`],
 //!   [`Core::node_views`], [`Core::queued`], [`Core::job_state`], [`Core::job_owner`],
 //!   [`Core::job_nodes`], [`Core::node_name`] (the one lookup from a connection to its node),
-//!   [`Core::conn_in_job`]; for persistence [`Core::job_record`], [`Core::node_info`],
+//!   [`Core::conn_in_job`], [`Core::job_epoch`]; for persistence [`Core::job_record`], [`Core::node_info`],
 //!   [`Core::node_drained`]; for tests [`Core::check_invariants`].
 //!
 //! # Modules
@@ -29,7 +29,7 @@
 //! `connect` (node-table inputs), `queue` (submit, cancel, requeue, the scheduling pass),
 //! `gate` (why a queued job may not start now, whatever the cores), `place` (the allocator
 //! and waiting reasons), `reclaim` (gang suspend, resume, vacate),
-//! `exit` (run ends, kills, final states), `launch` (launch checks), `timeout` (deadlines),
+//! `exit` (run ends, kills, final states), `note` (agents' notes on a run), `launch` (launch checks), `timeout` (deadlines),
 //! `restore` ([`JobRecord`] and rebuilding), `view` and `invariants`.
 //!
 //! Invariant: a core is never promised to two jobs: `Node::held` sums to at most `Node::cores`.
@@ -57,6 +57,7 @@ mod invariants;
 mod job;
 mod launch;
 mod node;
+mod note;
 mod place;
 mod queue;
 mod reclaim;
@@ -81,3 +82,7 @@ mod history_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod outfiles_tests;

@@ -122,6 +122,8 @@ impl Core {
             hosts: alloc.iter().map(Placement::slots).collect(),
             secret: j.secret.expose().to_string(),
             epoch: j.epoch,
+            stdout: j.spec.stdout.clone(),
+            stderr: j.spec.stderr.clone(),
         };
         for a in &alloc {
             if let Some(n) = self.nodes.get_mut(&a.host) {

@@ -17,6 +17,19 @@ impl Core {
         if spec.command.is_empty() || spec.command[0].is_empty() {
             return Err("the job has no command: give one after '--'".into());
         }
+        if spec.stdout.is_none() {
+            if let Some(e) = &spec.stderr {
+                return Err(format!(
+                    "invalid --stderr '{e}' without --stdout: stderr goes to its own file only \
+                     beside a --stdout file"
+                ));
+            }
+        }
+        for (flag, p) in [("--stdout", &spec.stdout), ("--stderr", &spec.stderr)] {
+            if let Some(p) = p {
+                graze_proto::Pattern::parse(p).map_err(|e| format!("{flag}: {e}"))?;
+            }
+        }
         for n in &spec.nodes {
             if !self.nodes.contains_key(n) {
                 return Err(format!("unknown node '{n}': {}", self.known_nodes()));

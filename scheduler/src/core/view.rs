@@ -76,4 +76,10 @@ impl Core {
             .get(&id)
             .is_some_and(|j| j.placed_on(name) || j.clearing.contains(name))
     }
+
+    /// The job's current or last run number (its epoch: 1 for the first run, 0 before it ever
+    /// started): the attempt its output lines belong to.
+    pub fn job_epoch(&self, id: JobId) -> Option<u64> {
+        self.jobs.get(&id).map(|j| j.epoch)
+    }
 }
