@@ -218,6 +218,10 @@ pub enum ClientRequest {
     /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
     /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.
     Watch,
+    /// `graze clusrun`: run a command once on each chosen node, now (admin tokens only).
+    /// Answer: [`ClientReply::ClusrunOutput`] lines as they come, then one
+    /// [`ClientReply::ClusrunEnd`]; or [`ClientReply::Error`] before anything runs.
+    Clusrun(Box<crate::clusrun::ClusrunSpec>),
 }
 
 /// Answers to a [`ClientRequest`].
@@ -250,6 +254,13 @@ pub enum ClientReply {
     NodeChanged(Box<NodeView>),
     /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).
     JobChanged(Box<JobView>),
+    /// One output line of a [`ClientRequest::Clusrun`], labelled with its node.
+    ClusrunOutput(crate::clusrun::ClusrunLine),
+    /// The [`ClientRequest::Clusrun`] ended: every chosen node's result, in name order.
+    ClusrunEnd {
+        /// Per node.
+        results: Vec<crate::clusrun::ClusrunResult>,
+    },
     /// The request failed.
     Error {
         /// Why, for a person.

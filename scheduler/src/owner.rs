@@ -69,4 +69,6 @@ pub(crate) struct Owner {
     /// Acks to send once committed.
     pub(crate) acks: HashMap<ConnId, u64>,
     pub(crate) audit: Audit,
+    /// `graze clusrun` runs in flight.
+    pub(crate) clusruns: crate::clusrun::Clusruns,
 }

@@ -1,5 +1,5 @@
 //! Client requests, handled by the owning task: submit, queue, nodes, show, cancel, wait,
-//! watch, logs, drain; with the ownership checks and the audit records they need.
+//! watch, logs, drain, clusrun (in `clusrun.rs`); with the ownership checks and the audit records they need.
 
 use crate::audit::Outcome;
 use crate::auth::{self, Identity, TokenRole};
@@ -181,6 +181,7 @@ impl Owner {
                 Some(_) => self.waiters.entry(id).or_default().push(tx),
             },
             ClientRequest::Watch => self.watch.add(&self.core, tx, now),
+            ClientRequest::Clusrun(spec) => self.clusrun(who, *spec, tx, now),
             ClientRequest::Logs { job, rank, follow } => {
                 let Some(state) = self.core.job_state(job) else {
                     return reply(no_job(job));
