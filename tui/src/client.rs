@@ -68,6 +68,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Drain { .. } => "drain",
         ClientRequest::Undrain { .. } => "undrain",
         ClientRequest::Watch => "watch",
+        ClientRequest::Clusrun(_) => "clusrun",
     }
 }
 
@@ -83,6 +84,8 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Snapshot { .. } => "snapshot",
         ClientReply::NodeChanged(_) => "node_changed",
         ClientReply::JobChanged(_) => "job_changed",
+        ClientReply::ClusrunOutput(_) => "clusrun_output",
+        ClientReply::ClusrunEnd { .. } => "clusrun_end",
         ClientReply::Error { .. } => "error",
     }
 }
