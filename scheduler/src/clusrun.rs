@@ -17,9 +17,9 @@ use crate::auth::{self, Identity};
 use crate::core::ConnId;
 use crate::owner::Owner;
 use graze_proto::{
-    self as proto, ClientReply, ClusrunId, ClusrunLine, ClusrunOutcome, ClusrunResult,
-    ClusrunSpec, NodeSelect, NodeView, SchedulerMsg, Stream, CLUSRUN_MAX_BYTES,
-    CLUSRUN_MAX_LINES, CLUSRUN_MAX_TIMEOUT_MS,
+    self as proto, ClientReply, ClusrunId, ClusrunLine, ClusrunOutcome, ClusrunResult, ClusrunSpec,
+    NodeSelect, NodeView, SchedulerMsg, Stream, CLUSRUN_MAX_BYTES, CLUSRUN_MAX_LINES,
+    CLUSRUN_MAX_TIMEOUT_MS,
 };
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc;
@@ -385,10 +385,8 @@ impl Owner {
             if !gone && now < run.deadline_ms {
                 continue;
             }
-            let pending: Vec<(String, Option<ConnId>)> = run
-                .pending()
-                .map(|(n, s)| (n.clone(), s.conn))
-                .collect();
+            let pending: Vec<(String, Option<ConnId>)> =
+                run.pending().map(|(n, s)| (n.clone(), s.conn)).collect();
             for (_, conn) in &pending {
                 if let Some((tx, _)) = conn.and_then(|c| self.agents.get(&c)) {
                     let _ = tx.send(SchedulerMsg::ClusrunKill { id });
@@ -493,7 +491,12 @@ mod tests {
             node("b", false, Some(Availability::Offered), &[]),
             drained,
             node("e", true, None, &[]),
-            node("f", true, Some(Availability::Waiting { remaining_ms: 5 }), &[]),
+            node(
+                "f",
+                true,
+                Some(Availability::Waiting { remaining_ms: 5 }),
+                &[],
+            ),
         ]
     }
 
@@ -536,7 +539,10 @@ mod tests {
         assert_eq!(names, ["a", "c", "d"]);
         let got = choose(
             &table(),
-            &spec(NodeSelect::Nodes(vec!["f".into(), "a".into(), "f".into()]), false),
+            &spec(
+                NodeSelect::Nodes(vec!["f".into(), "a".into(), "f".into()]),
+                false,
+            ),
         )
         .unwrap();
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();

@@ -124,7 +124,10 @@ fn clusrun_labels_output_reports_exits_and_respects_the_owner() {
     let out = c.graze(&["clusrun", "--all", "--", "sh", "-c", "echo ok $GRAZE_NODE"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("[x1] ok x1") && stdout.contains("[x2] ok x2"), "{stdout}");
+    assert!(
+        stdout.contains("[x1] ok x1") && stdout.contains("[x2] ok x2"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("[x3]"), "ran where the owner is: {stdout}");
     assert!(
         row(&out, "x3").contains("skipped: owner present (input"),
@@ -134,7 +137,11 @@ fn clusrun_labels_output_reports_exits_and_respects_the_owner() {
     // Only x3 asked for: it ran nowhere, which is a failure.
     let out = c.graze(&["clusrun", "--nodes", "x3", "--", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(row(&out, "x3").contains("skipped: owner present"), "{}", show(&out));
+    assert!(
+        row(&out, "x3").contains("skipped: owner present"),
+        "{}",
+        show(&out)
+    );
     // --even-if-busy runs there, at nice 19.
     let out = c.graze(&[
         "clusrun",
@@ -161,7 +168,8 @@ fn clusrun_labels_output_reports_exits_and_respects_the_owner() {
         "echo j $GRAZE_NODE; echo e >&2",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+    let doc: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
     assert_eq!(doc["exit_code"], 0, "{doc}");
     let nodes = doc["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2, "{doc}");
@@ -180,7 +188,10 @@ fn clusrun_labels_output_reports_exits_and_respects_the_owner() {
                 )
             })
             .collect();
-        assert!(lines.contains(&("stdout".into(), format!("j {n}"))), "{doc}");
+        assert!(
+            lines.contains(&("stdout".into(), format!("j {n}"))),
+            "{doc}"
+        );
         assert!(lines.contains(&("stderr".into(), "e".into())), "{doc}");
     }
 }
@@ -220,15 +231,15 @@ fn clusrun_timeout_refusals_and_node_loss() {
     );
     let audit = std::fs::read_to_string(c.state_dir().join("audit.log")).unwrap();
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("who=alice") && l.contains("action=clusrun") && l.contains("result=refused")),
+        audit.lines().any(|l| l.contains("who=alice")
+            && l.contains("action=clusrun")
+            && l.contains("result=refused")),
         "{audit}"
     );
     assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("who=admin") && l.contains("action=clusrun") && l.contains("result=ok")),
+        audit.lines().any(|l| l.contains("who=admin")
+            && l.contains("action=clusrun")
+            && l.contains("result=ok")),
         "{audit}"
     );
 
@@ -242,7 +253,11 @@ fn clusrun_timeout_refusals_and_node_loss() {
     );
     let out = c.graze(&["clusrun", "--group", "gpu", "--", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(text(&out.stderr).contains("no node is in group 'gpu'"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("no node is in group 'gpu'"),
+        "{}",
+        show(&out)
+    );
 
     // An agent killed mid-run: that node is lost, never a hang; the others report.
     let mut child = command(None, &bin("graze"))

@@ -211,12 +211,7 @@ pub async fn run(client: &Client, args: ClusrunArgs) -> anyhow::Result<ExitCode>
                 })
                 .context(what)
             }
-            None => {
-                return Err(ClientError::NoAnswer {
-                    request: "clusrun",
-                })
-                .context(what)
-            }
+            None => return Err(ClientError::NoAnswer { request: "clusrun" }).context(what),
         }
     };
     let code = exit_code(&results);
@@ -270,13 +265,31 @@ mod tests {
         assert_eq!(spec_from_args(&a).unwrap().select, NodeSelect::All);
         assert_eq!(spec_from_args(&a).unwrap().timeout_ms, 30_000);
 
-        let a = parse(&["--group", "lab", "--timeout", "2m", "--json", "uptime", "-p"]).unwrap();
+        let a = parse(&[
+            "--group",
+            "lab",
+            "--timeout",
+            "2m",
+            "--json",
+            "uptime",
+            "-p",
+        ])
+        .unwrap();
         assert_eq!(a.command, ["uptime", "-p"]);
         let s = spec_from_args(&a).unwrap();
         assert_eq!(s.select, NodeSelect::Group("lab".into()));
         assert_eq!(s.timeout_ms, 120_000);
 
-        let a = parse(&["--nodes", "a1,a2", "--even-if-busy", "--", "sh", "-c", "id -u"]).unwrap();
+        let a = parse(&[
+            "--nodes",
+            "a1,a2",
+            "--even-if-busy",
+            "--",
+            "sh",
+            "-c",
+            "id -u",
+        ])
+        .unwrap();
         let s = spec_from_args(&a).unwrap();
         assert_eq!(s.select, NodeSelect::Nodes(vec!["a1".into(), "a2".into()]));
         assert!(s.even_if_busy);
@@ -372,7 +385,10 @@ z             -       not started: cannot run 'nosuch': No such file or director
 "
         );
         assert_eq!(exit_code(&results), 1);
-        let fine = [r("a", exited(Some(0), None), 1), r("b", ClusrunOutcome::Offline, 0)];
+        let fine = [
+            r("a", exited(Some(0), None), 1),
+            r("b", ClusrunOutcome::Offline, 0),
+        ];
         assert_eq!(exit_code(&fine), 0);
         assert!(result_table(&fine).ends_with("2 nodes: 1 ok, 0 failed, 0 skipped, 1 offline\n"));
         // Nothing ran anywhere: a failure too.

@@ -51,6 +51,9 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
             vec![ClientReply::Jobs(vec![job(3, JobState::Running, None)])]
         }
         ClientRequest::Nodes => vec![ClientReply::Nodes(vec![])],
+        ClientRequest::Clusrun(_) => vec![ClientReply::Error {
+            message: "clusrun needs an admin token".into(),
+        }],
         ClientRequest::Drain { node } | ClientRequest::Undrain { node } => {
             vec![ClientReply::Error {
                 message: format!("draining {node} needs an admin token"),

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// `PATH` of a clusrun command: fixed, whatever the agent's own.
-pub(crate) const CLUSRUN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const CLUSRUN_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Nice level of a clusrun on a node whose owner is present (`--even-if-busy`).
 pub(crate) const BUSY_NICE: i32 = 19;
@@ -188,7 +189,9 @@ impl Agent {
         };
         match spawn::spawn(cmd, sink, span.clone()) {
             Ok(pid) => {
-                span.in_scope(|| tracing::info!(pid, ?command, timeout_ms, even_if_busy, "clusrun started"));
+                span.in_scope(|| {
+                    tracing::info!(pid, ?command, timeout_ms, even_if_busy, "clusrun started")
+                });
                 self.clusruns.insert(
                     id,
                     Clusrun {
@@ -222,7 +225,8 @@ impl Agent {
             return;
         };
         if c.admit(&line) {
-            self.send(AgentMsg::ClusrunOutput { id, stream, line }).await;
+            self.send(AgentMsg::ClusrunOutput { id, stream, line })
+                .await;
         }
     }
 

@@ -281,9 +281,7 @@ impl Agent {
                     self.send(AgentMsg::LaunchAbandoned { id }).await;
                 }
             }
-            Input::ClusrunLine { id, stream, line } => {
-                self.on_clusrun_line(id, stream, line).await
-            }
+            Input::ClusrunLine { id, stream, line } => self.on_clusrun_line(id, stream, line).await,
             Input::ClusrunExited { id, exit } => self.on_clusrun_exited(id, exit).await,
             Input::Sample(s) => self.cpu = s,
             Input::Stopped { seen, result } => match result {
