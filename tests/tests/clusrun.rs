@@ -259,6 +259,16 @@ fn clusrun_timeout_refusals_and_node_loss() {
         show(&out)
     );
 
+    // A program that is not there: that node could not start it.
+    let out = c.graze(&["clusrun", "--nodes", "x1", "--", "nosuch-graze-cmd"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        row(&out, "x1")
+            .contains("not started: cannot run 'nosuch-graze-cmd': No such file or directory"),
+        "{}",
+        show(&out)
+    );
+
     // An agent killed mid-run: that node is lost, never a hang; the others report.
     let mut child = command(None, &bin("graze"))
         .arg("--access")
