@@ -269,6 +269,35 @@ fn clusrun_timeout_refusals_and_node_loss() {
         show(&out)
     );
 
+    // The CLI killed mid-run (as by ctrl-c): the scheduler notices the client gone (at the
+    // latest at the connection's idle timeout) and has the command killed.
+    let mut cli = command(None, &bin("graze"))
+        .arg("--access")
+        .arg(&c.access)
+        .args([
+            "clusrun",
+            "--nodes",
+            "x2",
+            "--timeout",
+            "5m",
+            "--",
+            "sleep",
+            "95",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("sleep 95 running on x2", LONG, || {
+        (!processes_running(&["sleep", "95"]).is_empty()).then_some(())
+    });
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    wait_for("sleep 95 killed after its client went away", LONG, || {
+        processes_running(&["sleep", "95"]).is_empty().then_some(())
+    });
+
     // An agent killed mid-run: that node is lost, never a hang; the others report.
     let mut child = command(None, &bin("graze"))
         .arg("--access")
