@@ -36,6 +36,25 @@ pub enum AgentMsg {
         /// The launch.
         id: LaunchId,
     },
+    /// One output line of clusrun `id` (not numbered: a clusrun does not outlive its link).
+    ClusrunOutput {
+        /// The run.
+        id: crate::clusrun::ClusrunId,
+        /// Stdout or stderr.
+        stream: crate::values::Stream,
+        /// The line.
+        line: String,
+    },
+    /// Clusrun `id` ended here (or was refused or skipped).
+    ClusrunDone {
+        /// The run.
+        id: crate::clusrun::ClusrunId,
+        /// How.
+        outcome: crate::clusrun::ClusrunOutcome,
+        /// Lines the agent dropped past the output bound.
+        #[serde(default)]
+        dropped_lines: u64,
+    },
     /// A job message, numbered so that none is lost or applied twice: the agent keeps it until
     /// the scheduler's [`crate::SchedulerMsg::Ack`] covers `seq`, resends it after a reconnect,
     /// and the scheduler drops numbers it already applied. Only job messages are numbered.

@@ -251,6 +251,10 @@ pub enum ClientRequest {
         /// Start of the period.
         since_ms: u64,
     },
+    /// `graze clusrun`: run a command once on each chosen node, now (admin tokens only).
+    /// Answer: [`ClientReply::ClusrunOutput`] lines as they come, then one
+    /// [`ClientReply::ClusrunEnd`]; or [`ClientReply::Error`] before anything runs.
+    Clusrun(Box<crate::clusrun::ClusrunSpec>),
 }
 
 /// Answers to a [`ClientRequest`].
@@ -296,6 +300,13 @@ pub enum ClientReply {
     History(Vec<AttemptView>),
     /// Answer to [`ClientRequest::Harvest`].
     Harvest(Box<HarvestData>),
+    /// One output line of a [`ClientRequest::Clusrun`], labelled with its node.
+    ClusrunOutput(crate::clusrun::ClusrunLine),
+    /// The [`ClientRequest::Clusrun`] ended: every chosen node's result, in name order.
+    ClusrunEnd {
+        /// Per node.
+        results: Vec<crate::clusrun::ClusrunResult>,
+    },
     /// The request failed.
     Error {
         /// Why, for a person.

@@ -12,6 +12,7 @@
 mod agent;
 mod batch;
 mod client;
+mod clusrun;
 mod defaults;
 mod frame;
 mod hello;
@@ -27,6 +28,10 @@ pub use agent::{AgentMsg, JobMsg};
 pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
 pub use client::{
     ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt, NodeView,
+};
+pub use clusrun::{
+    ClusrunId, ClusrunLine, ClusrunOutcome, ClusrunResult, ClusrunSpec, NodeSelect,
+    CLUSRUN_MAX_BYTES, CLUSRUN_MAX_LINES, CLUSRUN_MAX_TIMEOUT_MS,
 };
 pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};

@@ -97,4 +97,23 @@ pub enum SchedulerMsg {
         /// The job.
         job: JobId,
     },
+    /// `graze clusrun`: run `command` on this node now, as the job user, in a clean
+    /// environment and its own process group and cgroup, killed at `timeout_ms`. Answered by
+    /// [`crate::AgentMsg::ClusrunOutput`] lines and one [`crate::AgentMsg::ClusrunDone`].
+    Clusrun {
+        /// The scheduler's id of the run.
+        id: crate::clusrun::ClusrunId,
+        /// argv.
+        command: Vec<String>,
+        /// Kill after this long, in ms.
+        timeout_ms: u64,
+        /// The owner may be present: run at nice 19, and do not refuse for a present owner.
+        even_if_busy: bool,
+    },
+    /// Kill clusrun `id` here (the client went away, or the scheduler gave up on it). No
+    /// answer is needed; a late [`crate::AgentMsg::ClusrunDone`] is ignored.
+    ClusrunKill {
+        /// The run.
+        id: crate::clusrun::ClusrunId,
+    },
 }

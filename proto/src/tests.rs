@@ -57,6 +57,63 @@ fn launch_outcome_round_trips() {
 }
 
 #[test]
+fn clusrun_messages_round_trip() {
+    let outcomes = [
+        ClusrunOutcome::Exited {
+            exit: ExitStatus {
+                code: None,
+                signal: Some(9),
+            },
+        },
+        ClusrunOutcome::Timeout,
+        ClusrunOutcome::NotStarted { reason: "x".into() },
+        ClusrunOutcome::Lost { reason: "y".into() },
+        ClusrunOutcome::Skipped { reason: "z".into() },
+        ClusrunOutcome::Offline,
+    ];
+    for outcome in outcomes.clone() {
+        let m = AgentMsg::ClusrunDone {
+            id: ClusrunId(4),
+            outcome,
+            dropped_lines: 2,
+        };
+        assert_eq!(decode::<AgentMsg>(&encode(&m)[4..]).unwrap(), m);
+    }
+    let failed: Vec<bool> = outcomes.iter().map(ClusrunOutcome::failed).collect();
+    assert_eq!(failed, [true, true, true, true, false, false]);
+    let m = SchedulerMsg::Clusrun {
+        id: ClusrunId(1),
+        command: vec!["hostname".into()],
+        timeout_ms: 30_000,
+        even_if_busy: true,
+    };
+    assert_eq!(decode::<SchedulerMsg>(&encode(&m)[4..]).unwrap(), m);
+    let m = ClientRequest::Clusrun(Box::new(ClusrunSpec {
+        select: NodeSelect::Nodes(vec!["a".into()]),
+        command: vec!["true".into()],
+        timeout_ms: 1,
+        even_if_busy: false,
+    }));
+    assert_eq!(decode::<ClientRequest>(&encode(&m)[4..]).unwrap(), m);
+    // The JSON of a result, as `graze clusrun --json` shows it.
+    let r = ClusrunResult {
+        node: "n2".into(),
+        outcome: ClusrunOutcome::Exited {
+            exit: ExitStatus {
+                code: Some(3),
+                signal: None,
+            },
+        },
+        dropped_lines: 0,
+        elapsed_ms: 5,
+    };
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"node":"n2","outcome":{"result":"exited","exit":{"code":3,"signal":null}},"dropped_lines":0,"elapsed_ms":5}"#
+    );
+}
+
+#[test]
 fn clip_cuts_on_char_boundaries() {
     assert_eq!(clip("héllo".into(), 2, "..."), "h...");
     assert_eq!(clip("héllo".into(), 3, "..."), "hé...");

@@ -128,6 +128,7 @@ impl Owner {
         if self.agents.remove(&conn).is_some() {
             info!(conn, "agent lost: {reason}");
             self.core.node_lost(conn, now);
+            self.clusrun_conn_lost(conn, now);
         }
     }
 
@@ -160,6 +161,14 @@ impl Owner {
                 command,
             } => self.core.launch(conn, id, job, &secret, &host, command),
             AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
+            AgentMsg::ClusrunOutput { id, stream, line } => {
+                self.clusrun_output(conn, id, stream, line)
+            }
+            AgentMsg::ClusrunDone {
+                id,
+                outcome,
+                dropped_lines,
+            } => self.clusrun_done(conn, id, outcome, dropped_lines, now),
         }
     }
 

@@ -41,7 +41,14 @@ pub(crate) async fn serve_client(
             if tx.send(Input::Client(identity, req, rtx)).is_err() {
                 return;
             }
-            while let Some(reply) = rrx.recv().await {
+            loop {
+                // A client that goes away drops the receiver at once, so the owning task
+                // sees it (e.g. a `graze clusrun` interrupted: its commands are killed).
+                let reply = tokio::select! {
+                    r = rrx.recv() => r,
+                    _ = conn.closed() => return,
+                };
+                let Some(reply) = reply else { break };
                 if s.send(&reply).await.is_err() {
                     return;
                 }

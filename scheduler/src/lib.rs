@@ -4,7 +4,7 @@
 //! its driver, [`run`]: a QUIC listener (`accept`) whose connection tasks (`agent_conn`,
 //! `client_conn`) feed one owning task (`owner::Owner`) through an mpsc of `owner::Input`;
 //! that task alone owns the [`core::Core`], the output store and the waiters. It handles agent
-//! messages (`agent_conn`) and client requests (`requests`), commits every batch of inputs
+//! messages (`agent_conn`) and client requests (`requests`, `clusrun`), commits every batch of inputs
 //! before sending what waited for it (`commit`), and pushes deltas to `graze top` (`watch`).
 
 mod accept;
@@ -12,6 +12,7 @@ mod agent_conn;
 pub mod audit;
 pub mod auth;
 mod client_conn;
+mod clusrun;
 mod commit;
 pub mod config;
 pub mod core;
@@ -142,6 +143,7 @@ pub async fn run(
         acks: HashMap::new(),
         audit,
         history,
+        clusruns: Default::default(),
     };
     tokio::select! {
         r = owner.run(rx) => r?,
@@ -184,7 +186,10 @@ impl Owner {
                     self.core.handle_timeout(now_ms());
                     self.flush()?;
                 }
-                _ = tick.tick() => self.watch.tick(&self.core, now_ms()),
+                _ = tick.tick() => {
+                    self.watch.tick(&self.core, now_ms());
+                    self.clusrun_tick(now_ms());
+                }
             }
         }
     }

@@ -76,4 +76,6 @@ pub(crate) struct Owner {
     pub(crate) audit: Audit,
     /// Attempt records, owner events and usage waiting for the commit.
     pub(crate) history: crate::history::History,
+    /// `graze clusrun` runs in flight.
+    pub(crate) clusruns: crate::clusrun::Clusruns,
 }

@@ -1,5 +1,5 @@
 //! Client requests, handled by the owning task: submit, queue, nodes, show, cancel, wait,
-//! watch, logs, drain; with the ownership checks and the audit records they need.
+//! watch, logs, drain, clusrun (in `clusrun.rs`); with the ownership checks and the audit records they need.
 
 use crate::audit::Outcome;
 use crate::auth::{self, Identity, TokenRole};
@@ -183,6 +183,7 @@ impl Owner {
             ClientRequest::Watch => self.watch.add(&self.core, tx, now),
             ClientRequest::History(q) => reply(self.history_reply(who, &q)),
             ClientRequest::Harvest { since_ms } => reply(self.harvest_reply(who, since_ms, now)),
+            ClientRequest::Clusrun(spec) => self.clusrun(who, *spec, tx, now),
             ClientRequest::Logs {
                 job,
                 rank,

@@ -87,6 +87,8 @@ pub enum Command {
         #[arg(value_name = "NODE", value_parser = parse_name)]
         node: String,
     },
+    /// Run a command once on each chosen node, now, beside the jobs (admin tokens only).
+    Clusrun(crate::clusrun::ClusrunArgs),
     /// Wait until a job ends; exit with its exit code (130 when cancelled).
     Wait {
         /// The job id.

@@ -72,6 +72,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Watch => "watch",
         ClientRequest::History(_) => "history",
         ClientRequest::Harvest { .. } => "harvest",
+        ClientRequest::Clusrun(_) => "clusrun",
     }
 }
 
@@ -90,6 +91,8 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::JobChanged(_) => "job_changed",
         ClientReply::History(_) => "history",
         ClientReply::Harvest(_) => "harvest",
+        ClientReply::ClusrunOutput(_) => "clusrun_output",
+        ClientReply::ClusrunEnd { .. } => "clusrun_end",
         ClientReply::Error { .. } => "error",
     }
 }

@@ -7,6 +7,7 @@
 pub mod chart;
 pub mod cli;
 pub mod client;
+pub mod clusrun;
 pub mod demo;
 pub mod format;
 pub mod report;
@@ -90,6 +91,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Everything that can be checked without the scheduler is checked first.
     let spec = match &cli.command {
         Command::Submit(args) => Some(build_spec(args)?),
+        Command::Clusrun(args) => {
+            clusrun::spec_from_args(args)?;
+            None
+        }
         _ => None,
     };
     let path = access_path(
@@ -177,6 +182,7 @@ async fn dispatch(
             follow,
             attempt,
         } => logs(client, job, rank, follow, attempt).await?,
+        Command::Clusrun(args) => return clusrun::run(client, args).await,
         Command::Cancel { job } => {
             let view = client
                 .cancel(job)

@@ -58,6 +58,9 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
                 ..Default::default()
             }))]
         }
+        ClientRequest::Clusrun(_) => vec![ClientReply::Error {
+            message: "clusrun needs an admin token".into(),
+        }],
         ClientRequest::Drain { node } | ClientRequest::Undrain { node } => {
             vec![ClientReply::Error {
                 message: format!("draining {node} needs an admin token"),

@@ -157,7 +157,12 @@ impl Agent {
     }
 
     pub(super) fn publish_jobsets(&self) {
-        let sets: Vec<ProcSet> = self.jobs.values().map(Job::procs).collect();
+        let sets: Vec<ProcSet> = self
+            .jobs
+            .values()
+            .map(Job::procs)
+            .chain(self.clusrun_sets())
+            .collect();
         self.jobsets.send_replace(sets);
     }
 
@@ -547,6 +552,7 @@ impl Agent {
 
     pub(super) async fn stop(&mut self) {
         self.fail_launches("graze-agent is shutting down");
+        let _ = self.drop_clusruns().await;
         let sets: Vec<(tracing::Span, ProcSet)> = self
             .jobs
             .values()

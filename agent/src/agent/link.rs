@@ -189,6 +189,8 @@ impl Agent {
         self.conn = Conn::Down {
             retry_at: Instant::now() + delay,
         };
+        // A clusrun's output and end could not reach anyone.
+        self.drop_clusruns();
         if timed_out || self.jobs.is_empty() {
             tracing::warn!(
                 reason,
@@ -320,6 +322,16 @@ impl Agent {
                 self.kill_job(job, Some(grace))
             }
             SchedulerMsg::Ack { seq } => self.outbox.ack(seq),
+            SchedulerMsg::Clusrun {
+                id,
+                command,
+                timeout_ms,
+                even_if_busy,
+            } => {
+                self.start_clusrun(id, command, timeout_ms, even_if_busy)
+                    .await
+            }
+            SchedulerMsg::ClusrunKill { id } => self.kill_clusrun(id, false),
         }
     }
 }

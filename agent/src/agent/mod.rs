@@ -10,6 +10,7 @@
 //! connection's life), `job_control` (start, stop, kill, clear), `launches` (the shim's
 //! requests).
 
+mod clusrun;
 mod connect;
 mod job_control;
 mod launches;
@@ -172,6 +173,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         confine,
         cgroups,
         output_dir,
+        clusruns: HashMap::new(),
     };
 
     let wake_rx = agent.wake.clone();
@@ -284,6 +286,8 @@ impl Agent {
                     self.send(AgentMsg::LaunchAbandoned { id }).await;
                 }
             }
+            Input::ClusrunLine { id, stream, line } => self.on_clusrun_line(id, stream, line).await,
+            Input::ClusrunExited { id, exit } => self.on_clusrun_exited(id, exit).await,
             Input::Sample(s) => self.cpu = s,
             Input::Stopped {
                 seen,
@@ -333,6 +337,7 @@ impl Agent {
         if d.resumable {
             tracing::info!(to = %avail, "the owner has been idle for resume_after");
         }
+        self.clusrun_tick(now);
         if self.self_fence_due(now) {
             tracing::warn!(
                 silent_s = now.duration_since(self.heard.1).as_secs_f64(),

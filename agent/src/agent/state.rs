@@ -16,7 +16,7 @@ use crate::owner::watch::OwnerWatch;
 use crate::owner::Owner;
 use graze_net::{Access, Session};
 use graze_proto::{
-    AgentMsg, ExitStatus, JobId, LaunchId, NodeInfo, RemoteId, SchedulerMsg, Stream,
+    AgentMsg, ClusrunId, ExitStatus, JobId, LaunchId, NodeInfo, RemoteId, SchedulerMsg, Stream,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -85,6 +85,14 @@ pub(super) enum Input {
     Shim(ShimEvent),
     /// A CPU measurement.
     Sample(CpuSample),
+    /// An output line of a clusrun's command.
+    ClusrunLine {
+        id: ClusrunId,
+        stream: Stream,
+        line: String,
+    },
+    /// A clusrun's command ended.
+    ClusrunExited { id: ClusrunId, exit: ExitStatus },
     /// Gang-stopping every job after an owner reclaim finished (the follow-up rounds).
     Stopped {
         /// When the owner's input was seen.
@@ -263,4 +271,6 @@ pub(super) struct Agent {
     pub(super) cgroups: Option<CgroupRoot>,
     /// Where files a job left in its working directory are kept (`SPOOL/output/ID`).
     pub(super) output_dir: PathBuf,
+    /// `graze clusrun` commands running here.
+    pub(super) clusruns: HashMap<ClusrunId, super::clusrun::Clusrun>,
 }
