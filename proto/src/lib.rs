@@ -11,6 +11,7 @@
 
 mod agent;
 mod batch;
+mod limits;
 mod client;
 mod defaults;
 mod frame;
@@ -26,6 +27,7 @@ pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
 pub use client::{ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView};
 pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};
+pub use limits::{exact_duration, signal_name, signal_number, BEGIN_WAIT, HELD_WAIT, MAX_SIGNAL};
 pub use hello::{check_version, Hello, HelloReply, Role, PROTOCOL_VERSION};
 pub use ids::{JobId, LaunchId, RemoteId};
 pub use node::{Availability, HeldJob, MpiFlavour, NodeInfo, NodeStatus, OwnerPolicy};

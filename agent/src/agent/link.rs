@@ -316,6 +316,7 @@ impl Agent {
                 self.kill_job(job, Some(grace))
             }
             SchedulerMsg::Ack { seq } => self.outbox.ack(seq),
+            SchedulerMsg::SignalJob { job, epoch, signal } => self.signal_job(job, epoch, signal),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `procs` is the process set (kill, stop, vacate by process group, cgroup and tag),
 //! `cgroup` one cgroup per job, `confine` the user and clean environment jobs run with,
 //! `dir` the job directory and spool permissions, `guard` the process that kills a dead
-//! agent's jobs, `spawn` starting a process and streaming its output, and `hydra` the MPI
+//! agent's jobs, `signal` a `--signal` to the program (not the MPI launcher), `spawn` starting a process and streaming its output, and `hydra` the MPI
 //! environment and files that land `mpiexec` on the allocation.
 
 pub mod cgroup;
@@ -12,4 +12,5 @@ pub(crate) mod dir;
 pub mod guard;
 pub mod hydra;
 pub mod procs;
+pub mod signal;
 pub(crate) mod spawn;

@@ -28,6 +28,10 @@ impl Core {
         let suspended = match j.state {
             RunState::Running => None,
             RunState::Suspended { since } => Some(since),
+            RunState::TimedOut { exit: None, .. } => {
+                self.timed_out_exit(id, &name, how.ok());
+                return;
+            }
             _ => return,
         };
         if j.alloc.first().map(|a| a.host.as_str()) != Some(name.as_str()) {
@@ -90,7 +94,7 @@ impl Core {
 
     /// The run ended for good: the final state (with its exit and end time), the event, and
     /// the driver told to persist and announce it.
-    fn finish(&mut self, id: JobId, state: RunState, what: String, now: u64) {
+    pub(super) fn finish(&mut self, id: JobId, state: RunState, what: String, now: u64) {
         debug_assert!(state.is_final());
         if let Some(j) = self.jobs.get_mut(&id) {
             j.state = state;

@@ -185,11 +185,16 @@ pub(super) struct Job {
     /// Time the current (or last) run spent suspended in suspensions that ended (ms); the
     /// ongoing one is in `state`. See [`Job::suspended_ms`] and [`Job::running_ms`].
     pub(super) run_suspended_ms: u64,
+    /// The current run's `--signal` was sent (see `limits.rs`).
+    pub(super) signalled: bool,
+    /// Not started before this time (`--begin`); cleared by the timeout once it passed.
+    pub(super) begin_until: Option<u64>,
 }
 
 impl Job {
     /// A job just submitted at `now`.
     pub(super) fn new(spec: JobSpec, secret: Secret, now: u64) -> Job {
+        let spec_begin = spec.begin_ms;
         Job {
             spec,
             state: RunState::Queued,
@@ -207,6 +212,8 @@ impl Job {
             order: now,
             avoid: BTreeSet::new(),
             run_suspended_ms: 0,
+            signalled: false,
+            begin_until: spec_begin.filter(|b| *b > now),
         }
     }
 
@@ -222,7 +229,6 @@ impl Job {
 
     /// Time the current (or last) run has been running up to `now`: since its start, less the
     /// time suspended. What a time limit counts.
-    #[expect(dead_code, reason = "the time limits (issue 11) are its first user")]
     pub(super) fn running_ms(&self, now: u64) -> u64 {
         let Some(start) = self.started_ms else {
             return 0;

@@ -55,6 +55,7 @@ mod gate;
 mod invariants;
 mod job;
 mod launch;
+mod limits;
 mod node;
 mod place;
 mod queue;

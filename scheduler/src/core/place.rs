@@ -111,6 +111,7 @@ impl Core {
         j.confirm_deadline = None;
         j.started_ms = Some(now);
         j.run_suspended_ms = 0;
+        j.signalled = false;
         j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {

@@ -2,6 +2,7 @@
 //! queue order (a `BTreeMap` keyed by priority, order and id, valued by rank count).
 
 use super::job::{Job, QueueKey, RunState};
+use super::limits::check_limits;
 use super::node::Node;
 use super::secret::Secret;
 use super::state::{Core, Output};
@@ -16,6 +17,7 @@ impl Core {
         if spec.command.is_empty() || spec.command[0].is_empty() {
             return Err("the job has no command: give one after '--'".into());
         }
+        check_limits(&spec)?;
         for n in &spec.nodes {
             if !self.nodes.contains_key(n) {
                 return Err(format!("unknown node '{n}': {}", self.known_nodes()));

@@ -138,6 +138,7 @@ impl Core {
             job.confirm_deadline = deadline;
             job.order = r.order;
             job.run_suspended_ms = r.run_suspended_ms.saturating_add(ongoing);
+            job.signalled = job.signal_sent_this_run();
             self.jobs.insert(r.id, job);
         }
     }
