@@ -11,12 +11,12 @@
 
 mod agent;
 mod batch;
-mod limits;
 mod client;
 mod defaults;
 mod frame;
 mod hello;
 mod ids;
+mod limits;
 mod node;
 mod scheduler;
 mod text;
@@ -27,9 +27,9 @@ pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
 pub use client::{ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView};
 pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};
-pub use limits::{exact_duration, signal_name, signal_number, BEGIN_WAIT, HELD_WAIT, MAX_SIGNAL};
 pub use hello::{check_version, Hello, HelloReply, Role, PROTOCOL_VERSION};
 pub use ids::{JobId, LaunchId, RemoteId};
+pub use limits::{exact_duration, signal_name, signal_number, BEGIN_WAIT, HELD_WAIT, MAX_SIGNAL};
 pub use node::{Availability, HeldJob, MpiFlavour, NodeInfo, NodeStatus, OwnerPolicy};
 pub use scheduler::SchedulerMsg;
 pub use text::{clip, clip_line, human_duration, MAX_LINE};

@@ -145,7 +145,10 @@ fn an_owners_suspension_does_not_count_toward_the_limit() {
     assert!(resumed - suspended >= 3000, "suspended only briefly: {job}");
     assert!(limit > resumed, "killed while suspended: {job}");
     let running = (limit - started) - (resumed - suspended);
-    assert!(running >= 5000, "killed after {running} ms of running time: {job}");
+    assert!(
+        running >= 5000,
+        "killed after {running} ms of running time: {job}"
+    );
     let what = &events(&job).last().unwrap().1.clone();
     assert!(what.contains("suspended for owners not counted"), "{what}");
 }
@@ -166,7 +169,10 @@ fn begin_waits_for_its_time() {
     }
     let job = wait_state(&c, id, "completed");
     let started = event_at(&job, "started on");
-    assert!(started >= begin, "started at {started}, before its begin {begin}: {job}");
+    assert!(
+        started >= begin,
+        "started at {started}, before its begin {begin}: {job}"
+    );
     let submitted = event_at(&job, "submitted");
     assert!(begin - submitted >= 3000, "{job}");
 }
@@ -186,7 +192,11 @@ fn a_held_job_waits_for_release() {
     let table = String::from_utf8_lossy(&c.graze(&["queue"]).stdout).to_string();
     assert!(table.contains("held"), "{table}");
     let out = c.graze(&["release", &held.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_state(&c, held, "completed");
     // Releasing a job that is not held is a clear error.
     let again = c.graze(&["release", &held.to_string()]);
@@ -201,7 +211,11 @@ fn a_held_job_waits_for_release() {
     wait_state(&c, busy, "running");
     let later = c.submit(&["-n", "1", "--", "true"]);
     let out = c.graze(&["hold", &later.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(c.graze(&["cancel", &busy.to_string()]).status.success());
     wait_state(&c, busy, "cancelled");
     let other2 = c.submit(&["-n", "1", "--", "true"]);
@@ -210,7 +224,10 @@ fn a_held_job_waits_for_release() {
     assert!(c.graze(&["release", &later.to_string()]).status.success());
     wait_state(&c, later, "completed");
     let audit = std::fs::read_to_string(c.state_dir().join("audit.log")).unwrap();
-    assert!(audit.contains("release") && audit.contains("hold"), "{audit}");
+    assert!(
+        audit.contains("release") && audit.contains("hold"),
+        "{audit}"
+    );
 }
 
 #[test]
@@ -219,9 +236,18 @@ fn bad_limits_are_refused_at_submit() {
     c.add_agent("a2", "127.0.0.2", 1, &[]);
     c.wait_offered(1);
     for (args, want) in [
-        (&["--time", "0"][..], "invalid value '0' for '--time <DURATION>'"),
-        (&["--begin", "25:00"][..], "invalid value '25:00' for '--begin <TIME>'"),
-        (&["--signal", "FOO@1s", "--time", "1m"][..], "invalid value 'FOO@1s'"),
+        (
+            &["--time", "0"][..],
+            "invalid value '0' for '--time <DURATION>'",
+        ),
+        (
+            &["--begin", "25:00"][..],
+            "invalid value '25:00' for '--begin <TIME>'",
+        ),
+        (
+            &["--signal", "FOO@1s", "--time", "1m"][..],
+            "invalid value 'FOO@1s'",
+        ),
         (
             &["--time", "1h", "--signal", "TERM@2h"][..],
             "invalid --signal 'TERM@2h'",

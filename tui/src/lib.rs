@@ -190,7 +190,9 @@ async fn dispatch(
                 .hold(job, true)
                 .await
                 .with_context(|| format!("holding job {job}"))?;
-            print(&format!("held job {job}: it starts after `graze release {job}`\n"))?;
+            print(&format!(
+                "held job {job}: it starts after `graze release {job}`\n"
+            ))?;
         }
         Command::Drain { node } => {
             let v = client

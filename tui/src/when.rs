@@ -23,7 +23,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err("expected a number before each unit, as in 1h30m".into());
         }
@@ -68,7 +70,9 @@ fn parse_clock_duration(t: &str) -> Result<u64, String> {
     };
     let parts: Vec<&str> = clock.split(':').collect();
     let [h, m, s] = parts.as_slice() else {
-        return Err("write H:MM:SS (or D-H:MM:SS); MM:SS and H:MM are ambiguous: use 1h30m, 90s".into());
+        return Err(
+            "write H:MM:SS (or D-H:MM:SS); MM:SS and H:MM are ambiguous: use 1h30m, 90s".into(),
+        );
     };
     let num = |x: &str, max: u64| -> Result<u64, String> {
         let v: u64 = x
@@ -167,7 +171,11 @@ fn parse_clock(s: &str) -> Result<u32, String> {
     let (h, m, sec) = match parts.as_slice() {
         [h, m] => (*h, *m, "0"),
         [h, m, s] => (*h, *m, *s),
-        _ => return Err(format!("'{s}' is not a time of day: write HH:MM or HH:MM:SS")),
+        _ => {
+            return Err(format!(
+                "'{s}' is not a time of day: write HH:MM or HH:MM:SS"
+            ))
+        }
     };
     let num = |x: &str, max: u32, what: &str| -> Result<u32, String> {
         let v: u32 = x
@@ -355,7 +363,12 @@ pub fn begin_words(begin_ms: u64, now_ms: u64, zone: &dyn Zone) -> String {
     let clock = if secs % 60 == 0 {
         format!("{:02}:{:02}", secs / 3600, secs % 3600 / 60)
     } else {
-        format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+        format!(
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
     };
     let (bd, nd) = (b.div_euclid(86400), n.div_euclid(86400));
     if bd == nd {
@@ -515,7 +528,9 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().contains("needs a unit"));
         assert!(parse_duration("1:30").unwrap_err().contains("ambiguous"));
         assert!(parse_duration("1:60:00").unwrap_err().contains("above 59"));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit 'x'"));
+        assert!(parse_duration("5x")
+            .unwrap_err()
+            .contains("unknown unit 'x'"));
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
@@ -535,7 +550,9 @@ mod tests {
         assert!(parse_signal("FOO@1s")
             .unwrap_err()
             .contains("unknown signal 'FOO'"));
-        assert!(parse_signal("TERM@0s").unwrap_err().contains("more than 0s"));
+        assert!(parse_signal("TERM@0s")
+            .unwrap_err()
+            .contains("more than 0s"));
         assert!(parse_signal("TERM@x").is_err());
         assert!(parse_signal("99@1s").is_err());
         assert_eq!(signal_words(&t(15, 90_000)), "TERM@1m30s");
@@ -551,7 +568,10 @@ mod tests {
         assert_eq!(begin("Tomorrow"), local(2026, 12, 3, 0, 0));
         assert_eq!(begin("today 23:15"), local(2026, 12, 2, 23, 15));
         assert_eq!(begin("2026-12-03T19:00"), local(2026, 12, 3, 19, 0));
-        assert_eq!(begin("2026-12-31 23:59:30"), local(2026, 12, 31, 23, 59) + 30_000);
+        assert_eq!(
+            begin("2026-12-31 23:59:30"),
+            local(2026, 12, 31, 23, 59) + 30_000
+        );
         assert_eq!(begin("2027-01-01"), local(2027, 1, 1, 0, 0));
         assert_eq!(begin("now+2h"), NOW + 7_200_000);
         assert_eq!(begin("now"), NOW);
@@ -593,7 +613,10 @@ mod tests {
             "2026-12-24 08:05:07"
         );
         // The same instant in UTC reads an hour earlier.
-        assert_eq!(begin_words(local(2026, 12, 2, 22, 0), NOW, &FixedZone(0)), "21:00");
+        assert_eq!(
+            begin_words(local(2026, 12, 2, 22, 0), NOW, &FixedZone(0)),
+            "21:00"
+        );
     }
 
     #[test]
@@ -647,7 +670,12 @@ mod tests {
         assert!(s.hold);
         let plain = submit(&[]).unwrap();
         assert_eq!(
-            (plain.time_limit_ms, plain.time_signal, plain.begin_ms, plain.hold),
+            (
+                plain.time_limit_ms,
+                plain.time_signal,
+                plain.begin_ms,
+                plain.hold
+            ),
             (None, None, None, false)
         );
     }
@@ -655,10 +683,19 @@ mod tests {
     #[test]
     fn bad_submit_options_quote_the_value() {
         for (args, want) in [
-            (&["--time", "0"][..], "invalid value '0' for '--time <DURATION>': a time limit must be at least 1s"),
+            (
+                &["--time", "0"][..],
+                "invalid value '0' for '--time <DURATION>': a time limit must be at least 1s",
+            ),
             (&["--time", "0s"][..], "at least 1s"),
-            (&["--begin", "25:00"][..], "invalid value '25:00' for '--begin <TIME>'"),
-            (&["--signal", "FOO@1s"][..], "invalid value 'FOO@1s' for '--signal <SIG[@T]>'"),
+            (
+                &["--begin", "25:00"][..],
+                "invalid value '25:00' for '--begin <TIME>'",
+            ),
+            (
+                &["--signal", "FOO@1s"][..],
+                "invalid value 'FOO@1s' for '--signal <SIG[@T]>'",
+            ),
             (
                 &["--time", "1h", "--signal", "TERM@2h"][..],
                 "invalid --signal 'TERM@2h': it must come before the time limit (--time 1h)",

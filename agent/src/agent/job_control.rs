@@ -443,7 +443,9 @@ impl Agent {
         let span = j.span.clone();
         tokio::task::spawn_blocking(move || {
             let sent = crate::jobs::signal::signal_program(&set, sig);
-            span.in_scope(|| tracing::info!(signal = sig, processes = ?sent, "signalled the job's program"));
+            span.in_scope(
+                || tracing::info!(signal = sig, processes = ?sent, "signalled the job's program"),
+            );
         });
     }
 

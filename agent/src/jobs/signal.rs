@@ -96,6 +96,7 @@ pub fn signal_program(set: &ProcSet, sig: i32) -> Vec<(i32, String)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

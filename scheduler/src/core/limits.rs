@@ -158,7 +158,15 @@ impl Core {
             exact_duration(j.suspended_ms(now))
         );
         let nodes = j.hosts();
-        self.finish(id, RunState::TimedOut { exit: None, at: now }, what, now);
+        self.finish(
+            id,
+            RunState::TimedOut {
+                exit: None,
+                at: now,
+            },
+            what,
+            now,
+        );
         self.kill_on(id, &nodes);
         self.schedule(now);
     }

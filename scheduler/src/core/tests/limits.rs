@@ -39,9 +39,15 @@ fn kills(out: &[Output]) -> Vec<ConnId> {
 fn signal_before_the_limit_then_timeout_and_kill() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "a1", 2, 0);
-    let id = c.submit(timed(2, 5000, Some((15, 2000))), "s".into(), 10).unwrap();
+    let id = c
+        .submit(timed(2, 5000, Some((15, 2000))), "s".into(), 10)
+        .unwrap();
     assert_eq!(starts(&drain(&mut c)).len(), 1);
-    assert_eq!(c.poll_timeout(), Some(3010), "the signal 2s before the limit");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(3010),
+        "the signal 2s before the limit"
+    );
     c.handle_timeout(3009);
     assert!(signals(&drain(&mut c)).is_empty());
     c.handle_timeout(3010);
@@ -73,9 +79,11 @@ fn signal_before_the_limit_then_timeout_and_kill() {
     assert_eq!(v.state, JobState::Timeout);
     assert_eq!(v.ended_ms, Some(5010));
     assert!(
-        v.events.last().unwrap().what.starts_with(
-            "time limit 5s reached: ran 5s (0s suspended for owners not counted)"
-        ),
+        v.events
+            .last()
+            .unwrap()
+            .what
+            .starts_with("time limit 5s reached: ran 5s (0s suspended for owners not counted)"),
         "{:?}",
         v.events
     );
@@ -88,7 +96,10 @@ fn signal_before_the_limit_then_timeout_and_kill() {
     c.job_exited(1, id, killed, 5020);
     c.job_cleared(1, id, 5021);
     let v = c.job_view(id).unwrap();
-    assert_eq!((v.state, v.exit, v.requeues), (JobState::Timeout, Some(killed), 0));
+    assert_eq!(
+        (v.state, v.exit, v.requeues),
+        (JobState::Timeout, Some(killed), 0)
+    );
     assert_eq!(c.node_views()[0].used_cores, 0);
     c.node_lost(1, 6000);
     assert_eq!(c.job_state(id), Some(JobState::Timeout));
@@ -101,7 +112,9 @@ fn the_signal_goes_to_every_node_of_the_run() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "a1", 2, 0);
     add(&mut c, 2, "a2", 2, 0);
-    let id = c.submit(timed(4, 10_000, Some((10, 1000))), "s".into(), 0).unwrap();
+    let id = c
+        .submit(timed(4, 10_000, Some((10, 1000))), "s".into(), 0)
+        .unwrap();
     drain(&mut c);
     c.handle_timeout(9000);
     let mut to: Vec<ConnId> = signals(&drain(&mut c)).iter().map(|(c, _)| *c).collect();
@@ -119,23 +132,36 @@ fn time_suspended_for_an_owner_does_not_count() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "a1", 2, 100);
     add(&mut c, 2, "a2", 2, 50);
-    let id = c.submit(timed(4, 5000, Some((15, 2000))), "s".into(), 0).unwrap();
+    let id = c
+        .submit(timed(4, 5000, Some((15, 2000))), "s".into(), 0)
+        .unwrap();
     drain(&mut c);
     busy(&mut c, 2, Availability::OwnerActive, 1000);
     drain(&mut c);
     assert_eq!(c.job_state(id), Some(JobState::Suspended));
     // Suspended: neither the signal (due at 3000) nor the limit (5000) runs.
-    assert!(c.poll_timeout().is_none_or(|t| t > 5000), "{:?}", c.poll_timeout());
+    assert!(
+        c.poll_timeout().is_none_or(|t| t > 5000),
+        "{:?}",
+        c.poll_timeout()
+    );
     c.handle_timeout(5000);
     let out = drain(&mut c);
-    assert!(signals(&out).is_empty() && kills(&out).is_empty(), "{out:?}");
+    assert!(
+        signals(&out).is_empty() && kills(&out).is_empty(),
+        "{out:?}"
+    );
     assert_eq!(c.job_state(id), Some(JobState::Suspended));
     // Resumed after 4 s suspended: 1 s ran, 4 s left.
     busy(&mut c, 2, Availability::Offered, 5000);
     drain(&mut c);
     assert_eq!(c.job_state(id), Some(JobState::Running));
     assert_eq!(c.jobs[&id].running_ms(5000), 1000);
-    assert_eq!(c.poll_timeout(), Some(7000), "signal at 3 s of running time");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(7000),
+        "signal at 3 s of running time"
+    );
     c.handle_timeout(7000);
     assert_eq!(signals(&drain(&mut c)).len(), 2);
     assert_eq!(c.poll_timeout(), Some(9000));
@@ -145,9 +171,9 @@ fn time_suspended_for_an_owner_does_not_count() {
     assert_eq!(c.job_state(id), Some(JobState::Timeout));
     let ev = events(&c, id);
     assert!(
-        ev.last().unwrap().starts_with(
-            "time limit 5s reached: ran 5s (4s suspended for owners not counted)"
-        ),
+        ev.last()
+            .unwrap()
+            .starts_with("time limit 5s reached: ran 5s (4s suspended for owners not counted)"),
         "{ev:?}"
     );
     c.check_invariants().unwrap();
@@ -160,14 +186,24 @@ fn a_requeued_run_starts_its_time_from_zero() {
     add(&mut c, 2, "a2", 2, 0);
     let id = c.submit(timed(2, 5000, None), "s".into(), 0).unwrap();
     let s = starts(&drain(&mut c));
-    let (lost, other) = if s[0].2[0].host == "a1" { (1, 2) } else { (2, 1) };
+    let (lost, other) = if s[0].2[0].host == "a1" {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
     c.node_lost(lost, 4000);
     c.handle_timeout(4000 + DEFAULT_FENCE_MARGIN_MS);
     let s2 = starts(&drain(&mut c));
     assert_eq!(s2.len(), 1);
     assert_eq!(s2[0].0, other);
-    assert_eq!(c.poll_timeout(), Some(4000 + DEFAULT_FENCE_MARGIN_MS + 5000));
-    assert_eq!(c.jobs[&id].running_ms(4000 + DEFAULT_FENCE_MARGIN_MS + 10), 10);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(4000 + DEFAULT_FENCE_MARGIN_MS + 5000)
+    );
+    assert_eq!(
+        c.jobs[&id].running_ms(4000 + DEFAULT_FENCE_MARGIN_MS + 10),
+        10
+    );
 }
 
 #[test]
@@ -175,7 +211,10 @@ fn limits_that_make_no_sense_are_refused() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "a1", 2, 0);
     let e = c.submit(timed(1, 0, None), "s".into(), 0).unwrap_err();
-    assert_eq!(e, "invalid time limit '0': a time limit must be at least 1s");
+    assert_eq!(
+        e,
+        "invalid time limit '0': a time limit must be at least 1s"
+    );
     let e = c
         .submit(timed(1, 3_600_000, Some((15, 7_200_000))), "s".into(), 0)
         .unwrap_err();
@@ -214,7 +253,11 @@ fn begin_time_holds_the_job_until_then() {
     assert!(starts(&drain(&mut c)).is_empty());
     let v = c.job_view(id).unwrap();
     assert_eq!(v.waiting_for.as_deref(), Some(graze_proto::BEGIN_WAIT));
-    assert_eq!(c.poll_timeout(), Some(60_000), "the pass runs at the begin time");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(60_000),
+        "the pass runs at the begin time"
+    );
     c.check_invariants().unwrap();
     // Other inputs before then do not start it.
     c.node_status(1, status(true, 5), 30_000);
@@ -258,7 +301,10 @@ fn hold_and_release() {
     assert!(starts(&drain(&mut c)).is_empty());
     assert_eq!(c.job_view(id).unwrap().waiting_for.as_deref(), Some("held"));
     c.check_invariants().unwrap();
-    assert_eq!(c.hold(id, 1).unwrap_err(), format!("job {id} is already held"));
+    assert_eq!(
+        c.hold(id, 1).unwrap_err(),
+        format!("job {id} is already held")
+    );
     assert_eq!(c.release(id, 2), Ok(JobState::Running));
     assert_eq!(starts(&drain(&mut c)).len(), 1);
     assert_eq!(
@@ -272,10 +318,21 @@ fn hold_and_release() {
     // Hold a queued job (the node is full), then release it once the node is free.
     let big = c.submit(spec(2), "s".into(), 4).unwrap();
     assert_eq!(c.hold(big, 5), Ok(JobState::Queued));
-    c.job_exited(1, id, ExitStatus { code: Some(0), signal: None }, 6);
+    c.job_exited(
+        1,
+        id,
+        ExitStatus {
+            code: Some(0),
+            signal: None,
+        },
+        6,
+    );
     c.job_cleared(1, id, 7);
     assert!(starts(&drain(&mut c)).is_empty(), "held, not started");
-    assert_eq!(c.job_view(big).unwrap().waiting_for.as_deref(), Some("held"));
+    assert_eq!(
+        c.job_view(big).unwrap().waiting_for.as_deref(),
+        Some("held")
+    );
     c.release(big, 8).unwrap();
     assert_eq!(starts(&drain(&mut c)).len(), 1);
     let ev = events(&c, big);
@@ -288,12 +345,28 @@ fn hold_and_release() {
 fn limits_begin_and_hold_survive_a_restart() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "a1", 2, 0);
-    let run = c.submit(timed(1, 10_000, Some((15, 4000))), "s".into(), 0).unwrap();
+    let run = c
+        .submit(timed(1, 10_000, Some((15, 4000))), "s".into(), 0)
+        .unwrap();
     let held_job = c
-        .submit(JobSpec { hold: true, ..spec(1) }, "s".into(), 0)
+        .submit(
+            JobSpec {
+                hold: true,
+                ..spec(1)
+            },
+            "s".into(),
+            0,
+        )
         .unwrap();
     let later = c
-        .submit(JobSpec { begin_ms: Some(50_000), ..spec(1) }, "s".into(), 0)
+        .submit(
+            JobSpec {
+                begin_ms: Some(50_000),
+                ..spec(1)
+            },
+            "s".into(),
+            0,
+        )
         .unwrap();
     drain(&mut c);
     c.handle_timeout(6000);
@@ -314,7 +387,10 @@ fn limits_begin_and_hold_survive_a_restart() {
     c.job_cleared(11, run, 10_001);
     drain(&mut c);
     // The held job stays held, the other waits for its begin time.
-    assert_eq!(c.job_view(held_job).unwrap().waiting_for.as_deref(), Some("held"));
+    assert_eq!(
+        c.job_view(held_job).unwrap().waiting_for.as_deref(),
+        Some("held")
+    );
     assert_eq!(
         c.job_view(later).unwrap().waiting_for.as_deref(),
         Some(graze_proto::BEGIN_WAIT)
