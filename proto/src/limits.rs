@@ -104,6 +104,25 @@ mod tests {
     }
 
     #[test]
+    fn new_messages_round_trip() {
+        use crate::{decode, encode, ClientRequest, JobId, SchedulerMsg};
+        let m = SchedulerMsg::SignalJob {
+            job: JobId(7),
+            epoch: 2,
+            signal: 15,
+        };
+        let bytes = encode(&m);
+        assert_eq!(decode::<SchedulerMsg>(&bytes[4..]).ok(), Some(m));
+        for r in [
+            ClientRequest::Release(JobId(3)),
+            ClientRequest::Hold(JobId(4)),
+        ] {
+            let bytes = encode(&r);
+            assert_eq!(decode::<ClientRequest>(&bytes[4..]).ok(), Some(r));
+        }
+    }
+
+    #[test]
     fn exact_durations() {
         assert_eq!(exact_duration(0), "0s");
         assert_eq!(exact_duration(5000), "5s");
