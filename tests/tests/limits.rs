@@ -175,6 +175,17 @@ fn begin_waits_for_its_time() {
     );
     let submitted = event_at(&job, "submitted");
     assert!(begin - submitted >= 3000, "{job}");
+    // A begin time survives a scheduler crash and restart.
+    let id = c.submit(&["-n", "1", "--begin", "now+6s", "--", "true"]);
+    let begin = c.show(id)["spec"]["begin_ms"].as_u64().unwrap();
+    c.kill_scheduler();
+    c.restart_scheduler(&[]);
+    let job = wait_state(&c, id, "completed");
+    let started = event_at(&job, "started on");
+    assert!(
+        started >= begin,
+        "started at {started}, before its begin {begin}: {job}"
+    );
 }
 
 #[test]
@@ -191,6 +202,15 @@ fn a_held_job_waits_for_release() {
     assert_eq!(job["waiting_for"], "held", "{job}");
     let table = String::from_utf8_lossy(&c.graze(&["queue"]).stdout).to_string();
     assert!(table.contains("held"), "{table}");
+    // A scheduler crash and restart keeps it held.
+    c.kill_scheduler();
+    c.restart_scheduler(&[]);
+    c.wait_offered(1);
+    let other = c.submit(&["-n", "1", "--", "true"]);
+    wait_state(&c, other, "completed");
+    let job = c.show(held);
+    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["waiting_for"], "held", "{job}");
     let out = c.graze(&["release", &held.to_string()]);
     assert!(
         out.status.success(),
