@@ -17,6 +17,7 @@ const TRAP_TERM: &str = r#"
 #include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -31,13 +32,14 @@ static void on_term(int sig) {
 }
 
 int main(int argc, char **argv) {
+    /* The handler first (hydra's PMI_RANK names the rank), so a slow MPI_Init on a loaded
+       machine does not leave a window where the signal kills the rank. */
+    const char *pmi = getenv("PMI_RANK");
+    snprintf(msg, sizeof msg, "rank %s got SIGTERM\n", pmi ? pmi : "?");
+    signal(SIGTERM, on_term);
     MPI_Init(&argc, &argv);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    char host[64];
-    gethostname(host, sizeof host);
-    snprintf(msg, sizeof msg, "rank %d got SIGTERM\n", rank);
-    signal(SIGTERM, on_term);
     printf("rank %d ready\n", rank);
     fflush(stdout);
     for (;;) {
