@@ -195,7 +195,7 @@ impl Core {
         let Some(j) = self.jobs.get_mut(&id) else {
             return Err(format!("no job {id}"));
         };
-        if !j.spec.hold {
+        if !j.spec.hold || j.state.is_final() {
             return Err(format!(
                 "job {id} is not held ({}): only a held job can be released",
                 j.state.wire()

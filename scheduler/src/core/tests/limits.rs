@@ -338,6 +338,22 @@ fn hold_and_release() {
     let ev = events(&c, big);
     assert!(ev.contains(&"held".to_string()) && ev.contains(&"released".to_string()));
     assert_eq!(c.release(JobId(99), 9).unwrap_err(), "no job 99");
+    // A held job cancelled is not released.
+    let gone = c
+        .submit(
+            JobSpec {
+                hold: true,
+                ..spec(1)
+            },
+            "s".into(),
+            10,
+        )
+        .unwrap();
+    c.cancel(gone, 11).unwrap();
+    assert_eq!(
+        c.release(gone, 12).unwrap_err(),
+        format!("job {gone} is not held (cancelled): only a held job can be released")
+    );
     c.check_invariants().unwrap();
 }
 
