@@ -104,9 +104,11 @@ fn the_ranks_get_the_signal_before_the_limit_and_the_job_times_out() {
     let started = event_at(&job, "started on");
     let signalled = event_at(&job, "sent SIGTERM to the program on ");
     let limit = event_at(&job, "time limit 5s reached");
+    // Deadlines never fire early (they may fire a little late, each on its own: the gap
+    // between the two is not checked).
     assert!(signalled - started >= 3000, "signal too early: {job}");
     assert!(limit - started >= 5000, "killed too early: {job}");
-    assert!(limit >= signalled + 2000, "{job}");
+    assert!(limit > signalled, "{job}");
     // The launcher was not signalled: nothing failed before the limit.
     assert!(
         !events(&job).iter().any(|(_, w)| w.starts_with("failed")),
