@@ -211,6 +211,12 @@ pub enum ClientRequest {
     Cancel(JobId),
     /// Answer with [`ClientReply::Job`] once the job is final.
     Wait(JobId),
+    /// Let a held job (`--hold`, `graze hold`) be scheduled. Owner or admin only. Answer:
+    /// [`ClientReply::Job`], or [`ClientReply::Error`] when the job is not held.
+    Release(JobId),
+    /// Hold a queued job: it is not started until [`ClientRequest::Release`]. Owner or admin
+    /// only. Answer as for [`ClientRequest::Release`].
+    Hold(JobId),
     /// Output lines, then [`ClientReply::LogEnd`]; with `follow`, until the job is final.
     Logs {
         /// The job.

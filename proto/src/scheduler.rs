@@ -116,4 +116,15 @@ pub enum SchedulerMsg {
         /// The run.
         id: crate::clusrun::ClusrunId,
     },
+    /// `--signal`: send `signal` to the job's program on this node (the ranks, not the MPI
+    /// launcher: the agent skips `mpiexec`, `hydra_pmi_proxy` and the like, and the processes
+    /// that run them). No answer. Ignored for another epoch of the job.
+    SignalJob {
+        /// The job.
+        job: JobId,
+        /// The run it is meant for.
+        epoch: u64,
+        /// The signal number (Linux numbering).
+        signal: i32,
+    },
 }

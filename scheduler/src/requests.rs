@@ -1,11 +1,14 @@
 //! Client requests, handled by the owning task: submit, queue, nodes, show, cancel, wait,
-//! watch, logs, drain, clusrun (in `clusrun.rs`); with the ownership checks and the audit records they need.
+//! watch, logs, drain, clusrun (in `clusrun.rs`), hold and release (`requests/hold.rs`); with
+//! the ownership checks and the audit records they need.
 
 use crate::audit::Outcome;
 use crate::auth::{self, Identity, TokenRole};
 use crate::owner::{Follower, Owner};
 use graze_proto::{ClientReply, ClientRequest, JobId, JobState, LogAttempt, LogLine};
 use tokio::sync::mpsc;
+
+mod hold;
 
 impl Owner {
     /// Why `who` may not see job `id`, or `None` when it may (or the job does not exist).
@@ -76,18 +79,26 @@ impl Owner {
         };
         // Every request naming a job is refused alike when the job is someone else's.
         let job_of = |r: &ClientRequest| match r {
-            ClientRequest::Show(id) | ClientRequest::Cancel(id) | ClientRequest::Wait(id) => {
-                Some(*id)
-            }
+            ClientRequest::Show(id)
+            | ClientRequest::Cancel(id)
+            | ClientRequest::Wait(id)
+            | ClientRequest::Release(id)
+            | ClientRequest::Hold(id) => Some(*id),
             ClientRequest::Logs { job, .. } => Some(*job),
             _ => None,
         };
         if let Some(id) = job_of(&req) {
             if let Some(message) = self.job_refusal(who, id) {
-                if matches!(req, ClientRequest::Cancel(_)) {
+                let action = match req {
+                    ClientRequest::Cancel(_) => Some("cancel"),
+                    ClientRequest::Release(_) => Some("release"),
+                    ClientRequest::Hold(_) => Some("hold"),
+                    _ => None,
+                };
+                if let Some(action) = action {
                     self.audit(
                         who,
-                        "cancel",
+                        action,
                         Outcome::Refused,
                         &[("job", id.to_string())],
                         &message,
@@ -172,6 +183,8 @@ impl Owner {
                     reply(ClientReply::Error { message })
                 }
             },
+            ClientRequest::Release(id) => reply(self.hold_request(who, id, false, now)),
+            ClientRequest::Hold(id) => reply(self.hold_request(who, id, true, now)),
             ClientRequest::Wait(id) => match self.core.job_view(id) {
                 None => reply(no_job(id)),
                 // Deferred to the commit: the end may have come in this very batch.

@@ -75,6 +75,18 @@ pub enum Command {
         #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
         job: JobId,
     },
+    /// Let a held job (`submit --hold`, `graze hold`) start.
+    Release {
+        /// The job id.
+        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
+        job: JobId,
+    },
+    /// Hold a queued job: it does not start until `graze release JOB`.
+    Hold {
+        /// The job id.
+        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
+        job: JobId,
+    },
     /// Stop placing new jobs on a node (admin tokens only); its running jobs go on.
     Drain {
         /// The node name.
@@ -201,6 +213,21 @@ pub struct SubmitArgs {
     /// Print `{"id": N}` instead of the bare id.
     #[arg(long)]
     pub json: bool,
+    /// Limit on the job's running time (suspensions for owners do not count), e.g. 2h, 90s,
+    /// 1h30m, 1:30:00; at the limit the job is killed and ends `timeout`.
+    #[arg(long = "time", value_name = "DURATION", value_parser = crate::when::parse_time_limit)]
+    pub time: Option<u64>,
+    /// Send the program (the ranks, not mpiexec) this signal T before the time limit, e.g.
+    /// TERM@60s, USR1@5m (T defaults to 60s); needs --time.
+    #[arg(long, value_name = "SIG[@T]", value_parser = crate::when::parse_signal)]
+    pub signal: Option<graze_proto::TimeSignal>,
+    /// Do not start before this local time: 22:00 (the next one), 'tomorrow 19:00',
+    /// 2026-12-03T19:00, now+2h.
+    #[arg(long, value_name = "TIME", value_parser = crate::when::parse_begin)]
+    pub begin: Option<crate::when::Begin>,
+    /// Queue the job held: it does not start until `graze release JOB`.
+    #[arg(long)]
+    pub hold: bool,
     /// The command to run, usually `mpiexec PROGRAM ARGS...`; put it after `--`.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true, num_args = 1..)]
     pub command: Vec<String>,

@@ -65,6 +65,8 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Nodes => "nodes",
         ClientRequest::Show(_) => "show",
         ClientRequest::Cancel(_) => "cancel",
+        ClientRequest::Release(_) => "release",
+        ClientRequest::Hold(_) => "hold",
         ClientRequest::Wait(_) => "wait",
         ClientRequest::Logs { .. } => "logs",
         ClientRequest::Drain { .. } => "drain",
@@ -204,6 +206,16 @@ impl Client {
     /// Cancel a job; the job in its new state.
     pub async fn cancel(&self, job: JobId) -> Result<JobView, ClientError> {
         self.job_reply(&ClientRequest::Cancel(job)).await
+    }
+
+    /// Hold (`hold`) or release a job; the job as it is now.
+    pub async fn hold(&self, job: JobId, hold: bool) -> Result<JobView, ClientError> {
+        let req = if hold {
+            ClientRequest::Hold(job)
+        } else {
+            ClientRequest::Release(job)
+        };
+        self.job_reply(&req).await
     }
 
     /// The job once the scheduler says it is final (check [`JobView::state`] all the same).

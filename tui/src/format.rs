@@ -94,7 +94,7 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
 /// The last column of the queue: why a queued job waits, where a job runs or ran.
 pub fn where_or_why(job: &JobView) -> String {
     match job.state {
-        JobState::Queued => job.waiting_for.clone().unwrap_or_else(|| "-".into()),
+        JobState::Queued => crate::when::waiting_for(job).unwrap_or_else(|| "-".into()),
         JobState::Running | JobState::Suspended | JobState::Cancelling => hosts(&job.allocation),
         JobState::Completed
         | JobState::Failed
@@ -264,9 +264,10 @@ pub fn job_details(job: &JobView, now_ms: u64) -> String {
     if let Some(e) = &job.exit {
         rows.push(("exit", e.to_string()));
     }
-    if let Some(w) = &job.waiting_for {
-        rows.push(("waiting for", w.clone()));
+    if let Some(w) = crate::when::waiting_for(job) {
+        rows.push(("waiting for", w));
     }
+    crate::when::limit_rows(job, &mut rows);
     rows.push((
         "asks for",
         format!("{}, priority {}", request(spec), spec.priority),

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod format;
 pub mod report;
 pub mod top;
+pub mod when;
 
 use anyhow::{bail, Context as _};
 use cli::{Cli, Command, SubmitArgs};
@@ -189,6 +190,22 @@ async fn dispatch(
                 .await
                 .with_context(|| format!("cancelling job {job}"))?;
             print(&format!("{}\n", format::cancel_message(&view)))?;
+        }
+        Command::Release { job } => {
+            let view = client
+                .hold(job, false)
+                .await
+                .with_context(|| format!("releasing job {job}"))?;
+            print(&format!("released job {} ({})\n", view.id, view.state))?;
+        }
+        Command::Hold { job } => {
+            client
+                .hold(job, true)
+                .await
+                .with_context(|| format!("holding job {job}"))?;
+            print(&format!(
+                "held job {job}: it starts after `graze release {job}`\n"
+            ))?;
         }
         Command::Drain { node } => {
             let v = client
@@ -378,7 +395,9 @@ pub fn load_access(path: &Path, explicit: bool) -> anyhow::Result<Access> {
 /// Turn `graze submit` arguments into a [`JobSpec`], with the current directory and user.
 fn build_spec(args: &SubmitArgs) -> anyhow::Result<JobSpec> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
-    spec_from_args(args, &cwd, current_user())
+    let mut spec = spec_from_args(args, &cwd, current_user())?;
+    when::apply_submit_args(args, &mut spec, format::now_ms(), &when::LocalZone)?;
+    Ok(spec)
 }
 
 /// Turn `graze submit` arguments into a [`JobSpec`]; a relative `--cwd` is taken from `cwd`.

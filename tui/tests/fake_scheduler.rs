@@ -74,6 +74,9 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
             JobState::Queued,
             None,
         )))],
+        ClientRequest::Release(id) | ClientRequest::Hold(id) => vec![ClientReply::Error {
+            message: format!("job {id} is not held (running): only a held job can be released"),
+        }],
         ClientRequest::Cancel(id) => vec![ClientReply::Job(Box::new(job(
             id.0,
             JobState::Cancelled,

@@ -480,6 +480,25 @@ impl Agent {
         self.maybe_cleared(job).await;
     }
 
+    /// `--signal`: send `sig` to the job's program here (not its MPI launcher), for run `epoch`.
+    pub(super) fn signal_job(&mut self, job: JobId, epoch: u64, sig: i32) {
+        let Some(j) = self.jobs.get(&job) else {
+            tracing::debug!(%job, "signal for a job with no process here");
+            return;
+        };
+        if j.killing || j.epoch != epoch {
+            return;
+        }
+        let set = j.procs();
+        let span = j.span.clone();
+        tokio::task::spawn_blocking(move || {
+            let sent = crate::jobs::signal::signal_program(&set, sig);
+            span.in_scope(
+                || tracing::info!(signal = sig, processes = ?sent, "signalled the job's program"),
+            );
+        });
+    }
+
     /// Kill the job's processes; with `grace`, vacate (SIGTERM, SIGKILL after `grace`).
     pub(super) fn kill_job(&mut self, job: JobId, grace: Option<Duration>) {
         let set = match self.jobs.get_mut(&job) {

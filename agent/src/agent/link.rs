@@ -332,6 +332,7 @@ impl Agent {
                     .await
             }
             SchedulerMsg::ClusrunKill { id } => self.kill_clusrun(id, false),
+            SchedulerMsg::SignalJob { job, epoch, signal } => self.signal_job(job, epoch, signal),
         }
     }
 }

@@ -29,6 +29,10 @@ impl Core {
         let suspended = match j.state {
             RunState::Running => None,
             RunState::Suspended { since } => Some(since),
+            RunState::TimedOut { exit: None, .. } => {
+                self.timed_out_exit(id, &name, how.ok());
+                return;
+            }
             _ => return,
         };
         if j.alloc.first().map(|a| a.host.as_str()) != Some(name.as_str()) {
@@ -91,7 +95,7 @@ impl Core {
 
     /// The run ended for good: the final state (with its exit and end time), the event, and
     /// the driver told to persist and announce it.
-    fn finish(&mut self, id: JobId, state: RunState, what: String, now: u64) {
+    pub(super) fn finish(&mut self, id: JobId, state: RunState, what: String, now: u64) {
         debug_assert!(state.is_final());
         let outcome = AttemptOutcome::Final(state.wire());
         self.attempt_ended(id, outcome, state.exit(), now);

@@ -10,6 +10,12 @@ use graze_proto::JobId;
 impl Core {
     /// Why queued job `id` may not start now regardless of free cores; `None` when it may.
     pub(super) fn held_back(&self, _id: JobId, j: &Job) -> Option<String> {
+        if j.spec.hold {
+            return Some(graze_proto::HELD_WAIT.into());
+        }
+        if j.begin_until.is_some() {
+            return Some(graze_proto::BEGIN_WAIT.into());
+        }
         if !j.clearing.is_empty() {
             let nodes: Vec<&str> = j.clearing.iter().map(String::as_str).collect();
             return Some(format!(

@@ -187,11 +187,16 @@ pub(super) struct Job {
     pub(super) run_suspended_ms: u64,
     /// A run started and its attempt record is not yet emitted (`history.rs`).
     pub(super) run_open: bool,
+    /// The current run's `--signal` was sent (see `limits.rs`).
+    pub(super) signalled: bool,
+    /// Not started before this time (`--begin`); cleared by the timeout once it passed.
+    pub(super) begin_until: Option<u64>,
 }
 
 impl Job {
     /// A job just submitted at `now`.
     pub(super) fn new(spec: JobSpec, secret: Secret, now: u64) -> Job {
+        let spec_begin = spec.begin_ms;
         Job {
             spec,
             state: RunState::Queued,
@@ -210,6 +215,8 @@ impl Job {
             avoid: BTreeSet::new(),
             run_suspended_ms: 0,
             run_open: false,
+            signalled: false,
+            begin_until: spec_begin.filter(|b| *b > now),
         }
     }
 

@@ -11,7 +11,8 @@
 //!   [`Core::node_status`], [`Core::node_lost`], [`Core::job_exited`],
 //!   [`Core::job_failed_to_start`], [`Core::job_cleared`], [`Core::job_note`]; launches from the shim (they need no
 //!   clock): [`Core::launch`], [`Core::launch_abandoned`], [`Core::remote_exited`]. From clients:
-//!   [`Core::submit`], [`Core::cancel`], [`Core::set_drained`]. From the timer:
+//!   [`Core::submit`], [`Core::cancel`], [`Core::release`], [`Core::hold`],
+//!   [`Core::set_drained`]. From the timer:
 //!   [`Core::handle_timeout`]. After a restart, once: [`Core::restore`].
 //! - **Outputs**, polled after every batch of inputs: [`Core::poll_output`] (messages to send,
 //!   connections to close, jobs and nodes to persist and announce) and [`Core::poll_timeout`]
@@ -29,7 +30,8 @@
 //! `connect` (node-table inputs), `queue` (submit, cancel, requeue, the scheduling pass),
 //! `gate` (why a queued job may not start now, whatever the cores), `place` (the allocator
 //! and waiting reasons), `reclaim` (gang suspend, resume, vacate),
-//! `exit` (run ends, kills, final states), `note` (agents' notes on a run), `launch` (launch checks), `timeout` (deadlines),
+//! `exit` (run ends, kills, final states), `note` (agents' notes on a run), `launch` (launch
+//! checks), `limits` (`--time`, `--signal`, `--begin`, hold and release), `timeout` (deadlines),
 //! `restore` ([`JobRecord`] and rebuilding), `view` and `invariants`.
 //!
 //! Invariant: a core is never promised to two jobs: `Node::held` sums to at most `Node::cores`.
@@ -56,6 +58,7 @@ mod history;
 mod invariants;
 mod job;
 mod launch;
+mod limits;
 mod node;
 mod note;
 mod place;

@@ -112,6 +112,7 @@ impl Core {
         j.started_ms = Some(now);
         j.run_suspended_ms = 0;
         j.run_open = true;
+        j.signalled = false;
         j.epoch += 1;
         j.alloc = alloc.clone();
         let msg = SchedulerMsg::StartJob {

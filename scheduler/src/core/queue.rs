@@ -3,6 +3,7 @@
 
 use super::history::AttemptOutcome;
 use super::job::{Job, QueueKey, RunState};
+use super::limits::check_limits;
 use super::node::Node;
 use super::secret::Secret;
 use super::state::{Core, Output};
@@ -30,6 +31,7 @@ impl Core {
                 graze_proto::Pattern::parse(p).map_err(|e| format!("{flag}: {e}"))?;
             }
         }
+        check_limits(&spec)?;
         for n in &spec.nodes {
             if !self.nodes.contains_key(n) {
                 return Err(format!("unknown node '{n}': {}", self.known_nodes()));

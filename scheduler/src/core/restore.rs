@@ -142,6 +142,7 @@ impl Core {
             job.order = r.order;
             job.run_suspended_ms = r.run_suspended_ms.saturating_add(ongoing);
             job.run_open = r.run_open;
+            job.signalled = job.signal_sent_this_run();
             self.jobs.insert(r.id, job);
         }
     }

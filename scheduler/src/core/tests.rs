@@ -5,6 +5,8 @@ use graze_proto::{
 };
 use proptest::prelude::*;
 
+mod limits;
+
 fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
     NodeInfo {
         name: name.into(),
@@ -650,6 +652,10 @@ enum Op {
     Cancel(u8),
     Restart,
     Reconnect(u8, bool),
+    /// A job with a time limit (s), a signal before it, a begin time (s from now), held.
+    SubmitLimited(u8, u8, bool, u8, bool),
+    Release(u8),
+    Hold(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -664,6 +670,10 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..40).prop_map(Op::Cancel),
         Just(Op::Restart),
         (0u8..6, any::<bool>()).prop_map(|(n, h)| Op::Reconnect(n, h)),
+        (1u8..12, 1u8..200, any::<bool>(), 0u8..30, any::<bool>())
+            .prop_map(|(n, t, s, b, h)| Op::SubmitLimited(n, t, s, b, h)),
+        (0u8..40).prop_map(Op::Release),
+        (0u8..40).prop_map(Op::Hold),
     ]
 }
 
@@ -699,6 +709,18 @@ proptest! {
                     c.handle_timeout(now);
                     if let Some(at) = c.poll_timeout() {
                         prop_assert!(at > now, "deadline {at} not after {now}");
+                    }
+                    // No run outlives its time limit, and none started before its begin time.
+                    for (id, j) in &c.jobs {
+                        if let (RunState::Running, Some(limit)) = (&j.state, j.spec.time_limit_ms) {
+                            prop_assert!(j.running_ms(now) < limit, "job {id} ran past its limit");
+                        }
+                        if let (Some(b), Some(st)) = (j.spec.begin_ms, j.started_ms) {
+                            prop_assert!(st >= b, "job {id} started at {st} before its begin {b}");
+                        }
+                        if j.spec.hold {
+                            prop_assert!(!j.state.is_placed(), "held job {id} runs");
+                        }
                     }
                 }
                 Op::Lose(n) => c.node_lost(n as u64 * 100 + gen[n as usize], now),
@@ -739,6 +761,19 @@ proptest! {
                     c.node_status(conn, status(true, 0), now);
                 }
                 Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
+                Op::SubmitLimited(k, t, sig, b, h) => {
+                    let limit = t as u64 * 1000;
+                    let s = JobSpec {
+                        time_limit_ms: Some(limit),
+                        time_signal: sig.then_some(graze_proto::TimeSignal { signal: 15, before_ms: limit / 2 + 1 }),
+                        begin_ms: (b > 0).then_some(now + b as u64 * 1000),
+                        hold: h,
+                        ..spec(k as u32)
+                    };
+                    let _ = c.submit(s, "s".into(), now);
+                }
+                Op::Release(j) => { let _ = c.release(JobId(j as u64), now); }
+                Op::Hold(j) => { let _ = c.hold(JobId(j as u64), now); }
             }
             for o in drain(&mut c) {
                 if let Output::AttemptEnded(r) = o {

@@ -13,6 +13,7 @@ impl Core {
             .flat_map(|j| [j.confirm_deadline, j.fence_until])
             .flatten()
             .chain(self.suspend_deadlines())
+            .chain(self.limit_deadlines())
             .min()
     }
 
@@ -21,6 +22,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: u64) {
         self.last_timeout = self.last_timeout.max(now);
         self.review_suspended(now);
+        self.review_limits(now);
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
         for id in ids {
             if let Some(j) = self.jobs.get_mut(&id) {

@@ -397,7 +397,7 @@ impl App {
         if j.state == JobState::Queued {
             lines.push(Line::from(vec![
                 Span::styled("waits: ", Style::new().bold()),
-                Span::raw(j.waiting_for.clone().unwrap_or_else(|| "-".into())),
+                Span::raw(crate::when::waiting_for(j).unwrap_or_else(|| "-".into())),
             ]));
             lines.push(Line::from(vec![
                 Span::styled("expected start: ", Style::new().bold()),

@@ -46,6 +46,19 @@ pub fn expected_start(model: &Model, job: &JobView) -> Expected {
     if job.state != JobState::Queued {
         return Expected::Unknown(format!("the job is {}", job.state));
     }
+    // Held and begin-time jobs wait whatever the cores.
+    match (job.waiting_for.as_deref(), job.spec.begin_ms) {
+        (Some(graze_proto::HELD_WAIT), _) => {
+            return Expected::Unknown("held until `graze release`".into())
+        }
+        (Some(graze_proto::BEGIN_WAIT), Some(b)) => {
+            return Expected::Unknown(format!(
+                "not before {}",
+                crate::when::begin_words(b, crate::format::now_ms(), &crate::when::LocalZone)
+            ))
+        }
+        _ => {}
+    }
     let per_rank = |cores: u32, sockets: u32| -> u32 {
         match job.spec.unit {
             Unit::Core => 1,
@@ -158,6 +171,13 @@ mod tests {
         small.submitted_ms = 0;
         let e = expected_start(&m, &small);
         assert_eq!(e.to_string(), "in ~4s (ws5 offers then)");
+        // Held: unknown whatever the cores.
+        let mut held = small.clone();
+        held.waiting_for = Some(graze_proto::HELD_WAIT.into());
+        assert_eq!(
+            expected_start(&m, &held).to_string(),
+            "unknown: held until `graze release`"
+        );
         // Too big for the cluster.
         small.spec.nprocs = 64;
         assert!(expected_start(&m, &small)
