@@ -425,6 +425,7 @@ mod tests {
             exit: None,
             requeues: 0,
             events: vec![],
+            expected_start_ms: None,
         }
     }
 
@@ -497,6 +498,7 @@ mod tests {
                 availability: Availability::Offered,
                 idle_sources: vec!["x11".into()],
                 unavailable_sources: vec![],
+                window_ends_ms: None,
             }),
             used_cores: 4,
             jobs: vec![JobId(11)],

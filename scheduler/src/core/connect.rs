@@ -136,6 +136,8 @@ impl Core {
             .status
             .as_ref()
             .map(|s| std::mem::discriminant(&s.availability));
+        let was_window = node.status.as_ref().and_then(|s| s.window_ends_ms);
+        let window = status.window_ends_ms;
         node.status = Some(status);
         let offered = node.offered();
         let blocking = node.blocks_jobs();
@@ -165,9 +167,9 @@ impl Core {
                 self.suspend(id, format!("node {name} is {why}"), now);
             }
         }
-        // Load and idle time change every second; only a change of offer or of the kind of
-        // availability can place, resume or vacate a job.
-        if offered != was || blocking != was_blocking || kind != was_kind {
+        // Load and idle time change every second; only a change of offer, of the kind of
+        // availability or of the window's end can place, resume or vacate a job.
+        if offered != was || blocking != was_blocking || kind != was_kind || window != was_window {
             self.review_suspended(now);
             self.schedule(now);
         }

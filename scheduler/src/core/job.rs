@@ -222,7 +222,6 @@ impl Job {
 
     /// Time the current (or last) run has been running up to `now`: since its start, less the
     /// time suspended. What a time limit counts.
-    #[expect(dead_code, reason = "the time limits (issue 11) are its first user")]
     pub(super) fn running_ms(&self, now: u64) -> u64 {
         let Some(start) = self.started_ms else {
             return 0;

@@ -112,7 +112,7 @@ impl Core {
             if early <= now {
                 let mut avoid = j.avoid.clone();
                 avoid.extend(busy.iter().cloned());
-                if self.place(&j.spec, &avoid).is_ok() {
+                if self.place(&j.spec, &avoid, now).is_ok() {
                     let why = format!(
                         "suspended for {} (requeue_when_suspended_after) and it can run elsewhere now",
                         human_duration(now.saturating_sub(since))

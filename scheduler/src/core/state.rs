@@ -1,6 +1,7 @@
 //! The core's data: [`Core`] (node table, job table, queue), its settings and its outputs.
 //! A leaf for the modules that implement the core's methods.
 
+use super::backfill::Reservation;
 use super::job::{Job, QueueKey};
 use super::node::{ConnId, Node};
 use graze_proto::{JobEvent, JobId, SchedulerMsg};
@@ -82,6 +83,11 @@ pub struct Core {
     pub(super) out: VecDeque<Output>,
     /// The latest `now` given to [`Core::handle_timeout`]: early-move checks up to it are done.
     pub(super) last_timeout: u64,
+    /// The `now` of the latest scheduling pass: views and the invariant check judge "fits
+    /// now" (availability windows) and the reservation at that time.
+    pub(super) pass_at: u64,
+    /// The head job's reservation from the latest pass (EASY backfill), if one has one.
+    pub(super) reservation: Option<Reservation>,
 }
 
 impl Core {
@@ -97,6 +103,8 @@ impl Core {
             next_remote: 1,
             out: VecDeque::new(),
             last_timeout: 0,
+            pass_at: 0,
+            reservation: None,
         }
     }
 
