@@ -138,6 +138,13 @@ pub struct SubmitArgs {
     /// Working directory on the first node [default: the current directory].
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
+    /// Time limit, e.g. `30s`, `2m`, `1h30m` (time suspended for an owner does not count).
+    /// Only jobs with one start ahead of a waiting job's reservation (backfill).
+    #[arg(long = "time", value_name = "DURATION", value_parser = parse_time_limit)]
+    pub time: Option<u64>,
+    /// Whole nodes: all cores of each node the job uses, and no other job beside it.
+    #[arg(long)]
+    pub exclusive: bool,
     /// Print `{"id": N}` instead of the bare id.
     #[arg(long)]
     pub json: bool,
@@ -165,6 +172,16 @@ impl From<UnitArg> for Unit {
             UnitArg::Node => Unit::Node,
         }
     }
+}
+
+/// Parse `--time`: a duration such as `30s`, `2m`, `1h30m`, at least 1 s, in ms.
+pub fn parse_time_limit(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid --time '{s}': {e}; write e.g. 30s, 2m or 1h30m"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("invalid --time '{s}': must be at least 1s"));
+    }
+    u64::try_from(d.as_millis()).map_err(|_| format!("invalid --time '{s}': too long"))
 }
 
 /// Parse `-n N`: a whole number, at least 1.
@@ -428,5 +445,16 @@ mod tests {
         assert!(parse_env("=x").is_err());
         assert!(parse_name("a b").is_err());
         assert_eq!(Unit::from(UnitArg::Node), Unit::Node);
+    }
+
+    #[test]
+    fn time_limits() {
+        assert_eq!(parse_time_limit("30s"), Ok(30_000));
+        assert_eq!(parse_time_limit("2m"), Ok(120_000));
+        assert_eq!(parse_time_limit("1h30m"), Ok(5_400_000));
+        let e = parse_time_limit("soon").unwrap_err();
+        assert!(e.starts_with("invalid --time 'soon': "), "{e}");
+        let e = parse_time_limit("500ms").unwrap_err();
+        assert_eq!(e, "invalid --time '500ms': must be at least 1s");
     }
 }

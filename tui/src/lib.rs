@@ -328,6 +328,8 @@ pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Re
         cwd: Some(dir),
         env: args.env.clone(),
         user,
+        time_limit_ms: args.time,
+        exclusive: args.exclusive,
         ..Default::default()
     })
 }
