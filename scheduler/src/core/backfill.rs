@@ -55,6 +55,22 @@ pub(super) struct Reservation {
     /// Per node of the reservation: the cores a job still running at the shadow time may
     /// take there now (the extra cores). Nodes not listed are not reserved.
     pub(super) extra: HashMap<String, u32>,
+    /// Cores a job outlasting the shadow time could take now: the free cores of the nodes not
+    /// in the reservation plus the extra ones that are free (an upper bound for the quick
+    /// check, kept by [`Core::refresh_outside`]).
+    pub(super) outside: u32,
+}
+
+impl Reservation {
+    /// A quick, allocation-free check that a job of `n` ranks queued after the reservation
+    /// could start now: it has a time limit, and it ends by the shadow time or is not larger
+    /// than the cores it may take beside the reservation. `false` means it certainly waits.
+    pub(super) fn may_try(&self, spec: &JobSpec, n: u32, now: u64) -> bool {
+        let Some(limit) = spec.time_limit_ms else {
+            return false;
+        };
+        self.shadow.is_some_and(|s| now.saturating_add(limit) <= s) || n <= self.outside
+    }
 }
 
 impl Core {
@@ -187,13 +203,29 @@ impl Core {
                 (a.host.clone(), then.saturating_sub(a.cores))
             })
             .collect();
-        Some(Reservation {
+        let mut r = Reservation {
             job: id,
             key,
             at: now,
             shadow,
             extra,
-        })
+            outside: 0,
+        };
+        self.refresh_outside(&mut r);
+        Some(r)
+    }
+
+    /// Recount [`Reservation::outside`] from the nodes' free cores.
+    pub(super) fn refresh_outside(&self, r: &mut Reservation) {
+        r.outside = self
+            .nodes
+            .values()
+            .filter(|n| n.offered())
+            .map(|n| match r.extra.get(&n.info.name) {
+                Some(e) => n.free().min(*e),
+                None => n.free(),
+            })
+            .fold(0, u32::saturating_add);
     }
 
     /// The reservation when no core is free: the first queued job (not held back) that gets
@@ -271,6 +303,14 @@ impl Core {
     /// The backfill part of the invariants: no queued job the rule lets start stays queued,
     /// and the backfilled jobs never moved the reservation later.
     pub(super) fn check_backfill(&self) -> Result<(), String> {
+        let limited: Vec<&QueueKey> = self
+            .queue
+            .keys()
+            .filter(|k| self.jobs[&k.2].spec.time_limit_ms.is_some())
+            .collect();
+        if !limited.iter().copied().eq(self.limited.iter()) {
+            return Err("the queued jobs with a time limit are not the limited set".into());
+        }
         let now = self.pass_at;
         let r = self.reservation.as_ref();
         for key in self.queue.keys() {

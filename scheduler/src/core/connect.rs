@@ -54,10 +54,13 @@ impl Core {
             let live = j.state.is_placed() || j.state == RunState::Cancelling;
             // A run is kept only if the node still holds it and still has the cores for it
             // (an agent may come back offering fewer).
+            // An --exclusive run is kept only alone, and nothing is kept beside one.
             let fits = in_alloc.is_some_and(|c| {
-                self.nodes
-                    .get(&name)
-                    .is_some_and(|n| n.used() + c <= n.info.cores)
+                self.nodes.get(&name).is_some_and(|n| {
+                    n.used() + c <= n.info.cores
+                        && !self.has_exclusive(n)
+                        && (!j.spec.exclusive || n.held.is_empty())
+                })
             });
             let holds = fits && held.get(&id).is_some_and(|h| h.epoch == j.epoch);
             match (live, in_alloc) {

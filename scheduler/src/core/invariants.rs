@@ -49,7 +49,12 @@ impl Core {
                     .get(id)
                     .is_some_and(|j| j.spec.exclusive && j.state.is_placed())
             });
-            if let (Some(id), true) = (exclusive, n.held.len() > 1) {
+            let placed = n
+                .held
+                .keys()
+                .filter(|id| self.jobs.get(id).is_some_and(|j| j.state.is_placed()))
+                .count();
+            if let (Some(id), true) = (exclusive, placed > 1) {
                 return Err(format!(
                     "node {} holds exclusive job {id} beside other jobs",
                     n.info.name

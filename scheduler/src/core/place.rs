@@ -174,7 +174,9 @@ impl Core {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
-        self.queue.remove(&j.key(id));
+        let key = j.key(id);
+        self.queue.remove(&key);
+        self.limited.remove(&key);
         j.state = RunState::Running;
         // A fresh run: confirmations awaited for an earlier run (after a restart) are moot.
         j.confirm.clear();

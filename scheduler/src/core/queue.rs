@@ -37,6 +37,9 @@ impl Core {
         self.next_job += 1;
         let job = Job::new(spec, secret, now);
         self.queue.insert(job.key(id), job.spec.nprocs);
+        if job.spec.time_limit_ms.is_some() {
+            self.limited.insert(job.key(id));
+        }
         self.jobs.insert(id, job);
         self.event(id, now, "submitted".into());
         self.pass(now, Some(id));
@@ -52,6 +55,7 @@ impl Core {
             RunState::Queued => {
                 let key = j.key(id);
                 self.queue.remove(&key);
+                self.limited.remove(&key);
                 let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
                 if j.clearing.is_empty() {
                     j.state = RunState::Cancelled { at: now };
@@ -93,7 +97,11 @@ impl Core {
         j.confirm_deadline = None;
         let key = j.key(id);
         let n = j.spec.nprocs;
+        let limited = j.spec.time_limit_ms.is_some();
         self.queue.insert(key, n);
+        if limited {
+            self.limited.insert(key);
+        }
         self.event(id, now, format!("requeued: {reason}"));
     }
 
@@ -139,21 +147,31 @@ impl Core {
                 None => std::ops::Bound::Unbounded,
                 Some(c) => std::ops::Bound::Excluded(c),
             };
-            let mut rest = self.queue.range((after, std::ops::Bound::Unbounded));
+            let range = (after, std::ops::Bound::Unbounded);
             // Until the reservation, every job is looked at (the first that does not fit gets
-            // it); after it, only those small enough for the free cores.
+            // it); after it, only those with a time limit (no other may be backfilled).
             let next = if res.is_none() {
-                rest.next()
+                self.queue.range(range).next().map(|(k, n)| (*k, *n))
             } else {
-                rest.find(|(_, n)| **n <= free)
+                self.limited
+                    .range(range)
+                    .next()
+                    .map(|k| (*k, self.queue.get(k).copied().unwrap_or(u32::MAX)))
             };
             let Some((key, n)) = next else {
                 break;
             };
-            let (key, n) = (*key, *n);
             cursor = Some(key);
+            if res.is_some() && n > free {
+                continue;
+            }
             let id = key.2;
             let j = &self.jobs[&id];
+            // Behind the reservation, cheap refusals first (no limit; too large for the extra
+            // cores when it would outlast the shadow time): most of a long queue stops here.
+            if res.as_ref().is_some_and(|r| !r.may_try(&j.spec, n, now)) {
+                continue;
+            }
             if self.held_back(id, j).is_some() {
                 continue;
             }
@@ -179,6 +197,10 @@ impl Core {
                 }
                 free = free.saturating_sub(alloc.iter().map(|a| a.cores).sum::<u32>());
                 self.start(id, alloc, now);
+                if let Some(mut r) = res.take() {
+                    self.refresh_outside(&mut r);
+                    res = Some(r);
+                }
             }
             if free == 0 && res.is_some() {
                 break;

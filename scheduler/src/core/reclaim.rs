@@ -177,7 +177,11 @@ impl Core {
         j.avoid.extend(busy);
         let key = j.key(id);
         let n = j.spec.nprocs;
+        let limited = j.spec.time_limit_ms.is_some();
         self.queue.insert(key, n);
+        if limited {
+            self.limited.insert(key);
+        }
         for (conn, _) in targets {
             self.send(conn, SchedulerMsg::VacateJob { job: id });
         }

@@ -5,7 +5,7 @@ use super::backfill::Reservation;
 use super::job::{Job, QueueKey};
 use super::node::{ConnId, Node};
 use graze_proto::{JobEvent, JobId, SchedulerMsg};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Core settings.
 #[derive(Clone, Debug)]
@@ -78,6 +78,9 @@ pub struct Core {
     /// Queued jobs in run order (priority high first, submit time, id) with their rank count,
     /// so a pass can skip jobs larger than the free cores without looking them up.
     pub(super) queue: BTreeMap<QueueKey, u32>,
+    /// The keys of queued jobs with a time limit: the only ones a pass looks at behind a
+    /// reservation (EASY backfill), so a long queue without limits costs nothing there.
+    pub(super) limited: BTreeSet<QueueKey>,
     pub(super) next_job: u64,
     pub(super) next_remote: u64,
     pub(super) out: VecDeque<Output>,
@@ -99,6 +102,7 @@ impl Core {
             conns: HashMap::new(),
             jobs: BTreeMap::new(),
             queue: BTreeMap::new(),
+            limited: BTreeSet::new(),
             next_job: 1,
             next_remote: 1,
             out: VecDeque::new(),
