@@ -152,6 +152,10 @@ pub struct JobView {
     pub requeues: u32,
     /// Life events.
     pub events: Vec<JobEvent>,
+    /// A queued job's reservation (EASY backfill): the scheduler expects it to start by then
+    /// (ms since the Unix epoch), when running jobs reach their time limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_start_ms: Option<u64>,
 }
 
 /// A node as the CLI shows it.

@@ -160,4 +160,9 @@ pub struct NodeStatus {
     /// nobody logged in on a terminal); they are skipped.
     #[serde(default)]
     pub unavailable_sources: Vec<String>,
+    /// When the node's availability windows close next (ms since the Unix epoch), while one is
+    /// open; `None` with no windows (always available) or none closing within a week. The
+    /// scheduler places no job whose time limit would run past it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ends_ms: Option<u64>,
 }

@@ -68,6 +68,7 @@ fn main() {
             availability: Availability::Offered,
             idle_sources: vec!["file:/x".into()],
             unavailable_sources: vec![],
+            window_ends_ms: None,
         };
         c.node_status(n as u64, st, 0);
     }

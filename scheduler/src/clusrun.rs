@@ -466,6 +466,7 @@ mod tests {
                 availability,
                 idle_sources: Vec::new(),
                 unavailable_sources: Vec::new(),
+                window_ends_ms: None,
             }),
             used_cores: 0,
             jobs: Vec::new(),

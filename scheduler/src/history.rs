@@ -282,6 +282,7 @@ mod tests {
                 availability: a,
                 idle_sources: vec![],
                 unavailable_sources: vec![],
+                window_ends_ms: None,
             },
             now,
         );

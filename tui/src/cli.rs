@@ -210,6 +210,9 @@ pub struct SubmitArgs {
     /// Write stderr to this file instead [default: the --stdout file].
     #[arg(long, value_name = "PATTERN", value_parser = parse_pattern, requires = "stdout")]
     pub stderr: Option<String>,
+    /// Whole nodes: all cores of each node the job uses, and no other job beside it.
+    #[arg(long)]
+    pub exclusive: bool,
     /// Print `{"id": N}` instead of the bare id.
     #[arg(long)]
     pub json: bool,
@@ -555,5 +558,16 @@ mod tests {
         assert!(parse_env("=x").is_err());
         assert!(parse_name("a b").is_err());
         assert_eq!(Unit::from(UnitArg::Node), Unit::Node);
+    }
+
+    #[test]
+    fn time_limit_and_exclusive_flags() {
+        let c = Cli::try_parse_from(["graze", "submit", "--time", "2m", "--exclusive", "--", "x"])
+            .unwrap();
+        let Command::Submit(a) = c.command else {
+            panic!("not a submit");
+        };
+        assert_eq!(a.time, Some(120_000));
+        assert!(a.exclusive);
     }
 }

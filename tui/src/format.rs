@@ -15,6 +15,25 @@ pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// A point in time as the local clock shows it, `HH:MM` (the C library's time zone).
+pub fn clock_time(ms: u64) -> String {
+    let t = libc::time_t::try_from(ms / 1000).unwrap_or(libc::time_t::MAX);
+    // SAFETY: localtime_r writes only into `tm`, a plain C struct we own; it is thread safe.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return timestamp(ms);
+        }
+        tm
+    };
+    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+}
+
+/// A reserved job's expected start (EASY backfill): `starts by 02:10 (reserved)`.
+pub fn reserved_start(ms: u64) -> String {
+    format!("starts by {} (reserved)", clock_time(ms))
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -94,7 +113,13 @@ pub fn elapsed(job: &JobView, now_ms: u64) -> String {
 /// The last column of the queue: why a queued job waits, where a job runs or ran.
 pub fn where_or_why(job: &JobView) -> String {
     match job.state {
-        JobState::Queued => crate::when::waiting_for(job).unwrap_or_else(|| "-".into()),
+        JobState::Queued => {
+            let why = crate::when::waiting_for(job).unwrap_or_else(|| "-".into());
+            match job.expected_start_ms {
+                Some(t) => format!("{}; {why}", reserved_start(t)),
+                None => why,
+            }
+        }
         JobState::Running | JobState::Suspended | JobState::Cancelling => hosts(&job.allocation),
         JobState::Completed
         | JobState::Failed
@@ -268,6 +293,9 @@ pub fn job_details(job: &JobView, now_ms: u64) -> String {
         rows.push(("waiting for", w));
     }
     crate::when::limit_rows(job, &mut rows);
+    if let Some(t) = job.expected_start_ms {
+        rows.push(("expected start", reserved_start(t)));
+    }
     rows.push((
         "asks for",
         format!("{}, priority {}", request(spec), spec.priority),
@@ -508,6 +536,7 @@ mod tests {
             exit: None,
             requeues: 0,
             events: vec![],
+            expected_start_ms: None,
         }
     }
 
@@ -580,6 +609,7 @@ mod tests {
                 availability: Availability::Offered,
                 idle_sources: vec!["x11".into()],
                 unavailable_sources: vec![],
+                window_ends_ms: None,
             }),
             used_cores: 4,
             jobs: vec![JobId(11)],
@@ -622,6 +652,21 @@ mod tests {
             s.availability = Availability::OwnerCpuBusy { percent: 85 };
         }
         vec![a1, a2, b1, b2, b3]
+    }
+
+    #[test]
+    fn reserved_job_shows_its_start() {
+        let mut j = job(7, JobState::Queued);
+        j.waiting_for = Some("needs 8 cores, 2 offered".into());
+        j.expected_start_ms = Some(NOW + 600_000);
+        let w = where_or_why(&j);
+        assert!(
+            w.starts_with("starts by ") && w.ends_with(" (reserved); needs 8 cores, 2 offered"),
+            "{w}"
+        );
+        let hhmm = &w["starts by ".len()..w.len() - " (reserved); needs 8 cores, 2 offered".len()];
+        assert!(hhmm.len() == 5 && hhmm.as_bytes()[2] == b':', "{hhmm}");
+        assert!(job_details(&j, NOW).contains("expected start"));
     }
 
     #[test]

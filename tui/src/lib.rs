@@ -431,6 +431,7 @@ pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Re
         user,
         stdout: args.stdout.clone(),
         stderr: args.stderr.clone(),
+        exclusive: args.exclusive,
         ..Default::default()
     })
 }

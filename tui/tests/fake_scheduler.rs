@@ -38,6 +38,7 @@ fn job(id: u64, state: JobState, exit: Option<ExitStatus>) -> JobView {
         exit,
         requeues: 0,
         events: vec![],
+        expected_start_ms: None,
     }
 }
 

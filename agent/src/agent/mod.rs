@@ -239,6 +239,12 @@ fn spawn_sampler(tx: mpsc::Sender<Input>, jobsets: watch::Receiver<Vec<ProcSet>>
 }
 
 impl Agent {
+    /// When this PC's availability window closes, for the scheduler's placement (a job whose
+    /// time limit runs past it is not placed here).
+    fn window_ends_ms(&self) -> Option<u64> {
+        self.cfg.policy.windows.closes_at_ms()
+    }
+
     async fn handle(&mut self, input: Input) {
         match input {
             Input::Connected {
@@ -372,6 +378,7 @@ impl Agent {
                 availability: avail,
                 idle_sources: owner.working,
                 unavailable_sources: owner.unavailable,
+                window_ends_ms: self.window_ends_ms(),
             };
             self.send(AgentMsg::Status(status)).await;
         }

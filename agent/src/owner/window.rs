@@ -199,6 +199,42 @@ impl Windows {
         self.0.is_empty() || self.0.iter().any(|w| w.contains(d, sec))
     }
 
+    /// Seconds from weekday `d`, second `sec` until no window is open any more, while one is
+    /// open now: the next window end at which no other window carries on (overlapping and
+    /// adjacent windows join). `None` when none is open now, when there are no windows
+    /// (always available) or when the windows stay open for the coming week.
+    pub fn closes_in(&self, d: Weekday, sec: u32) -> Option<u32> {
+        if self.0.is_empty() || !self.contains(d, sec) {
+            return None;
+        }
+        // Availability can only end at some window's end: try every end in the next 8 days,
+        // nearest first, and take the first after which nothing is open.
+        let mut ends: Vec<u32> = (0..8u32)
+            .flat_map(|k| self.0.iter().map(move |w| k * DAY + w.end))
+            .filter(|t| *t > sec)
+            .map(|t| t - sec)
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        ends.into_iter().find(|off| {
+            let t = sec + off;
+            !self.contains(((u32::from(d) + t / DAY) % 7) as Weekday, t % DAY)
+        })
+    }
+
+    /// When the open window closes (ms since the Unix epoch), from the local clock; see
+    /// [`Windows::closes_in`]. Local time's offset is taken as fixed until then (a daylight
+    /// saving change in between shifts the answer by its hour).
+    pub fn closes_at_ms(&self) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let t = unix_secs();
+        let (d, s) = local_at(t);
+        let off = self.closes_in(d, s)?;
+        Some((t.max(0) as u64 + u64::from(off)) * 1000)
+    }
+
     /// True when open now, in local time.
     pub fn open_now(&self) -> bool {
         self.0.is_empty() || {
@@ -211,10 +247,20 @@ impl Windows {
 /// The local weekday (Monday = 0) and second of the day, from the C library's time zone
 /// (`TZ`, else `/etc/localtime`).
 pub fn local_now() -> (Weekday, u32) {
-    // SAFETY: time(NULL) has no memory effects; localtime_r writes only into `tm`, which is a
-    // plain C struct we own, and is thread safe.
+    local_at(unix_secs())
+}
+
+/// Seconds since the Unix epoch, from the C library's clock.
+fn unix_secs() -> libc::time_t {
+    // SAFETY: time(NULL) has no memory effects.
+    unsafe { libc::time(std::ptr::null_mut()) }
+}
+
+/// The local weekday (Monday = 0) and second of the day at Unix time `t`.
+fn local_at(t: libc::time_t) -> (Weekday, u32) {
+    // SAFETY: localtime_r writes only into `tm`, which is a plain C struct we own, and is
+    // thread safe.
     unsafe {
-        let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
         if libc::localtime_r(&t, &mut tm).is_null() {
             let secs = u32::try_from(t.rem_euclid(i64::from(DAY))).unwrap_or(0);
@@ -308,6 +354,22 @@ mod tests {
             );
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn closes_in_joins_windows_and_wraps() {
+        let ws = Windows(vec![w("Mon-Fri 19:00-07:00")]);
+        // Monday 20:00: closes Tuesday 07:00, 11 h later.
+        assert_eq!(ws.closes_in(MON, at(20, 0)), Some(11 * 3600));
+        assert_eq!(ws.closes_in(TUE, at(6, 59)), Some(60));
+        assert_eq!(ws.closes_in(TUE, at(12, 0)), None, "closed now");
+        // Friday night then the weekend: open from Friday 19:00 to Monday 00:00.
+        let ws = Windows(vec![w("Mon-Fri 19:00-07:00"), w("Sat-Sun")]);
+        assert_eq!(ws.closes_in(FRI, at(23, 0)), Some(DAY + 3600 + DAY));
+        assert_eq!(ws.closes_in(SUN, at(23, 0)), Some(3600));
+        // Open all week: no end within the week.
+        assert_eq!(Windows(vec![w("daily")]).closes_in(TUE, 5), None);
+        assert_eq!(Windows::default().closes_in(TUE, 5), None);
     }
 
     #[test]

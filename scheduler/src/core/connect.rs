@@ -55,10 +55,13 @@ impl Core {
             let live = j.state.is_placed() || j.state == RunState::Cancelling;
             // A run is kept only if the node still holds it and still has the cores for it
             // (an agent may come back offering fewer).
+            // An --exclusive run is kept only alone, and nothing is kept beside one.
             let fits = in_alloc.is_some_and(|c| {
-                self.nodes
-                    .get(&name)
-                    .is_some_and(|n| n.used() + c <= n.info.cores)
+                self.nodes.get(&name).is_some_and(|n| {
+                    n.used() + c <= n.info.cores
+                        && !self.has_exclusive(n)
+                        && (!j.spec.exclusive || n.held.is_empty())
+                })
             });
             let holds = fits && held.get(&id).is_some_and(|h| h.epoch == j.epoch);
             match (live, in_alloc) {
@@ -137,6 +140,8 @@ impl Core {
             .status
             .as_ref()
             .map(|s| std::mem::discriminant(&s.availability));
+        let was_window = node.status.as_ref().and_then(|s| s.window_ends_ms);
+        let window = status.window_ends_ms;
         node.status = Some(status);
         let offered = node.offered();
         let blocking = node.blocks_jobs();
@@ -167,9 +172,9 @@ impl Core {
                 self.suspend(id, format!("node {name} is {why}"), now);
             }
         }
-        // Load and idle time change every second; only a change of offer or of the kind of
-        // availability can place, resume or vacate a job.
-        if offered != was || blocking != was_blocking || kind != was_kind {
+        // Load and idle time change every second; only a change of offer, of the kind of
+        // availability or of the window's end can place, resume or vacate a job.
+        if offered != was || blocking != was_blocking || kind != was_kind || window != was_window {
             self.review_suspended(now);
             self.schedule(now);
         }

@@ -30,6 +30,7 @@ fn status(a: Availability) -> NodeStatus {
         availability: a,
         idle_sources: vec![],
         unavailable_sources: vec![],
+        window_ends_ms: None,
     }
 }
 

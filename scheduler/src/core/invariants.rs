@@ -38,11 +38,27 @@ impl Core {
                 ));
             }
         }
-        // No queued job that fits stays queued.
-        for k in self.queue.keys() {
-            let j = &self.jobs[&k.2];
-            if self.held_back(k.2, j).is_none() && self.place(&j.spec, &j.avoid).is_ok() {
-                return Err(format!("job {} fits but stays queued", k.2));
+        // No queued job that fits stays queued, except behind a reservation (EASY backfill):
+        // a job after the reserved one that fits but could delay it may wait. And backfilled
+        // jobs never move the reservation later.
+        self.check_backfill()?;
+        // An --exclusive run has its nodes to itself.
+        for n in self.nodes.values() {
+            let exclusive = n.held.keys().find(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| j.spec.exclusive && j.state.is_placed())
+            });
+            let placed = n
+                .held
+                .keys()
+                .filter(|id| self.jobs.get(id).is_some_and(|j| j.state.is_placed()))
+                .count();
+            if let (Some(id), true) = (exclusive, placed > 1) {
+                return Err(format!(
+                    "node {} holds exclusive job {id} beside other jobs",
+                    n.info.name
+                ));
             }
         }
         // Running jobs run only on nodes that run jobs; suspended ones have a reclaimed node.

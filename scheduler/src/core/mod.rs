@@ -29,15 +29,20 @@
 //! rows ([`RunState`], [`Placement`]); `secret` the shim [`Secret`]. The methods live by topic:
 //! `connect` (node-table inputs), `queue` (submit, cancel, requeue, the scheduling pass),
 //! `gate` (why a queued job may not start now, whatever the cores), `place` (the allocator
-//! and waiting reasons), `reclaim` (gang suspend, resume, vacate),
-//! `exit` (run ends, kills, final states), `note` (agents' notes on a run), `launch` (launch
-//! checks), `limits` (`--time`, `--signal`, `--begin`, hold and release), `timeout` (deadlines),
+//! and waiting reasons, `--exclusive`, availability windows against time limits),
+//! `backfill` (EASY backfill: the head job's reservation and who may start ahead of it),
+//! `reclaim` (gang suspend, resume, vacate), `exit` (run ends, kills, final states), `note`
+//! (agents' notes on a run), `launch` (launch checks), `limits` (`--time`, `--signal`,
+//! `--begin`, hold and release), `timeout` (deadlines),
 //! `restore` ([`JobRecord`] and rebuilding), `view` and `invariants`.
 //!
 //! Invariant: a core is never promised to two jobs: `Node::held` sums to at most `Node::cores`.
 //! Invariant: a job has at most one allocation alive: a requeued job is not placed again until
 //! every node of its previous run has confirmed its processes are gone (or is lost).
-//! Invariant: after every input, no queued job that fits the offered cores stays queued.
+//! Invariant: after every input, no queued job that fits the offered cores stays queued,
+//! except a job queued after the reservation whose start could delay it (EASY backfill); and a
+//! backfilled job never moves the reservation later.
+//! Invariant: an `--exclusive` run holds every core of its nodes, and nothing runs beside it.
 //! Invariant: a running job has no node whose owner reclaimed it (the job is suspended at
 //! once), and a suspended job has at least one such node (it is resumed at once otherwise).
 //!
@@ -51,6 +56,7 @@
 //! now. Deadlines are reported by [`Core::poll_timeout`] and acted on by
 //! [`Core::handle_timeout`].
 
+mod backfill;
 mod connect;
 mod exit;
 mod gate;
@@ -86,6 +92,9 @@ mod history_tests;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod backfill_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod outfiles_tests;

@@ -28,6 +28,7 @@ fn offered() -> NodeStatus {
         availability: Availability::Offered,
         idle_sources: vec![],
         unavailable_sources: vec![],
+        window_ends_ms: None,
     }
 }
 

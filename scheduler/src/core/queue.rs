@@ -1,10 +1,10 @@
 //! The queue: submit, cancel, requeue, and the scheduling pass that places queued jobs in
 //! queue order (a `BTreeMap` keyed by priority, order and id, valued by rank count).
 
+use super::backfill::Reservation;
 use super::history::AttemptOutcome;
 use super::job::{Job, QueueKey, RunState};
 use super::limits::check_limits;
-use super::node::Node;
 use super::secret::Secret;
 use super::state::{Core, Output};
 use graze_proto::{JobId, JobSpec, JobState};
@@ -53,9 +53,12 @@ impl Core {
         self.next_job += 1;
         let job = Job::new(spec, secret, now);
         self.queue.insert(job.key(id), job.spec.nprocs);
+        if job.spec.time_limit_ms.is_some() {
+            self.limited.insert(job.key(id));
+        }
         self.jobs.insert(id, job);
         self.event(id, now, "submitted".into());
-        self.schedule(now);
+        self.pass(now, Some(id));
         Ok(id)
     }
 
@@ -68,6 +71,7 @@ impl Core {
             RunState::Queued => {
                 let key = j.key(id);
                 self.queue.remove(&key);
+                self.limited.remove(&key);
                 let j = self.jobs.get_mut(&id).ok_or("job vanished")?;
                 if j.clearing.is_empty() {
                     let outcome = AttemptOutcome::Final(JobState::Cancelled);
@@ -119,50 +123,116 @@ impl Core {
         j.confirm_deadline = None;
         let key = j.key(id);
         let n = j.spec.nprocs;
+        let limited = j.spec.time_limit_ms.is_some();
         self.queue.insert(key, n);
+        if limited {
+            self.limited.insert(key);
+        }
         self.event(id, now, format!("requeued: {reason}"));
     }
 
-    /// Try to place every queued job, in queue order.
+    /// Try to place every queued job, in queue order, with EASY backfill behind the first one
+    /// that does not fit (`backfill.rs` has the rule).
     pub(super) fn schedule(&mut self, now: u64) {
+        self.pass(now, None);
+    }
+
+    /// The scheduling pass. `submitted`: the pass follows the submit of this job alone, so
+    /// with no free core only that job can change the reservation.
+    pub(super) fn pass(&mut self, now: u64, submitted: Option<JobId>) {
+        self.pass_at = now;
         // Free offered cores bound every placement: jobs above it are skipped without a search.
-        let mut free: u32 = self
+        let (mut free, offered) = self
             .nodes
             .values()
             .filter(|n| n.offered())
-            .map(Node::free)
-            .sum();
+            .fold((0u32, 0u32), |(f, o), n| {
+                (f.saturating_add(n.free()), o.saturating_add(n.info.cores))
+            });
         if free == 0 {
+            self.reservation = match (submitted, self.reservation.take()) {
+                (Some(id), kept) => {
+                    let j = &self.jobs[&id];
+                    let key = j.key(id);
+                    match kept {
+                        Some(r) if r.key < key => Some(r),
+                        kept if j.spec.nprocs <= offered && self.held_back(id, j).is_none() => {
+                            self.reserve(id, key, j, now).or(kept)
+                        }
+                        kept => kept,
+                    }
+                }
+                (None, _) => self.find_reservation(now),
+            };
             return;
         }
+        let mut res: Option<Reservation> = None;
         let mut cursor: Option<QueueKey> = None;
         loop {
-            // Next queued job, after the cursor, small enough for the free cores.
-            let next = match cursor {
-                None => self.queue.iter().find(|(_, n)| **n <= free),
-                Some(c) => self
-                    .queue
-                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .find(|(_, n)| **n <= free),
+            let after = match cursor {
+                None => std::ops::Bound::Unbounded,
+                Some(c) => std::ops::Bound::Excluded(c),
             };
-            let Some((key, _)) = next else {
-                return;
+            let range = (after, std::ops::Bound::Unbounded);
+            // Until the reservation, every job is looked at (the first that does not fit gets
+            // it); after it, only those with a time limit (no other may be backfilled).
+            let next = if res.is_none() {
+                self.queue.range(range).next().map(|(k, n)| (*k, *n))
+            } else {
+                self.limited
+                    .range(range)
+                    .next()
+                    .map(|k| (*k, self.queue.get(k).copied().unwrap_or(u32::MAX)))
             };
-            let key = *key;
+            let Some((key, n)) = next else {
+                break;
+            };
             cursor = Some(key);
+            if res.is_some() && n > free {
+                continue;
+            }
             let id = key.2;
             let j = &self.jobs[&id];
+            // Behind the reservation, cheap refusals first (no limit; too large for the extra
+            // cores when it would outlast the shadow time): most of a long queue stops here.
+            if res.as_ref().is_some_and(|r| !r.may_try(&j.spec, n, now)) {
+                continue;
+            }
             if self.held_back(id, j).is_some() {
                 continue;
             }
-            if let Ok(alloc) = self.place(&j.spec, &j.avoid) {
-                free -= alloc.iter().map(|a| a.cores).sum::<u32>();
+            let placed = match &res {
+                None => {
+                    let fits = if n <= free {
+                        self.place(&j.spec, &j.avoid, now).ok()
+                    } else {
+                        None
+                    };
+                    if fits.is_none() && n <= offered {
+                        res = self.reserve(id, key, j, now);
+                    }
+                    fits.map(|a| (a, false))
+                }
+                Some(r) => self.backfill_place(&j.spec, j, r, now).ok(),
+            };
+            if let Some((alloc, past)) = placed {
+                if past {
+                    if let Some(r) = res.as_mut() {
+                        Core::use_extra(r, &alloc);
+                    }
+                }
+                free = free.saturating_sub(alloc.iter().map(|a| a.cores).sum::<u32>());
                 self.start(id, alloc, now);
-                if free == 0 {
-                    return;
+                if let Some(mut r) = res.take() {
+                    self.refresh_outside(&mut r);
+                    res = Some(r);
                 }
             }
+            if free == 0 && res.is_some() {
+                break;
+            }
         }
+        self.reservation = res;
     }
 
     /// Queued job ids in run order.

@@ -113,7 +113,7 @@ impl Core {
             if early <= now {
                 let mut avoid = j.avoid.clone();
                 avoid.extend(busy.iter().cloned());
-                if self.place(&j.spec, &avoid).is_ok() {
+                if self.place(&j.spec, &avoid, now).is_ok() {
                     let why = format!(
                         "suspended for {} (requeue_when_suspended_after) and it can run elsewhere now",
                         human_duration(now.saturating_sub(since))
@@ -186,7 +186,11 @@ impl Core {
         j.avoid.extend(busy);
         let key = j.key(id);
         let n = j.spec.nprocs;
+        let limited = j.spec.time_limit_ms.is_some();
         self.queue.insert(key, n);
+        if limited {
+            self.limited.insert(key);
+        }
         for (conn, _) in targets {
             self.send(conn, SchedulerMsg::VacateJob { job: id });
         }

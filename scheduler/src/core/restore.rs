@@ -124,8 +124,11 @@ impl Core {
                 clearing.clone()
             };
             if state == RunState::Queued {
-                self.queue
-                    .insert((Reverse(r.spec.priority), r.order, r.id), r.spec.nprocs);
+                let key = (Reverse(r.spec.priority), r.order, r.id);
+                self.queue.insert(key, r.spec.nprocs);
+                if r.spec.time_limit_ms.is_some() {
+                    self.limited.insert(key);
+                }
             }
             // Live runs, and kills not yet confirmed, wait for their nodes to report back.
             let deadline = (live || !clearing.is_empty()).then_some(now + self.cfg.node_timeout_ms);

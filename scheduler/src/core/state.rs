@@ -1,11 +1,12 @@
 //! The core's data: [`Core`] (node table, job table, queue), its settings and its outputs.
 //! A leaf for the modules that implement the core's methods.
 
+use super::backfill::Reservation;
 use super::history::{AttemptRecord, OwnerEventKind};
 use super::job::{Job, QueueKey};
 use super::node::{ConnId, Node};
 use graze_proto::{JobEvent, JobId, SchedulerMsg};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Core settings.
 #[derive(Clone, Debug)]
@@ -92,11 +93,19 @@ pub struct Core {
     /// Queued jobs in run order (priority high first, submit time, id) with their rank count,
     /// so a pass can skip jobs larger than the free cores without looking them up.
     pub(super) queue: BTreeMap<QueueKey, u32>,
+    /// The keys of queued jobs with a time limit: the only ones a pass looks at behind a
+    /// reservation (EASY backfill), so a long queue without limits costs nothing there.
+    pub(super) limited: BTreeSet<QueueKey>,
     pub(super) next_job: u64,
     pub(super) next_remote: u64,
     pub(super) out: VecDeque<Output>,
     /// The latest `now` given to [`Core::handle_timeout`]: early-move checks up to it are done.
     pub(super) last_timeout: u64,
+    /// The `now` of the latest scheduling pass: views and the invariant check judge "fits
+    /// now" (availability windows) and the reservation at that time.
+    pub(super) pass_at: u64,
+    /// The head job's reservation from the latest pass (EASY backfill), if one has one.
+    pub(super) reservation: Option<Reservation>,
 }
 
 impl Core {
@@ -108,10 +117,13 @@ impl Core {
             conns: HashMap::new(),
             jobs: BTreeMap::new(),
             queue: BTreeMap::new(),
+            limited: BTreeSet::new(),
             next_job: 1,
             next_remote: 1,
             out: VecDeque::new(),
             last_timeout: 0,
+            pass_at: 0,
+            reservation: None,
         }
     }
 

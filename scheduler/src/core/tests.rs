@@ -35,6 +35,7 @@ fn status(offered: bool, idle_ms: u64) -> NodeStatus {
         },
         idle_sources: vec![],
         unavailable_sources: vec![],
+        window_ends_ms: None,
     }
 }
 
@@ -646,7 +647,7 @@ enum Op {
     Offer(u8, u8, u16),
     Tick(u32),
     Lose(u8),
-    Submit(u8, i8),
+    Submit(u8, i8, Option<u32>, bool),
     Exit(u8, bool),
     Clear(u8, u8),
     Cancel(u8),
@@ -664,7 +665,13 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6, 0u8..6, any::<u16>()).prop_map(|(n, o, i)| Op::Offer(n, o, i)),
         (0u32..700_000).prop_map(Op::Tick),
         (0u8..6).prop_map(Op::Lose),
-        (1u8..12, -2i8..3).prop_map(|(n, p)| Op::Submit(n, p)),
+        (
+            1u8..12,
+            -2i8..3,
+            proptest::option::of(1u32..900_000),
+            proptest::bool::weighted(0.2)
+        )
+            .prop_map(|(n, p, t, x)| Op::Submit(n, p, t, x)),
         (0u8..40, any::<bool>()).prop_map(|(j, ok)| Op::Exit(j, ok)),
         (0u8..6, 0u8..40).prop_map(|(n, j)| Op::Clear(n, j)),
         (0u8..40).prop_map(Op::Cancel),
@@ -682,7 +689,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300)
     ))]
-    /// No core is promised to two jobs, and after every input no queued job that fits stays queued.
+    /// No core is promised to two jobs, and after every input no queued job that fits stays
+    /// queued (unless it waits behind a reservation it could delay), a backfilled job never
+    /// moves the reservation later, and an exclusive job has its nodes to itself.
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
         let mut c = Core::new(CoreConfig { max_job_cores: 64, ..CoreConfig::default() });
@@ -702,6 +711,8 @@ proptest! {
                 Op::Offer(n, kind, idle) => {
                     let mut st = status(true, idle as u64);
                     st.availability = avail(kind);
+                    // Some nodes' availability windows close soon.
+                    st.window_ends_ms = (idle % 3 == 0).then(|| now + u64::from(idle) * 20);
                     c.node_status(n as u64 * 100 + gen[n as usize], st, now)
                 }
                 Op::Tick(d) => {
@@ -724,9 +735,11 @@ proptest! {
                     }
                 }
                 Op::Lose(n) => c.node_lost(n as u64 * 100 + gen[n as usize], now),
-                Op::Submit(k, p) => {
+                Op::Submit(k, p, limit, exclusive) => {
                     let mut s = spec(k as u32);
                     s.priority = p as i32;
+                    s.time_limit_ms = limit.map(u64::from);
+                    s.exclusive = exclusive;
                     let _ = c.submit(s, "s".into(), now);
                 }
                 Op::Exit(j, ok) => {

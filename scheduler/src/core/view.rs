@@ -1,6 +1,7 @@
 //! Views: jobs and nodes as the CLI and `graze top` show them, and the small read-only
 //! lookups the driver needs (owner, state, nodes of a job).
 
+use super::job::RunState;
 use super::node::{ConnId, Node};
 use super::state::Core;
 use graze_proto::{JobId, JobState, JobView, NodeView};
@@ -21,6 +22,11 @@ impl Core {
             exit: j.state.exit(),
             requeues: j.requeues,
             events: j.events.clone(),
+            expected_start_ms: self
+                .reservation
+                .as_ref()
+                .filter(|r| r.job == id && j.state == RunState::Queued)
+                .and_then(|r| r.shadow),
         })
     }
 

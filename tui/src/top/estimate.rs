@@ -1,8 +1,10 @@
 //! When a waiting job is expected to start, or why that is unknown.
 //!
-//! graze jobs have no time limit, so cores held by running jobs come back at an unknown time.
-//! What is known: free offered cores, and nodes whose owner is idle and that offer their cores
-//! in a known number of seconds (`Availability::Waiting`). The estimate uses only those and says
+//! One source of truth: when the scheduler gives a job a reservation (EASY backfill,
+//! `JobView::expected_start_ms`, from running jobs' time limits), that is the estimate.
+//! Otherwise cores held by running jobs come back at an unknown time, and what is known is:
+//! free offered cores, and nodes whose owner is idle and that offer their cores in a known
+//! number of seconds (`Availability::Waiting`). The estimate uses only those and says
 //! "unknown" with the reason otherwise.
 
 use super::model::Model;
@@ -20,6 +22,11 @@ pub enum Expected {
         /// The node whose offer completes the job's cores.
         node: String,
     },
+    /// By this time (ms since the Unix epoch): the scheduler's reservation.
+    Reserved {
+        /// The reservation's start.
+        at_ms: u64,
+    },
     /// Not known, and why.
     Unknown(String),
 }
@@ -30,6 +37,9 @@ impl std::fmt::Display for Expected {
             Expected::Now => write!(f, "now"),
             Expected::In { ms, node } => {
                 write!(f, "in ~{}s ({node} offers then)", ms.div_ceil(1000))
+            }
+            Expected::Reserved { at_ms } => {
+                write!(f, "by {} (reserved)", crate::format::clock_time(*at_ms))
             }
             Expected::Unknown(why) => write!(f, "unknown: {why}"),
         }
@@ -45,6 +55,9 @@ fn eligible(job: &JobView, name: &str, groups: &[String]) -> bool {
 pub fn expected_start(model: &Model, job: &JobView) -> Expected {
     if job.state != JobState::Queued {
         return Expected::Unknown(format!("the job is {}", job.state));
+    }
+    if let Some(at_ms) = job.expected_start_ms {
+        return Expected::Reserved { at_ms };
     }
     // Held and begin-time jobs wait whatever the cores.
     match (job.waiting_for.as_deref(), job.spec.begin_ms) {
@@ -126,7 +139,7 @@ pub fn expected_start(model: &Model, job: &JobView) -> Expected {
     }
     if have + held >= need && held > 0 {
         return Expected::Unknown(
-            "it needs cores held by running jobs, which have no time limit".into(),
+            "it needs cores held by running jobs, and the scheduler gave it no reservation".into(),
         );
     }
     if capacity >= need {
@@ -160,10 +173,21 @@ mod tests {
         assert_eq!(
             e,
             Expected::Unknown(
-                "it needs cores held by running jobs, which have no time limit".into()
+                "it needs cores held by running jobs, and the scheduler gave it no reservation"
+                    .into()
             ),
             "{e}"
         );
+        // The scheduler's reservation is the estimate when it gives one.
+        let mut reserved = j3.clone();
+        reserved.expected_start_ms = Some(7_200_000);
+        assert_eq!(
+            expected_start(&m, &reserved),
+            Expected::Reserved { at_ms: 7_200_000 }
+        );
+        assert!(expected_start(&m, &reserved)
+            .to_string()
+            .ends_with(" (reserved)"));
         // A 2-core job fits on the idle node once it offers (ws5, 4 s).
         let mut small = j3.clone();
         small.id = graze_proto::JobId(99);

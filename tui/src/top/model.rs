@@ -392,6 +392,7 @@ mod tests {
             availability: Availability::Offered,
             idle_sources: vec![],
             unavailable_sources: vec![],
+            window_ends_ms: None,
         };
         let s = CpuSample::of(&st(vec![100.0, 50.0], 25.0));
         assert_eq!((s.jobs, s.owner), (50.0, 25.0));

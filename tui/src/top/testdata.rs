@@ -42,6 +42,7 @@ fn node(
             availability,
             idle_sources: vec![format!("file:/tmp/owner-{name}")],
             unavailable_sources: vec![],
+            window_ends_ms: None,
         }),
         used_cores: used,
         jobs: jobs.iter().map(|j| JobId(*j)).collect(),
@@ -151,6 +152,7 @@ fn job(id: u64, name: &str, n: u32, state: JobState, alloc: &[(&str, u32)]) -> J
             at_ms: submitted_ms,
             what: "submitted".into(),
         }],
+        expected_start_ms: None,
     }
 }
 
