@@ -1,6 +1,6 @@
 //! Requests from the CLI and the TUI, and the scheduler's answers.
 
-use crate::batch::{ArraySpec, Dependency, TimeSignal};
+use crate::batch::{ArraySpec, ArrayTask, Dependency, JobRef, TimeSignal};
 use crate::ids::JobId;
 use crate::node::{NodeInfo, NodeStatus};
 use crate::values::{ExitStatus, HostSlots, LogLine, Unit};
@@ -151,6 +151,19 @@ pub struct JobView {
     pub requeues: u32,
     /// Life events.
     pub events: Vec<JobEvent>,
+    /// For a task of an array: the array and the task's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<ArrayTask>,
+}
+
+/// A whole job array (`graze show 7`, `graze wait 7`, `graze cancel 7`): its tasks in index
+/// order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ArrayView {
+    /// The array's id.
+    pub id: JobId,
+    /// Every task.
+    pub tasks: Vec<JobView>,
 }
 
 /// A node as the CLI shows it.
@@ -184,16 +197,19 @@ pub enum ClientRequest {
     },
     /// All nodes. Answer: [`ClientReply::Nodes`].
     Nodes,
-    /// One job. Answer: [`ClientReply::Job`].
-    Show(JobId),
-    /// Cancel a job. Answer: [`ClientReply::Job`] with its new state.
-    Cancel(JobId),
-    /// Answer with [`ClientReply::Job`] once the job is final.
-    Wait(JobId),
+    /// One job, or one task (`7.3`). Answer: [`ClientReply::Job`]; for a whole array (`7`),
+    /// [`ClientReply::Array`].
+    Show(JobRef),
+    /// Cancel a job, one task, or every task of an array not yet final. Answer:
+    /// [`ClientReply::Job`] (or [`ClientReply::Array`]) with the new state.
+    Cancel(JobRef),
+    /// Answer with [`ClientReply::Job`] once the job is final; for a whole array with
+    /// [`ClientReply::Array`] once every task is.
+    Wait(JobRef),
     /// Output lines, then [`ClientReply::LogEnd`]; with `follow`, until the job is final.
     Logs {
-        /// The job.
-        job: JobId,
+        /// The job, or one task of an array.
+        job: JobRef,
         /// Only this rank.
         rank: Option<u32>,
         /// Keep streaming while the job runs.
@@ -235,6 +251,8 @@ pub enum ClientReply {
     Nodes(Vec<NodeView>),
     /// One job.
     Job(Box<JobView>),
+    /// A whole array.
+    Array(Box<ArrayView>),
     /// Output lines.
     Log(Vec<LogLine>),
     /// No more output.

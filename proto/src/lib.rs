@@ -22,8 +22,12 @@ mod text;
 mod values;
 
 pub use agent::{AgentMsg, JobMsg};
-pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
-pub use client::{ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView};
+pub use batch::{
+    ArraySpec, ArrayTask, DepKind, Dependency, JobRef, TimeSignal, MAX_ARRAY_TASKS,
+};
+pub use client::{
+    ArrayView, ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, NodeView,
+};
 pub use defaults::{DEFAULT_NODE_TIMEOUT, DEFAULT_NODE_TIMEOUT_MS, MIN_NODE_TIMEOUT};
 pub use frame::{decode, encode, frame_len, FrameDecoder, FrameError, MAX_FRAME};
 pub use hello::{check_version, Hello, HelloReply, Role, PROTOCOL_VERSION};

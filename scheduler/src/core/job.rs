@@ -2,7 +2,7 @@
 //! has), its placement and the bookkeeping of the nodes that must still confirm a kill.
 
 use super::secret::Secret;
-use graze_proto::{ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState};
+use graze_proto::{ArrayTask, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState};
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
@@ -185,6 +185,8 @@ pub(super) struct Job {
     /// Time the current (or last) run spent suspended in suspensions that ended (ms); the
     /// ongoing one is in `state`. See [`Job::suspended_ms`] and [`Job::running_ms`].
     pub(super) run_suspended_ms: u64,
+    /// For a task of an array: the array and the task's index.
+    pub(super) task: Option<ArrayTask>,
 }
 
 impl Job {
@@ -207,6 +209,7 @@ impl Job {
             order: now,
             avoid: BTreeSet::new(),
             run_suspended_ms: 0,
+            task: None,
         }
     }
 

@@ -49,7 +49,9 @@
 //! now. Deadlines are reported by [`Core::poll_timeout`] and acted on by
 //! [`Core::handle_timeout`].
 
+mod array;
 mod connect;
+mod deps;
 mod exit;
 mod gate;
 mod invariants;
@@ -65,6 +67,7 @@ mod state;
 mod timeout;
 mod view;
 
+pub use array::{index_words, Target};
 pub use job::{Placement, RunState};
 pub use node::ConnId;
 pub use restore::JobRecord;

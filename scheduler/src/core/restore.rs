@@ -6,7 +6,7 @@ use super::job::{Job, Placement, RunState};
 use super::node::Node;
 use super::secret::Secret;
 use super::state::Core;
-use graze_proto::{JobEvent, JobId, JobSpec, NodeInfo};
+use graze_proto::{ArrayTask, JobEvent, JobId, JobSpec, NodeInfo};
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
@@ -40,6 +40,8 @@ pub struct JobRecord {
     pub order: u64,
     /// Time the current or last run spent suspended, ended suspensions only (ms).
     pub run_suspended_ms: u64,
+    /// For a task of an array: the array and the index.
+    pub task: Option<ArrayTask>,
 }
 
 impl Core {
@@ -70,6 +72,7 @@ impl Core {
             epoch: j.epoch,
             order: j.order,
             run_suspended_ms: j.run_suspended_ms,
+            task: j.task,
         })
     }
 
@@ -138,7 +141,14 @@ impl Core {
             job.confirm_deadline = deadline;
             job.order = r.order;
             job.run_suspended_ms = r.run_suspended_ms.saturating_add(ongoing);
+            job.task = r.task;
+            if let Some(t) = r.task {
+                // The array's id is no job's, but it is taken.
+                self.next_job = self.next_job.max(t.array.0 + 1);
+            }
             self.jobs.insert(r.id, job);
         }
+        self.restore_arrays();
+        self.restore_deps(now);
     }
 }

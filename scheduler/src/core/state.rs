@@ -1,6 +1,7 @@
 //! The core's data: [`Core`] (node table, job table, queue), its settings and its outputs.
 //! A leaf for the modules that implement the core's methods.
 
+use super::array::Array;
 use super::job::{Job, QueueKey};
 use super::node::{ConnId, Node};
 use graze_proto::{JobEvent, JobId, SchedulerMsg};
@@ -82,6 +83,10 @@ pub struct Core {
     pub(super) out: VecDeque<Output>,
     /// The latest `now` given to [`Core::handle_timeout`]: early-move checks up to it are done.
     pub(super) last_timeout: u64,
+    /// Job arrays by the array's id (no job has that id; its tasks are jobs of their own).
+    pub(super) arrays: BTreeMap<JobId, Array>,
+    /// For each job or array named in another job's `after`: the jobs that name it.
+    pub(super) dependents: HashMap<JobId, Vec<JobId>>,
 }
 
 impl Core {
@@ -97,6 +102,8 @@ impl Core {
             next_remote: 1,
             out: VecDeque::new(),
             last_timeout: 0,
+            arrays: BTreeMap::new(),
+            dependents: HashMap::new(),
         }
     }
 
@@ -114,6 +121,12 @@ impl Core {
             j.events.push(JobEvent { at_ms: now, what });
         }
         self.out.push_back(Output::JobChanged(job));
+        // Every change of state comes with an event: the array's counts follow it here, and
+        // a job that just ended decides the jobs that wait for it.
+        self.track_task(job);
+        if self.jobs.get(&job).is_some_and(|j| j.state.is_final()) {
+            self.release_dependents(job, now);
+        }
     }
 
     /// The node name of an agent connection, while it is connected: the one lookup from a

@@ -650,6 +650,10 @@ enum Op {
     Cancel(u8),
     Restart,
     Reconnect(u8, bool),
+    /// An array: ranks per task, tasks, throttle (0: none).
+    SubmitArray(u8, u8, u8),
+    /// A job depending on job (or array) id: ranks, kind, id.
+    SubmitAfter(u8, u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -664,6 +668,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..40).prop_map(Op::Cancel),
         Just(Op::Restart),
         (0u8..6, any::<bool>()).prop_map(|(n, h)| Op::Reconnect(n, h)),
+        (1u8..5, 1u8..7, 0u8..3).prop_map(|(k, n, t)| Op::SubmitArray(k, n, t)),
+        (1u8..5, 0u8..3, 0u8..40).prop_map(|(k, d, j)| Op::SubmitAfter(k, d, j)),
     ]
 }
 
@@ -672,7 +678,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300)
     ))]
-    /// No core is promised to two jobs, and after every input no queued job that fits stays queued.
+    /// No core is promised to two jobs, and after every input no queued job that fits stays
+    /// queued; an array never runs more than its throttle and a job never starts before its
+    /// dependencies are met (`check_invariants`).
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
         let mut c = Core::new(CoreConfig { max_job_cores: 64, ..CoreConfig::default() });
@@ -736,7 +744,28 @@ proptest! {
                     let _ = c.node_connected(conn, i, now);
                     c.node_status(conn, status(true, 0), now);
                 }
-                Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
+                Op::Cancel(j) => match c.resolve(JobId(j as u64).into()) {
+                    Ok(Target::Array(a)) => { let _ = c.cancel_array(a, now); }
+                    _ => { let _ = c.cancel(JobId(j as u64), now); }
+                },
+                Op::SubmitArray(k, n, t) => {
+                    let s = JobSpec {
+                        array: Some(graze_proto::ArraySpec {
+                            indices: (1..=n as u32).collect(),
+                            throttle: (t > 0).then_some(t as u32),
+                        }),
+                        ..spec(k as u32)
+                    };
+                    let _ = c.submit(s, "s".into(), now);
+                }
+                Op::SubmitAfter(k, d, j) => {
+                    let kind = [graze_proto::DepKind::Ok, graze_proto::DepKind::NotOk, graze_proto::DepKind::Any][d as usize];
+                    let s = JobSpec {
+                        after: vec![graze_proto::Dependency { kind, job: JobId(j as u64) }],
+                        ..spec(k as u32)
+                    };
+                    let _ = c.submit(s, "s".into(), now);
+                }
             }
             drain(&mut c);
             prop_assert_eq!(c.check_invariants(), Ok(()));
@@ -1064,3 +1093,5 @@ fn a_failing_run_keeps_its_verdict_through_a_suspension() {
     );
     c.check_invariants().unwrap();
 }
+
+mod batch;

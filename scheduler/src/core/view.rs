@@ -21,14 +21,21 @@ impl Core {
             exit: j.state.exit(),
             requeues: j.requeues,
             events: j.events.clone(),
+            task: j.task,
         })
     }
 
-    /// Jobs: all not final, plus final ones when `all`.
+    /// Jobs: all not final, plus final ones when `all`. The ended tasks of an array with
+    /// tasks left come too, so the array's line can count them.
     pub fn job_views(&self, all: bool) -> Vec<JobView> {
         self.jobs
             .iter()
-            .filter(|(_, j)| all || !j.state.is_final())
+            .filter(|(_, j)| {
+                all || !j.state.is_final()
+                    || j
+                        .task
+                        .is_some_and(|t| self.array_final(t.array) == Some(false))
+            })
             .filter_map(|(id, _)| self.job_view(*id))
             .collect()
     }
@@ -62,8 +69,12 @@ impl Core {
         self.jobs.get(&id).map(|j| j.state.wire())
     }
 
-    /// Who submitted job `id`.
+    /// Who submitted job `id` (or array `id`).
     pub fn job_owner(&self, id: JobId) -> Option<&str> {
+        let id = match self.arrays.get(&id) {
+            Some(a) => *a.tasks.values().next()?,
+            None => id,
+        };
         self.jobs.get(&id).map(|j| j.spec.user.as_str())
     }
 

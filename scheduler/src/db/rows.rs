@@ -4,7 +4,7 @@
 
 use crate::core::{JobRecord, Placement, RunState, Secret};
 use graze_proto::{
-    ArraySpec, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo,
+    ArraySpec, ArrayTask, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo,
     OwnerPolicy, TimeSignal, Unit,
 };
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,24 @@ pub(crate) struct JobRow {
     /// Time the current or last run spent suspended, ended suspensions only (ms).
     #[serde(default)]
     pub(crate) run_suspended_ms: u64,
+    /// For a task of an array: the array, the index, the array's size and throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) task: Option<TaskRow>,
+}
+
+/// What makes a job a task of an array, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskRow {
+    /// The array's id.
+    pub(crate) array: u64,
+    /// The task's index.
+    pub(crate) index: u32,
+    /// Tasks in the array.
+    pub(crate) count: u32,
+    /// Most tasks running at once.
+    #[serde(default)]
+    pub(crate) throttle: Option<u32>,
 }
 
 /// A job's spec as stored.
@@ -457,6 +475,12 @@ impl From<&JobRecord> for JobRow {
             epoch: r.epoch,
             order: r.order,
             run_suspended_ms: r.run_suspended_ms,
+            task: r.task.map(|t| TaskRow {
+                array: t.array.0,
+                index: t.index,
+                count: t.count,
+                throttle: t.throttle,
+            }),
         }
     }
 }
@@ -492,6 +516,12 @@ impl From<JobRow> for JobRecord {
             epoch: r.epoch,
             order: r.order,
             run_suspended_ms: r.run_suspended_ms,
+            task: r.task.map(|t| ArrayTask {
+                array: JobId(t.array),
+                index: t.index,
+                count: t.count,
+                throttle: t.throttle,
+            }),
         }
     }
 }

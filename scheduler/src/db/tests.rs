@@ -38,6 +38,12 @@ fn record(state: RunState) -> JobRecord {
         epoch: 3,
         order: 1,
         run_suspended_ms: 40,
+        task: Some(graze_proto::ArrayTask {
+            array: JobId(5),
+            index: 2,
+            count: 3,
+            throttle: Some(1),
+        }),
     }
 }
 
