@@ -3,8 +3,8 @@
 
 use crate::audit::Outcome;
 use crate::auth::{self, Identity, TokenRole};
-use crate::owner::{Follower, Owner};
 use crate::core::Target;
+use crate::owner::{Follower, Owner};
 use graze_proto::{ClientReply, ClientRequest, JobId, LogLine};
 use tokio::sync::mpsc;
 

@@ -425,6 +425,7 @@ mod tests {
             exit: None,
             requeues: 0,
             events: vec![],
+            task: None,
         }
     }
 

@@ -234,11 +234,7 @@ impl Core {
         let a = self.arrays.get(&id)?;
         Some(ArrayView {
             id,
-            tasks: a
-                .tasks
-                .values()
-                .filter_map(|t| self.job_view(*t))
-                .collect(),
+            tasks: a.tasks.values().filter_map(|t| self.job_view(*t)).collect(),
         })
     }
 

@@ -170,7 +170,11 @@ impl Core {
             for target in targets {
                 let waiting = self.dependents.get(&target).cloned().unwrap_or_default();
                 for d in waiting {
-                    if self.jobs.get(&d).is_none_or(|j| j.state != RunState::Queued) {
+                    if self
+                        .jobs
+                        .get(&d)
+                        .is_none_or(|j| j.state != RunState::Queued)
+                    {
                         continue;
                     }
                     if let Some((_, DepStatus::Broken(why))) = self.deps_status(d) {

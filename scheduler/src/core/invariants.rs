@@ -63,7 +63,9 @@ impl Core {
         for (id, j) in &self.jobs {
             if j.started_ms.is_some() {
                 if let Some((d, _)) = self.deps_status(*id) {
-                    return Err(format!("job {id} started before its dependency {d} was met"));
+                    return Err(format!(
+                        "job {id} started before its dependency {d} was met"
+                    ));
                 }
             }
             if j.state == RunState::Queued {

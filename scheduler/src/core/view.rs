@@ -32,8 +32,7 @@ impl Core {
             .iter()
             .filter(|(_, j)| {
                 all || !j.state.is_final()
-                    || j
-                        .task
+                    || j.task
                         .is_some_and(|t| self.array_final(t.array) == Some(false))
             })
             .filter_map(|(id, _)| self.job_view(*id))

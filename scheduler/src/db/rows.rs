@@ -4,8 +4,8 @@
 
 use crate::core::{JobRecord, Placement, RunState, Secret};
 use graze_proto::{
-    ArraySpec, ArrayTask, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo,
-    OwnerPolicy, TimeSignal, Unit,
+    ArraySpec, ArrayTask, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour,
+    NodeInfo, OwnerPolicy, TimeSignal, Unit,
 };
 use serde::{Deserialize, Serialize};
 

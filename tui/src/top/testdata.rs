@@ -151,6 +151,7 @@ fn job(id: u64, name: &str, n: u32, state: JobState, alloc: &[(&str, u32)]) -> J
             at_ms: submitted_ms,
             what: "submitted".into(),
         }],
+        task: None,
     }
 }
 

@@ -85,7 +85,10 @@ fn an_array_runs_at_most_its_throttle_and_each_task_knows_its_index() {
         ("GRAZE_ARRAY_JOB_ID", &a.to_string()),
         ("GRAZE_ARRAY_COUNT", "5"),
     ] {
-        assert!(env.contains(&(kv.0.into(), kv.1.into())), "{kv:?} in {env:?}");
+        assert!(
+            env.contains(&(kv.0.into(), kv.1.into())),
+            "{kv:?} in {env:?}"
+        );
     }
     let t3 = task(&c, a, 3);
     assert_eq!(
@@ -129,7 +132,10 @@ fn bad_array_shapes_are_refused_and_nothing_is_queued() {
     let e = c
         .submit(array_spec(1, vec![1, 2], Some(0)), "s".into(), 1)
         .unwrap_err();
-    assert_eq!(e, "invalid --array '1-2%0': the throttle must be at least 1");
+    assert_eq!(
+        e,
+        "invalid --array '1-2%0': the throttle must be at least 1"
+    );
     assert!(c.job_views(true).is_empty());
     assert!(c.arrays.is_empty());
 }
@@ -206,8 +212,12 @@ fn an_array_survives_a_restart_with_its_throttle() {
 fn an_ok_chain_runs_in_order() {
     let mut c = nodes();
     let j1 = c.submit(spec(1), "s".into(), 1).unwrap();
-    let j2 = c.submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 1).unwrap();
-    let j3 = c.submit(after(1, &[(DepKind::Ok, j2)]), "s".into(), 1).unwrap();
+    let j2 = c
+        .submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 1)
+        .unwrap();
+    let j3 = c
+        .submit(after(1, &[(DepKind::Ok, j2)]), "s".into(), 1)
+        .unwrap();
     drain(&mut c);
     assert_eq!(c.job_state(j2), Some(JobState::Queued));
     assert_eq!(
@@ -226,8 +236,12 @@ fn an_ok_chain_runs_in_order() {
 fn a_broken_ok_fails_the_chain_at_once_with_the_reason() {
     let mut c = nodes();
     let j1 = c.submit(spec(1), "s".into(), 1).unwrap();
-    let j2 = c.submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 1).unwrap();
-    let j3 = c.submit(after(1, &[(DepKind::Ok, j2)]), "s".into(), 1).unwrap();
+    let j2 = c
+        .submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 1)
+        .unwrap();
+    let j3 = c
+        .submit(after(1, &[(DepKind::Ok, j2)]), "s".into(), 1)
+        .unwrap();
     let j4 = c
         .submit(after(1, &[(DepKind::NotOk, j2)]), "s".into(), 1)
         .unwrap();
@@ -259,11 +273,15 @@ fn notok_any_and_decided_at_submit() {
     drain(&mut c);
     end(&mut c, j1, 0, 2);
     // Decided at submit: ok on a completed job runs at once; notok is broken at once.
-    let ok = c.submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 3).unwrap();
+    let ok = c
+        .submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 3)
+        .unwrap();
     let nok = c
         .submit(after(1, &[(DepKind::NotOk, j1)]), "s".into(), 3)
         .unwrap();
-    let any = c.submit(after(1, &[(DepKind::Any, j1)]), "s".into(), 3).unwrap();
+    let any = c
+        .submit(after(1, &[(DepKind::Any, j1)]), "s".into(), 3)
+        .unwrap();
     assert_eq!(c.job_state(ok), Some(JobState::Running));
     assert_eq!(c.job_state(nok), Some(JobState::DependencyFailed));
     assert_eq!(c.job_state(any), Some(JobState::Running));
@@ -271,7 +289,9 @@ fn notok_any_and_decided_at_submit() {
     let q = c.submit(spec(64), "s".into(), 4);
     assert!(q.is_err(), "needs more than the cluster");
     let q = c.submit(spec(12), "s".into(), 4).unwrap();
-    let a2 = c.submit(after(1, &[(DepKind::Any, q)]), "s".into(), 4).unwrap();
+    let a2 = c
+        .submit(after(1, &[(DepKind::Any, q)]), "s".into(), 4)
+        .unwrap();
     drain(&mut c);
     assert_eq!(c.job_state(a2), Some(JobState::Queued));
     c.cancel(q, 5).unwrap();
@@ -292,8 +312,12 @@ fn dependencies_on_arrays() {
     let a = c
         .submit(array_spec(1, vec![1, 2, 3], None), "s".into(), 1)
         .unwrap();
-    let ok = c.submit(after(1, &[(DepKind::Ok, a)]), "s".into(), 1).unwrap();
-    let any = c.submit(after(1, &[(DepKind::Any, a)]), "s".into(), 1).unwrap();
+    let ok = c
+        .submit(after(1, &[(DepKind::Ok, a)]), "s".into(), 1)
+        .unwrap();
+    let any = c
+        .submit(after(1, &[(DepKind::Any, a)]), "s".into(), 1)
+        .unwrap();
     let nok = c
         .submit(after(1, &[(DepKind::NotOk, a)]), "s".into(), 1)
         .unwrap();
@@ -310,7 +334,9 @@ fn dependencies_on_arrays() {
     assert_eq!(c.job_state(ok), Some(JobState::DependencyFailed));
     assert_eq!(
         c.job_view(ok).unwrap().events.last().unwrap().what,
-        format!("dependency-failed: task {a}.2 of array {a} failed (exit 3); this job needed ok:{a}")
+        format!(
+            "dependency-failed: task {a}.2 of array {a} failed (exit 3); this job needed ok:{a}"
+        )
     );
     assert_eq!(c.job_state(any), Some(JobState::Queued));
     assert_eq!(c.job_state(nok), Some(JobState::Queued));
@@ -361,7 +387,9 @@ fn dependencies_on_arrays() {
 fn dependencies_survive_a_restart() {
     let mut c = nodes();
     let j1 = c.submit(spec(1), "s".into(), 1).unwrap();
-    let j2 = c.submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 1).unwrap();
+    let j2 = c
+        .submit(after(1, &[(DepKind::Ok, j1)]), "s".into(), 1)
+        .unwrap();
     drain(&mut c);
     let mut r = restart(&c, 10);
     for (conn, n) in [(11, "a1"), (12, "a2"), (13, "a3")] {
