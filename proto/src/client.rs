@@ -118,12 +118,17 @@ impl fmt::Display for JobState {
 }
 
 /// One event in a job's life, for `graze show`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct JobEvent {
     /// When, in ms since the Unix epoch.
     pub at_ms: u64,
     /// What happened.
     pub what: String,
+    /// The event's place among all the scheduler's events (one counter for every job), so
+    /// two events of the same millisecond (a task's end and the next task's start) are told
+    /// apart. 0 in records from before protocol 5.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A job as the CLI shows it.

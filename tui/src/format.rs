@@ -636,18 +636,22 @@ mod tests {
             JobEvent {
                 at_ms: j.submitted_ms,
                 what: "submitted".into(),
+                seq: 0,
             },
             JobEvent {
                 at_ms: NOW - 3 * 3_600_000,
                 what: "started on a1:4,a3:4".into(),
+                seq: 0,
             },
             JobEvent {
                 at_ms: NOW - 2 * 3_600_000 - 6 * 60_000,
                 what: "requeued: a3 owner came back".into(),
+                seq: 0,
             },
             JobEvent {
                 at_ms: NOW - 2 * 3_600_000 - 5 * 60_000,
                 what: "started on a1:4,a2:4".into(),
+                seq: 0,
             },
         ];
         insta::assert_snapshot!(job_details(&j, NOW));

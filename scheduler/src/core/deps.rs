@@ -200,7 +200,9 @@ impl Core {
         j.events.push(JobEvent {
             at_ms: now,
             what: format!("dependency-failed: {why}"),
+            seq: self.next_event,
         });
+        self.next_event += 1;
         self.queue.remove(&key);
         self.out.push_back(Output::JobChanged(id));
         self.out.push_back(Output::JobFinal(id));

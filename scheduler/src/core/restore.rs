@@ -136,6 +136,8 @@ impl Core {
             job.confirm = confirm;
             job.clearing = clearing;
             job.requeues = r.requeues;
+            let last = r.events.iter().map(|e| e.seq).max().unwrap_or(0);
+            self.next_event = self.next_event.max(last + 1);
             job.events = r.events;
             job.epoch = r.epoch;
             job.confirm_deadline = deadline;

@@ -87,6 +87,8 @@ pub struct Core {
     pub(super) arrays: BTreeMap<JobId, Array>,
     /// For each job or array named in another job's `after`: the jobs that name it.
     pub(super) dependents: HashMap<JobId, Vec<JobId>>,
+    /// The next event's [`JobEvent::seq`].
+    pub(super) next_event: u64,
 }
 
 impl Core {
@@ -104,6 +106,7 @@ impl Core {
             last_timeout: 0,
             arrays: BTreeMap::new(),
             dependents: HashMap::new(),
+            next_event: 1,
         }
     }
 
@@ -118,7 +121,12 @@ impl Core {
 
     pub(super) fn event(&mut self, job: JobId, now: u64, what: String) {
         if let Some(j) = self.jobs.get_mut(&job) {
-            j.events.push(JobEvent { at_ms: now, what });
+            j.events.push(JobEvent {
+                at_ms: now,
+                what,
+                seq: self.next_event,
+            });
+            self.next_event += 1;
         }
         self.out.push_back(Output::JobChanged(job));
         // Every change of state comes with an event: the array's counts follow it here, and

@@ -233,6 +233,9 @@ pub(crate) struct EventRow {
     pub(crate) at_ms: u64,
     /// What happened.
     pub(crate) what: String,
+    /// Order among all events.
+    #[serde(default)]
+    pub(crate) seq: u64,
 }
 
 /// A node of the roster as stored: what it registered (without the runs it held then).
@@ -470,6 +473,7 @@ impl From<&JobRecord> for JobRow {
                 .map(|e| EventRow {
                     at_ms: e.at_ms,
                     what: e.what.clone(),
+                    seq: e.seq,
                 })
                 .collect(),
             epoch: r.epoch,
@@ -511,6 +515,7 @@ impl From<JobRow> for JobRecord {
                 .map(|e| JobEvent {
                     at_ms: e.at_ms,
                     what: e.what,
+                    seq: e.seq,
                 })
                 .collect(),
             epoch: r.epoch,
