@@ -373,6 +373,84 @@ mod tests {
         assert!(parse_dependency("ok:0").is_err());
     }
 
+    fn task(id: u64, index: u32, state: JobState) -> JobView {
+        JobView {
+            id: JobId(id),
+            spec: graze_proto::JobSpec {
+                name: Some("sweep".into()),
+                nprocs: 2,
+                command: vec!["mpiexec".into(), "run".into()],
+                user: "alice".into(),
+                ..Default::default()
+            },
+            state,
+            waiting_for: (state == JobState::Queued)
+                .then(|| "throttled (2 of array 7 running)".to_string()),
+            submitted_ms: 0,
+            started_ms: None,
+            ended_ms: None,
+            allocation: vec![],
+            exit: None,
+            requeues: 0,
+            events: vec![],
+            task: Some(graze_proto::ArrayTask {
+                array: JobId(7),
+                index,
+                count: 5,
+                throttle: Some(2),
+            }),
+        }
+    }
+
+    fn array() -> ArrayView {
+        ArrayView {
+            id: JobId(7),
+            tasks: vec![
+                task(8, 1, JobState::Completed),
+                task(9, 2, JobState::Running),
+                task(10, 3, JobState::Running),
+                task(11, 4, JobState::Queued),
+                task(12, 6, JobState::Queued),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_array_folds_into_one_queue_line() {
+        let a = array();
+        let folded = queue_table(&a.tasks, false, 0);
+        let lines: Vec<&str> = folded.lines().collect();
+        assert_eq!(lines.len(), 2, "{folded}");
+        assert!(lines[1].starts_with("7 "), "{folded}");
+        for want in [
+            "sweep[1-4,6%2]",
+            "2 running, 2 queued, 1 completed",
+            "throttled (2 of array 7 running)",
+        ] {
+            assert!(lines[1].contains(want), "{want}: {folded}");
+        }
+        let expanded = queue_table(&a.tasks, true, 0);
+        assert_eq!(expanded.lines().count(), 6, "{expanded}");
+        assert!(expanded.contains("\n7.4 "), "{expanded}");
+    }
+
+    #[test]
+    fn an_array_waits_and_exits_by_its_first_task_not_completed() {
+        let mut a = array();
+        assert_eq!(array_exit_code(&a), 1);
+        for t in &mut a.tasks {
+            t.state = JobState::Completed;
+        }
+        assert_eq!(array_exit_code(&a), 0);
+        assert_eq!(array_wait_summary(&a), "array 7: 5 completed");
+        a.tasks[3].state = JobState::Cancelled;
+        assert_eq!(array_exit_code(&a), 130);
+        assert_eq!(
+            array_wait_summary(&a),
+            "array 7: 4 completed, 1 cancelled (first not completed: 7.4 cancelled)"
+        );
+    }
+
     #[test]
     fn job_refs() {
         assert_eq!(parse_job_ref("7"), Ok(JobRef::from(JobId(7))));

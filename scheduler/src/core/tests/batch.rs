@@ -406,3 +406,30 @@ fn dependencies_survive_a_restart() {
     assert_eq!(r.job_state(j2), Some(JobState::DependencyFailed));
     r.check_invariants().unwrap();
 }
+
+#[test]
+fn events_are_numbered_across_jobs_and_restarts() {
+    let mut c = nodes();
+    let a = c.submit(spec(1), "s".into(), 1).unwrap();
+    let b = c.submit(spec(1), "s".into(), 1).unwrap();
+    drain(&mut c);
+    end(&mut c, a, 0, 2);
+    let seqs = |c: &Core, j| -> Vec<u64> {
+        c.job_view(j)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    let (sa, sb) = (seqs(&c, a), seqs(&c, b));
+    let mut all: Vec<u64> = sa.iter().chain(&sb).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), sa.len() + sb.len(), "unique: {sa:?} {sb:?}");
+    assert!(sa.windows(2).all(|w| w[0] < w[1]), "{sa:?}");
+    let top = *all.last().unwrap();
+    let mut r = restart(&c, 10);
+    let n = r.submit(spec(1), "s".into(), 11).unwrap();
+    assert!(seqs(&r, n)[0] > top);
+}
