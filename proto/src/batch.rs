@@ -60,3 +60,58 @@ impl fmt::Display for Dependency {
         write!(f, "{}:{}", self.kind, self.job)
     }
 }
+
+/// Most tasks one array may have (`--array 1-10000` is the largest range).
+pub const MAX_ARRAY_TASKS: u32 = 10_000;
+
+/// A reference to a job on the command line: `7` (a job, or a whole array) or `7.3` (task 3
+/// of array 7).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobRef {
+    /// The job, or the array.
+    pub job: JobId,
+    /// The task's index, for one task of an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u32>,
+}
+
+impl From<JobId> for JobRef {
+    fn from(job: JobId) -> JobRef {
+        JobRef { job, task: None }
+    }
+}
+
+impl fmt::Display for JobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.task {
+            Some(t) => write!(f, "{}.{t}", self.job),
+            None => write!(f, "{}", self.job),
+        }
+    }
+}
+
+/// What makes a job a task of an array: the array's id (what `graze submit` printed), the
+/// task's index and the array's size and throttle. A task is otherwise an ordinary job with
+/// its own id.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayTask {
+    /// The array's id.
+    pub array: JobId,
+    /// This task's index.
+    pub index: u32,
+    /// How many tasks the array has.
+    pub count: u32,
+    /// The array's throttle (`%N`): never more than this many tasks running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<u32>,
+}
+
+impl ArrayTask {
+    /// The task as the CLI names it: `7.3`.
+    pub fn job_ref(&self) -> JobRef {
+        JobRef {
+            job: self.array,
+            task: Some(self.index),
+        }
+    }
+}

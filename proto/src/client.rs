@@ -1,6 +1,6 @@
 //! Requests from the CLI and the TUI, and the scheduler's answers.
 
-use crate::batch::{ArraySpec, Dependency, TimeSignal};
+use crate::batch::{ArraySpec, ArrayTask, Dependency, JobRef, TimeSignal};
 use crate::history::{AttemptView, HarvestData, HistoryQuery};
 use crate::ids::JobId;
 use crate::node::{NodeInfo, NodeStatus};
@@ -119,12 +119,17 @@ impl fmt::Display for JobState {
 }
 
 /// One event in a job's life, for `graze show`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct JobEvent {
     /// When, in ms since the Unix epoch.
     pub at_ms: u64,
     /// What happened.
     pub what: String,
+    /// The event's place among all the scheduler's events (one counter for every job), so
+    /// two events of the same millisecond (a task's end and the next task's start) are told
+    /// apart. 0 in records from before protocol 5.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A job as the CLI shows it.
@@ -156,6 +161,19 @@ pub struct JobView {
     /// (ms since the Unix epoch), when running jobs reach their time limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_start_ms: Option<u64>,
+    /// For a task of an array: the array and the task's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<ArrayTask>,
+}
+
+/// A whole job array (`graze show 7`, `graze wait 7`, `graze cancel 7`): its tasks in index
+/// order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ArrayView {
+    /// The array's id.
+    pub id: JobId,
+    /// Every task.
+    pub tasks: Vec<JobView>,
 }
 
 /// A node as the CLI shows it.
@@ -209,22 +227,25 @@ pub enum ClientRequest {
     },
     /// All nodes. Answer: [`ClientReply::Nodes`].
     Nodes,
-    /// One job. Answer: [`ClientReply::Job`].
-    Show(JobId),
-    /// Cancel a job. Answer: [`ClientReply::Job`] with its new state.
-    Cancel(JobId),
-    /// Answer with [`ClientReply::Job`] once the job is final.
-    Wait(JobId),
+    /// One job, or one task (`7.3`). Answer: [`ClientReply::Job`]; for a whole array (`7`),
+    /// [`ClientReply::Array`].
+    Show(JobRef),
+    /// Cancel a job, one task, or every task of an array not yet final. Answer:
+    /// [`ClientReply::Job`] (or [`ClientReply::Array`]) with the new state.
+    Cancel(JobRef),
+    /// Answer with [`ClientReply::Job`] once the job is final; for a whole array with
+    /// [`ClientReply::Array`] once every task is.
+    Wait(JobRef),
     /// Let a held job (`--hold`, `graze hold`) be scheduled. Owner or admin only. Answer:
     /// [`ClientReply::Job`], or [`ClientReply::Error`] when the job is not held.
-    Release(JobId),
+    Release(JobRef),
     /// Hold a queued job: it is not started until [`ClientRequest::Release`]. Owner or admin
     /// only. Answer as for [`ClientRequest::Release`].
-    Hold(JobId),
+    Hold(JobRef),
     /// Output lines, then [`ClientReply::LogEnd`]; with `follow`, until the job is final.
     Logs {
-        /// The job.
-        job: JobId,
+        /// The job, or one task of an array.
+        job: JobRef,
         /// Only this rank.
         rank: Option<u32>,
         /// Keep streaming while the job runs.
@@ -282,6 +303,8 @@ pub enum ClientReply {
     Nodes(Vec<NodeView>),
     /// One job.
     Job(Box<JobView>),
+    /// A whole array.
+    Array(Box<ArrayView>),
     /// Output lines.
     Log(Vec<LogLine>),
     /// Sent in answer to [`ClientRequest::Logs`] before the lines of attempt `attempt` (and

@@ -26,9 +26,10 @@ mod text;
 mod values;
 
 pub use agent::{AgentMsg, JobMsg};
-pub use batch::{ArraySpec, DepKind, Dependency, TimeSignal};
+pub use batch::{ArraySpec, ArrayTask, DepKind, Dependency, JobRef, TimeSignal, MAX_ARRAY_TASKS};
 pub use client::{
-    ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt, NodeView,
+    ArrayView, ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt,
+    NodeView,
 };
 pub use clusrun::{
     ClusrunId, ClusrunLine, ClusrunOutcome, ClusrunResult, ClusrunSpec, NodeSelect,

@@ -114,8 +114,8 @@ mod tests {
         let bytes = encode(&m);
         assert_eq!(decode::<SchedulerMsg>(&bytes[4..]).ok(), Some(m));
         for r in [
-            ClientRequest::Release(JobId(3)),
-            ClientRequest::Hold(JobId(4)),
+            ClientRequest::Release(JobId(3).into()),
+            ClientRequest::Hold(JobId(4).into()),
         ] {
             let bytes = encode(&r);
             assert_eq!(decode::<ClientRequest>(&bytes[4..]).ok(), Some(r));

@@ -51,6 +51,20 @@ impl Owner {
                                 .push((w, ClientReply::Job(Box::new(v.clone()))));
                         }
                     }
+                    // The last task of an array answers those waiting for the whole array.
+                    if let Some(t) = self.core.task_of(id) {
+                        if self.core.array_final(t.array) == Some(true) {
+                            let waiting = self.waiters.remove(&t.array).unwrap_or_default();
+                            if let (false, Some(v)) =
+                                (waiting.is_empty(), self.core.array_view(t.array))
+                            {
+                                for w in waiting {
+                                    self.deferred
+                                        .push((w, ClientReply::Array(Box::new(v.clone()))));
+                                }
+                            }
+                        }
+                    }
                     for f in self.followers.remove(&id).unwrap_or_default() {
                         let _ = f.tx.send(ClientReply::LogEnd);
                     }

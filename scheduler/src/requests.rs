@@ -4,6 +4,7 @@
 
 use crate::audit::Outcome;
 use crate::auth::{self, Identity, TokenRole};
+use crate::core::Target;
 use crate::owner::{Follower, Owner};
 use graze_proto::{ClientReply, ClientRequest, JobId, JobState, LogAttempt, LogLine};
 use tokio::sync::mpsc;
@@ -74,20 +75,28 @@ impl Owner {
         let reply = |r: ClientReply| {
             let _ = tx.send(r);
         };
-        let no_job = |id: JobId| ClientReply::Error {
-            message: format!("no job {id}"),
-        };
-        // Every request naming a job is refused alike when the job is someone else's.
-        let job_of = |r: &ClientRequest| match r {
-            ClientRequest::Show(id)
-            | ClientRequest::Cancel(id)
-            | ClientRequest::Wait(id)
-            | ClientRequest::Release(id)
-            | ClientRequest::Hold(id) => Some(*id),
+        // Every request naming a job names it as `7` or `7.3`: resolved first, then refused
+        // alike when the job is someone else's.
+        let named = match &req {
+            ClientRequest::Show(r)
+            | ClientRequest::Cancel(r)
+            | ClientRequest::Wait(r)
+            | ClientRequest::Release(r)
+            | ClientRequest::Hold(r) => Some(*r),
             ClientRequest::Logs { job, .. } => Some(*job),
             _ => None,
         };
-        if let Some(id) = job_of(&req) {
+        let target = match named.map(|r| self.core.resolve(r)) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(message)) => return reply(ClientReply::Error { message }),
+        };
+        let id = match target {
+            Some(Target::Job(id) | Target::Array(id)) => id,
+            None => JobId(0),
+        };
+        let array = matches!(target, Some(Target::Array(_)));
+        if target.is_some() {
             if let Some(message) = self.job_refusal(who, id) {
                 let action = match req {
                     ClientRequest::Cancel(_) => Some("cancel"),
@@ -107,6 +116,9 @@ impl Owner {
                 return reply(ClientReply::Error { message });
             }
         }
+        let no_job = |id: JobId| ClientReply::Error {
+            message: format!("no job {id}"),
+        };
         match req {
             ClientRequest::Submit(mut spec) => {
                 // The job belongs to the token's identity, whatever the client says.
@@ -161,14 +173,26 @@ impl Owner {
                 let r = self.drain(who, node, false, now);
                 self.deferred.push((tx.clone(), r));
             }
-            ClientRequest::Show(id) => reply(match self.core.job_view(id) {
+            ClientRequest::Show(_) if array => reply(match self.core.array_view(id) {
+                Some(v) => ClientReply::Array(Box::new(v)),
+                None => no_job(id),
+            }),
+            ClientRequest::Show(_) => reply(match self.core.job_view(id) {
                 Some(v) => ClientReply::Job(Box::new(v)),
                 None => no_job(id),
             }),
-            ClientRequest::Cancel(id) => match self.core.cancel(id, now) {
-                Ok(_) => {
-                    self.audit(who, "cancel", Outcome::Ok, &[("job", id.to_string())], "");
-                    if let Some(v) = self.core.job_view(id) {
+            ClientRequest::Cancel(r) => match if array {
+                self.core.cancel_array(id, now)
+            } else {
+                self.core.cancel(id, now).map(|_| ())
+            } {
+                Ok(()) => {
+                    self.audit(who, "cancel", Outcome::Ok, &[("job", r.to_string())], "");
+                    if array {
+                        if let Some(v) = self.core.array_view(id) {
+                            reply(ClientReply::Array(Box::new(v)))
+                        }
+                    } else if let Some(v) = self.core.job_view(id) {
                         reply(ClientReply::Job(Box::new(v)))
                     }
                 }
@@ -183,9 +207,25 @@ impl Owner {
                     reply(ClientReply::Error { message })
                 }
             },
-            ClientRequest::Release(id) => reply(self.hold_request(who, id, false, now)),
-            ClientRequest::Hold(id) => reply(self.hold_request(who, id, true, now)),
-            ClientRequest::Wait(id) => match self.core.job_view(id) {
+            ClientRequest::Release(_) | ClientRequest::Hold(_) if array => {
+                reply(ClientReply::Error {
+                    message: format!(
+                        "job {id} is an array: release or hold one task at a time, e.g. {id}.1"
+                    ),
+                })
+            }
+            ClientRequest::Release(_) => reply(self.hold_request(who, id, false, now)),
+            ClientRequest::Hold(_) => reply(self.hold_request(who, id, true, now)),
+            // An array's waiters wait under the array's id; the commit answers them when its
+            // last task ends.
+            ClientRequest::Wait(_) if array => match self.core.array_view(id) {
+                None => reply(no_job(id)),
+                Some(v) if self.core.array_final(id) == Some(true) => self
+                    .deferred
+                    .push((tx.clone(), ClientReply::Array(Box::new(v)))),
+                Some(_) => self.waiters.entry(id).or_default().push(tx),
+            },
+            ClientRequest::Wait(_) => match self.core.job_view(id) {
                 None => reply(no_job(id)),
                 // Deferred to the commit: the end may have come in this very batch.
                 Some(v) if v.state.is_final() => self
@@ -197,12 +237,18 @@ impl Owner {
             ClientRequest::History(q) => reply(self.history_reply(who, &q)),
             ClientRequest::Harvest { since_ms } => reply(self.harvest_reply(who, since_ms, now)),
             ClientRequest::Clusrun(spec) => self.clusrun(who, *spec, tx, now),
+            ClientRequest::Logs { job, .. } if array => reply(ClientReply::Error {
+                message: format!(
+                    "job {job} is an array: name one task's output, e.g. graze logs {job}.1"
+                ),
+            }),
             ClientRequest::Logs {
-                job,
                 rank,
                 follow,
                 attempt,
+                ..
             } => {
+                let job = id;
                 let Some(state) = self.core.job_state(job) else {
                     return reply(no_job(job));
                 };

@@ -1,7 +1,8 @@
 //! Command-line syntax of `graze` (clap derive) and the value parsers that check single values.
 
+use crate::batch::{parse_array, parse_dependency, parse_job_ref};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use graze_proto::{JobId, LogAttempt, Unit};
+use graze_proto::{ArraySpec, Dependency, JobId, JobRef, LogAttempt, Unit};
 use std::path::PathBuf;
 
 /// `graze`: submit MPI jobs to a graze cluster and watch them.
@@ -22,12 +23,15 @@ pub struct Cli {
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Queue a job; prints its id.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List the jobs not yet finished, and recently finished ones.
     Queue {
         /// Include every finished job.
         #[arg(long)]
         all: bool,
+        /// One line per task of an array (`7.3`) instead of one per array.
+        #[arg(long, short = 't')]
+        expand: bool,
         /// Print the jobs as JSON.
         #[arg(long)]
         json: bool,
@@ -40,18 +44,18 @@ pub enum Command {
     },
     /// Show everything known about one job.
     Show {
-        /// The job id.
-        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
-        job: JobId,
+        /// The job id, an array's id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
         /// Print the job as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a job's output, labelled `[rank]`; stderr lines go to stderr.
     Logs {
-        /// The job id.
-        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
-        job: JobId,
+        /// The job id, an array's id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
         /// Only this rank's output, without labels.
         #[arg(long, value_name = "R")]
         rank: Option<u32>,
@@ -71,21 +75,21 @@ pub enum Command {
     },
     /// Cancel a job, queued or running.
     Cancel {
-        /// The job id.
-        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
-        job: JobId,
+        /// The job id, an array's id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
     },
     /// Let a held job (`submit --hold`, `graze hold`) start.
     Release {
-        /// The job id.
-        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
-        job: JobId,
+        /// The job id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
     },
     /// Hold a queued job: it does not start until `graze release JOB`.
     Hold {
-        /// The job id.
-        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
-        job: JobId,
+        /// The job id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
     },
     /// Stop placing new jobs on a node (admin tokens only); its running jobs go on.
     Drain {
@@ -103,9 +107,9 @@ pub enum Command {
     Clusrun(crate::clusrun::ClusrunArgs),
     /// Wait until a job ends; exit with its exit code (130 when cancelled).
     Wait {
-        /// The job id.
-        #[arg(value_name = "JOB", value_parser = parse_job_id, allow_negative_numbers = true)]
-        job: JobId,
+        /// The job id, an array's id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
     },
     /// Ended runs of jobs (one row per attempt: completed, failed, cancelled, timeout, or
     /// requeued and why); a user token sees its own jobs.
@@ -214,7 +218,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub exclusive: bool,
     /// Print `{"id": N}` instead of the bare id.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "parsable")]
     pub json: bool,
     /// Limit on the job's running time (suspensions for owners do not count), e.g. 2h, 90s,
     /// 1h30m, 1:30:00; at the limit the job is killed and ends `timeout`.
@@ -231,6 +235,23 @@ pub struct SubmitArgs {
     /// Queue the job held: it does not start until `graze release JOB`.
     #[arg(long)]
     pub hold: bool,
+    /// Print only the bare id on stdout, nothing else (for scripts: `ID=$(graze submit
+    /// --parsable ...)`), also with --wait.
+    #[arg(long)]
+    pub parsable: bool,
+    /// Wait until the job (every task of an array) ends, and exit as `graze wait` does.
+    #[arg(long)]
+    pub wait: bool,
+    /// A job array: one task per index, e.g. `1-100`, `1,5,9`, `1-3,7`, `1-9:2`; `%N` runs at
+    /// most N tasks at once (`1-100%10`). Each task sees GRAZE_ARRAY_INDEX,
+    /// GRAZE_ARRAY_JOB_ID and GRAZE_ARRAY_COUNT.
+    #[arg(long, value_name = "INDICES[%N]", value_parser = parse_array)]
+    pub array: Option<ArraySpec>,
+    /// Start only after these jobs (or whole arrays): `ok:7` (completed, every task), `notok:7`
+    /// (ended otherwise), `any:7` (ended); a bare `7` is `ok:7`. Comma-separated or repeated.
+    /// A dependency that can no longer be met ends this job as dependency-failed.
+    #[arg(long, value_name = "DEPS", value_delimiter = ',', value_parser = parse_dependency)]
+    pub after: Vec<Dependency>,
     /// The command to run, usually `mpiexec PROGRAM ARGS...`; put it after `--`.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -341,7 +362,7 @@ mod tests {
         let mut all = vec!["graze", "submit"];
         all.extend_from_slice(args);
         match parse(&all).unwrap().command {
-            Command::Submit(s) => s,
+            Command::Submit(s) => *s,
             other => panic!("not a submit: {other:?}"),
         }
     }
@@ -465,11 +486,11 @@ mod tests {
         assert_eq!(
             c.command,
             Command::Show {
-                job: JobId(42),
+                job: JobId(42).into(),
                 json: true
             }
         );
-        for bad in ["0", "-3", "x1", "4.5"] {
+        for bad in ["0", "-3", "x1", "4.x"] {
             let e = parse(&["graze", "cancel", bad]).unwrap_err();
             assert!(
                 e.contains(&format!("invalid value '{bad}' for '<JOB>'")),
@@ -477,7 +498,19 @@ mod tests {
             );
         }
         let e = parse(&["graze", "wait", "abc"]).unwrap_err();
-        assert!(e.contains("must be a positive integer job id"), "{e}");
+        assert!(e.contains("must be a job id"), "{e}");
+        let c = parse(&["graze", "cancel", "7.3"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Cancel {
+                job: JobRef {
+                    job: JobId(7),
+                    task: Some(3)
+                }
+            }
+        );
+        let e = parse(&["graze", "show", "7.x"]).unwrap_err();
+        assert!(e.contains("invalid value '7.x' for '<JOB>'"), "{e}");
     }
 
     #[test]
@@ -486,7 +519,7 @@ mod tests {
         assert_eq!(
             c.command,
             Command::Logs {
-                job: JobId(3),
+                job: JobId(3).into(),
                 rank: Some(0),
                 follow: true,
                 attempt: LogAttempt::Latest,
@@ -515,7 +548,7 @@ mod tests {
         assert_eq!(
             c.command,
             Command::Logs {
-                job: JobId(3),
+                job: JobId(3).into(),
                 rank: None,
                 follow: true,
                 attempt: LogAttempt::Latest,
@@ -530,15 +563,90 @@ mod tests {
             c.command,
             Command::Queue {
                 all: true,
+                expand: false,
                 json: false
             }
         );
         let c = parse(&["graze", "nodes", "--json"]).unwrap();
         assert_eq!(c.command, Command::Nodes { json: true });
         let c = parse(&["graze", "wait", "7"]).unwrap();
-        assert_eq!(c.command, Command::Wait { job: JobId(7) });
+        assert_eq!(
+            c.command,
+            Command::Wait {
+                job: JobId(7).into()
+            }
+        );
         let c = parse(&["graze", "cancel", "7"]).unwrap();
-        assert_eq!(c.command, Command::Cancel { job: JobId(7) });
+        assert_eq!(
+            c.command,
+            Command::Cancel {
+                job: JobId(7).into()
+            }
+        );
+    }
+
+    #[test]
+    fn submit_array_after_wait_parsable() {
+        let s = submit(&[
+            "-n",
+            "4",
+            "--array",
+            "1-100%10",
+            "--after",
+            "ok:7,any:8",
+            "--after",
+            "9",
+            "--wait",
+            "--parsable",
+            "--",
+            "x",
+        ]);
+        let a = s.array.unwrap();
+        assert_eq!(a.indices, (1..=100).collect::<Vec<u32>>());
+        assert_eq!(a.throttle, Some(10));
+        let deps: Vec<String> = s.after.iter().map(ToString::to_string).collect();
+        assert_eq!(deps, ["ok:7", "any:8", "ok:9"]);
+        assert!(s.wait && s.parsable);
+        let s = submit(&["-n", "1", "--", "x"]);
+        assert!(s.array.is_none() && s.after.is_empty() && !s.wait && !s.parsable);
+        let c = parse(&["graze", "queue", "-t"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Queue {
+                all: false,
+                expand: true,
+                json: false
+            }
+        );
+    }
+
+    #[test]
+    fn bad_array_and_after_are_quoted() {
+        for (args, want) in [
+            (
+                ["--array", "5-1"],
+                "invalid value '5-1' for '--array <INDICES[%N]>': the range '5-1' ends before it starts",
+            ),
+            (["--array", "0-"], "invalid value '0-' for '--array"),
+            (
+                ["--array", "1-5%0"],
+                "invalid value '1-5%0' for '--array <INDICES[%N]>': the throttle '%0' must be at least 1",
+            ),
+            (["--array", "1-999999"], "too many tasks: at most 10000"),
+            (
+                ["--after", "ok:x"],
+                "invalid value 'ok:x' for '--after <DEPS>'",
+            ),
+            (["--after", "soon:3"], "unknown kind 'soon'"),
+        ] {
+            let mut all = vec!["graze", "submit", "-n", "1"];
+            all.extend_from_slice(&args);
+            all.extend_from_slice(&["--", "x"]);
+            let e = parse(&all).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let e = parse(&["graze", "submit", "-n", "1", "--json", "--parsable", "x"]).unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 
 use graze_net::{Access, Framed, NetError};
 use graze_proto::{
-    ClientReply, ClientRequest, JobId, JobSpec, JobView, LogAttempt, LogLine, NodeView, Role,
+    ArrayView, ClientReply, ClientRequest, JobId, JobRef, JobSpec, JobView, LogAttempt, LogLine,
+    NodeView, Role,
 };
 use std::time::Duration;
 
@@ -95,7 +96,28 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::Harvest(_) => "harvest",
         ClientReply::ClusrunOutput(_) => "clusrun_output",
         ClientReply::ClusrunEnd { .. } => "clusrun_end",
+        ClientReply::Array(_) => "array",
         ClientReply::Error { .. } => "error",
+    }
+}
+
+/// What a request naming `7` or `7.3` answers: one job (or task), or a whole array.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Shown {
+    /// A job or one task.
+    Job(Box<JobView>),
+    /// A whole array.
+    Array(Box<ArrayView>),
+}
+
+impl Shown {
+    /// Whether it is final (every task, for an array).
+    pub fn is_final(&self) -> bool {
+        match self {
+            Shown::Job(j) => j.state.is_final(),
+            Shown::Array(a) => a.tasks.iter().all(|t| t.state.is_final()),
+        }
     }
 }
 
@@ -198,35 +220,71 @@ impl Client {
         }
     }
 
-    /// One job.
-    pub async fn show(&self, job: JobId) -> Result<JobView, ClientError> {
+    /// One job, one task, or a whole array.
+    pub async fn show(&self, job: JobRef) -> Result<Shown, ClientError> {
         self.job_reply(&ClientRequest::Show(job)).await
     }
 
-    /// Cancel a job; the job in its new state.
-    pub async fn cancel(&self, job: JobId) -> Result<JobView, ClientError> {
+    /// One job (not an array), by its id.
+    pub async fn show_job(&self, job: JobId) -> Result<JobView, ClientError> {
+        match self.show(job.into()).await? {
+            Shown::Job(j) => Ok(*j),
+            Shown::Array(_) => Err(unexpected(
+                "show",
+                &ClientReply::Array(Box::new(ArrayView {
+                    id: job,
+                    tasks: vec![],
+                })),
+            )),
+        }
+    }
+
+    /// One job (not an array) once the scheduler says it is final.
+    pub async fn wait_job(&self, job: JobId) -> Result<JobView, ClientError> {
+        match self.wait(job.into()).await? {
+            Shown::Job(j) => Ok(*j),
+            Shown::Array(_) => Err(unexpected(
+                "wait",
+                &ClientReply::Array(Box::new(ArrayView {
+                    id: job,
+                    tasks: vec![],
+                })),
+            )),
+        }
+    }
+
+    /// Cancel a job, one task or a whole array; it in its new state.
+    pub async fn cancel(&self, job: JobRef) -> Result<Shown, ClientError> {
         self.job_reply(&ClientRequest::Cancel(job)).await
     }
 
     /// Hold (`hold`) or release a job; the job as it is now.
-    pub async fn hold(&self, job: JobId, hold: bool) -> Result<JobView, ClientError> {
+    pub async fn hold(&self, job: JobRef, hold: bool) -> Result<JobView, ClientError> {
         let req = if hold {
             ClientRequest::Hold(job)
         } else {
             ClientRequest::Release(job)
         };
-        self.job_reply(&req).await
+        match self.job_reply(&req).await? {
+            Shown::Job(j) => Ok(*j),
+            Shown::Array(a) => Err(unexpected(
+                if hold { "hold" } else { "release" },
+                &ClientReply::Array(a),
+            )),
+        }
     }
 
-    /// The job once the scheduler says it is final (check [`JobView::state`] all the same).
-    pub async fn wait(&self, job: JobId) -> Result<JobView, ClientError> {
+    /// The job (every task of an array) once the scheduler says it is final (check the
+    /// states all the same).
+    pub async fn wait(&self, job: JobRef) -> Result<Shown, ClientError> {
         self.job_reply(&ClientRequest::Wait(job)).await
     }
 
-    /// A job's output: stored lines, then with `follow` new ones until the job is final.
+    /// A job's (or one task's) output: stored lines, then with `follow` new ones until the job
+    /// is final.
     pub async fn logs(
         &self,
-        job: JobId,
+        job: JobRef,
         rank: Option<u32>,
         follow: bool,
     ) -> Result<LogStream, ClientError> {
@@ -237,7 +295,7 @@ impl Client {
     /// [`LogStream::next_event`] to hear which attempt each batch belongs to.
     pub async fn logs_of(
         &self,
-        job: JobId,
+        job: JobRef,
         rank: Option<u32>,
         follow: bool,
         attempt: LogAttempt,
@@ -256,9 +314,10 @@ impl Client {
         })
     }
 
-    async fn job_reply(&self, req: &ClientRequest) -> Result<JobView, ClientError> {
+    async fn job_reply(&self, req: &ClientRequest) -> Result<Shown, ClientError> {
         match self.request(req).await? {
-            ClientReply::Job(job) => Ok(*job),
+            ClientReply::Job(job) => Ok(Shown::Job(job)),
+            ClientReply::Array(a) => Ok(Shown::Array(a)),
             other => Err(unexpected(request_name(req), &other)),
         }
     }
@@ -366,7 +425,7 @@ mod tests {
 
     #[test]
     fn names_and_retryability() {
-        assert_eq!(request_name(&ClientRequest::Wait(JobId(1))), "wait");
+        assert_eq!(request_name(&ClientRequest::Wait(JobId(1).into())), "wait");
         assert_eq!(reply_name(&ClientReply::LogEnd), "log_end");
         let e = unexpected("submit", &ClientReply::Jobs(vec![]));
         assert_eq!(

@@ -372,7 +372,7 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<std::process::Exi
     }
     if let Some(last) = ids.last() {
         let v = client
-            .show(*last)
+            .show_job(*last)
             .await
             .context("showing the last demo job")?;
         if v.state == JobState::Queued {
@@ -433,7 +433,7 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
     for id in ids {
         let job = loop {
             let v = client
-                .wait(*id)
+                .wait_job(*id)
                 .await
                 .with_context(|| format!("waiting for job {id}"))?;
             if v.state.is_final() {
@@ -442,7 +442,7 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
         let mut lines = Vec::new();
-        let mut logs = client.logs(*id, Some(0), false).await?;
+        let mut logs = client.logs((*id).into(), Some(0), false).await?;
         while let Some(batch) = logs.next_batch().await? {
             lines.extend(batch);
         }
@@ -485,7 +485,7 @@ async fn explain_failure(client: &Client, job: &graze_proto::JobView) {
         println!("    event: {}", e.what);
     }
     let mut lines = Vec::new();
-    match client.logs(job.id, None, false).await {
+    match client.logs(job.id.into(), None, false).await {
         Ok(mut logs) => {
             while let Ok(Some(batch)) = logs.next_batch().await {
                 lines.extend(batch);

@@ -403,7 +403,7 @@ pub enum AttemptNote {
 /// user asked for `asked`; `later`: not the first attempt named on this stream (a follower saw
 /// a new attempt start). `None`: nothing to say.
 pub fn attempt_note(
-    job: graze_proto::JobId,
+    job: impl std::fmt::Display,
     attempt: u64,
     attempts: &[u64],
     asked: graze_proto::LogAttempt,
@@ -537,6 +537,7 @@ mod tests {
             requeues: 0,
             events: vec![],
             expected_start_ms: None,
+            task: None,
         }
     }
 
@@ -763,18 +764,22 @@ mod tests {
             JobEvent {
                 at_ms: j.submitted_ms,
                 what: "submitted".into(),
+                seq: 0,
             },
             JobEvent {
                 at_ms: NOW - 3 * 3_600_000,
                 what: "started on a1:4,a3:4".into(),
+                seq: 0,
             },
             JobEvent {
                 at_ms: NOW - 2 * 3_600_000 - 6 * 60_000,
                 what: "requeued: a3 owner came back".into(),
+                seq: 0,
             },
             JobEvent {
                 at_ms: NOW - 2 * 3_600_000 - 5 * 60_000,
                 what: "started on a1:4,a2:4".into(),
+                seq: 0,
             },
         ];
         insta::assert_snapshot!(job_details(&j, NOW));

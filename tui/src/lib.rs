@@ -4,6 +4,7 @@
 //! [`cli`] is the syntax, [`client`] talks to the scheduler, [`format`] turns its answers into
 //! text. [`run`] ties them together; `main.rs` only calls [`main_entry`].
 
+pub mod batch;
 pub mod chart;
 pub mod cli;
 pub mod client;
@@ -16,9 +17,9 @@ pub mod when;
 
 use anyhow::{bail, Context as _};
 use cli::{Cli, Command, SubmitArgs};
-use client::{Client, ClientError, LogEvent};
+use client::{Client, ClientError, LogEvent, Shown};
 use graze_net::Access;
-use graze_proto::{JobId, JobSpec, LogAttempt, Stream};
+use graze_proto::{JobRef, JobSpec, LogAttempt, Stream};
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -149,13 +150,16 @@ async fn dispatch(
             } else {
                 print(&format!("{id}\n"))?;
             }
+            if args.wait {
+                return wait(client, id.into()).await;
+            }
         }
-        Command::Queue { all, json } => {
+        Command::Queue { all, expand, json } => {
             let jobs = client.queue(all).await.context("listing the queue")?;
             if json {
                 print(&json_text(&jobs)?)?;
             } else {
-                print(&format::queue_table(&jobs, format::now_ms()))?;
+                print(&batch::queue_table(&jobs, expand, format::now_ms()))?;
             }
         }
         Command::Nodes { json } => {
@@ -171,10 +175,10 @@ async fn dispatch(
                 .show(job)
                 .await
                 .with_context(|| format!("showing job {job}"))?;
-            if json {
-                print(&json_text(&view)?)?;
-            } else {
-                print(&format::job_details(&view, format::now_ms()))?;
+            match (json, &view) {
+                (true, _) => print(&json_text(&view)?)?,
+                (false, Shown::Job(v)) => print(&format::job_details(v, format::now_ms()))?,
+                (false, Shown::Array(a)) => print(&batch::array_details(a, format::now_ms()))?,
             }
         }
         Command::Logs {
@@ -189,7 +193,11 @@ async fn dispatch(
                 .cancel(job)
                 .await
                 .with_context(|| format!("cancelling job {job}"))?;
-            print(&format!("{}\n", format::cancel_message(&view)))?;
+            let text = match &view {
+                Shown::Job(v) => format::cancel_message(v),
+                Shown::Array(a) => batch::array_cancel_message(a),
+            };
+            print(&format!("{text}\n"))?;
         }
         Command::Release { job } => {
             let view = client
@@ -225,21 +233,7 @@ async fn dispatch(
                 .with_context(|| format!("undraining node {node}"))?;
             print(&format!("node {} takes jobs again\n", v.info.name))?;
         }
-        Command::Wait { job } => {
-            let view = loop {
-                let view = client
-                    .wait(job)
-                    .await
-                    .with_context(|| format!("waiting for job {job}"))?;
-                if view.state.is_final() {
-                    break view;
-                }
-                tracing::warn!(state = %view.state, "the scheduler answered wait before the job ended; asking again");
-                tokio::time::sleep(WAIT_RETRY).await;
-            };
-            eprintln!("{}", format::wait_summary(&view));
-            return Ok(ExitCode::from(format::wait_exit_code(&view)));
-        }
+        Command::Wait { job } => return wait(client, job).await,
         Command::History {
             user,
             since,
@@ -285,9 +279,31 @@ async fn dispatch(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `graze wait` (and `graze submit --wait`): the summary on stderr, the exit code of the job,
+/// or for an array of its first task that did not complete.
+async fn wait(client: &Client, job: JobRef) -> anyhow::Result<ExitCode> {
+    let view = loop {
+        let view = client
+            .wait(job)
+            .await
+            .with_context(|| format!("waiting for job {job}"))?;
+        if view.is_final() {
+            break view;
+        }
+        tracing::warn!("the scheduler answered wait before the job ended; asking again");
+        tokio::time::sleep(WAIT_RETRY).await;
+    };
+    let (summary, code) = match &view {
+        Shown::Job(v) => (format::wait_summary(v), format::wait_exit_code(v)),
+        Shown::Array(a) => (batch::array_wait_summary(a), batch::array_exit_code(a)),
+    };
+    eprintln!("{summary}");
+    Ok(ExitCode::from(code))
+}
+
 async fn logs(
     client: &Client,
-    job: JobId,
+    job: JobRef,
     rank: Option<u32>,
     follow: bool,
     attempt: LogAttempt,
@@ -432,6 +448,8 @@ pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Re
         stdout: args.stdout.clone(),
         stderr: args.stderr.clone(),
         exclusive: args.exclusive,
+        array: args.array.clone(),
+        after: args.after.clone(),
         ..Default::default()
     })
 }
@@ -473,7 +491,7 @@ mod tests {
         let mut all = vec!["graze", "submit"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
-            Command::Submit(s) => s,
+            Command::Submit(s) => *s,
             other => panic!("{other:?}"),
         }
     }

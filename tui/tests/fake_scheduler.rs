@@ -2,12 +2,12 @@
 //! real QUIC, with a pinned certificate and the hello, as the real scheduler does.
 #![allow(clippy::unwrap_used)]
 
-use graze::client::{Client, ClientError};
+use graze::client::{Client, ClientError, Shown};
 use graze::top::DataEvent;
 use graze_net::{quinn, Access, Identity};
 use graze_proto::{
-    ClientReply, ClientRequest, ExitStatus, Hello, HelloReply, JobId, JobSpec, JobState, JobView,
-    LogLine, Stream, Unit, PROTOCOL_VERSION,
+    ClientReply, ClientRequest, ExitStatus, Hello, HelloReply, JobId, JobRef, JobSpec, JobState,
+    JobView, LogLine, Stream, Unit, PROTOCOL_VERSION,
 };
 use std::path::Path;
 use std::process::Output;
@@ -39,6 +39,7 @@ fn job(id: u64, state: JobState, exit: Option<ExitStatus>) -> JobView {
         requeues: 0,
         events: vec![],
         expected_start_ms: None,
+        task: None,
     }
 }
 
@@ -67,11 +68,14 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
                 message: format!("draining {node} needs an admin token"),
             }]
         }
-        ClientRequest::Show(JobId(9)) => vec![ClientReply::Error {
+        ClientRequest::Show(JobRef {
+            job: JobId(9),
+            task: None,
+        }) => vec![ClientReply::Error {
             message: "no job 9".into(),
         }],
         ClientRequest::Show(id) => vec![ClientReply::Job(Box::new(job(
-            id.0,
+            id.job.0,
             JobState::Queued,
             None,
         )))],
@@ -79,11 +83,14 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
             message: format!("job {id} is not held (running): only a held job can be released"),
         }],
         ClientRequest::Cancel(id) => vec![ClientReply::Job(Box::new(job(
-            id.0,
+            id.job.0,
             JobState::Cancelled,
             None,
         )))],
-        ClientRequest::Wait(JobId(5)) => vec![ClientReply::Job(Box::new(job(
+        ClientRequest::Wait(JobRef {
+            job: JobId(5),
+            task: None,
+        }) => vec![ClientReply::Job(Box::new(job(
             5,
             JobState::Failed,
             Some(ExitStatus {
@@ -92,7 +99,7 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
             }),
         )))],
         ClientRequest::Wait(id) => vec![ClientReply::Job(Box::new(job(
-            id.0,
+            id.job.0,
             JobState::Cancelled,
             None,
         )))],
@@ -199,18 +206,24 @@ async fn client_requests() {
     }
     assert_eq!(client.queue(true).await.unwrap().len(), 1);
     assert!(client.nodes().await.unwrap().is_empty());
-    assert_eq!(client.show(JobId(4)).await.unwrap().state, JobState::Queued);
+    assert_eq!(
+        client.show_job(JobId(4)).await.unwrap().state,
+        JobState::Queued
+    );
     assert!(matches!(
-        client.show(JobId(9)).await,
+        client.show_job(JobId(9)).await,
         Err(ClientError::Scheduler(_))
     ));
+    assert!(matches!(
+        client.cancel(JobId(4).into()).await.unwrap(),
+        Shown::Job(j) if j.state == JobState::Cancelled
+    ));
     assert_eq!(
-        client.cancel(JobId(4)).await.unwrap().state,
-        JobState::Cancelled
+        client.wait_job(JobId(5)).await.unwrap().state,
+        JobState::Failed
     );
-    assert_eq!(client.wait(JobId(5)).await.unwrap().state, JobState::Failed);
 
-    let mut logs = client.logs(JobId(5), None, true).await.unwrap();
+    let mut logs = client.logs(JobId(5).into(), None, true).await.unwrap();
     let mut n = 0;
     while let Some(batch) = logs.next_batch().await.unwrap() {
         n += batch.len();
@@ -219,7 +232,7 @@ async fn client_requests() {
     assert!(logs.next_batch().await.unwrap().is_none());
 
     // Several requests at once on one connection.
-    let (a, b) = tokio::join!(client.queue(false), client.show(JobId(7)));
+    let (a, b) = tokio::join!(client.queue(false), client.show_job(JobId(7)));
     assert_eq!(a.unwrap()[0].id, JobId(3));
     assert_eq!(b.unwrap().id, JobId(7));
     client.close().await;

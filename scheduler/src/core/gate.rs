@@ -9,7 +9,7 @@ use graze_proto::JobId;
 
 impl Core {
     /// Why queued job `id` may not start now regardless of free cores; `None` when it may.
-    pub(super) fn held_back(&self, _id: JobId, j: &Job) -> Option<String> {
+    pub(super) fn held_back(&self, id: JobId, j: &Job) -> Option<String> {
         if j.spec.hold {
             return Some(graze_proto::HELD_WAIT.into());
         }
@@ -25,6 +25,14 @@ impl Core {
         }
         if j.fence_until.is_some() {
             return Some("waiting briefly so its lost node's processes are gone first".into());
+        }
+        if !j.spec.after.is_empty() {
+            if let Some(why) = self.waiting_for_deps(id) {
+                return Some(why);
+            }
+        }
+        if let Some(why) = self.throttled(j) {
+            return Some(why);
         }
         None
     }

@@ -38,6 +38,42 @@ impl Core {
                 ));
             }
         }
+        // An array's sets follow its tasks' states, and it never runs more than its throttle.
+        for (aid, a) in &self.arrays {
+            for (index, t) in &a.tasks {
+                let j = self.jobs.get(t).ok_or("array task unknown")?;
+                let alive = j.state.is_placed();
+                if alive != a.active.contains(t) || j.state.is_final() != a.ended.contains(t) {
+                    return Err(format!(
+                        "task {aid}.{index} is {} but the array counts it otherwise",
+                        j.state.wire()
+                    ));
+                }
+            }
+            if let Some(limit) = a.throttle {
+                if a.active.len() as u32 > limit {
+                    return Err(format!(
+                        "array {aid} runs {} tasks, throttle {limit}",
+                        a.active.len()
+                    ));
+                }
+            }
+        }
+        // A job that started had every dependency met; one whose dependency broke is not queued.
+        for (id, j) in &self.jobs {
+            if j.started_ms.is_some() {
+                if let Some((d, _)) = self.deps_status(*id) {
+                    return Err(format!(
+                        "job {id} started before its dependency {d} was met"
+                    ));
+                }
+            }
+            if j.state == RunState::Queued {
+                if let Some((d, super::deps::DepStatus::Broken(_))) = self.deps_status(*id) {
+                    return Err(format!("job {id} stays queued with broken dependency {d}"));
+                }
+            }
+        }
         // No queued job that fits stays queued, except behind a reservation (EASY backfill):
         // a job after the reserved one that fits but could delay it may wait. And backfilled
         // jobs never move the reservation later.

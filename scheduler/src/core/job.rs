@@ -2,7 +2,7 @@
 //! has), its placement and the bookkeeping of the nodes that must still confirm a kill.
 
 use super::secret::Secret;
-use graze_proto::{ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState};
+use graze_proto::{ArrayTask, ExitStatus, HostSlots, JobEvent, JobId, JobSpec, JobState};
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
@@ -191,6 +191,8 @@ pub(super) struct Job {
     pub(super) signalled: bool,
     /// Not started before this time (`--begin`); cleared by the timeout once it passed.
     pub(super) begin_until: Option<u64>,
+    /// For a task of an array: the array and the task's index.
+    pub(super) task: Option<ArrayTask>,
 }
 
 impl Job {
@@ -217,6 +219,7 @@ impl Job {
             run_open: false,
             signalled: false,
             begin_until: spec_begin.filter(|b| *b > now),
+            task: None,
         }
     }
 

@@ -56,8 +56,10 @@
 //! now. Deadlines are reported by [`Core::poll_timeout`] and acted on by
 //! [`Core::handle_timeout`].
 
+mod array;
 mod backfill;
 mod connect;
+mod deps;
 mod exit;
 mod gate;
 mod history;
@@ -76,6 +78,7 @@ mod state;
 mod timeout;
 mod view;
 
+pub use array::{index_words, Target};
 pub use history::{AttemptOutcome, AttemptRecord, OwnerEventKind};
 pub use job::{Placement, RunState};
 pub use node::ConnId;

@@ -187,11 +187,15 @@ impl Core {
         j.signalled = false;
         j.epoch += 1;
         j.alloc = alloc.clone();
+        let mut env = j.spec.env.clone();
+        if let Some(t) = j.task {
+            env.extend(super::array::task_env(&t));
+        }
         let msg = SchedulerMsg::StartJob {
             job: id,
             command: j.spec.command.clone(),
             cwd: j.spec.cwd.clone(),
-            env: j.spec.env.clone(),
+            env,
             hosts: alloc.iter().map(Placement::slots).collect(),
             secret: j.secret.expose().to_string(),
             epoch: j.epoch,

@@ -49,6 +49,10 @@ impl Core {
                 if count == 1 { "" } else { "s" }
             ));
         }
+        self.check_deps(&spec.after)?;
+        if spec.array.is_some() {
+            return self.submit_array(spec, secret, now);
+        }
         let id = JobId(self.next_job);
         self.next_job += 1;
         let job = Job::new(spec, secret, now);
@@ -58,12 +62,20 @@ impl Core {
         }
         self.jobs.insert(id, job);
         self.event(id, now, "submitted".into());
+        self.watch_deps(id, now);
         self.pass(now, Some(id));
         Ok(id)
     }
 
     /// Cancel a job.
     pub fn cancel(&mut self, id: JobId, now: u64) -> Result<JobState, String> {
+        self.cancel_one(id, now)?;
+        self.schedule(now);
+        Ok(self.jobs[&id].state.wire())
+    }
+
+    /// Cancel a job, without the scheduling pass (a whole array's tasks share one).
+    pub(super) fn cancel_one(&mut self, id: JobId, now: u64) -> Result<(), String> {
         let Some(j) = self.jobs.get(&id) else {
             return Err(format!("no job {id}"));
         };
@@ -101,8 +113,7 @@ impl Core {
             RunState::Cancelling => {}
             s => return Err(format!("job {id} is already {}", s.wire())),
         }
-        self.schedule(now);
-        Ok(self.jobs[&id].state.wire())
+        Ok(())
     }
 
     /// Kill the current run on its nodes and queue the job again.

@@ -6,7 +6,7 @@ use super::job::{Job, Placement, RunState};
 use super::node::Node;
 use super::secret::Secret;
 use super::state::Core;
-use graze_proto::{JobEvent, JobId, JobSpec, NodeInfo};
+use graze_proto::{ArrayTask, JobEvent, JobId, JobSpec, NodeInfo};
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
@@ -42,6 +42,8 @@ pub struct JobRecord {
     pub run_suspended_ms: u64,
     /// A run started whose attempt record is not yet written.
     pub run_open: bool,
+    /// For a task of an array: the array and the index.
+    pub task: Option<ArrayTask>,
 }
 
 impl Core {
@@ -73,6 +75,7 @@ impl Core {
             order: j.order,
             run_suspended_ms: j.run_suspended_ms,
             run_open: j.run_open,
+            task: j.task,
         })
     }
 
@@ -139,6 +142,8 @@ impl Core {
             job.confirm = confirm;
             job.clearing = clearing;
             job.requeues = r.requeues;
+            let last = r.events.iter().map(|e| e.seq).max().unwrap_or(0);
+            self.next_event = self.next_event.max(last + 1);
             job.events = r.events;
             job.epoch = r.epoch;
             job.confirm_deadline = deadline;
@@ -146,7 +151,14 @@ impl Core {
             job.run_suspended_ms = r.run_suspended_ms.saturating_add(ongoing);
             job.run_open = r.run_open;
             job.signalled = job.signal_sent_this_run();
+            job.task = r.task;
+            if let Some(t) = r.task {
+                // The array's id is no job's, but it is taken.
+                self.next_job = self.next_job.max(t.array.0 + 1);
+            }
             self.jobs.insert(r.id, job);
         }
+        self.restore_arrays();
+        self.restore_deps(now);
     }
 }

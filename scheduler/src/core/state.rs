@@ -1,6 +1,7 @@
 //! The core's data: [`Core`] (node table, job table, queue), its settings and its outputs.
 //! A leaf for the modules that implement the core's methods.
 
+use super::array::Array;
 use super::backfill::Reservation;
 use super::history::{AttemptRecord, OwnerEventKind};
 use super::job::{Job, QueueKey};
@@ -106,6 +107,12 @@ pub struct Core {
     pub(super) pass_at: u64,
     /// The head job's reservation from the latest pass (EASY backfill), if one has one.
     pub(super) reservation: Option<Reservation>,
+    /// Job arrays by the array's id (no job has that id; its tasks are jobs of their own).
+    pub(super) arrays: BTreeMap<JobId, Array>,
+    /// For each job or array named in another job's `after`: the jobs that name it.
+    pub(super) dependents: HashMap<JobId, Vec<JobId>>,
+    /// The next event's [`JobEvent::seq`].
+    pub(super) next_event: u64,
 }
 
 impl Core {
@@ -124,6 +131,9 @@ impl Core {
             last_timeout: 0,
             pass_at: 0,
             reservation: None,
+            arrays: BTreeMap::new(),
+            dependents: HashMap::new(),
+            next_event: 1,
         }
     }
 
@@ -138,9 +148,20 @@ impl Core {
 
     pub(super) fn event(&mut self, job: JobId, now: u64, what: String) {
         if let Some(j) = self.jobs.get_mut(&job) {
-            j.events.push(JobEvent { at_ms: now, what });
+            j.events.push(JobEvent {
+                at_ms: now,
+                what,
+                seq: self.next_event,
+            });
+            self.next_event += 1;
         }
         self.out.push_back(Output::JobChanged(job));
+        // Every change of state comes with an event: the array's counts follow it here, and
+        // a job that just ended decides the jobs that wait for it.
+        self.track_task(job);
+        if self.jobs.get(&job).is_some_and(|j| j.state.is_final()) {
+            self.release_dependents(job, now);
+        }
     }
 
     /// The node name of an agent connection, while it is connected: the one lookup from a

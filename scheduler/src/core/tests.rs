@@ -657,6 +657,10 @@ enum Op {
     SubmitLimited(u8, u8, bool, u8, bool),
     Release(u8),
     Hold(u8),
+    /// An array: ranks per task, tasks, throttle (0: none).
+    SubmitArray(u8, u8, u8),
+    /// A job depending on job (or array) id: ranks, kind, id.
+    SubmitAfter(u8, u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -681,6 +685,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(n, t, s, b, h)| Op::SubmitLimited(n, t, s, b, h)),
         (0u8..40).prop_map(Op::Release),
         (0u8..40).prop_map(Op::Hold),
+        (1u8..5, 1u8..7, 0u8..3).prop_map(|(k, n, t)| Op::SubmitArray(k, n, t)),
+        (1u8..5, 0u8..3, 0u8..40).prop_map(|(k, d, j)| Op::SubmitAfter(k, d, j)),
     ]
 }
 
@@ -691,7 +697,8 @@ proptest! {
     ))]
     /// No core is promised to two jobs, and after every input no queued job that fits stays
     /// queued (unless it waits behind a reservation it could delay), a backfilled job never
-    /// moves the reservation later, and an exclusive job has its nodes to itself.
+    /// moves the reservation later, an exclusive job has its nodes to itself, an array never
+    /// runs more than its throttle and a job never starts before its dependencies are met.
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
         let mut c = Core::new(CoreConfig { max_job_cores: 64, ..CoreConfig::default() });
@@ -773,7 +780,10 @@ proptest! {
                     let _ = c.node_connected(conn, i, now);
                     c.node_status(conn, status(true, 0), now);
                 }
-                Op::Cancel(j) => { let _ = c.cancel(JobId(j as u64), now); }
+                Op::Cancel(j) => match c.resolve(JobId(j as u64).into()) {
+                    Ok(Target::Array(a)) => { let _ = c.cancel_array(a, now); }
+                    _ => { let _ = c.cancel(JobId(j as u64), now); }
+                },
                 Op::SubmitLimited(k, t, sig, b, h) => {
                     let limit = t as u64 * 1000;
                     let s = JobSpec {
@@ -781,6 +791,24 @@ proptest! {
                         time_signal: sig.then_some(graze_proto::TimeSignal { signal: 15, before_ms: limit / 2 + 1 }),
                         begin_ms: (b > 0).then_some(now + b as u64 * 1000),
                         hold: h,
+                        ..spec(k as u32)
+                    };
+                    let _ = c.submit(s, "s".into(), now);
+                }
+                Op::SubmitArray(k, n, t) => {
+                    let s = JobSpec {
+                        array: Some(graze_proto::ArraySpec {
+                            indices: (1..=n as u32).collect(),
+                            throttle: (t > 0).then_some(t as u32),
+                        }),
+                        ..spec(k as u32)
+                    };
+                    let _ = c.submit(s, "s".into(), now);
+                }
+                Op::SubmitAfter(k, d, j) => {
+                    let kind = [graze_proto::DepKind::Ok, graze_proto::DepKind::NotOk, graze_proto::DepKind::Any][d as usize];
+                    let s = JobSpec {
+                        after: vec![graze_proto::Dependency { kind, job: JobId(j as u64) }],
                         ..spec(k as u32)
                     };
                     let _ = c.submit(s, "s".into(), now);
@@ -1131,3 +1159,5 @@ fn a_failing_run_keeps_its_verdict_through_a_suspension() {
     );
     c.check_invariants().unwrap();
 }
+
+mod batch;

@@ -27,14 +27,20 @@ impl Core {
                 .as_ref()
                 .filter(|r| r.job == id && j.state == RunState::Queued)
                 .and_then(|r| r.shadow),
+            task: j.task,
         })
     }
 
-    /// Jobs: all not final, plus final ones when `all`.
+    /// Jobs: all not final, plus final ones when `all`. The ended tasks of an array with
+    /// tasks left come too, so the array's line can count them.
     pub fn job_views(&self, all: bool) -> Vec<JobView> {
         self.jobs
             .iter()
-            .filter(|(_, j)| all || !j.state.is_final())
+            .filter(|(_, j)| {
+                all || !j.state.is_final()
+                    || j.task
+                        .is_some_and(|t| self.array_final(t.array) == Some(false))
+            })
             .filter_map(|(id, _)| self.job_view(*id))
             .collect()
     }
@@ -68,8 +74,12 @@ impl Core {
         self.jobs.get(&id).map(|j| j.state.wire())
     }
 
-    /// Who submitted job `id`.
+    /// Who submitted job `id` (or array `id`).
     pub fn job_owner(&self, id: JobId) -> Option<&str> {
+        let id = match self.arrays.get(&id) {
+            Some(a) => *a.tasks.values().next()?,
+            None => id,
+        };
         self.jobs.get(&id).map(|j| j.spec.user.as_str())
     }
 

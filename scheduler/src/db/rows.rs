@@ -4,8 +4,8 @@
 
 use crate::core::{JobRecord, Placement, RunState, Secret};
 use graze_proto::{
-    ArraySpec, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour, NodeInfo,
-    OwnerPolicy, TimeSignal, Unit,
+    ArraySpec, ArrayTask, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour,
+    NodeInfo, OwnerPolicy, TimeSignal, Unit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,24 @@ pub(crate) struct JobRow {
     /// attempt records: a placed or cancelling job's run counts as open).
     #[serde(default)]
     pub(crate) run_open: Option<bool>,
+    /// For a task of an array: the array, the index, the array's size and throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) task: Option<TaskRow>,
+}
+
+/// What makes a job a task of an array, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskRow {
+    /// The array's id.
+    pub(crate) array: u64,
+    /// The task's index.
+    pub(crate) index: u32,
+    /// Tasks in the array.
+    pub(crate) count: u32,
+    /// Most tasks running at once.
+    #[serde(default)]
+    pub(crate) throttle: Option<u32>,
 }
 
 /// A job's spec as stored.
@@ -219,6 +237,9 @@ pub(crate) struct EventRow {
     pub(crate) at_ms: u64,
     /// What happened.
     pub(crate) what: String,
+    /// Order among all events.
+    #[serde(default)]
+    pub(crate) seq: u64,
 }
 
 /// A node of the roster as stored: what it registered (without the runs it held then).
@@ -456,12 +477,19 @@ impl From<&JobRecord> for JobRow {
                 .map(|e| EventRow {
                     at_ms: e.at_ms,
                     what: e.what.clone(),
+                    seq: e.seq,
                 })
                 .collect(),
             epoch: r.epoch,
             order: r.order,
             run_suspended_ms: r.run_suspended_ms,
             run_open: Some(r.run_open),
+            task: r.task.map(|t| TaskRow {
+                array: t.array.0,
+                index: t.index,
+                count: t.count,
+                throttle: t.throttle,
+            }),
         }
     }
 }
@@ -497,11 +525,18 @@ impl From<JobRow> for JobRecord {
                 .map(|e| JobEvent {
                     at_ms: e.at_ms,
                     what: e.what,
+                    seq: e.seq,
                 })
                 .collect(),
             epoch: r.epoch,
             order: r.order,
             run_suspended_ms: r.run_suspended_ms,
+            task: r.task.map(|t| ArrayTask {
+                array: JobId(t.array),
+                index: t.index,
+                count: t.count,
+                throttle: t.throttle,
+            }),
         }
     }
 }

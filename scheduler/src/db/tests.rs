@@ -39,6 +39,12 @@ fn record(state: RunState) -> JobRecord {
         order: 1,
         run_suspended_ms: 40,
         run_open: false,
+        task: Some(graze_proto::ArrayTask {
+            array: JobId(5),
+            index: 2,
+            count: 3,
+            throttle: Some(1),
+        }),
     }
 }
 

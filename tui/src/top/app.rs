@@ -271,6 +271,8 @@ impl App {
             .filter(|j| {
                 f.is_empty()
                     || j.id.to_string() == f
+                    || crate::batch::job_label(j) == f
+                    || j.task.is_some_and(|t| t.array.to_string() == f)
                     || format::job_name(&j.spec).to_lowercase().contains(&f)
                     || j.spec.user.to_lowercase().contains(&f)
                     || j.state.to_string().contains(&f)

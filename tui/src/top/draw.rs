@@ -119,7 +119,11 @@ impl App {
         spans.push(tab("2 Queue".into(), self.screen == Screen::Queue));
         if let Some(j) = self.open_job() {
             spans.push(tab(
-                format!("3 Job {} {}", j.id, format::job_name(&j.spec)),
+                format!(
+                    "3 Job {} {}",
+                    crate::batch::job_label(j),
+                    format::job_name(&j.spec)
+                ),
                 self.screen == Screen::Job,
             ));
         }
@@ -352,7 +356,7 @@ impl App {
             .filter_map(|id| self.model.jobs.get(id))
             .map(|j| {
                 Row::new(vec![
-                    Cell::from(j.id.to_string()),
+                    Cell::from(crate::batch::job_label(j)),
                     Cell::from(format::job_name(&j.spec).to_string()),
                     Cell::from(j.spec.user.clone()),
                     Cell::from(j.spec.nprocs.to_string()),
@@ -410,7 +414,11 @@ impl App {
             let ago = format::duration(self.now_ms.saturating_sub(e.at_ms));
             lines.push(Line::from(format!("{ago:>5} ago  {}", e.what)).dim());
         }
-        let title = format!(" job {} {} ", j.id, format::job_name(&j.spec));
+        let title = format!(
+            " job {} {} ",
+            crate::batch::job_label(j),
+            format::job_name(&j.spec)
+        );
         f.render_widget(
             Paragraph::new(lines)
                 .block(Block::bordered().title(title))

@@ -107,8 +107,9 @@ pub async fn run(
                     Some(Command::Cancel(id)) => {
                         let (client, data) = (client.clone(), data.clone());
                         tokio::spawn(async move {
-                            let msg = match client.cancel(id).await {
-                                Ok(v) => crate::format::cancel_message(&v),
+                            let msg = match client.cancel(id.into()).await {
+                                Ok(crate::client::Shown::Job(v)) => crate::format::cancel_message(&v),
+                                Ok(crate::client::Shown::Array(a)) => crate::batch::array_cancel_message(&a),
                                 Err(e) => format!("cancelling job {id}: {e}"),
                             };
                             let _ = data.send(DataEvent::Notice(msg));
@@ -236,7 +237,7 @@ async fn log_task(
     lost: mpsc::UnboundedSender<Lost>,
 ) {
     let result = async {
-        let mut stream = client.logs(job, None, true).await?;
+        let mut stream = client.logs(job.into(), None, true).await?;
         let mut reset = true;
         while let Some(lines) = stream.next_batch().await? {
             let _ = data.send(DataEvent::Log { job, lines, reset });

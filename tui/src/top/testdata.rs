@@ -151,8 +151,10 @@ fn job(id: u64, name: &str, n: u32, state: JobState, alloc: &[(&str, u32)]) -> J
         events: vec![JobEvent {
             at_ms: submitted_ms,
             what: "submitted".into(),
+            seq: 0,
         }],
         expected_start_ms: None,
+        task: None,
     }
 }
 
