@@ -670,8 +670,18 @@ mod tests {
 
     #[test]
     fn time_limit_and_exclusive_flags() {
-        let c = Cli::try_parse_from(["graze", "submit", "--time", "2m", "--exclusive", "--", "x"])
-            .unwrap();
+        let c = Cli::try_parse_from([
+            "graze",
+            "submit",
+            "-n",
+            "1",
+            "--time",
+            "2m",
+            "--exclusive",
+            "--",
+            "x",
+        ])
+        .unwrap();
         let Command::Submit(a) = c.command else {
             panic!("not a submit");
         };
