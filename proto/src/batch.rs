@@ -115,3 +115,24 @@ impl ArrayTask {
         }
     }
 }
+
+/// `1-3,7` for the indices `[1, 2, 3, 7]`, for names and messages (the scheduler's and the CLI's).
+pub fn index_words(indices: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < indices.len() {
+        let start = indices[i];
+        let mut end = start;
+        while i + 1 < indices.len() && indices[i + 1] == end + 1 {
+            end += 1;
+            i += 1;
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}

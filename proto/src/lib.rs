@@ -26,7 +26,9 @@ mod text;
 mod values;
 
 pub use agent::{AgentMsg, JobMsg};
-pub use batch::{ArraySpec, ArrayTask, DepKind, Dependency, JobRef, TimeSignal, MAX_ARRAY_TASKS};
+pub use batch::{
+    index_words, ArraySpec, ArrayTask, DepKind, Dependency, JobRef, TimeSignal, MAX_ARRAY_TASKS,
+};
 pub use client::{
     ArrayView, ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt,
     NodeView,

@@ -252,40 +252,16 @@ fn node_mut<'a>(nodes: &'a mut BTreeMap<String, NodeHarvest>, n: &str) -> &'a mu
 mod tests {
     use super::*;
     use crate::core::CoreConfig;
-    use graze_proto::{Availability, NodeInfo, NodeStatus};
+    use graze_proto::Availability;
 
     fn node(c: &mut Core, conn: u64, name: &str, cores: u32, a: Availability, now: u64) {
-        let info = NodeInfo {
-            name: name.into(),
-            addr: String::new(),
-            cores,
-            sockets: 1,
-            memory_bytes: 0,
-            groups: vec![],
-            mpi: vec![],
-            software: "t".into(),
-            policy: Default::default(),
-            held: vec![],
-            instance: String::new(),
-        };
+        let info = crate::core::fixtures::node_info(name, cores);
         c.node_connected(conn, info, now).unwrap();
         status(c, conn, a, now);
     }
 
     fn status(c: &mut Core, conn: u64, a: Availability, now: u64) {
-        c.node_status(
-            conn,
-            NodeStatus {
-                core_load: vec![],
-                owner_cpu: 0.0,
-                owner_idle_ms: 0,
-                availability: a,
-                idle_sources: vec![],
-                unavailable_sources: vec![],
-                window_ends_ms: None,
-            },
-            now,
-        );
+        c.node_status(conn, crate::core::fixtures::node_status(a, 0), now);
     }
 
     /// Offered and used core-ms land in the right hour, split at the boundary; time before

@@ -4,7 +4,8 @@
 
 use crate::format::{elapsed, job_name, request, table, timestamp, where_or_why};
 use graze_proto::{
-    ArraySpec, ArrayView, DepKind, Dependency, JobId, JobRef, JobState, JobView, MAX_ARRAY_TASKS,
+    index_words, ArraySpec, ArrayView, DepKind, Dependency, JobId, JobRef, JobState, JobView,
+    MAX_ARRAY_TASKS,
 };
 use std::collections::BTreeMap;
 
@@ -168,27 +169,6 @@ pub fn array_name(tasks: &[&JobView]) -> String {
         .map(|t| format!("%{t}"))
         .unwrap_or_default();
     format!("{}[{}{throttle}]", job_name(&first.spec), index_words(&idx))
-}
-
-/// `1-3,7` for the indices `[1, 2, 3, 7]`.
-fn index_words(indices: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < indices.len() {
-        let start = indices[i];
-        let mut end = start;
-        while i + 1 < indices.len() && indices[i + 1] == end + 1 {
-            end += 1;
-            i += 1;
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    parts.join(",")
 }
 
 /// The id as the CLI names it: `7.3` for a task, `7` otherwise.

@@ -167,36 +167,10 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The table of `graze queue`.
+/// The table of `graze queue`, arrays folded into one line each (see
+/// [`crate::batch::queue_table`]).
 pub fn queue_table(jobs: &[JobView], now_ms: u64) -> String {
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| {
-            vec![
-                j.id.to_string(),
-                job_name(&j.spec).to_string(),
-                j.spec.user.clone(),
-                request(&j.spec),
-                j.state.to_string(),
-                elapsed(j, now_ms),
-                j.requeues.to_string(),
-                where_or_why(j),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "ID",
-            "NAME",
-            "USER",
-            "CORES",
-            "STATE",
-            "WAIT/RUN-TIME",
-            "REQUEUES",
-            "NODES/WHY",
-        ],
-        &rows,
-    )
+    crate::batch::queue_table(jobs, false, now_ms)
 }
 
 /// A node's state: its availability, `offline`, or `no status` before its first report.

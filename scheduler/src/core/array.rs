@@ -8,7 +8,7 @@
 use super::job::{Job, RunState};
 use super::secret::Secret;
 use super::state::Core;
-use graze_proto::{ArrayTask, ArrayView, JobId, JobRef, JobSpec, MAX_ARRAY_TASKS};
+use graze_proto::{index_words, ArrayTask, ArrayView, JobId, JobRef, JobSpec, MAX_ARRAY_TASKS};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One job array.
@@ -43,27 +43,6 @@ pub enum Target {
     Job(JobId),
     /// A whole array.
     Array(JobId),
-}
-
-/// `1-3,7` for the indices `[1, 2, 3, 7]`, for names and messages.
-pub fn index_words(indices: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < indices.len() {
-        let start = indices[i];
-        let mut end = start;
-        while i + 1 < indices.len() && indices[i + 1] == end + 1 {
-            end += 1;
-            i += 1;
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    parts.join(",")
 }
 
 /// What a task's main command finds in its environment: `GRAZE_ARRAY_JOB_ID`,

@@ -2,35 +2,18 @@
 //! explicit `now`.
 
 use super::*;
-use graze_proto::{Availability, ExitStatus, JobId, JobSpec, NodeInfo, NodeStatus, SchedulerMsg};
+use graze_proto::{Availability, ExitStatus, JobId, JobSpec, NodeStatus, SchedulerMsg};
 
 fn node(c: &mut Core, conn: ConnId, name: &str, cores: u32, window_ends_ms: Option<u64>) {
-    let info = NodeInfo {
-        name: name.into(),
-        addr: String::new(),
-        cores,
-        sockets: 1,
-        memory_bytes: 0,
-        groups: vec![],
-        mpi: vec![],
-        software: "test".into(),
-        policy: Default::default(),
-        held: vec![],
-        instance: String::new(),
-    };
+    let info = fixtures::node_info(name, cores);
     c.node_connected(conn, info, 0).unwrap();
     c.node_status(conn, status(Availability::Offered, window_ends_ms), 0);
 }
 
 fn status(availability: Availability, window_ends_ms: Option<u64>) -> NodeStatus {
     NodeStatus {
-        core_load: vec![],
-        owner_cpu: 0.0,
-        owner_idle_ms: 0,
-        availability,
-        idle_sources: vec![],
-        unavailable_sources: vec![],
         window_ends_ms,
+        ..fixtures::node_status(availability, 0)
     }
 }
 

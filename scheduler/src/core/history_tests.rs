@@ -7,31 +7,11 @@ use graze_proto::{
 };
 
 fn info(name: &str, cores: u32) -> NodeInfo {
-    NodeInfo {
-        name: name.into(),
-        addr: String::new(),
-        cores,
-        sockets: 1,
-        memory_bytes: 0,
-        groups: vec![],
-        mpi: vec![],
-        software: "test".into(),
-        policy: OwnerPolicy::default(),
-        held: vec![],
-        instance: String::new(),
-    }
+    fixtures::node_info(name, cores)
 }
 
 fn status(a: Availability) -> NodeStatus {
-    NodeStatus {
-        core_load: vec![],
-        owner_cpu: 0.0,
-        owner_idle_ms: 1000,
-        availability: a,
-        idle_sources: vec![],
-        unavailable_sources: vec![],
-        window_ends_ms: None,
-    }
+    fixtures::node_status(a, 1000)
 }
 
 fn spec(n: u32) -> JobSpec {

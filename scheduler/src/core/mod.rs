@@ -61,6 +61,8 @@ mod backfill;
 mod connect;
 mod deps;
 mod exit;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod gate;
 mod history;
 mod invariants;
@@ -78,7 +80,7 @@ mod state;
 mod timeout;
 mod view;
 
-pub use array::{index_words, Target};
+pub use array::Target;
 pub use history::{AttemptOutcome, AttemptRecord, OwnerEventKind};
 pub use job::{Placement, RunState};
 pub use node::ConnId;

@@ -5,31 +5,11 @@ use super::*;
 use graze_proto::{Availability, JobId, JobSpec, NodeInfo, NodeStatus, SchedulerMsg, Unit};
 
 fn info(name: &str, cores: u32) -> NodeInfo {
-    NodeInfo {
-        name: name.into(),
-        addr: String::new(),
-        cores,
-        sockets: 1,
-        memory_bytes: 0,
-        groups: vec![],
-        mpi: vec![],
-        software: "test".into(),
-        policy: Default::default(),
-        held: vec![],
-        instance: String::new(),
-    }
+    fixtures::node_info(name, cores)
 }
 
 fn offered() -> NodeStatus {
-    NodeStatus {
-        core_load: vec![],
-        owner_cpu: 0.0,
-        owner_idle_ms: 0,
-        availability: Availability::Offered,
-        idle_sources: vec![],
-        unavailable_sources: vec![],
-        window_ends_ms: None,
-    }
+    fixtures::node_status(Availability::Offered, 0)
 }
 
 fn spec(stdout: Option<&str>, stderr: Option<&str>) -> JobSpec {
