@@ -1,4 +1,4 @@
-//! The harvest report's chart: core-hours per PC per local calendar day, as grouped bars with
+//! The harvest report's chart: core-hours per PC per night (noon to noon, local time), as grouped bars with
 //! a title, axis labels, a scale and a legend. The layout is a list of shapes drawn either as
 //! SVG text or into an RGB raster encoded as PNG (an 8x8 bitmap font, `font8x8`, and zlib
 //! from `miniz_oxide`: no font files, no system libraries).
@@ -80,7 +80,7 @@ fn layout(r: &Report, w: u32, h: u32) -> Vec<Shape> {
         h,
         fill: WHITE,
     }];
-    let title = "core-hours given per PC per day (local time)";
+    let title = "core-hours given per PC per night (local time)";
     s.push(Shape::Text {
         x: w / 2,
         y: ch + 6,
@@ -90,7 +90,7 @@ fn layout(r: &Report, w: u32, h: u32) -> Vec<Shape> {
         vertical: false,
     });
     let max = r
-        .days
+        .nights
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
         .fold(0.0f64, f64::max);
@@ -152,7 +152,7 @@ fn layout(r: &Report, w: u32, h: u32) -> Vec<Shape> {
     s.push(Shape::Text {
         x: (left + right) / 2,
         y: h - ch / 2 - 2,
-        text: "day (local time of this computer)".into(),
+        text: "night (noon to noon, local time of this computer)".into(),
         scale,
         anchor: Anchor::Middle,
         vertical: false,
@@ -173,14 +173,14 @@ fn layout(r: &Report, w: u32, h: u32) -> Vec<Shape> {
         fill: BLACK,
     });
     // Bars.
-    let ndays = r.days.len().max(1) as i64;
+    let nnights = r.nights.len().max(1) as i64;
     let npcs = r.pcs.len().max(1) as i64;
-    let group = (right - left) / ndays;
-    // Bars at most 48 px (x scale) wide, each day's group centred in its slot.
+    let group = (right - left) / nnights;
+    // Bars at most 48 px (x scale) wide, each night's group centred in its slot.
     let bar = ((group * 8 / 10) / npcs).clamp(1, 48 * scale);
     let inset = (group - bar * npcs) / 2;
-    let every = ((ndays * 11 * ch) / (right - left).max(1) + 1).max(1);
-    for (di, (day, vals)) in r.days.iter().enumerate() {
+    let every = ((nnights * 11 * ch) / (right - left).max(1) + 1).max(1);
+    for (di, (night, vals)) in r.nights.iter().enumerate() {
         let gx = left + di as i64 * group + inset;
         for (pi, val) in vals.iter().enumerate() {
             let bh = ((val / top_v) * (bottom - top) as f64).round() as i64;
@@ -198,14 +198,14 @@ fn layout(r: &Report, w: u32, h: u32) -> Vec<Shape> {
             s.push(Shape::Text {
                 x: left + di as i64 * group + group / 2,
                 y: bottom + ch + 4,
-                text: day.clone(),
+                text: night.clone(),
                 scale,
                 anchor: Anchor::Middle,
                 vertical: false,
             });
         }
     }
-    if r.days.is_empty() {
+    if r.nights.is_empty() {
         s.push(Shape::Text {
             x: (left + right) / 2,
             y: (top + bottom) / 2,
@@ -447,7 +447,7 @@ mod tests {
             since_ms: 0,
             now_ms: 0,
             pcs: vec![pc("pc1"), pc("pc2")],
-            days: vec![("2026-12-01".into(), vec![1.5, 0.5])],
+            nights: vec![("2026-12-01".into(), vec![1.5, 0.5])],
         }
     }
 
@@ -475,7 +475,7 @@ mod tests {
         assert!(
             s.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="500""#)
         );
-        assert!(s.contains("core-hours given per PC per day (local time)"));
+        assert!(s.contains("core-hours given per PC per night (local time)"));
         assert!(s.contains(">pc2</text>"));
         assert!(s.contains(&hex(PALETTE[1])));
     }

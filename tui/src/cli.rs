@@ -144,7 +144,7 @@ pub struct ReportArgs {
     /// The period: this long back from now, e.g. `7d`, `24h`.
     #[arg(long, value_name = "AGE", default_value = "7d", value_parser = crate::report::parse_age)]
     pub since: u64,
-    /// Also write the chart (core-hours per PC per day) as SVG to FILE.
+    /// Also write the chart (core-hours per PC per night) as SVG to FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "png")]
     pub svg: Option<PathBuf>,
     /// Also write the chart as PNG to FILE.

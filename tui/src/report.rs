@@ -148,7 +148,8 @@ pub struct PcFigures {
     pub used_core_hours: f64,
 }
 
-/// The report: per PC, and the chart's bars (core-hours per PC per local calendar day).
+/// The report: per PC, and the chart's bars (core-hours per PC per night: noon to noon, local
+/// time, named by the evening's date, so one overnight batch is one bar).
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Report {
     /// Start of the period (ms since the Unix epoch).
@@ -157,8 +158,9 @@ pub struct Report {
     pub now_ms: u64,
     /// Per PC.
     pub pcs: Vec<PcFigures>,
-    /// Days (local `YYYY-MM-DD`) with per-PC core-hours, in the order of `pcs`.
-    pub days: Vec<(String, Vec<f64>)>,
+    /// Nights (the local `YYYY-MM-DD` of their evening) with per-PC core-hours, in the order
+    /// of `pcs`.
+    pub nights: Vec<(String, Vec<f64>)>,
 }
 
 /// The nearest-rank percentile of sorted values.
@@ -171,13 +173,17 @@ fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     Some(sorted[i] as f64 / 1000.0)
 }
 
-/// The local calendar day of `ms`: its start (ms since the Unix epoch) and `YYYY-MM-DD`,
-/// through `offset` (the local UTC offset in seconds at that time).
-fn local_day(ms: u64, offset: &dyn Fn(u64) -> i64) -> (u64, String) {
+/// Nights run from noon to noon, local time.
+const NOON_MS: i64 = 12 * 3_600_000;
+
+/// The night of `ms` (from local noon to the next local noon): its start (ms since the Unix
+/// epoch) and the `YYYY-MM-DD` of its evening, through `offset` (the local UTC offset in
+/// seconds at that time).
+fn local_night(ms: u64, offset: &dyn Fn(u64) -> i64) -> (u64, String) {
     let off = offset(ms);
-    let local = ms as i64 + off * 1000;
+    let local = ms as i64 + off * 1000 - NOON_MS;
     let day = local.div_euclid(DAY_MS as i64);
-    let start = (day * DAY_MS as i64 - off * 1000).max(0) as u64;
+    let start = (day * DAY_MS as i64 + NOON_MS - off * 1000).max(0) as u64;
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis((day * DAY_MS as i64) as u64);
     let text = humantime::format_rfc3339_seconds(t).to_string();
     (start, text[..10].to_string())
@@ -186,8 +192,8 @@ fn local_day(ms: u64, offset: &dyn Fn(u64) -> i64) -> (u64, String) {
 /// The harvest report from the scheduler's data; `offset` gives the local UTC offset (s).
 pub fn build_report(d: &HarvestData, offset: &dyn Fn(u64) -> i64) -> Report {
     let mut given: BTreeMap<String, u64> = BTreeMap::new();
-    // Per day start: per node core-ms.
-    let mut days: BTreeMap<u64, (String, BTreeMap<String, f64>)> = BTreeMap::new();
+    // Per night start: per node core-ms.
+    let mut nights: BTreeMap<u64, (String, BTreeMap<String, f64>)> = BTreeMap::new();
     for n in &d.nodes {
         given.entry(n.node.clone()).or_default();
     }
@@ -195,20 +201,22 @@ pub fn build_report(d: &HarvestData, offset: &dyn Fn(u64) -> i64) -> Report {
         for (h, cores) in a.nodes.iter().zip(a.cores.iter()) {
             let core_ms = u64::from(*cores).saturating_mul(a.running_ms);
             *given.entry(h.host.clone()).or_default() += core_ms;
-            // Spread over the local days the run's span covers, in proportion.
+            // Spread over the nights the run's span covers, in proportion.
             let start = a.started_ms.unwrap_or(a.ended_ms).min(a.ended_ms);
             let span = a.ended_ms - start;
             let mut t = start;
             loop {
-                let (day, label) = local_day(t, offset);
-                let next = local_day(day + DAY_MS + 3_600_000, offset).0.max(t + 1);
+                let (night, label) = local_night(t, offset);
+                let next = local_night(night + DAY_MS + 3_600_000, offset).0.max(t + 1);
                 let end = a.ended_ms.min(next);
                 let share = if span == 0 {
                     1.0
                 } else {
                     (end - t) as f64 / span as f64
                 };
-                let e = days.entry(day).or_insert_with(|| (label, BTreeMap::new()));
+                let e = nights
+                    .entry(night)
+                    .or_insert_with(|| (label, BTreeMap::new()));
                 *e.1.entry(h.host.clone()).or_default() += core_ms as f64 * share;
                 if end >= a.ended_ms {
                     break;
@@ -241,7 +249,7 @@ pub fn build_report(d: &HarvestData, offset: &dyn Fn(u64) -> i64) -> Report {
             }
         })
         .collect();
-    let days = days
+    let nights = nights
         .into_values()
         .map(|(label, per)| {
             let v = pcs
@@ -255,7 +263,7 @@ pub fn build_report(d: &HarvestData, offset: &dyn Fn(u64) -> i64) -> Report {
         since_ms: d.since_ms,
         now_ms: d.now_ms,
         pcs,
-        days,
+        nights,
     }
 }
 
@@ -355,8 +363,13 @@ mod tests {
         let d = HarvestData {
             since_ms: 0,
             now_ms: 3 * DAY_MS,
-            // 2 cores for 2 h across midnight UTC: 2 core-hours per day.
-            attempts: vec![attempt("a", 2, DAY_MS - 3_600_000, DAY_MS + 3_600_000)],
+            // 2 cores for 2 h across noon UTC of day 1: 2 core-hours in each night.
+            attempts: vec![attempt(
+                "a",
+                2,
+                DAY_MS + 11 * 3_600_000,
+                DAY_MS + 13 * 3_600_000,
+            )],
             nodes: vec![NodeHarvest {
                 node: "b".into(),
                 suspensions: 2,
@@ -372,14 +385,22 @@ mod tests {
         assert_eq!(r.pcs[1].release_p50_ms, Some(2.0));
         assert_eq!(r.pcs[1].release_p99_ms, Some(100.0));
         assert!((r.pcs[1].offered_core_hours - 2.0).abs() < 1e-9);
-        assert_eq!(r.days.len(), 2);
-        assert_eq!(r.days[0].0, "1970-01-01");
-        assert!((r.days[0].1[0] - 2.0).abs() < 1e-9);
-        assert!((r.days[1].1[0] - 2.0).abs() < 1e-9);
-        // A local offset of +2 h moves the whole run into the second local day.
+        assert_eq!(r.nights.len(), 2);
+        assert_eq!(r.nights[0].0, "1970-01-01");
+        assert_eq!(r.nights[1].0, "1970-01-02");
+        assert!((r.nights[0].1[0] - 2.0).abs() < 1e-9);
+        assert!((r.nights[1].1[0] - 2.0).abs() < 1e-9);
+        // A local offset of +2 h moves the whole run past local noon: the night of day 2.
         let r = build_report(&d, &|_| 7200);
-        assert_eq!(r.days.len(), 1);
-        assert_eq!(r.days[0].0, "1970-01-02");
+        assert_eq!(r.nights.len(), 1);
+        assert_eq!(r.nights[0].0, "1970-01-02");
+        // A run across local midnight is one night, the evening's.
+        let mut d = d;
+        d.attempts = vec![attempt("a", 2, DAY_MS - 3_600_000, DAY_MS + 3_600_000)];
+        let r = build_report(&d, &|_| 0);
+        assert_eq!(r.nights.len(), 1);
+        assert_eq!(r.nights[0].0, "1970-01-01");
+        assert!((r.nights[0].1[0] - 4.0).abs() < 1e-9);
     }
 
     #[test]
