@@ -301,6 +301,8 @@ fn a_planted_symlink_is_not_written_through() {
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(read(&secret), "root's own\n");
     assert!(!locked.join("err.txt").exists());
+    // The job's end waits for its output files (and the writer's reports): both notes are
+    // there when the job is final, before its end event.
     let ev = events(&job);
     let out_file = dir.join("out.txt");
     let err_file = locked.join("err.txt");
@@ -309,7 +311,9 @@ fn a_planted_symlink_is_not_written_through() {
             "on s2: cannot create output file '{}': Permission denied",
             f.display()
         );
-        assert!(ev.contains(&want), "{want}\n{ev:#?}");
+        let at = ev.iter().position(|e| *e == want);
+        let end = ev.iter().position(|e| e.starts_with("completed"));
+        assert!(at.is_some() && at < end, "{want} before the end\n{ev:#?}");
     }
     // The output is still in graze logs.
     let out = c.graze(&["logs", &id.to_string()]);

@@ -157,6 +157,9 @@ pub(super) struct PendingLaunch {
 }
 
 /// Sends a process's events into the owning task.
+/// How long a job's end waits for its output files to be complete (see `OutFiles::finish`).
+const OUTPUT_FILES_FINISH: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub(super) struct ProcSink {
     pub(super) tx: mpsc::Sender<Input>,
@@ -214,6 +217,9 @@ impl Sink for ProcSink {
     }
 
     async fn exited(&self, exit: ExitStatus) {
+        if let (None, Some(f)) = (self.remote, &self.files) {
+            f.finish(OUTPUT_FILES_FINISH).await;
+        }
         let ev = match self.remote {
             None => Input::MainExited {
                 job: self.job,

@@ -121,6 +121,8 @@ impl WriterSpec {
 pub(crate) struct OutFiles {
     tx: mpsc::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
+    /// True once the writer has exited and every report it made was handed on.
+    done: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One record for the writer's stdin.
@@ -165,10 +167,12 @@ impl OutFiles {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let lost = dropped.clone();
+        let (done_tx, done) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             if let Some(w) = stdin.as_mut() {
+                // An empty record (never a line's: those have a header) is `finish`'s end.
                 while let Some(r) = rx.recv().await {
-                    if w.write_all(&r).await.is_err() {
+                    if r.is_empty() || w.write_all(&r).await.is_err() {
                         break;
                     }
                 }
@@ -192,8 +196,28 @@ impl OutFiles {
                 ))
                 .await;
             }
+            // The writer's stderr ends when it exits: its files are closed, its reports sent.
+            let _ = done_tx.send(true);
         });
-        Ok(OutFiles { tx, dropped })
+        Ok(OutFiles { tx, dropped, done })
+    }
+
+    /// The main command ended: end the writer's input and wait (at most `within`) until it
+    /// has closed its files and its reports were handed on, so that a job counts as ended
+    /// only once its output files are complete (a dependent job may read them). Lines that
+    /// come later (from processes left behind) reach `graze logs` only.
+    pub(crate) async fn finish(&self, within: std::time::Duration) {
+        let mut done = self.done.clone();
+        let end = async {
+            let _ = self.tx.send(Vec::new()).await;
+            let _ = done.wait_for(|d| *d).await;
+        };
+        if tokio::time::timeout(within, end).await.is_err() {
+            tracing::warn!(
+                within_s = within.as_secs_f64(),
+                "the output-file writer did not finish; the job's end is reported anyway"
+            );
+        }
     }
 
     /// Hand one line to the writer; never waits (a full queue drops the line from the files).
