@@ -9,17 +9,8 @@ mod limits;
 
 fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
     NodeInfo {
-        name: name.into(),
-        addr: String::new(),
-        cores,
-        sockets: 1,
-        memory_bytes: 0,
         groups: groups.iter().map(|g| g.to_string()).collect(),
-        mpi: vec![],
-        software: "test".into(),
-        policy: Default::default(),
-        held: vec![],
-        instance: String::new(),
+        ..fixtures::node_info(name, cores)
     }
 }
 
