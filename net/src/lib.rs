@@ -450,6 +450,51 @@ pub async fn recv<T: DeserializeOwned>(r: &mut quinn::RecvStream) -> Result<Opti
     Ok(Some(proto::decode(&body)?))
 }
 
+/// Send one data block of a checkpoint stream (a 4-byte big-endian length, then the bytes).
+/// An empty `data` is the end of the data ([`proto::CheckpointStream`]); longer blocks than
+/// [`proto::MAX_BLOCK`] are split.
+pub async fn send_block(s: &mut quinn::SendStream, data: &[u8]) -> Result<(), NetError> {
+    if data.is_empty() {
+        s.write_all(&0u32.to_be_bytes()).await?;
+        return Ok(());
+    }
+    for chunk in data.chunks(proto::MAX_BLOCK) {
+        // A chunk is at most MAX_BLOCK (1 MiB): its length fits in u32.
+        let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        s.write_all(&len.to_be_bytes()).await?;
+        s.write_all(chunk).await?;
+    }
+    Ok(())
+}
+
+/// Receive one data block of a checkpoint stream; `None` at the end-of-data block. A length
+/// above [`proto::MAX_BLOCK`] or a stream that ends inside a block is an error.
+pub async fn recv_block(r: &mut quinn::RecvStream) -> Result<Option<Vec<u8>>, NetError> {
+    let mut prefix = [0u8; 4];
+    match r.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => {
+            return Err(NetError::Connection(e))
+        }
+        Err(e) => return Err(NetError::Read(e.to_string())),
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > proto::MAX_BLOCK {
+        return Err(NetError::Read(format!(
+            "checkpoint block of {len} bytes is larger than {}",
+            proto::MAX_BLOCK
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Read(e.to_string()))?;
+    Ok(Some(body))
+}
+
 /// Resolve `HOST:PORT`.
 pub async fn resolve(addr: &str) -> Result<SocketAddr, NetError> {
     let mut it = tokio::net::lookup_host(addr)

@@ -61,6 +61,11 @@ pub struct JobSpec {
     /// `--after`: jobs (or whole arrays) this one waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<Dependency>,
+    /// `--checkpoint` (and its options): the job follows graze's checkpoint protocol
+    /// ([`crate::CheckpointSpec`]); at a vacate it gets the signal and a grace period, and the
+    /// next run is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::CheckpointSpec>,
 }
 
 /// A job's state.
@@ -164,6 +169,9 @@ pub struct JobView {
     /// For a task of an array: the array and the task's index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<ArrayTask>,
+    /// The job's stored checkpoints, oldest first (filled in by the scheduler's driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<crate::CheckpointView>,
 }
 
 /// A whole job array (`graze show 7`, `graze wait 7`, `graze cancel 7`): its tasks in index

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Checked in the first message of every connection.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Who is connecting.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

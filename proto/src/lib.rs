@@ -11,6 +11,7 @@
 
 mod agent;
 mod batch;
+mod checkpoint;
 mod client;
 mod clusrun;
 mod defaults;
@@ -28,6 +29,11 @@ mod values;
 pub use agent::{AgentMsg, JobMsg};
 pub use batch::{
     index_words, ArraySpec, ArrayTask, DepKind, Dependency, JobRef, TimeSignal, MAX_ARRAY_TASKS,
+};
+pub use checkpoint::{
+    done_marker, ranks_by_host, CheckpointId, CheckpointSpec, CheckpointStream, CheckpointView,
+    RestoreRef, StreamEnd, StreamReply, DEFAULT_CHECKPOINT_GRACE_MS, DEFAULT_CHECKPOINT_SIGNAL,
+    EXIT_CHECKPOINTED, MAX_BLOCK, MAX_CHECKPOINT_GRACE_MS, MIN_CHECKPOINT_EVERY_MS,
 };
 pub use client::{
     ArrayView, ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt,

@@ -127,4 +127,49 @@ pub enum SchedulerMsg {
         /// The signal number (Linux numbering).
         signal: i32,
     },
+    /// A checkpointing job's run is about to start here (sent to every node of the
+    /// allocation before [`SchedulerMsg::StartJob`] reaches the first): create `dir`, empty the
+    /// entries of `ranks` there, and with `restore` receive that checkpoint on a stream the
+    /// scheduler opens ([`crate::CheckpointStream::Restore`]) and unpack this node's ranks from
+    /// it. Until that is done the agent holds back the job's main command and remote launches
+    /// here. The outcome of a restore is reported as a [`crate::JobMsg::JobNote`].
+    CheckpointSetup {
+        /// The job.
+        job: JobId,
+        /// The run.
+        epoch: u64,
+        /// `GRAZE_CHECKPOINT_DIR`: the same absolute path on every node.
+        dir: String,
+        /// The ranks this node runs (host-file order, [`crate::ranks_by_host`]).
+        ranks: Vec<u32>,
+        /// The checkpoint to restore, if the job has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<crate::RestoreRef>,
+    },
+    /// Take a checkpoint of the job on this node: with `signal`, SIGCONT the job's processes
+    /// here and send it to the program (as [`SchedulerMsg::SignalJob`] does); wait until every
+    /// rank in `ranks` wrote its marker ([`crate::done_marker`]), or, with `stop`, until the
+    /// job's processes here are gone, at most `grace_ms`; with `stop` then SIGTERM and SIGKILL
+    /// as a vacate does. Then send this node's part on a stream of its own
+    /// ([`crate::CheckpointStream::Part`], also when there is nothing to send: with its
+    /// error), and with `stop` answer [`crate::JobMsg::JobCleared`] only after the scheduler's
+    /// reply on that stream. Without `stop` the job goes on (a periodic checkpoint). During the
+    /// grace of a `stop` the owner's input does not stop the job again.
+    Checkpoint {
+        /// The job.
+        job: JobId,
+        /// The run it is meant for; ignored for another.
+        epoch: u64,
+        /// The checkpoint's id (echoed in the part).
+        id: crate::CheckpointId,
+        /// The ranks this node runs.
+        ranks: Vec<u32>,
+        /// The signal to send, if any (none when the ranks already exited with 85).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        /// The grace period (ms).
+        grace_ms: u64,
+        /// End the job's processes here afterwards (a vacate), or let it go on (periodic).
+        stop: bool,
+    },
 }

@@ -380,6 +380,7 @@ mod tests {
                 count: 5,
                 throttle: Some(2),
             }),
+            checkpoints: Vec::new(),
         }
     }
 

@@ -512,6 +512,7 @@ mod tests {
             events: vec![],
             expected_start_ms: None,
             task: None,
+            checkpoints: Vec::new(),
         }
     }
 

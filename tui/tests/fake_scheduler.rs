@@ -40,6 +40,7 @@ fn job(id: u64, state: JobState, exit: Option<ExitStatus>) -> JobView {
         events: vec![],
         expected_start_ms: None,
         task: None,
+        checkpoints: Vec::new(),
     }
 }
 

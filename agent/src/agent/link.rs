@@ -264,6 +264,10 @@ impl Agent {
 
     pub(super) async fn on_scheduler(&mut self, msg: SchedulerMsg) {
         match msg {
+            // Issue 12: handled by the agent's checkpoint module (being built).
+            SchedulerMsg::CheckpointSetup { job, .. } | SchedulerMsg::Checkpoint { job, .. } => {
+                tracing::warn!(%job, "checkpoint messages are not handled yet");
+            }
             SchedulerMsg::Registered { .. } => tracing::debug!("registered again"),
             SchedulerMsg::RegisterRefused { reason } => {
                 self.fatal = Some(anyhow!(ConnectError::RegisterRefused {

@@ -28,6 +28,7 @@ impl Core {
                 .filter(|r| r.job == id && j.state == RunState::Queued)
                 .and_then(|r| r.shadow),
             task: j.task,
+            checkpoints: Vec::new(),
         })
     }
 

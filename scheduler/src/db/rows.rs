@@ -4,8 +4,8 @@
 
 use crate::core::{JobRecord, Placement, RunState, Secret};
 use graze_proto::{
-    ArraySpec, ArrayTask, DepKind, Dependency, ExitStatus, JobEvent, JobId, JobSpec, MpiFlavour,
-    NodeInfo, OwnerPolicy, TimeSignal, Unit,
+    ArraySpec, ArrayTask, CheckpointSpec, DepKind, Dependency, ExitStatus, JobEvent, JobId,
+    JobSpec, MpiFlavour, NodeInfo, OwnerPolicy, TimeSignal, Unit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +115,22 @@ pub(crate) struct SpecRow {
     /// Dependencies.
     #[serde(default)]
     pub(crate) after: Vec<DepRow>,
+    /// Checkpoint options.
+    #[serde(default)]
+    pub(crate) checkpoint: Option<CheckpointRow>,
+}
+
+/// A job's checkpoint options, as stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckpointRow {
+    /// Signal number.
+    pub(crate) signal: i32,
+    /// Grace at a vacate (ms).
+    pub(crate) grace_ms: u64,
+    /// Periodic interval (ms).
+    #[serde(default)]
+    pub(crate) every_ms: Option<u64>,
 }
 
 /// A signal before the time limit, as stored.
@@ -349,6 +365,11 @@ impl From<&JobSpec> for SpecRow {
                     job: d.job.0,
                 })
                 .collect(),
+            checkpoint: s.checkpoint.map(|c| CheckpointRow {
+                signal: c.signal,
+                grace_ms: c.grace_ms,
+                every_ms: c.every_ms,
+            }),
         }
     }
 }
@@ -392,6 +413,11 @@ impl From<SpecRow> for JobSpec {
                     job: JobId(d.job),
                 })
                 .collect(),
+            checkpoint: s.checkpoint.map(|c| CheckpointSpec {
+                signal: c.signal,
+                grace_ms: c.grace_ms,
+                every_ms: c.every_ms,
+            }),
         }
     }
 }

@@ -155,6 +155,7 @@ fn job(id: u64, name: &str, n: u32, state: JobState, alloc: &[(&str, u32)]) -> J
         }],
         expected_start_ms: None,
         task: None,
+        checkpoints: Vec::new(),
     }
 }
 
