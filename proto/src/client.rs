@@ -241,6 +241,18 @@ pub enum ClientRequest {
     /// Cancel a job, one task, or every task of an array not yet final. Answer:
     /// [`ClientReply::Job`] (or [`ClientReply::Array`]) with the new state.
     Cancel(JobRef),
+    /// `graze requeue`: vacate a running or suspended job now and queue it again at the
+    /// front of its priority. Owner or admin only. Answer: [`ClientReply::Job`] with the new
+    /// state, or [`ClientReply::Error`] (not running, an array, `checkpoint` for a job
+    /// without `--checkpoint`).
+    Requeue {
+        /// The job, or one task of an array.
+        job: JobRef,
+        /// Take a checkpoint first (the job must have been submitted with `--checkpoint`);
+        /// without it a checkpointing job is vacated plainly and keeps its stored checkpoint.
+        #[serde(default)]
+        checkpoint: bool,
+    },
     /// Answer with [`ClientReply::Job`] once the job is final; for a whole array with
     /// [`ClientReply::Array`] once every task is.
     Wait(JobRef),

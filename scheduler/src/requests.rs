@@ -1,4 +1,4 @@
-//! Client requests, handled by the owning task: submit, queue, nodes, show, cancel, wait,
+//! Client requests, handled by the owning task: submit, queue, nodes, show, cancel, requeue, wait,
 //! watch, logs, drain, clusrun (in `clusrun.rs`), hold and release (`requests/hold.rs`); with
 //! the ownership checks and the audit records they need.
 
@@ -83,7 +83,7 @@ impl Owner {
             | ClientRequest::Wait(r)
             | ClientRequest::Release(r)
             | ClientRequest::Hold(r) => Some(*r),
-            ClientRequest::Logs { job, .. } => Some(*job),
+            ClientRequest::Logs { job, .. } | ClientRequest::Requeue { job, .. } => Some(*job),
             _ => None,
         };
         let target = match named.map(|r| self.core.resolve(r)) {
@@ -102,6 +102,7 @@ impl Owner {
                     ClientRequest::Cancel(_) => Some("cancel"),
                     ClientRequest::Release(_) => Some("release"),
                     ClientRequest::Hold(_) => Some("hold"),
+                    ClientRequest::Requeue { .. } => Some("requeue"),
                     _ => None,
                 };
                 if let Some(action) = action {
@@ -207,6 +208,31 @@ impl Owner {
                     reply(ClientReply::Error { message })
                 }
             },
+            ClientRequest::Requeue { job, .. } if array => reply(ClientReply::Error {
+                message: format!(
+                    "job {job} is an array: requeue one task at a time, e.g. graze requeue {job}.1"
+                ),
+            }),
+            ClientRequest::Requeue { job, checkpoint } => {
+                let fields = [
+                    ("job", job.to_string()),
+                    ("checkpoint", checkpoint.to_string()),
+                ];
+                match self.core.requeue_job(id, checkpoint, &who.name, now) {
+                    Ok(_) => {
+                        self.audit(who, "requeue", Outcome::Ok, &fields, "");
+                        if let Some(v) = self.core.job_view(id) {
+                            // Answered once the requeue is committed, like a submit.
+                            self.deferred
+                                .push((tx.clone(), ClientReply::Job(Box::new(v))));
+                        }
+                    }
+                    Err(message) => {
+                        self.audit(who, "requeue", Outcome::Refused, &fields, &message);
+                        reply(ClientReply::Error { message })
+                    }
+                }
+            }
             ClientRequest::Release(_) | ClientRequest::Hold(_) if array => {
                 reply(ClientReply::Error {
                     message: format!(

@@ -91,6 +91,17 @@ pub enum Command {
         #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
         job: JobRef,
     },
+    /// Vacate a running or suspended job now and queue it again at the front (owner or
+    /// admin); it starts again from the beginning, or from its checkpoint.
+    Requeue {
+        /// The job id, or ARRAY.INDEX for one task.
+        #[arg(value_name = "JOB", value_parser = parse_job_ref, allow_negative_numbers = true)]
+        job: JobRef,
+        /// Take a checkpoint first (the job needs `submit --checkpoint`): the next run
+        /// continues from it. Without it a checkpointing job keeps its last checkpoint.
+        #[arg(long)]
+        checkpoint: bool,
+    },
     /// Stop placing new jobs on a node (admin tokens only); its running jobs go on.
     Drain {
         /// The node name.
@@ -252,6 +263,24 @@ pub struct SubmitArgs {
     /// A dependency that can no longer be met ends this job as dependency-failed.
     #[arg(long, value_name = "DEPS", value_delimiter = ',', value_parser = parse_dependency)]
     pub after: Vec<Dependency>,
+    /// The job follows graze's checkpoint protocol: its ranks get GRAZE_CHECKPOINT_DIR and
+    /// GRAZE_CHECKPOINT_SIGNAL; at a vacate they get the signal and a grace period to save,
+    /// and the next run (GRAZE_RESTART_COUNT > 0) finds their files restored. Implied by the
+    /// other --checkpoint-* options.
+    #[arg(long)]
+    pub checkpoint: bool,
+    /// The signal that asks for a checkpoint, e.g. USR1, USR2, TERM or a number
+    /// [default: USR1]; implies --checkpoint.
+    #[arg(long, value_name = "SIG", value_parser = crate::checkpoint::parse_checkpoint_signal)]
+    pub checkpoint_signal: Option<i32>,
+    /// How long the ranks may run after the signal at a vacate before SIGTERM, e.g. 60s, 5m
+    /// [default: 60s, at most 1h]; implies --checkpoint.
+    #[arg(long, value_name = "DURATION", value_parser = crate::checkpoint::parse_checkpoint_grace)]
+    pub checkpoint_grace: Option<u64>,
+    /// Also ask for a checkpoint every this long of running time, e.g. 30m (at least 10s);
+    /// the job goes on. Implies --checkpoint.
+    #[arg(long, value_name = "DURATION", value_parser = crate::checkpoint::parse_checkpoint_every)]
+    pub checkpoint_every: Option<u64>,
     /// The command to run, usually `mpiexec PROGRAM ARGS...`; put it after `--`.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true, num_args = 1..)]
     pub command: Vec<String>,

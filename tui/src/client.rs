@@ -68,6 +68,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::Cancel(_) => "cancel",
         ClientRequest::Release(_) => "release",
         ClientRequest::Hold(_) => "hold",
+        ClientRequest::Requeue { .. } => "requeue",
         ClientRequest::Wait(_) => "wait",
         ClientRequest::Logs { .. } => "logs",
         ClientRequest::Drain { .. } => "drain",
@@ -271,6 +272,18 @@ impl Client {
                 if hold { "hold" } else { "release" },
                 &ClientReply::Array(a),
             )),
+        }
+    }
+
+    /// `graze requeue`: vacate a running job now and queue it again (with `checkpoint`, after
+    /// taking a checkpoint); the job as it is now.
+    pub async fn requeue(&self, job: JobRef, checkpoint: bool) -> Result<JobView, ClientError> {
+        match self
+            .job_reply(&ClientRequest::Requeue { job, checkpoint })
+            .await?
+        {
+            Shown::Job(j) => Ok(*j),
+            Shown::Array(a) => Err(unexpected("requeue", &ClientReply::Array(a))),
         }
     }
 

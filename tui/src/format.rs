@@ -267,6 +267,7 @@ pub fn job_details(job: &JobView, now_ms: u64) -> String {
         rows.push(("waiting for", w));
     }
     crate::when::limit_rows(job, &mut rows);
+    crate::checkpoint::checkpoint_rows(job, &mut rows);
     if let Some(t) = job.expected_start_ms {
         rows.push(("expected start", reserved_start(t)));
     }
@@ -325,6 +326,7 @@ pub fn job_details(job: &JobView, now_ms: u64) -> String {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "  {:width$} {v}", format!("{k}:"));
     }
+    out.push_str(&crate::checkpoint::checkpoint_table(&job.checkpoints));
     if !job.events.is_empty() {
         out.push_str("  events:\n");
         for e in &job.events {

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod chart;
+pub mod checkpoint;
 pub mod cli;
 pub mod client;
 pub mod clusrun;
@@ -198,6 +199,21 @@ async fn dispatch(
                 Shown::Array(a) => batch::array_cancel_message(a),
             };
             print(&format!("{text}\n"))?;
+        }
+        Command::Requeue { job, checkpoint } => {
+            let view = client
+                .requeue(job, checkpoint)
+                .await
+                .with_context(|| format!("requeueing job {job}"))?;
+            let how = match (checkpoint, view.spec.checkpoint.is_some()) {
+                (true, _) => "the next run continues from the checkpoint it takes now",
+                (false, true) => "the next run restores its last stored checkpoint, if any",
+                (false, false) => "it starts again from the beginning",
+            };
+            print(&format!(
+                "requeued job {} ({}): {how}\n",
+                view.id, view.state
+            ))?;
         }
         Command::Release { job } => {
             let view = client
@@ -413,6 +429,7 @@ fn build_spec(args: &SubmitArgs) -> anyhow::Result<JobSpec> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let mut spec = spec_from_args(args, &cwd, current_user())?;
     when::apply_submit_args(args, &mut spec, format::now_ms(), &when::LocalZone)?;
+    spec.checkpoint = checkpoint::checkpoint_spec(args);
     Ok(spec)
 }
 

@@ -38,6 +38,13 @@ impl Core {
         if j.alloc.first().map(|a| a.host.as_str()) != Some(name.as_str()) {
             return;
         }
+        if let Ok(exit) = &how {
+            if exit.code == Some(graze_proto::EXIT_CHECKPOINTED) && j.spec.checkpoint.is_some() {
+                self.checkpointed_exit(id, &name, *exit, now);
+                self.schedule(now);
+                return;
+            }
+        }
         let nodes = j.hosts();
         let (state, what) = match how {
             Ok(exit) if exit.success() => (

@@ -78,6 +78,8 @@ impl Core {
         // a job after the reserved one that fits but could delay it may wait. And backfilled
         // jobs never move the reservation later.
         self.check_backfill()?;
+        // Exactly the running runs with --checkpoint-every have a periodic checkpoint due.
+        self.check_checkpoint_timers()?;
         // An --exclusive run has its nodes to itself.
         for n in self.nodes.values() {
             let exclusive = n.held.keys().find(|id| {

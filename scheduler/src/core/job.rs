@@ -193,6 +193,10 @@ pub(super) struct Job {
     pub(super) begin_until: Option<u64>,
     /// For a task of an array: the array and the task's index.
     pub(super) task: Option<ArrayTask>,
+    /// `--checkpoint-every`: when the running run's next periodic checkpoint is due (set at
+    /// start and after each; postponed while suspended; not persisted: after a restart it
+    /// counts from then). See `checkpoint.rs`.
+    pub(super) ckpt_next: Option<u64>,
 }
 
 impl Job {
@@ -220,6 +224,7 @@ impl Job {
             signalled: false,
             begin_until: spec_begin.filter(|b| *b > now),
             task: None,
+            ckpt_next: None,
         }
     }
 

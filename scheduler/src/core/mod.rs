@@ -9,9 +9,10 @@
 //!
 //! - **Inputs**, each taking `now`. From agents: [`Core::node_connected`],
 //!   [`Core::node_status`], [`Core::node_lost`], [`Core::job_exited`],
-//!   [`Core::job_failed_to_start`], [`Core::job_cleared`], [`Core::job_note`]; launches from the shim (they need no
+//!   [`Core::job_failed_to_start`], [`Core::job_cleared`], [`Core::job_note`]; from the driver
+//!   (checkpoint store) [`Core::job_event`]; launches from the shim (they need no
 //!   clock): [`Core::launch`], [`Core::launch_abandoned`], [`Core::remote_exited`]. From clients:
-//!   [`Core::submit`], [`Core::cancel`], [`Core::release`], [`Core::hold`],
+//!   [`Core::submit`], [`Core::cancel`], [`Core::requeue_job`], [`Core::release`], [`Core::hold`],
 //!   [`Core::set_drained`]. From the timer:
 //!   [`Core::handle_timeout`]. After a restart, once: [`Core::restore`].
 //! - **Outputs**, polled after every batch of inputs: [`Core::poll_output`] (messages to send,
@@ -31,7 +32,8 @@
 //! `gate` (why a queued job may not start now, whatever the cores), `place` (the allocator
 //! and waiting reasons, `--exclusive`, availability windows against time limits),
 //! `backfill` (EASY backfill: the head job's reservation and who may start ahead of it),
-//! `reclaim` (gang suspend, resume, vacate), `exit` (run ends, kills, final states), `note`
+//! `reclaim` (gang suspend, resume, vacate), `checkpoint` (the checkpoint protocol's
+//! environment and messages, periodic checkpoints, `graze requeue`), `exit` (run ends, kills, final states), `note`
 //! (agents' notes on a run), `launch` (launch checks), `limits` (`--time`, `--signal`,
 //! `--begin`, hold and release), `timeout` (deadlines),
 //! `restore` ([`JobRecord`] and rebuilding), `view` and `invariants`.
@@ -58,6 +60,7 @@
 
 mod array;
 mod backfill;
+mod checkpoint;
 mod connect;
 mod deps;
 mod exit;
@@ -87,7 +90,8 @@ pub use node::ConnId;
 pub use restore::JobRecord;
 pub use secret::Secret;
 pub use state::{
-    Core, CoreConfig, Output, DEFAULT_FENCE_MARGIN_MS, DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
+    Core, CoreConfig, Output, DEFAULT_CHECKPOINT_NODE_DIR, DEFAULT_FENCE_MARGIN_MS,
+    DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
 };
 
 #[cfg(test)]

@@ -187,10 +187,15 @@ impl Core {
         j.signalled = false;
         j.epoch += 1;
         j.alloc = alloc.clone();
+        j.ckpt_next = j.periodic_from(now);
         let mut env = j.spec.env.clone();
         if let Some(t) = j.task {
             env.extend(super::array::task_env(&t));
         }
+        self.protocol_env(id, &mut env);
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
         let msg = SchedulerMsg::StartJob {
             job: id,
             command: j.spec.command.clone(),
@@ -212,6 +217,7 @@ impl Core {
             .map(|a| format!("{}:{}", a.host, a.ranks))
             .collect();
         self.event(id, now, format!("started on {}", hosts.join(" ")));
+        self.send_setup(id);
         if let Some(conn) = self.conn_of(&alloc[0].host) {
             self.send(conn, msg);
         }

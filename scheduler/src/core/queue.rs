@@ -32,6 +32,9 @@ impl Core {
             }
         }
         check_limits(&spec)?;
+        if let Some(c) = &spec.checkpoint {
+            c.check()?;
+        }
         for n in &spec.nodes {
             if !self.nodes.contains_key(n) {
                 return Err(format!("unknown node '{n}': {}", self.known_nodes()));

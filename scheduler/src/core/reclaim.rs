@@ -2,7 +2,6 @@
 //! every node, resumed on all together, vacated after the busy node's `vacate_after` (at once
 //! when its availability window ended) or early when it fits elsewhere.
 
-use super::history::{AttemptOutcome, OwnerEventKind};
 use super::job::{Job, RunState};
 use super::node::Node;
 use super::state::Core;
@@ -156,44 +155,20 @@ impl Core {
     }
 
     /// Vacate a suspended job on every node and requeue it at the front of its priority,
-    /// avoiding `busy` until those nodes offer cores again.
+    /// avoiding `busy` until those nodes offer cores again. A checkpointing job is asked for
+    /// a checkpoint first (`checkpoint.rs`).
     fn vacate(&mut self, id: JobId, reason: String, busy: BTreeSet<String>, now: u64) {
-        if !self.jobs.contains_key(&id) {
-            return;
-        }
-        let outcome = AttemptOutcome::Requeued(format!("vacated: {reason}"));
-        self.attempt_ended(id, outcome, None, now);
-        for n in &busy {
-            self.owner_event(n, OwnerEventKind::Vacate, id, now);
-        }
-        let Some(j) = self.jobs.get(&id) else {
+        let Some(mode) = self.jobs.get(&id).map(Job::vacate_mode) else {
             return;
         };
-        let targets: Vec<_> = j
-            .hosts()
-            .into_iter()
-            .filter_map(|n| Some((self.conn_of(&n)?, n)))
-            .collect();
-        let Some(j) = self.jobs.get_mut(&id) else {
-            return;
-        };
-        for (_, n) in &targets {
-            j.clearing.insert(n.clone());
-        }
-        j.state = RunState::Queued;
-        j.requeues += 1;
-        j.order = 0;
-        j.avoid.extend(busy);
-        let key = j.key(id);
-        let n = j.spec.nprocs;
-        let limited = j.spec.time_limit_ms.is_some();
-        self.queue.insert(key, n);
-        if limited {
-            self.limited.insert(key);
-        }
-        for (conn, _) in targets {
-            self.send(conn, SchedulerMsg::VacateJob { job: id });
-        }
-        self.event(id, now, format!("vacated and requeued: {reason}"));
+        self.vacate_as(
+            id,
+            format!("vacated: {reason}"),
+            format!("vacated and requeued: {reason}"),
+            busy,
+            mode,
+            None,
+            now,
+        );
     }
 }

@@ -152,6 +152,9 @@ impl Core {
             job.run_open = r.run_open;
             job.signalled = job.signal_sent_this_run();
             job.task = r.task;
+            if job.state == RunState::Running {
+                job.ckpt_next = job.periodic_from(now);
+            }
             if let Some(t) = r.task {
                 // The array's id is no job's, but it is taken.
                 self.next_job = self.next_job.max(t.array.0 + 1);

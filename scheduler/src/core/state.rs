@@ -23,7 +23,17 @@ pub struct CoreConfig {
     /// After a node is lost, how long its jobs wait before they may run again, so the cut-off
     /// agent (which kills its own processes when it times out) never overlaps the next run.
     pub fence_margin_ms: u64,
+    /// Where checkpointing runs keep their checkpoint on every node: the run's
+    /// `GRAZE_CHECKPOINT_DIR` is `{checkpoint_root}/job-{ID}`. The driver makes it
+    /// `{checkpoint_node_dir}/{cluster}` (scheduler.toml; the cluster is the first 12 hex
+    /// digits of the scheduler's certificate fingerprint), so clusters sharing a PC never
+    /// collide.
+    pub checkpoint_root: String,
 }
+
+/// Default of the scheduler's `checkpoint_node_dir`, the first part of
+/// [`CoreConfig::checkpoint_root`].
+pub const DEFAULT_CHECKPOINT_NODE_DIR: &str = "/var/tmp/graze-checkpoints";
 
 /// Default of [`CoreConfig::fence_margin_ms`]. A cut-off agent fences itself (kills its job
 /// processes) after `node_timeout - 1 s` without a packet from the scheduler, at least 0.2 s
@@ -41,6 +51,7 @@ impl Default for CoreConfig {
             requeue_when_suspended_after_ms: DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
             node_timeout_ms: graze_proto::DEFAULT_NODE_TIMEOUT_MS,
             fence_margin_ms: DEFAULT_FENCE_MARGIN_MS,
+            checkpoint_root: format!("{DEFAULT_CHECKPOINT_NODE_DIR}/local"),
         }
     }
 }

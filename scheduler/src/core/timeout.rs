@@ -14,6 +14,7 @@ impl Core {
             .flatten()
             .chain(self.suspend_deadlines())
             .chain(self.limit_deadlines())
+            .chain(self.checkpoint_deadlines())
             .min()
     }
 
@@ -23,6 +24,7 @@ impl Core {
         self.last_timeout = self.last_timeout.max(now);
         self.review_suspended(now);
         self.review_limits(now);
+        self.review_checkpoints(now);
         let ids: Vec<JobId> = self.jobs.keys().copied().collect();
         for id in ids {
             if let Some(j) = self.jobs.get_mut(&id) {
