@@ -37,6 +37,14 @@ pub struct Cli {
     /// [default: 30].
     #[arg(long, value_name = "DAYS")]
     pub history_days: Option<u32>,
+    /// Where checkpointing jobs keep their checkpoint on every node (a subdirectory per
+    /// cluster and job is used) [default: /var/tmp/graze-checkpoints].
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_node_dir: Option<String>,
+    /// Largest checkpoint stored per job, all nodes' parts together (compressed), e.g.
+    /// `1GiB`, `500MB` or a number of bytes [default: 1GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_checkpoint_bytes: Option<String>,
     /// Configuration file.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -110,7 +118,70 @@ pub struct FileConfig {
     pub requeue_when_suspended_after: Option<String>,
     /// See [`Cli::history_days`].
     pub history_days: Option<u32>,
+    /// See [`Cli::checkpoint_node_dir`].
+    pub checkpoint_node_dir: Option<String>,
+    /// See [`Cli::max_checkpoint_bytes`]: a number of bytes or a string with a unit.
+    pub max_checkpoint_bytes: Option<Size>,
 }
+
+/// A size in scheduler.toml: a number of bytes, or a string such as `"1GiB"`.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Size {
+    /// Bytes.
+    Bytes(u64),
+    /// With a unit.
+    Text(String),
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Size::Bytes(b) => write!(f, "{b}"),
+            Size::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+/// Parse a size: a number with an optional unit, `B`, `kB`, `MB`, `GB`, `TB` (powers of
+/// 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), e.g. `1GiB`, `500 MB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err("write it like '1GiB', '500MB' or a number of bytes".into());
+    }
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "kB" | "KB" => 1000,
+        "M" | "MB" => 1000_u64.pow(2),
+        "G" | "GB" => 1000_u64.pow(3),
+        "T" | "TB" => 1000_u64.pow(4),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown unit '{u}': write it like '1GiB', '500MB' or a number of bytes"
+            ))
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "write it like '1GiB', '500MB' or a number of bytes".to_string())?;
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 1.0 || v > u64::MAX as f64 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(v as u64)
+}
+
+/// Default of [`SchedulerConfig::max_checkpoint_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
@@ -129,6 +200,11 @@ pub struct SchedulerConfig {
     pub requeue_when_suspended_after: Duration,
     /// History (attempts, owner events, usage) older than this is pruned.
     pub history_days: u32,
+    /// Where checkpointing jobs keep their checkpoint on the nodes (absolute); see
+    /// [`SchedulerConfig::checkpoint_root`].
+    pub checkpoint_node_dir: String,
+    /// Largest checkpoint stored per job (bytes received for one checkpoint, all parts).
+    pub max_checkpoint_bytes: u64,
 }
 
 impl SchedulerConfig {
@@ -144,7 +220,25 @@ impl SchedulerConfig {
                 crate::core::DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
             ),
             history_days: DEFAULT_HISTORY_DAYS,
+            checkpoint_node_dir: crate::core::DEFAULT_CHECKPOINT_NODE_DIR.into(),
+            max_checkpoint_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
         }
+    }
+
+    /// [`crate::core::CoreConfig::checkpoint_root`] for the scheduler whose certificate has
+    /// `fingerprint` (`sha256:HEX`): `{checkpoint_node_dir}/{first 12 hex digits}`, so
+    /// clusters sharing a PC never share a directory.
+    pub fn checkpoint_root(&self, fingerprint: &str) -> String {
+        let hex = fingerprint.strip_prefix("sha256:").unwrap_or(fingerprint);
+        let cluster: String = hex
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(12)
+            .collect();
+        format!(
+            "{}/{cluster}",
+            self.checkpoint_node_dir.trim_end_matches('/')
+        )
     }
 }
 
@@ -266,7 +360,36 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
     if !(1..=MAX_HISTORY_DAYS).contains(&days_v.value) {
         bail!(days_v.bad(format!("must be from 1 to {MAX_HISTORY_DAYS} days")));
     }
+    let dir_v = pick(
+        "checkpoint_node_dir",
+        cli.checkpoint_node_dir,
+        file.checkpoint_node_dir,
+        path,
+        crate::core::DEFAULT_CHECKPOINT_NODE_DIR.to_string(),
+    );
+    if !dir_v.value.starts_with('/') || dir_v.value.trim_end_matches('/').is_empty() {
+        bail!(dir_v.bad(
+            "must be an absolute directory (the same path on every node), e.g. /var/tmp/graze-checkpoints"
+        ));
+    }
+    if dir_v.value.chars().any(char::is_control) {
+        bail!(dir_v.bad("must not contain control characters"));
+    }
+    let size_v = pick(
+        "max_checkpoint_bytes",
+        cli.max_checkpoint_bytes.map(Size::Text),
+        file.max_checkpoint_bytes,
+        path,
+        Size::Bytes(DEFAULT_MAX_CHECKPOINT_BYTES),
+    );
+    let max_checkpoint_bytes = match &size_v.value {
+        Size::Bytes(0) => bail!(size_v.bad("must be at least 1 byte")),
+        Size::Bytes(b) => *b,
+        Size::Text(t) => parse_size(t).map_err(|e| size_v.bad(e))?,
+    };
     Ok(SchedulerConfig {
+        checkpoint_node_dir: dir_v.value,
+        max_checkpoint_bytes,
         history_days: days_v.value,
         requeue_when_suspended_after,
         state_dir,
@@ -361,6 +484,78 @@ mod tests {
         assert!(
             e.starts_with("invalid --node-timeout 'soon': "),
             "a flag's error names the flag: {e}"
+        );
+    }
+
+    #[test]
+    fn checkpoint_keys_parse_and_bad_ones_are_quoted() {
+        let f = parse_file(include_str!("../../config/scheduler.toml")).unwrap();
+        assert_eq!(f.max_checkpoint_bytes, Some(Size::Text("1GiB".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        let run = |text: &str| {
+            std::fs::write(&p, format!("state_dir = \"/x\"\n{text}\n")).unwrap();
+            resolve(Cli {
+                config: Some(p.clone()),
+                ..Cli::default()
+            })
+            .map_err(|e| format!("{e:#}"))
+        };
+        let c = run("").unwrap();
+        assert_eq!(c.max_checkpoint_bytes, 1 << 30);
+        assert_eq!(c.checkpoint_node_dir, "/var/tmp/graze-checkpoints");
+        assert_eq!(
+            c.checkpoint_root("sha256:0123456789abcdef0123"),
+            "/var/tmp/graze-checkpoints/0123456789ab"
+        );
+        let c = run("max_checkpoint_bytes = 5000\ncheckpoint_node_dir = \"/scratch/ck/\"").unwrap();
+        assert_eq!(c.max_checkpoint_bytes, 5000);
+        assert_eq!(
+            c.checkpoint_root("sha256:ffffffffffffff"),
+            "/scratch/ck/ffffffffffff"
+        );
+        assert_eq!(
+            run("max_checkpoint_bytes = \"500MB\"")
+                .unwrap()
+                .max_checkpoint_bytes,
+            500_000_000
+        );
+        assert_eq!(
+            run("max_checkpoint_bytes = \"2 MiB\"")
+                .unwrap()
+                .max_checkpoint_bytes,
+            2 << 20
+        );
+        let at = p.display();
+        assert_eq!(
+            run("max_checkpoint_bytes = \"lots\"").unwrap_err(),
+            format!("invalid max_checkpoint_bytes 'lots' in {at}: write it like '1GiB', '500MB' or a number of bytes")
+        );
+        assert!(run("max_checkpoint_bytes = \"3 parsecs\"")
+            .unwrap_err()
+            .contains("unknown unit 'parsecs'"));
+        assert_eq!(
+            run("max_checkpoint_bytes = 0").unwrap_err(),
+            format!("invalid max_checkpoint_bytes '0' in {at}: must be at least 1 byte")
+        );
+        assert!(run("max_checkpoint_bytes = -3").is_err());
+        let e = run("checkpoint_node_dir = \"var/tmp\"").unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "invalid checkpoint_node_dir 'var/tmp' in {at}: must be an absolute"
+            )),
+            "{e}"
+        );
+        assert!(run("checkpoint_node_dir = \"/\"").is_err());
+        let e = resolve(Cli {
+            state_dir: Some("/x".into()),
+            max_checkpoint_bytes: Some("1XB".into()),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("invalid --max-checkpoint-bytes '1XB': unknown unit 'XB'"),
+            "{e:#}"
         );
     }
 

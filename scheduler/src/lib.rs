@@ -107,6 +107,7 @@ pub async fn run(
             .as_millis()
             .try_into()
             .unwrap_or(u64::MAX),
+        checkpoint_root: cfg.checkpoint_root(&id.fingerprint()),
         ..CoreConfig::default()
     });
     info!(
