@@ -5,6 +5,7 @@ use graze_proto::{
 };
 use proptest::prelude::*;
 
+mod checkpoint;
 mod limits;
 
 fn info(name: &str, cores: u32, groups: &[&str]) -> NodeInfo {
@@ -652,6 +653,12 @@ enum Op {
     SubmitArray(u8, u8, u8),
     /// A job depending on job (or array) id: ranks, kind, id.
     SubmitAfter(u8, u8, u8),
+    /// A checkpointing job: ranks, periodic (every 20 s).
+    SubmitCkpt(u8, bool),
+    /// `graze requeue`: job, with --checkpoint.
+    Requeue(u8, bool),
+    /// The main command of a job exits 85.
+    Exit85(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -678,6 +685,9 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..40).prop_map(Op::Hold),
         (1u8..5, 1u8..7, 0u8..3).prop_map(|(k, n, t)| Op::SubmitArray(k, n, t)),
         (1u8..5, 0u8..3, 0u8..40).prop_map(|(k, d, j)| Op::SubmitAfter(k, d, j)),
+        (1u8..9, any::<bool>()).prop_map(|(k, p)| Op::SubmitCkpt(k, p)),
+        (0u8..40, any::<bool>()).prop_map(|(j, k)| Op::Requeue(j, k)),
+        (0u8..40).prop_map(Op::Exit85),
     ]
 }
 
@@ -804,10 +814,31 @@ proptest! {
                     };
                     let _ = c.submit(s, "s".into(), now);
                 }
+                Op::SubmitCkpt(k, periodic) => {
+                    let s = JobSpec {
+                        checkpoint: Some(graze_proto::CheckpointSpec {
+                            every_ms: periodic.then_some(20_000),
+                            ..Default::default()
+                        }),
+                        ..spec(k as u32)
+                    };
+                    let _ = c.submit(s, "s".into(), now);
+                }
+                Op::Requeue(j, k) => { let _ = c.requeue_job(JobId(j as u64), k, "u", now); }
+                Op::Exit85(j) => {
+                    if let Some(v) = c.job_view(JobId(j as u64)) {
+                        if let Some(h) = v.allocation.first() {
+                            let n: usize = h.host[1..].parse().unwrap();
+                            c.job_exited(n as u64 * 100 + gen[n], JobId(j as u64), ExitStatus { code: Some(85), signal: None }, now);
+                        }
+                    }
+                }
                 Op::Release(j) => { let _ = c.release(JobId(j as u64), now); }
                 Op::Hold(j) => { let _ = c.hold(JobId(j as u64), now); }
             }
-            for o in drain(&mut c) {
+            let out = drain(&mut c);
+            check_checkpoint_messages(&c, &out)?;
+            for o in out {
                 if let Output::AttemptEnded(r) = o {
                     let e = records.entry(r.job).or_default();
                     if r.attempt > 0 {
@@ -828,6 +859,82 @@ proptest! {
             }
         }
     }
+}
+
+/// What the checkpoint protocol needs of one batch of outputs: a checkpointing job's start
+/// is preceded by a setup to every online node of its allocation, each with that node's
+/// ranks in host-file order; a job without `--checkpoint` gets neither a setup nor a
+/// checkpoint; the ranks of one checkpoint's messages never overlap and lie within the job.
+fn check_checkpoint_messages(c: &Core, out: &[Output]) -> Result<(), TestCaseError> {
+    let msgs = sent(out);
+    let mut seen: std::collections::HashMap<(JobId, graze_proto::CheckpointId), Vec<u32>> =
+        Default::default();
+    for (i, (_, m)) in msgs.iter().enumerate() {
+        match m {
+            SchedulerMsg::StartJob {
+                job,
+                hosts,
+                epoch,
+                env,
+                ..
+            } => {
+                let j = &c.jobs[job];
+                let count = env
+                    .iter()
+                    .find(|(k, _)| k == "GRAZE_RESTART_COUNT")
+                    .map(|(_, v)| v.clone());
+                prop_assert_eq!(count, Some((epoch - 1).to_string()));
+                if j.spec.checkpoint.is_none() {
+                    continue;
+                }
+                let slots: Vec<u32> = hosts.iter().map(|h| h.slots).collect();
+                for (h, ranks) in hosts.iter().zip(graze_proto::ranks_by_host(&slots)) {
+                    let Some(conn) = c.conn_of(&h.host) else {
+                        continue;
+                    };
+                    let setup = msgs[..i].iter().any(|(to, m)| {
+                        *to == conn
+                            && matches!(m,
+                        SchedulerMsg::CheckpointSetup { job: sj, epoch: se, ranks: r, .. }
+                            if sj == job && se == epoch && *r == ranks)
+                    });
+                    prop_assert!(
+                        setup,
+                        "no setup for job {} on {} before its start",
+                        job,
+                        h.host
+                    );
+                }
+            }
+            SchedulerMsg::CheckpointSetup { job, .. } => {
+                prop_assert!(
+                    c.jobs[job].spec.checkpoint.is_some(),
+                    "setup for job {} without --checkpoint",
+                    job
+                );
+            }
+            SchedulerMsg::Checkpoint { job, id, ranks, .. } => {
+                let j = &c.jobs[job];
+                prop_assert!(
+                    j.spec.checkpoint.is_some(),
+                    "checkpoint of job {} without --checkpoint",
+                    job
+                );
+                let all = seen.entry((*job, *id)).or_default();
+                for r in ranks {
+                    prop_assert!(
+                        *r < j.spec.nprocs && !all.contains(r),
+                        "rank {} of job {} twice or out of range",
+                        r,
+                        job
+                    );
+                    all.push(*r);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn held(job: JobId, epoch: u64) -> graze_proto::HeldJob {
