@@ -462,6 +462,65 @@ mod tests {
     }
 
     #[test]
+    fn submit_checkpoint_options_imply_checkpoint() {
+        let s = submit(&["-n", "2", "--", "x"]);
+        assert_eq!(crate::checkpoint::checkpoint_spec(&s), None);
+        let s = submit(&["-n", "2", "--checkpoint", "--", "x"]);
+        assert_eq!(
+            crate::checkpoint::checkpoint_spec(&s),
+            Some(graze_proto::CheckpointSpec::default())
+        );
+        let s = submit(&[
+            "-n",
+            "2",
+            "--checkpoint-signal",
+            "USR2",
+            "--checkpoint-grace",
+            "2m",
+            "--checkpoint-every",
+            "30m",
+            "--",
+            "x",
+        ]);
+        assert_eq!(
+            crate::checkpoint::checkpoint_spec(&s),
+            Some(graze_proto::CheckpointSpec {
+                signal: 12,
+                grace_ms: 120_000,
+                every_ms: Some(1_800_000),
+            })
+        );
+        let s = submit(&["-n", "2", "--checkpoint-grace", "10s", "--", "x"]);
+        let c = crate::checkpoint::checkpoint_spec(&s).unwrap();
+        assert_eq!((c.signal, c.grace_ms, c.every_ms), (10, 10_000, None));
+        let e = parse(&[
+            "graze",
+            "submit",
+            "-n",
+            "1",
+            "--checkpoint-signal",
+            "BOGUS",
+            "--",
+            "x",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("invalid value 'BOGUS' for '--checkpoint-signal <SIG>': unknown signal"),
+            "{e}"
+        );
+        match parse(&["graze", "requeue", "7.2", "--checkpoint"])
+            .unwrap()
+            .command
+        {
+            Command::Requeue { job, checkpoint } => {
+                assert_eq!(job.to_string(), "7.2");
+                assert!(checkpoint);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn submit_n_zero_is_refused_with_the_value() {
         let e = parse(&["graze", "submit", "-n", "0", "--", "true"]).unwrap_err();
         assert!(

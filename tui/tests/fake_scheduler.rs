@@ -83,6 +83,11 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
         ClientRequest::Release(id) | ClientRequest::Hold(id) => vec![ClientReply::Error {
             message: format!("job {id} is not held (running): only a held job can be released"),
         }],
+        ClientRequest::Requeue { job: id, .. } => vec![ClientReply::Job(Box::new(job(
+            id.job.0,
+            JobState::Queued,
+            None,
+        )))],
         ClientRequest::Cancel(id) => vec![ClientReply::Job(Box::new(job(
             id.job.0,
             JobState::Cancelled,
@@ -335,6 +340,33 @@ async fn the_binary() {
 
     let o = graze(&path, &["cancel", "6"]).await;
     assert_eq!(text(&o.stdout), "cancelled job 6\n");
+
+    let o = graze(&path, &["requeue", "6", "--checkpoint"]).await;
+    assert_eq!(
+        (o.status.code(), text(&o.stdout)),
+        (
+            Some(0),
+            "requeued job 6 (queued): the next run continues from the checkpoint it takes now\n"
+                .into()
+        )
+    );
+    let o = graze(&path, &["requeue", "6"]).await;
+    assert_eq!(
+        text(&o.stdout),
+        "requeued job 6 (queued): it starts again from the beginning\n"
+    );
+    let o = graze(
+        &path,
+        &["submit", "-n", "2", "--checkpoint-every", "5s", "--", "x"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr)
+            .contains("invalid value '5s' for '--checkpoint-every <DURATION>': at least 10s"),
+        "{}",
+        text(&o.stderr)
+    );
 
     let o = graze(&path, &["logs", "5"]).await;
     assert_eq!(o.status.code(), Some(0));

@@ -210,13 +210,12 @@ impl Core {
     }
 
     /// End job `id`'s run on every node and requeue it at the front of its priority, with
-    /// `outcome` as the attempt's outcome and `what` as the event; the job avoids `busy`
-    /// until those nodes offer cores again. The processes end as `mode` says.
+    /// `words`: the attempt's outcome and the event; the job avoids `busy` until those nodes
+    /// offer cores again. The processes end as `mode` says.
     pub(super) fn vacate_as(
         &mut self,
         id: JobId,
-        outcome: String,
-        what: String,
+        words: (String, String),
         busy: BTreeSet<String>,
         mode: VacateMode,
         exit: Option<ExitStatus>,
@@ -225,6 +224,7 @@ impl Core {
         if !self.jobs.contains_key(&id) {
             return;
         }
+        let (outcome, what) = words;
         self.attempt_ended(id, AttemptOutcome::Requeued(outcome), exit, now);
         for n in &busy {
             self.owner_event(n, OwnerEventKind::Vacate, id, now);
@@ -286,8 +286,7 @@ impl Core {
         let what = format!("checkpointed (exit 85) on {node} and requeued");
         self.vacate_as(
             id,
-            "checkpointed (exit 85)".into(),
-            what,
+            ("checkpointed (exit 85)".into(), what),
             BTreeSet::new(),
             VacateMode::Checkpoint { signal: None },
             Some(exit),
@@ -336,7 +335,7 @@ impl Core {
             VacateMode::Plain
         };
         let why = format!("requeued by {by}");
-        self.vacate_as(id, why.clone(), why, BTreeSet::new(), mode, None, now);
+        self.vacate_as(id, (why.clone(), why), BTreeSet::new(), mode, None, now);
         self.schedule(now);
         Ok(self.jobs[&id].state.wire())
     }

@@ -163,8 +163,10 @@ impl Core {
         };
         self.vacate_as(
             id,
-            format!("vacated: {reason}"),
-            format!("vacated and requeued: {reason}"),
+            (
+                format!("vacated: {reason}"),
+                format!("vacated and requeued: {reason}"),
+            ),
             busy,
             mode,
             None,

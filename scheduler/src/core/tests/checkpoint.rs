@@ -49,8 +49,11 @@ fn var<'a>(env: &'a [(String, String)], k: &str) -> Option<&'a str> {
     env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-/// The checkpoint messages sent: (conn, ranks, signal, stop).
-fn checkpoints(out: &[Output]) -> Vec<(ConnId, Vec<u32>, Option<i32>, bool, CheckpointId)> {
+/// One checkpoint message sent: conn, ranks, signal, stop, id.
+type Asked = (ConnId, Vec<u32>, Option<i32>, bool, CheckpointId);
+
+/// The checkpoint messages sent.
+fn checkpoints(out: &[Output]) -> Vec<Asked> {
     sent(out)
         .into_iter()
         .filter_map(|(conn, m)| match m {
