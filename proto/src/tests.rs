@@ -95,6 +95,20 @@ fn clusrun_messages_round_trip() {
         even_if_busy: false,
     }));
     assert_eq!(decode::<ClientRequest>(&encode(&m)[4..]).unwrap(), m);
+    // `graze requeue`: `checkpoint` may be left out (false).
+    let m = ClientRequest::Requeue {
+        job: JobId(7).into(),
+        checkpoint: true,
+    };
+    assert_eq!(decode::<ClientRequest>(&encode(&m)[4..]).unwrap(), m);
+    let plain: ClientRequest = serde_json::from_str(r#"{"requeue":{"job":{"job":7}}}"#).unwrap();
+    assert_eq!(
+        plain,
+        ClientRequest::Requeue {
+            job: JobId(7).into(),
+            checkpoint: false
+        }
+    );
     // The JSON of a result, as `graze clusrun --json` shows it.
     let r = ClusrunResult {
         node: "n2".into(),
