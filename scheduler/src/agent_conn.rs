@@ -57,6 +57,11 @@ pub(crate) async fn serve_agent(
         close: Closer(conn.clone()),
     });
     let Framed { mut send, mut recv } = control;
+    let parts = tokio::spawn(crate::checkpoint::stream::accept_parts(
+        conn.clone(),
+        conn_id,
+        tx.clone(),
+    ));
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if let Err(e) = graze_net::send(&mut send, &m).await {
@@ -86,6 +91,7 @@ pub(crate) async fn serve_agent(
         }
     };
     writer.abort();
+    parts.abort();
     let _ = tx.send(Input::AgentDown(conn_id, reason.clone()));
     anyhow::bail!("agent gone: {reason}")
 }
@@ -127,6 +133,9 @@ impl Owner {
     pub(crate) fn agent_down(&mut self, conn: ConnId, reason: &str, now: u64) {
         if self.agents.remove(&conn).is_some() {
             info!(conn, "agent lost: {reason}");
+            if let Some(node) = self.core.node_name(conn).map(str::to_owned) {
+                self.checkpoint_node_lost(&node, now);
+            }
             self.core.node_lost(conn, now);
             self.clusrun_conn_lost(conn, now);
         }

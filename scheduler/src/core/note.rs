@@ -20,3 +20,15 @@ impl Core {
         self.event(id, now, format!("on {node}: {what}"));
     }
 }
+
+impl Core {
+    /// The driver records something about job `id` (a checkpoint stored or discarded, a
+    /// restore sent): an event on the job, nothing else changes. Ignored for an unknown job.
+    pub fn job_event(&mut self, id: JobId, what: String, now: u64) {
+        if !self.jobs.contains_key(&id) {
+            return;
+        }
+        let what = graze_proto::clip(what, MAX_NOTE, "...");
+        self.event(id, now, what);
+    }
+}
