@@ -255,3 +255,252 @@ async fn restore(
     let r = graze_net::recv::<StreamReply>(&mut recv).await?;
     Ok((bytes, r.and_then(|r| r.error)))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The stream tasks over a real QUIC connection on loopback; the owning task's side is
+    //! played by a small loop that answers as `Owner::checkpoint_msg` would, so the tests
+    //! see exactly what the tasks report.
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    struct Pair {
+        _dir: tempfile::TempDir,
+        /// The scheduler's side of the connection.
+        server: quinn::Connection,
+        /// The agent's side.
+        agent: quinn::Connection,
+        _endpoints: (quinn::Endpoint, quinn::Endpoint),
+    }
+
+    async fn pair() -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let id = graze_net::Identity::load_or_create(dir.path()).unwrap();
+        let idle = Duration::from_secs(10);
+        let se = graze_net::server_endpoint("127.0.0.1:0".parse().unwrap(), &id, idle).unwrap();
+        let addr = se.local_addr().unwrap();
+        let ce =
+            graze_net::client_endpoint([127, 0, 0, 1].into(), &id.fingerprint(), idle).unwrap();
+        let connecting = ce.connect(addr, graze_net::SERVER_NAME).unwrap();
+        let (agent, server) = tokio::join!(connecting, async {
+            se.accept().await.unwrap().await.unwrap()
+        });
+        Pair {
+            _dir: dir,
+            server,
+            agent: agent.unwrap(),
+            _endpoints: (se, ce),
+        }
+    }
+
+    /// What the owning-task stand-in saw: each `End`'s outcome.
+    type Ends = mpsc::UnboundedReceiver<Result<(Vec<u32>, u64), String>>;
+
+    /// Accept parts on `p.server`, answering `Begin` with a sink at `path` (budget `max`).
+    fn serve(p: &Pair, path: PathBuf, max: u64) -> Ends {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+        tokio::spawn(accept_parts(p.server.clone(), 1, tx));
+        let (etx, erx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(i) = rx.recv().await {
+                match i {
+                    Input::Checkpoint(Msg::Begin { reply, .. }) => {
+                        let _ = reply.send(Ok(Sink {
+                            path: path.clone(),
+                            received: Arc::new(AtomicU64::new(0)),
+                            max,
+                        }));
+                    }
+                    Input::Checkpoint(Msg::End { outcome, reply, .. }) => {
+                        let verdict = outcome.as_ref().err().cloned();
+                        let _ = etx.send(outcome);
+                        let _ = reply.send(verdict);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        erx
+    }
+
+    fn head() -> CheckpointStream {
+        CheckpointStream::Part {
+            job: JobId(5),
+            id: CheckpointId { epoch: 1, at_ms: 9 },
+            ranks: vec![0, 1],
+            error: None,
+        }
+    }
+
+    /// Send a part as an agent does; the scheduler's reply.
+    async fn send_part(agent: &quinn::Connection, data: &[u8], claimed: u64) -> StreamReply {
+        let (mut s, mut r) = agent.open_bi().await.unwrap();
+        graze_net::send(&mut s, &head()).await.unwrap();
+        let _ = graze_net::send_block(&mut s, data).await;
+        let _ = graze_net::send_block(&mut s, &[]).await;
+        let _ = graze_net::send(
+            &mut s,
+            &StreamEnd {
+                bytes: claimed,
+                error: None,
+            },
+        )
+        .await;
+        let _ = s.finish();
+        graze_net::recv::<StreamReply>(&mut r)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_part_is_written_whole_and_fsynced_before_the_reply() {
+        let p = pair().await;
+        let file = p._dir.path().join("part");
+        let mut ends = serve(&p, file.clone(), 1 << 30);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let reply = send_part(&p.agent, &data, data.len() as u64).await;
+        assert_eq!(reply, StreamReply { error: None });
+        assert_eq!(
+            ends.recv().await.unwrap(),
+            Ok((vec![0, 1], data.len() as u64))
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_part_over_the_limit_or_with_a_wrong_length_is_void() {
+        let p = pair().await;
+        let file = p._dir.path().join("part");
+        let mut ends = serve(&p, file.clone(), 1000);
+        let reply = send_part(&p.agent, &[7u8; 5000], 5000).await;
+        let e = reply.error.unwrap();
+        assert!(e.contains("max_checkpoint_bytes"), "{e}");
+        assert!(ends.recv().await.unwrap().is_err());
+        assert!(!file.exists(), "a void part's file is removed");
+        let reply = send_part(&p.agent, &[7u8; 10], 11).await;
+        assert!(reply.error.unwrap().contains("11 bytes"));
+    }
+
+    #[tokio::test]
+    async fn a_link_cut_mid_transfer_voids_the_part() {
+        let p = pair().await;
+        let file = p._dir.path().join("part");
+        let mut ends = serve(&p, file.clone(), 1 << 30);
+        let (mut s, _r) = p.agent.open_bi().await.unwrap();
+        graze_net::send(&mut s, &head()).await.unwrap();
+        graze_net::send_block(&mut s, &[1u8; 100_000])
+            .await
+            .unwrap();
+        // Cut once the scheduler is writing the part (its file exists).
+        for _ in 0..500 {
+            if file.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(file.exists(), "the part never started arriving");
+        p.agent.close(0u32.into(), b"cut");
+        let why = ends.recv().await.unwrap().unwrap_err();
+        assert!(why.contains("broke off"), "{why}");
+        assert!(!file.exists());
+    }
+
+    #[tokio::test]
+    async fn a_part_with_an_error_carries_it_and_no_data() {
+        let p = pair().await;
+        let mut ends = serve(&p, p._dir.path().join("part"), 1 << 30);
+        let (mut s, mut r) = p.agent.open_bi().await.unwrap();
+        let mut h = head();
+        if let CheckpointStream::Part { error, ranks, .. } = &mut h {
+            *error = Some("rank 1: symlink '1/x' points out of the checkpoint directory".into());
+            ranks.clear();
+        }
+        graze_net::send(&mut s, &h).await.unwrap();
+        let _ = s.finish();
+        let reply = graze_net::recv::<StreamReply>(&mut r)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reply.error.unwrap().contains("symlink"));
+        assert!(ends.recv().await.unwrap().unwrap_err().contains("symlink"));
+    }
+
+    #[tokio::test]
+    async fn a_restore_sends_the_parts_concatenated() {
+        let p = pair().await;
+        let a = p._dir.path().join("a.tgz");
+        let b = p._dir.path().join("b.tgz");
+        let da: Vec<u8> = (0..1_500_000u32).map(|i| (i % 13) as u8).collect();
+        std::fs::write(&a, &da).unwrap();
+        std::fs::write(&b, b"second part").unwrap();
+        let id = CheckpointId { epoch: 2, at_ms: 4 };
+        let agent = p.agent.clone();
+        let got = tokio::spawn(async move {
+            let (mut s, mut r) = agent.accept_bi().await.unwrap();
+            let h = graze_net::recv::<CheckpointStream>(&mut r)
+                .await
+                .unwrap()
+                .unwrap();
+            let mut data = Vec::new();
+            while let Some(b) = graze_net::recv_block(&mut r).await.unwrap() {
+                data.extend(b);
+            }
+            let end = graze_net::recv::<StreamEnd>(&mut r).await.unwrap().unwrap();
+            graze_net::send(&mut s, &StreamReply { error: None })
+                .await
+                .unwrap();
+            s.finish().unwrap();
+            let _ = s.stopped().await;
+            (h, data, end)
+        });
+        let sent = restore(&p.server, JobId(5), 3, id, &[a, b]).await.unwrap();
+        let (h, data, end) = got.await.unwrap();
+        assert_eq!(
+            h,
+            CheckpointStream::Restore {
+                job: JobId(5),
+                epoch: 3,
+                id,
+                error: None
+            }
+        );
+        let mut want = da.clone();
+        want.extend(b"second part");
+        assert_eq!(data, want);
+        assert_eq!(end.bytes, want.len() as u64);
+        assert_eq!(sent, (want.len() as u64, None));
+    }
+
+    #[tokio::test]
+    async fn a_restore_whose_part_is_unreadable_says_why_and_sends_nothing() {
+        let p = pair().await;
+        let agent = p.agent.clone();
+        let got = tokio::spawn(async move {
+            let (mut s, mut r) = agent.accept_bi().await.unwrap();
+            let h = graze_net::recv::<CheckpointStream>(&mut r)
+                .await
+                .unwrap()
+                .unwrap();
+            graze_net::send(&mut s, &StreamReply { error: None })
+                .await
+                .unwrap();
+            s.finish().unwrap();
+            let _ = s.stopped().await;
+            h
+        });
+        let id = CheckpointId { epoch: 2, at_ms: 4 };
+        let missing = p._dir.path().join("gone.tgz");
+        restore(&p.server, JobId(5), 3, id, &[missing])
+            .await
+            .unwrap();
+        match got.await.unwrap() {
+            CheckpointStream::Restore { error: Some(e), .. } => {
+                assert!(e.contains("gone.tgz"), "{e}")
+            }
+            h => panic!("{h:?}"),
+        }
+    }
+}
