@@ -16,8 +16,9 @@ impl Owner {
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Send { conn, mut msg } => {
-                    // A checkpoint's parts are expected, a restore is attached and sent.
-                    self.checkpoint_outgoing(conn, &mut msg, crate::owner::now_ms());
+                    // A checkpoint's parts are expected; a setup gets its restore, whose
+                    // stream starts once the setup is on its way.
+                    let restore = self.checkpoint_outgoing(conn, &mut msg, crate::owner::now_ms());
                     // Messages to agents, `StartJob` among them, go out before the commit
                     // below. That is safe for "at most one run alive" because nothing that
                     // depends on this run is acknowledged before the commit (the submit's
@@ -35,6 +36,9 @@ impl Owner {
                     // and the job fails once.
                     if let Some((tx, _)) = self.agents.get(&conn) {
                         let _ = tx.send(msg);
+                    }
+                    if let Some(r) = restore {
+                        tokio::spawn(r.run());
                     }
                 }
                 Output::Close { conn, reason } => {

@@ -89,6 +89,17 @@ pub(crate) fn human_bytes(b: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
+/// The size limit as written in `scheduler.toml`'s way: `1 GiB` when it is a whole number of
+/// binary units, else as [`human_bytes`].
+pub(crate) fn limit_text(b: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if b >= 1 << shift && b.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", b >> shift);
+        }
+    }
+    human_bytes(b)
+}
+
 impl Checkpoints {
     /// The store in `root` (`STATE/checkpoints`): incoming leftovers removed, the rest read.
     pub(crate) fn open(root: &Path, max_bytes: u64) -> Result<Checkpoints> {
@@ -217,14 +228,18 @@ impl Checkpoints {
 impl Owner {
     /// An outgoing message to the agent on `conn`, before it is sent: a `Checkpoint`
     /// registers the part expected from that node; a `CheckpointSetup` ends any assembly of
-    /// the job still in flight (void now), is given the job's current checkpoint, and starts
-    /// sending that node its parts.
-    pub(crate) fn checkpoint_outgoing(&mut self, conn: ConnId, msg: &mut SchedulerMsg, now: u64) {
+    /// the job still in flight (void now) and is given the job's current checkpoint; the
+    /// stream sending that node its parts is returned, to be started once the message is on
+    /// its way.
+    pub(crate) fn checkpoint_outgoing(
+        &mut self,
+        conn: ConnId,
+        msg: &mut SchedulerMsg,
+        now: u64,
+    ) -> Option<stream::RestoreTask> {
         match msg {
             SchedulerMsg::Checkpoint { job, id, ranks, .. } => {
-                let Some(node) = self.core.node_name(conn).map(str::to_owned) else {
-                    return;
-                };
+                let node = self.core.node_name(conn)?.to_string();
                 let nprocs = self.core.job_view(*job).map_or(0, |v| v.spec.nprocs);
                 self.checkpoints
                     .pending
@@ -235,6 +250,7 @@ impl Owner {
                     })
                     .asm
                     .expect(&node, ranks.clone());
+                None
             }
             SchedulerMsg::CheckpointSetup {
                 job,
@@ -250,9 +266,7 @@ impl Owner {
                 {
                     self.core.job_event(job, e, now);
                 }
-                let Some(m) = self.checkpoints.current(job) else {
-                    return;
-                };
+                let m = self.checkpoints.current(job)?;
                 *restore = Some(RestoreRef {
                     id: m.id,
                     bytes: m.bytes,
@@ -264,15 +278,17 @@ impl Owner {
                     .map(|(n, _)| self.checkpoints.disk.part(job, m.id, n))
                     .collect();
                 let id = m.id;
-                let Some((_, close)) = self.agents.get(&conn) else {
-                    return;
-                };
-                let link = close.0.clone();
-                let node = self.core.node_name(conn).unwrap_or("?").to_string();
-                let epoch = *epoch;
-                tokio::spawn(stream::send_restore(link, node, job, epoch, id, files));
+                let (_, close) = self.agents.get(&conn)?;
+                Some(stream::RestoreTask {
+                    link: close.0.clone(),
+                    node: self.core.node_name(conn).unwrap_or("?").to_string(),
+                    job,
+                    epoch: *epoch,
+                    id,
+                    files,
+                })
             }
-            _ => {}
+            _ => None,
         }
     }
 
@@ -320,7 +336,7 @@ impl Owner {
                 if total > max {
                     p.asm.fail(format!(
                         "it is larger than max_checkpoint_bytes ({})",
-                        human_bytes(max)
+                        limit_text(max)
                     ));
                 }
                 let status = p.asm.status();
@@ -413,6 +429,9 @@ mod tests {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_200_000), "1.2 MB");
         assert_eq!(human_bytes(1 << 30), "1.1 GB");
+        assert_eq!(limit_text(1 << 30), "1 GiB");
+        assert_eq!(limit_text(3 << 20), "3 MiB");
+        assert_eq!(limit_text(1000), "1.0 kB");
     }
 
     fn id(t: u64) -> CheckpointId {

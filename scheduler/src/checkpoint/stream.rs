@@ -148,7 +148,7 @@ async fn write_part(recv: &mut quinn::RecvStream, sink: &Sink) -> Result<u64, St
                 if total > sink.max {
                     return Err(format!(
                         "it is larger than max_checkpoint_bytes ({})",
-                        super::human_bytes(sink.max)
+                        super::limit_text(sink.max)
                     ));
                 }
                 f.write_all(&b)
@@ -176,21 +176,37 @@ async fn write_part(recv: &mut quinn::RecvStream, sink: &Sink) -> Result<u64, St
     Ok(bytes)
 }
 
-/// Send `node` the parts (`files`, concatenated gzip'd tars) of checkpoint `id` to restore
-/// for run `epoch` of `job`. The agent reports the outcome as a job note; failures here are
-/// logged, and a part that cannot be read is told to the agent as the stream's error.
-pub(crate) async fn send_restore(
-    link: quinn::Connection,
-    node: String,
-    job: JobId,
-    epoch: u64,
-    id: CheckpointId,
-    files: Vec<PathBuf>,
-) {
-    match restore(&link, job, epoch, id, &files).await {
-        Ok((bytes, None)) => info!(%job, %id, %node, bytes, "checkpoint sent for restore"),
-        Ok((_, Some(e))) => warn!(%job, %id, %node, "restore refused by the agent: {e}"),
-        Err(e) => warn!(%job, %id, %node, "sending a restore: {e}"),
+/// How long a node may take to unpack a restore and answer.
+const RESTORE_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A restore to send: the parts (`files`, concatenated gzip'd tars) of checkpoint `id` that
+/// `node` needs for run `epoch` of `job`.
+pub(crate) struct RestoreTask {
+    pub(crate) link: quinn::Connection,
+    pub(crate) node: String,
+    pub(crate) job: JobId,
+    pub(crate) epoch: u64,
+    pub(crate) id: CheckpointId,
+    pub(crate) files: Vec<PathBuf>,
+}
+
+impl RestoreTask {
+    /// Send it. The agent reports the outcome as a job note; failures here are logged, and
+    /// a part that cannot be read is told to the agent as the stream's error.
+    pub(crate) async fn run(self) {
+        let RestoreTask {
+            link,
+            node,
+            job,
+            epoch,
+            id,
+            files,
+        } = self;
+        match restore(&link, job, epoch, id, &files).await {
+            Ok((bytes, None)) => info!(%job, %id, %node, bytes, "checkpoint sent for restore"),
+            Ok((_, Some(e))) => warn!(%job, %id, %node, "restore refused by the agent: {e}"),
+            Err(e) => warn!(%job, %id, %node, "sending a restore: {e:#}"),
+        }
     }
 }
 
@@ -252,7 +268,12 @@ async fn restore(
         .await?;
     }
     let _ = send.finish();
-    let r = graze_net::recv::<StreamReply>(&mut recv).await?;
+    let r = tokio::time::timeout(
+        RESTORE_REPLY_TIMEOUT,
+        graze_net::recv::<StreamReply>(&mut recv),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from the agent in time"))??;
     Ok((bytes, r.and_then(|r| r.error)))
 }
 
