@@ -8,6 +8,9 @@
 
 mod assembly;
 mod disk;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod owner_tests;
 pub(crate) mod stream;
 
 use crate::core::ConnId;
@@ -72,6 +75,9 @@ pub(crate) struct Checkpoints {
     /// Complete checkpoints per job, oldest first (at most [`disk::KEEP`]).
     index: HashMap<JobId, Vec<Manifest>>,
     pending: BTreeMap<(JobId, CheckpointId), Pending>,
+    /// Per job, the last run whose restore was announced as an event (one per run, not one
+    /// per node).
+    announced: HashMap<JobId, u64>,
 }
 
 /// Bytes for people: `1.2 MB`.
@@ -110,6 +116,7 @@ impl Checkpoints {
             max_bytes,
             index,
             pending: BTreeMap::new(),
+            announced: HashMap::new(),
         })
     }
 
@@ -266,11 +273,20 @@ impl Owner {
                 {
                     self.core.job_event(job, e, now);
                 }
-                let m = self.checkpoints.current(job)?;
+                let m = self.checkpoints.current(job)?.clone();
                 *restore = Some(RestoreRef {
                     id: m.id,
                     bytes: m.bytes,
                 });
+                if self.checkpoints.announced.insert(job, *epoch) != Some(*epoch) {
+                    let what = format!(
+                        "run {epoch} restores checkpoint {}: {} ranks, {}",
+                        m.id,
+                        m.ranks,
+                        human_bytes(m.bytes)
+                    );
+                    self.core.job_event(job, what, now);
+                }
                 let files: Vec<PathBuf> = m
                     .parts
                     .iter()
@@ -407,6 +423,7 @@ impl Owner {
     /// Job `job` is final: its checkpoints, stored or in flight, are removed.
     pub(crate) fn checkpoint_job_final(&mut self, job: JobId) {
         let _ = self.checkpoints.discard_pending(job, "the job ended");
+        self.checkpoints.announced.remove(&job);
         if self.checkpoints.index.remove(&job).is_some() {
             info!(%job, "checkpoints of a finished job removed");
         }
