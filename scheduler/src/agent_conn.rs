@@ -49,6 +49,7 @@ pub(crate) async fn serve_agent(
         anyhow::bail!("registration refused: {reason}");
     }
     info!(node = %info.name, cores = info.cores, "agent registered");
+    let node = info.name.clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<SchedulerMsg>();
     let _ = tx.send(Input::AgentUp {
         conn: conn_id,
@@ -59,7 +60,7 @@ pub(crate) async fn serve_agent(
     let Framed { mut send, mut recv } = control;
     let parts = tokio::spawn(crate::checkpoint::stream::accept_parts(
         conn.clone(),
-        conn_id,
+        node,
         tx.clone(),
     ));
     let writer = tokio::spawn(async move {

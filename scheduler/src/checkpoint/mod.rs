@@ -32,18 +32,18 @@ pub(crate) const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// What a receiving stream task asks the owning task.
 pub(crate) enum Msg {
-    /// A part of checkpoint `id` of `job` starts arriving from the agent on `conn`: where
-    /// to write it, or why it is not wanted.
+    /// A part of checkpoint `id` of `job` starts arriving from node `node` (the name its
+    /// connection registered with): where to write it, or why it is not wanted.
     Begin {
-        conn: ConnId,
+        node: String,
         job: JobId,
         id: CheckpointId,
         reply: oneshot::Sender<Result<Sink, String>>,
     },
-    /// The part from `conn` is written and fsynced (its ranks and size), or failed (why: the
+    /// The part from `node` is written and fsynced (its ranks and size), or failed (why: the
     /// agent's error, a broken stream, the size limit). The reply is the `StreamReply` error.
     End {
-        conn: ConnId,
+        node: String,
         job: JobId,
         id: CheckpointId,
         outcome: Result<(Vec<u32>, u64), String>,
@@ -312,22 +312,21 @@ impl Owner {
     pub(crate) fn checkpoint_msg(&mut self, msg: Msg, now: u64) {
         match msg {
             Msg::Begin {
-                conn,
+                node,
                 job,
                 id,
                 reply,
             } => {
-                let r = self.checkpoint_begin(conn, job, id);
+                let r = self.checkpoint_begin(&node, job, id);
                 let _ = reply.send(r);
             }
             Msg::End {
-                conn,
+                node,
                 job,
                 id,
                 outcome,
                 reply,
             } => {
-                let node = self.core.node_name(conn).unwrap_or("?").to_string();
                 let max = self.checkpoints.max_bytes;
                 let Some(p) = self.checkpoints.pending.get_mut(&(job, id)) else {
                     let _ = reply.send(Some(format!(
@@ -370,15 +369,10 @@ impl Owner {
 
     fn checkpoint_begin(
         &mut self,
-        conn: ConnId,
+        node: &str,
         job: JobId,
         id: CheckpointId,
     ) -> Result<Sink, String> {
-        let node = self
-            .core
-            .node_name(conn)
-            .ok_or("the node is not registered")?
-            .to_string();
         let max = self.checkpoints.max_bytes;
         let p = self
             .checkpoints
@@ -387,8 +381,8 @@ impl Owner {
             .ok_or_else(|| {
                 format!("checkpoint {id} of job {job} was not asked for (or is void)")
             })?;
-        p.asm.begin(&node)?;
-        match self.checkpoints.disk.incoming_part(job, id, &node) {
+        p.asm.begin(node)?;
+        match self.checkpoints.disk.incoming_part(job, id, node) {
             Ok(path) => Ok(Sink {
                 path,
                 received: p.asm.received.clone(),

@@ -74,7 +74,7 @@ fn part(
     let (tx, mut rx) = oneshot::channel();
     o.checkpoint_msg(
         Msg::Begin {
-            conn,
+            node: o.core.node_name(conn).unwrap().to_string(),
             job,
             id,
             reply: tx,
@@ -89,7 +89,7 @@ fn part(
     let (tx, mut rx) = oneshot::channel();
     o.checkpoint_msg(
         Msg::End {
-            conn,
+            node: o.core.node_name(conn).unwrap().to_string(),
             job,
             id,
             outcome: Ok((ranks, data.len() as u64)),

@@ -4,7 +4,6 @@
 //! here; what a part is worth is decided by the owning task ([`super::Msg`]).
 
 use super::{Msg, Sink};
-use crate::core::ConnId;
 use crate::owner::Input;
 use graze_net::quinn;
 use graze_proto::{CheckpointId, CheckpointStream, JobId, StreamEnd, StreamReply, MAX_BLOCK};
@@ -18,20 +17,20 @@ use tracing::{debug, info, warn};
 /// How long a new stream may take to send its first frame.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Accept the checkpoint streams the agent on `conn` opens, until the connection ends.
+/// Accept the checkpoint streams the agent `node` opens on its connection, until it ends.
 pub(crate) async fn accept_parts(
     link: quinn::Connection,
-    conn: ConnId,
+    node: String,
     tx: mpsc::UnboundedSender<Input>,
 ) {
     loop {
         match link.accept_bi().await {
             Ok((send, recv)) => {
                 let _ = send.set_priority(-1);
-                tokio::spawn(receive_part(send, recv, conn, tx.clone()));
+                tokio::spawn(receive_part(send, recv, node.clone(), tx.clone()));
             }
             Err(e) => {
-                debug!(conn, "no more checkpoint streams: {e}");
+                debug!(%node, "no more checkpoint streams: {e}");
                 return;
             }
         }
@@ -56,7 +55,7 @@ async fn reply(send: &mut quinn::SendStream, error: Option<String>) {
 async fn receive_part(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    conn: ConnId,
+    node: String,
     tx: mpsc::UnboundedSender<Input>,
 ) {
     let head =
@@ -66,7 +65,7 @@ async fn receive_part(
             Ok(Ok(Some(h))) => h,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                warn!(conn, "checkpoint stream: bad header: {e}");
+                warn!(%node, "checkpoint stream: bad header: {e}");
                 let _ = recv.stop(1u32.into());
                 return reply(
                     &mut send,
@@ -98,7 +97,7 @@ async fn receive_part(
         None => {
             let (otx, orx) = oneshot::channel();
             let begin = Msg::Begin {
-                conn,
+                node: node.clone(),
                 job,
                 id,
                 reply: otx,
@@ -122,7 +121,7 @@ async fn receive_part(
     };
     let (otx, orx) = oneshot::channel();
     let end = Msg::End {
-        conn,
+        node,
         job,
         id,
         outcome,
@@ -322,7 +321,7 @@ mod tests {
     /// Accept parts on `p.server`, answering `Begin` with a sink at `path` (budget `max`).
     fn serve(p: &Pair, path: PathBuf, max: u64) -> Ends {
         let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
-        tokio::spawn(accept_parts(p.server.clone(), 1, tx));
+        tokio::spawn(accept_parts(p.server.clone(), "a1".into(), tx));
         let (etx, erx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(i) = rx.recv().await {
