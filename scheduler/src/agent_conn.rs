@@ -49,6 +49,7 @@ pub(crate) async fn serve_agent(
         anyhow::bail!("registration refused: {reason}");
     }
     info!(node = %info.name, cores = info.cores, "agent registered");
+    let node = info.name.clone();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<SchedulerMsg>();
     let _ = tx.send(Input::AgentUp {
         conn: conn_id,
@@ -57,6 +58,11 @@ pub(crate) async fn serve_agent(
         close: Closer(conn.clone()),
     });
     let Framed { mut send, mut recv } = control;
+    let parts = tokio::spawn(crate::checkpoint::stream::accept_parts(
+        conn.clone(),
+        node,
+        tx.clone(),
+    ));
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
             if let Err(e) = graze_net::send(&mut send, &m).await {
@@ -86,6 +92,7 @@ pub(crate) async fn serve_agent(
         }
     };
     writer.abort();
+    parts.abort();
     let _ = tx.send(Input::AgentDown(conn_id, reason.clone()));
     anyhow::bail!("agent gone: {reason}")
 }
@@ -127,6 +134,9 @@ impl Owner {
     pub(crate) fn agent_down(&mut self, conn: ConnId, reason: &str, now: u64) {
         if self.agents.remove(&conn).is_some() {
             info!(conn, "agent lost: {reason}");
+            if let Some(node) = self.core.node_name(conn).map(str::to_owned) {
+                self.checkpoint_node_lost(&node, now);
+            }
             self.core.node_lost(conn, now);
             self.clusrun_conn_lost(conn, now);
         }

@@ -15,7 +15,10 @@ impl Owner {
         let mut nodes = std::collections::BTreeSet::new();
         while let Some(o) = self.core.poll_output() {
             match o {
-                Output::Send { conn, msg } => {
+                Output::Send { conn, mut msg } => {
+                    // A checkpoint's parts are expected; a setup gets its restore, whose
+                    // stream starts once the setup is on its way.
+                    let restore = self.checkpoint_outgoing(conn, &mut msg, crate::owner::now_ms());
                     // Messages to agents, `StartJob` among them, go out before the commit
                     // below. That is safe for "at most one run alive" because nothing that
                     // depends on this run is acknowledged before the commit (the submit's
@@ -33,6 +36,9 @@ impl Owner {
                     // and the job fails once.
                     if let Some((tx, _)) = self.agents.get(&conn) {
                         let _ = tx.send(msg);
+                    }
+                    if let Some(r) = restore {
+                        tokio::spawn(r.run());
                     }
                 }
                 Output::Close { conn, reason } => {
@@ -69,6 +75,7 @@ impl Owner {
                         let _ = f.tx.send(ClientReply::LogEnd);
                     }
                     self.store.close(id);
+                    self.checkpoint_job_final(id);
                 }
                 Output::JobChanged(id) => {
                     jobs.insert(id);

@@ -6,11 +6,14 @@
 //! that task alone owns the [`core::Core`], the output store and the waiters. It handles agent
 //! messages (`agent_conn`) and client requests (`requests`, `clusrun`), commits every batch of inputs
 //! before sending what waited for it (`commit`), and pushes deltas to `graze top` (`watch`).
+//! Checkpoints (`checkpoint`) travel on streams of their own beside each agent's control
+//! stream and are stored under `STATE/checkpoints`.
 
 mod accept;
 mod agent_conn;
 pub mod audit;
 pub mod auth;
+mod checkpoint;
 mod client_conn;
 mod clusrun;
 mod commit;
@@ -117,6 +120,13 @@ pub async fn run(
     );
     core.restore(loaded.jobs, loaded.nodes, &loaded.drained, now_ms());
     store.restore_index(loaded.outputs);
+    // The file system is the truth for checkpoints: transfers cut by a crash are removed,
+    // complete ones are read, and those of jobs that are final (or unknown) go.
+    let mut checkpoints = checkpoint::Checkpoints::open(
+        &cfg.state_dir.join("checkpoints"),
+        checkpoint::DEFAULT_MAX_BYTES,
+    )?;
+    checkpoints.retain_jobs(|j| core.job_view(j).is_some_and(|v| !v.state.is_final()));
     let seqs = loaded.seqs.into_iter().collect();
     let mut history = history::History::new(cfg.history_days, now_ms());
     if let Some(cutoff) = history.prune_due(now_ms()) {
@@ -145,6 +155,7 @@ pub async fn run(
         audit,
         history,
         clusruns: Default::default(),
+        checkpoints,
     };
     tokio::select! {
         r = owner.run(rx) => r?,
@@ -205,7 +216,7 @@ impl Owner {
             Input::Agent(conn, _) | Input::AgentDown(conn, _) => {
                 self.core.node_name(*conn).map(str::to_owned)
             }
-            Input::Client(..) => None,
+            Input::Client(..) | Input::Checkpoint(_) => None,
         };
         self.watch.touch(name);
     }
@@ -221,6 +232,7 @@ impl Owner {
             Input::AgentDown(conn, reason) => self.agent_down(conn, &reason, now),
             Input::Agent(conn, msg) => self.agent_msg(conn, msg, now),
             Input::Client(who, req, tx) => self.client(&who, req, tx, now),
+            Input::Checkpoint(m) => self.checkpoint_msg(m, now),
         }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) enum Input {
     AgentDown(ConnId, String),
     /// A client request from an identity, with where to send the replies.
     Client(Identity, ClientRequest, mpsc::UnboundedSender<ClientReply>),
+    /// A checkpoint stream task's question (a part arriving).
+    Checkpoint(crate::checkpoint::Msg),
 }
 
 /// Closes one connection from the owning task.
@@ -78,4 +80,6 @@ pub(crate) struct Owner {
     pub(crate) history: crate::history::History,
     /// `graze clusrun` runs in flight.
     pub(crate) clusruns: crate::clusrun::Clusruns,
+    /// Stored checkpoints and those being received.
+    pub(crate) checkpoints: crate::checkpoint::Checkpoints,
 }

@@ -179,7 +179,10 @@ impl Owner {
                 None => no_job(id),
             }),
             ClientRequest::Show(_) => reply(match self.core.job_view(id) {
-                Some(v) => ClientReply::Job(Box::new(v)),
+                Some(mut v) => {
+                    self.checkpoint_fill(&mut v);
+                    ClientReply::Job(Box::new(v))
+                }
                 None => no_job(id),
             }),
             ClientRequest::Cancel(r) => match if array {
