@@ -63,6 +63,31 @@ fn exercise(root: &CgroupRoot, label: &str) {
         );
     }
 
+    // The lowest CPU weight, where this machine has the cpu controller for job cgroups.
+    let mut checked = 0;
+    for (file, want) in cg.cpu_weight_files() {
+        if file.exists() {
+            let v = std::fs::read_to_string(&file).unwrap();
+            assert_eq!(v.trim(), want, "{}", file.display());
+            checked += 1;
+        } else {
+            eprintln!("{} not available here: not checked", file.display());
+        }
+    }
+    if checked == 0 {
+        eprintln!(
+            "no cpu controller for {:?} here: CPU weight not checked",
+            cg.kind
+        );
+    }
+    if let Some(c) = &cg.cpu {
+        let procs = std::fs::read_to_string(c.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l.trim() == pid.to_string()),
+            "the job's shell is in its cpu cgroup"
+        );
+    }
+
     // Freeze and thaw.
     cg.freeze(Duration::from_secs(5)).unwrap();
     assert!(cg.is_frozen());
@@ -109,7 +134,14 @@ fn v1_freezer_and_memory_where_writable() {
         (Some(m), Some(p)) => Some(m.join(p.trim_start_matches('/')).join(&leaf)),
         _ => None,
     };
-    let root = match CgroupRoot::v1_at(&base, mem.as_deref()) {
+    let cpu = match (mounts.v1.get("cpu"), v1.get("cpu")) {
+        (Some(m), Some(p)) => Some(m.join(p.trim_start_matches('/')).join(&leaf)),
+        _ => None,
+    };
+    let root = match CgroupRoot::v1_at(&base, mem.as_deref()).and_then(|r| match &cpu {
+        Some(c) => r.with_cpu_base(c),
+        None => Ok(r),
+    }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("skipped: cgroup v1 not writable here: {e}");

@@ -7,6 +7,12 @@
 //! - **cgroup v1**: the `freezer` controller (`freezer.state`) and, when mounted, the `memory`
 //!   controller (`memory.limit_in_bytes`).
 //!
+//! The owner keeps the CPU: every job cgroup gets the lowest CPU weight (v2 `cpu.weight` = 1,
+//! v1 `cpu.shares` = 2, in the v1 `cpu` hierarchy when it is mounted and writable), on top of
+//! nice 19, and where the kernel has it (v2, 5.19+) `cpu.idle` = 1, SCHED_IDLE for the whole
+//! cgroup. A failure to set them is logged, not fatal. `GRAZE_CPU_WEIGHT=off` in the agent's
+//! environment leaves them at the defaults (for the latency benchmark's comparison).
+//!
 //! Job cgroups live under `graze-NODE/` inside the agent's own cgroup (so a systemd unit with
 //! `Delegate=yes` owns them): `.../graze-NODE/job-ID`. A job process joins its cgroup in the
 //! forked child before `exec` (see [`JobCgroup::join_fds`]), so nothing it starts escapes.
@@ -41,6 +47,9 @@ pub struct CgroupRoot {
     /// v1 only: the parent in the memory hierarchy, when that controller is mounted and
     /// writable. (v2 uses `base` for memory too.)
     pub memory_base: Option<PathBuf>,
+    /// v1 only: the parent in the `cpu` hierarchy, when that controller is mounted and
+    /// writable (for `cpu.shares`). (v2 uses `base` for the cpu controller too.)
+    pub cpu_base: Option<PathBuf>,
 }
 
 /// The cgroup of one job.
@@ -52,6 +61,8 @@ pub struct JobCgroup {
     pub dir: PathBuf,
     /// v1: its memory cgroup, if any.
     pub memory: Option<PathBuf>,
+    /// v1: its cpu cgroup, if any.
+    pub cpu: Option<PathBuf>,
 }
 
 /// Mount points of cgroup file systems, from `/proc/self/mountinfo`.
@@ -83,7 +94,7 @@ pub fn parse_mountinfo(text: &str) -> Mounts {
             }
             "cgroup" => {
                 for o in opts.split(',') {
-                    if matches!(o, "freezer" | "memory") {
+                    if matches!(o, "freezer" | "memory" | "cpu") {
                         m.v1.entry(o.to_string())
                             .or_insert_with(|| PathBuf::from(point));
                     }
@@ -171,10 +182,25 @@ impl CgroupRoot {
                         }
                         _ => None,
                     };
+                    let cpu_base = match (mounts.v1.get("cpu"), v1_paths.get("cpu")) {
+                        (Some(m), Some(p)) => {
+                            let cb = join(m, p).join(&leaf);
+                            match std::fs::create_dir_all(&cb) {
+                                Ok(()) => Some(cb),
+                                Err(e) => {
+                                    tracing::warn!(dir = %cb.display(), error = %e,
+                                        "cpu cgroup not writable; jobs keep the default CPU weight");
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
                     return Ok(CgroupRoot {
                         kind: Kind::V1,
                         base,
                         memory_base,
+                        cpu_base,
                     });
                 }
                 Err(e) => why.push(format!("cgroup v1 freezer at {}: {e}", base.display())),
@@ -196,7 +222,16 @@ impl CgroupRoot {
             kind: Kind::V1,
             base: base.to_owned(),
             memory_base: memory_base.map(Path::to_owned),
+            cpu_base: None,
         })
+    }
+
+    /// The same v1 root with job cgroups also in the `cpu` hierarchy at `cpu_base` (created
+    /// if missing), for their `cpu.shares`.
+    pub fn with_cpu_base(mut self, cpu_base: &Path) -> std::io::Result<CgroupRoot> {
+        std::fs::create_dir_all(cpu_base).map_err(|e| io_ctx(cpu_base, e))?;
+        self.cpu_base = Some(cpu_base.to_owned());
+        Ok(self)
     }
 
     /// A v2 root at `base`, created if missing, with the memory controller enabled for its
@@ -224,10 +259,20 @@ impl CgroupRoot {
                 tracing::warn!(error = %e, "cannot enable the memory controller for job cgroups; no per-job memory cap");
             }
         }
+        // And the cpu controller, for the jobs' lowest CPU weight.
+        let available =
+            std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+        if !available.split_whitespace().any(|c| c == "cpu") {
+            let _ = write_file(&parent_ctrl, "+cpu");
+        }
+        if let Err(e) = write_file(&base.join("cgroup.subtree_control"), "+cpu") {
+            tracing::warn!(error = %e, "cannot enable the cpu controller for job cgroups; jobs keep the default CPU weight");
+        }
         Ok(CgroupRoot {
             kind: Kind::V2,
             base: base.to_owned(),
             memory_base: None,
+            cpu_base: None,
         })
     }
 
@@ -238,10 +283,15 @@ impl CgroupRoot {
             .memory_base
             .as_ref()
             .map(|m| m.join(format!("job-{label}")));
+        let cpu = self
+            .cpu_base
+            .as_ref()
+            .map(|c| c.join(format!("job-{label}")));
         let cg = JobCgroup {
             kind: self.kind,
             dir,
             memory,
+            cpu,
         };
         // A stale cgroup of the same name (agent restart) is emptied and removed first.
         if cg.dir.exists() {
@@ -251,6 +301,12 @@ impl CgroupRoot {
         std::fs::create_dir_all(&cg.dir).map_err(|e| io_ctx(&cg.dir, e))?;
         if let Some(m) = &cg.memory {
             std::fs::create_dir_all(m).map_err(|e| io_ctx(m, e))?;
+        }
+        if let Some(c) = &cg.cpu {
+            std::fs::create_dir_all(c).map_err(|e| io_ctx(c, e))?;
+        }
+        if cpu_weight_wanted() {
+            cg.set_lowest_cpu_weight();
         }
         if let Some(bytes) = memory_max {
             let (file, dir) = match cg.kind {
@@ -271,7 +327,10 @@ impl CgroupRoot {
 
     /// Remove the agent's `graze-NODE` directories (they must be empty).
     pub fn remove(&self) {
-        for d in std::iter::once(&self.base).chain(self.memory_base.iter()) {
+        for d in std::iter::once(&self.base)
+            .chain(self.memory_base.iter())
+            .chain(self.cpu_base.iter())
+        {
             if let Err(e) = std::fs::remove_dir(d) {
                 tracing::debug!(dir = %d.display(), error = %e, "cannot remove cgroup directory");
             }
@@ -279,11 +338,54 @@ impl CgroupRoot {
     }
 }
 
+/// Whether job cgroups get the lowest CPU weight: yes unless the agent's environment has
+/// `GRAZE_CPU_WEIGHT=off` (the latency benchmark's comparison run).
+pub fn cpu_weight_wanted() -> bool {
+    std::env::var("GRAZE_CPU_WEIGHT").map_or(true, |v| v != "off")
+}
+
 impl JobCgroup {
+    /// The CPU files this cgroup's weight is set in, with the lowest values: v2 `cpu.weight`
+    /// = 1 and `cpu.idle` = 1 (the latter only where the kernel has it), v1 `cpu.shares` = 2.
+    pub fn cpu_weight_files(&self) -> Vec<(PathBuf, &'static str)> {
+        match self.kind {
+            Kind::V2 => vec![
+                (self.dir.join("cpu.weight"), "1"),
+                (self.dir.join("cpu.idle"), "1"),
+            ],
+            Kind::V1 => self
+                .cpu
+                .iter()
+                .map(|c| (c.join("cpu.shares"), "2"))
+                .collect(),
+        }
+    }
+
+    /// Give this cgroup the lowest CPU weight (see [`JobCgroup::cpu_weight_files`]). Failures
+    /// are logged, not fatal: the job still runs at nice 19.
+    pub fn set_lowest_cpu_weight(&self) {
+        let files = self.cpu_weight_files();
+        if files.is_empty() {
+            tracing::warn!(cgroup = %self.dir.display(),
+                "no cpu controller for job cgroups: jobs keep the default CPU weight (nice 19 only)");
+        }
+        for (p, v) in files {
+            if !p.exists() {
+                // cpu.idle is kernel 5.19+; a missing cpu.weight means no cpu controller.
+                tracing::info!(file = %p.display(), "not available here; not set");
+                continue;
+            }
+            if let Err(e) = write_file(&p, v) {
+                tracing::warn!(file = %p.display(), error = %e, "cannot set the job's CPU weight");
+            }
+        }
+    }
+
     /// The `cgroup.procs` files a new job process must be written into.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         std::iter::once(&self.dir)
             .chain(self.memory.iter())
+            .chain(self.cpu.iter())
             .map(|d| d.join("cgroup.procs"))
             .collect()
     }
@@ -400,7 +502,10 @@ impl JobCgroup {
             let _ = self.thaw();
         }
         let mut first = Ok(());
-        for d in std::iter::once(&self.dir).chain(self.memory.iter()) {
+        for d in std::iter::once(&self.dir)
+            .chain(self.memory.iter())
+            .chain(self.cpu.iter())
+        {
             match std::fs::remove_dir(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -140,6 +140,7 @@ fn sweep(args: &GuardArgs) -> usize {
                     kind,
                     dir: e.path(),
                     memory: None,
+                    cpu: None,
                 };
                 killed += cg.pids().len();
                 let _ = cg.kill(Duration::from_secs(2));
