@@ -124,7 +124,7 @@ pub async fn run(
     // complete ones are read, and those of jobs that are final (or unknown) go.
     let mut checkpoints = checkpoint::Checkpoints::open(
         &cfg.state_dir.join("checkpoints"),
-        checkpoint::DEFAULT_MAX_BYTES,
+        cfg.max_checkpoint_bytes,
     )?;
     checkpoints.retain_jobs(|j| core.job_view(j).is_some_and(|v| !v.state.is_final()));
     let seqs = loaded.seqs.into_iter().collect();
