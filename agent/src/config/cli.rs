@@ -101,6 +101,12 @@ pub enum AgentCommand {
     /// `jobs/outfiles.rs`).
     #[command(hide = true)]
     OutputWriter(crate::jobs::outfiles::WriterArgs),
+    /// Internal: packs a node's checkpoint files as the job's user (see `jobs/checkpoint.rs`).
+    #[command(hide = true)]
+    CheckpointPack(crate::jobs::checkpoint::CkptArgs),
+    /// Internal: restores a node's checkpoint files as the job's user.
+    #[command(hide = true)]
+    CheckpointUnpack(crate::jobs::checkpoint::CkptArgs),
 }
 
 /// `graze-agent install` arguments.
