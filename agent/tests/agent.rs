@@ -283,6 +283,7 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
         run_as: run_as(spool),
         nice: 0,
         memory_max: None,
+        checkpoint_rate: None,
         access: sched.access_path.clone(),
         name: name.into(),
         cores: 3,

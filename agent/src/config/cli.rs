@@ -76,6 +76,10 @@ pub struct Cli {
     /// Keep job processes this long when the scheduler is lost, e.g. `10s` [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub node_timeout: Option<String>,
+    /// Send checkpoints to the scheduler at most this fast, bytes per second, e.g. `10M`
+    /// [default: unlimited].
+    #[arg(long, value_name = "SIZE")]
+    pub checkpoint_rate: Option<String>,
     /// Who jobs run as, their nice level and memory cap.
     #[command(flatten)]
     pub job: JobArgs,

@@ -58,6 +58,7 @@ fn defaults_apply() {
             run_as: None,
             nice: 19,
             memory_max: None,
+            checkpoint_rate: None,
         }
     );
 }

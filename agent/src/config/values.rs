@@ -84,6 +84,9 @@ pub struct AgentConfig {
     /// Memory cap of each job on this PC, in bytes (its cgroup's limit where cgroups are
     /// writable); also the service's `MemoryMax=`.
     pub memory_max: Option<u64>,
+    /// Sending checkpoint parts to the scheduler at most this fast (bytes per second), to
+    /// spare an owner's network; `None`: as fast as the link allows.
+    pub checkpoint_rate: Option<u64>,
 }
 
 /// Parse a duration such as `90s`, `15m` or `1h 30m`; `example` completes the error.
