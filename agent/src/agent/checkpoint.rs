@@ -44,6 +44,17 @@ pub(super) struct NodeCkpt {
     pub(super) cancelled: bool,
 }
 
+/// A restore stream that came before its run's `CheckpointSetup` (the stream and the control
+/// stream race): kept until the setup comes, at most [`RESTORE_WAIT`].
+pub(super) struct EarlyRestore {
+    job: JobId,
+    epoch: u64,
+    id: CheckpointId,
+    error: Option<String>,
+    streams: (graze_net::quinn::SendStream, graze_net::quinn::RecvStream),
+    until: Instant,
+}
+
 /// Why some of `ranks` are missing from `have`, or `Ok(have)`.
 pub(super) fn marker_verdict(
     ranks: &[u32],
@@ -369,6 +380,13 @@ impl Agent {
                 cancelled: false,
             },
         );
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_restores)
+            .into_iter()
+            .partition(|r| r.job == job && r.epoch == epoch);
+        self.early_restores = later;
+        for r in now {
+            self.on_restore_stream(r.job, r.epoch, r.id, r.error, r.streams);
+        }
     }
 
     /// True for a launch (`StartJob`, `SpawnRemote`) of a run whose restore is awaited here.
@@ -405,17 +423,19 @@ impl Agent {
         error: Option<String>,
         streams: (graze_net::quinn::SendStream, graze_net::quinn::RecvStream),
     ) {
-        let (mut send, mut recv) = streams;
         let Some(c) = self.ckpts.get(&job).filter(|c| c.epoch == epoch) else {
-            tokio::spawn(async move {
-                let reply = StreamReply {
-                    error: Some("no such run on this node".into()),
-                };
-                let _ = graze_net::send(&mut send, &reply).await;
-                let _ = send.finish();
+            let until = Instant::now() + RESTORE_WAIT;
+            self.early_restores.push(EarlyRestore {
+                job,
+                epoch,
+                id,
+                error,
+                streams,
+                until,
             });
             return;
         };
+        let (mut send, mut recv) = streams;
         let tx = self.tx.clone();
         let exe = guard::agent_exe(&self.cfg.launcher);
         let conf = self.confine.clone();
@@ -483,6 +503,20 @@ impl Agent {
 
     /// Restores that did not come in time.
     pub(super) async fn restore_timeouts(&mut self, now: Instant) {
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_restores)
+            .into_iter()
+            .partition(|r| now >= r.until);
+        self.early_restores = keep;
+        for r in late {
+            let (mut send, _) = r.streams;
+            tokio::spawn(async move {
+                let reply = StreamReply {
+                    error: Some("no such run on this node".into()),
+                };
+                let _ = graze_net::send(&mut send, &reply).await;
+                let _ = send.finish();
+            });
+        }
         let late: Vec<(JobId, u64)> = self
             .ckpts
             .iter()

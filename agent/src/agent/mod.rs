@@ -176,6 +176,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         output_dir,
         clusruns: HashMap::new(),
         ckpts: HashMap::new(),
+        early_restores: Vec::new(),
     };
 
     let wake_rx = agent.wake.clone();

@@ -313,4 +313,6 @@ pub(super) struct Agent {
     pub(super) clusruns: HashMap<ClusrunId, super::clusrun::Clusrun>,
     /// Checkpoint state of the jobs this node was set up for (`CheckpointSetup`).
     pub(super) ckpts: HashMap<JobId, super::checkpoint::NodeCkpt>,
+    /// Restore streams that came before their run's setup.
+    pub(super) early_restores: Vec<super::checkpoint::EarlyRestore>,
 }
