@@ -1073,3 +1073,133 @@ async fn checkpoint_vacate_then_restore() {
     assert!(!dir.join("0").exists());
     agent.shutdown().await;
 }
+
+/// The scheduler's side of one checkpoint part's stream: header, data, end; replies stored.
+async fn receive_part(
+    conn: &quinn::Connection,
+) -> (
+    graze_proto::CheckpointStream,
+    Vec<u8>,
+    Option<graze_proto::StreamEnd>,
+) {
+    use graze_proto::{CheckpointStream, StreamReply};
+    let (mut send, mut recv) = tokio::time::timeout(WAIT, conn.accept_bi())
+        .await
+        .expect("no part stream")
+        .unwrap();
+    let head: CheckpointStream = graze_net::recv(&mut recv).await.unwrap().unwrap();
+    let mut data = Vec::new();
+    let mut end = None;
+    if !matches!(&head, CheckpointStream::Part { error: Some(_), .. }) {
+        while let Some(b) = graze_net::recv_block(&mut recv).await.unwrap() {
+            data.extend_from_slice(&b);
+        }
+        end = graze_net::recv(&mut recv).await.unwrap();
+    }
+    graze_net::send(&mut send, &StreamReply { error: None })
+        .await
+        .unwrap();
+    let _ = send.finish();
+    (head, data, end)
+}
+
+/// Periodic checkpoints: the job goes on, its marker is taken (removed), and a rank that
+/// writes no marker within the grace makes a part with the reason instead of data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_checkpoint_goes_on_and_names_missing_ranks() {
+    use graze_proto::{CheckpointId, CheckpointStream};
+    use std::os::unix::fs::PermissionsExt;
+    let sched = FakeScheduler::new();
+    let agent = start_agent(&sched, "a1");
+    let (mut p, _) = sched.accept_registered().await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = root.path().join("job-6");
+    let dirs = dir.to_string_lossy().to_string();
+    p.send(SchedulerMsg::CheckpointSetup {
+        job: JobId(6),
+        epoch: 1,
+        dir: dirs.clone(),
+        ranks: vec![0, 1],
+        restore: None,
+    })
+    .await;
+    let script = "n=0; trap 'n=$((n+1)); mkdir -p $GRAZE_CHECKPOINT_DIR/0; echo $n > \
+                  $GRAZE_CHECKPOINT_DIR/0/n; touch $GRAZE_CHECKPOINT_DIR/0.done; echo saved $n' USR1; \
+                  echo ready; while :; do sleep 0.1; done";
+    let mut start = start_job(6, &["sh", "-c", script], &[("a1", 2)]);
+    if let SchedulerMsg::StartJob { env, .. } = &mut start {
+        *env = vec![("GRAZE_CHECKPOINT_DIR".to_string(), dirs.clone())];
+    }
+    p.send(start).await;
+    loop {
+        if let Event::Output { line, .. } = p.next_event().await {
+            assert_eq!(line, "ready");
+            break;
+        }
+    }
+    let id = CheckpointId { epoch: 1, at_ms: 1 };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(6),
+        epoch: 1,
+        id,
+        ranks: vec![0],
+        signal: Some(10),
+        grace_ms: 20_000,
+        stop: false,
+    })
+    .await;
+    let (head, data, end) = receive_part(&p.conn).await;
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(6),
+            id,
+            ranks: vec![0],
+            error: None
+        }
+    );
+    assert!(!data.is_empty());
+    assert_eq!(end.unwrap().error, None);
+    assert!(!dir.join("0.done").exists(), "the marker was not taken");
+    assert!(dir.join("0/n").exists());
+
+    let id2 = CheckpointId { epoch: 1, at_ms: 2 };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(6),
+        epoch: 1,
+        id: id2,
+        ranks: vec![0, 1],
+        signal: Some(10),
+        grace_ms: 1_000,
+        stop: false,
+    })
+    .await;
+    let (head, _, _) = receive_part(&p.conn).await;
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(6),
+            id: id2,
+            ranks: vec![],
+            error: Some("rank 1 wrote no marker within 1s".into())
+        }
+    );
+    // The job went on through both.
+    p.send(SchedulerMsg::KillJob { job: JobId(6) }).await;
+    let mut saved = Vec::new();
+    loop {
+        match p.next_event().await {
+            Event::Output { line, .. } => saved.push(line),
+            Event::JobExited { exit, .. } => assert!(!exit.success()),
+            Event::JobCleared { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(
+        saved.contains(&"saved 2".to_string()),
+        "the job did not live through the first checkpoint: {saved:?}"
+    );
+    assert!(!dir.exists(), "the checkpoint directory outlived the job");
+    agent.shutdown().await;
+}
