@@ -1203,3 +1203,54 @@ async fn periodic_checkpoint_goes_on_and_names_missing_ranks() {
     assert!(!dir.exists(), "the checkpoint directory outlived the job");
     agent.shutdown().await;
 }
+
+/// A checkpoint vacate of a run this node was not set up for still vacates, and its part says
+/// why there is nothing, before the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_without_setup_vacates_with_an_error_part() {
+    use graze_proto::{CheckpointId, CheckpointStream};
+    let sched = FakeScheduler::new();
+    let agent = start_agent(&sched, "a1");
+    let (mut p, _) = sched.accept_registered().await;
+    p.send(start_job(
+        7,
+        &["sh", "-c", "echo ready; sleep 600"],
+        &[("a1", 1)],
+    ))
+    .await;
+    loop {
+        if let Event::Output { line, .. } = p.next_event().await {
+            assert_eq!(line, "ready");
+            break;
+        }
+    }
+    let id = CheckpointId { epoch: 1, at_ms: 3 };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(7),
+        epoch: 1,
+        id,
+        ranks: vec![0],
+        signal: Some(10),
+        grace_ms: 1_000,
+        stop: true,
+    })
+    .await;
+    let (head, _, _) = receive_part(&p.conn).await;
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(7),
+            id,
+            ranks: vec![],
+            error: Some("no checkpoint setup for run 1 on a1".into())
+        }
+    );
+    loop {
+        if let Event::JobCleared { job } = p.next_event().await {
+            assert_eq!(job, JobId(7));
+            break;
+        }
+    }
+    assert!(tagged_processes(7).is_empty());
+    agent.shutdown().await;
+}

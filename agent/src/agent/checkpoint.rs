@@ -554,10 +554,31 @@ impl Agent {
             }
             _ => {
                 tracing::warn!(%job, epoch, "checkpoint for a run without a checkpoint setup here");
+                // Still answer with a part (its error), and with `stop` vacate first.
+                let why = format!("no checkpoint setup for run {epoch} on {}", self.cfg.name);
+                self.ckpts.entry(job).or_insert(NodeCkpt {
+                    epoch,
+                    dir: PathBuf::new(),
+                    ranks: Vec::new(),
+                    restore_until: None,
+                    deferred: Vec::new(),
+                    grace: false,
+                    pack_after_kill: None,
+                    sending: false,
+                    cancelled: false,
+                });
                 if stop {
-                    // Still vacate, and say why there is no part.
+                    if let Some(c) = self.ckpts.get_mut(&job) {
+                        c.pack_after_kill = Some((id, Err(why)));
+                    }
                     let grace = self.cfg.policy.vacate_grace;
-                    self.kill_job(job, Some(grace));
+                    if self.jobs.contains_key(&job) {
+                        self.kill_job(job, Some(grace));
+                    } else {
+                        self.start_pack(job);
+                    }
+                } else {
+                    self.send_part(job, id, Err(why), false);
                 }
                 return;
             }
@@ -726,6 +747,9 @@ impl Agent {
         let Some(c) = self.ckpts.remove(&job) else {
             return;
         };
+        if !c.dir.is_absolute() {
+            return;
+        }
         // Root only removes here: `remove_dir_all` never follows a symlink. Done in place, so
         // the next run's setup (which comes after this clear) finds the directory clean.
         if let Err(e) = crate::jobs::checkpoint::clear_ranks(&c.dir, &c.ranks) {
