@@ -313,7 +313,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
             cli.checkpoint_rate.clone(),
             f.checkpoint_rate.clone(),
         )
-        .map(|m| m.parse(|s| values::parse_size(s)))
+        .map(|m| m.parse(|s| values::parse_rate(s)))
         .transpose()?;
 
     Ok(AgentConfig {
