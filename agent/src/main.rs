@@ -34,6 +34,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Some(config::AgentCommand::OutputWriter(a)) => {
             std::process::exit(graze_agent::jobs::outfiles::run(a));
         }
+        Some(config::AgentCommand::CheckpointPack(a)) => {
+            std::process::exit(graze_agent::jobs::checkpoint::run_pack(a));
+        }
+        Some(config::AgentCommand::CheckpointUnpack(a)) => {
+            std::process::exit(graze_agent::jobs::checkpoint::run_unpack(a));
+        }
         None => {}
     }
     let cfg = config::load(&cli, &Defaults::detect())?;

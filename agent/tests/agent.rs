@@ -283,6 +283,7 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
         run_as: run_as(spool),
         nice: 0,
         memory_max: None,
+        checkpoint_rate: None,
         access: sched.access_path.clone(),
         name: name.into(),
         cores: 3,
@@ -893,4 +894,363 @@ async fn refusal_is_fatal() {
         err.to_string().contains("no idle source configured"),
         "{err}"
     );
+}
+
+/// A checkpointing job on one node: the vacate signals it, waits for its marker, ends it,
+/// packs rank 0's files (as the job's user) and sends them on a stream of their own, and
+/// clears only after the scheduler's reply; the next run's launch waits for the restore,
+/// which puts the files back before the job reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_vacate_then_restore() {
+    use graze_proto::{CheckpointId, CheckpointStream, RestoreRef, StreamEnd, StreamReply};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let sched = FakeScheduler::new();
+    let agent = start_agent(&sched, "a1");
+    let (mut p, _) = sched.accept_registered().await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = root.path().join("ck/job-5");
+    let dirs = dir.to_string_lossy().to_string();
+    let env = vec![("GRAZE_CHECKPOINT_DIR".to_string(), dirs.clone())];
+
+    p.send(SchedulerMsg::CheckpointSetup {
+        job: JobId(5),
+        epoch: 1,
+        dir: dirs.clone(),
+        ranks: vec![0],
+        restore: None,
+    })
+    .await;
+    let script = "trap 'mkdir -p $GRAZE_CHECKPOINT_DIR/0; echo saved-state > \
+                  $GRAZE_CHECKPOINT_DIR/0/state; touch $GRAZE_CHECKPOINT_DIR/0.done; exit 85' USR1; \
+                  echo ready; while :; do sleep 0.1; done";
+    let mut first = start_job(5, &["sh", "-c", script], &[("a1", 1)]);
+    if let SchedulerMsg::StartJob { env: e, .. } = &mut first {
+        *e = env.clone();
+    }
+    p.send(first).await;
+    loop {
+        if let Event::Output { line, .. } = p.next_event().await {
+            assert_eq!(line, "ready");
+            break;
+        }
+    }
+    // The scheduler's side of the part's stream.
+    let replied = Arc::new(AtomicBool::new(false));
+    let conn = p.conn.clone();
+    let flag = replied.clone();
+    let receiver = tokio::spawn(async move {
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let head: CheckpointStream = graze_net::recv(&mut recv).await.unwrap().unwrap();
+        let mut data = Vec::new();
+        while let Some(b) = graze_net::recv_block(&mut recv).await.unwrap() {
+            data.extend_from_slice(&b);
+        }
+        let end: StreamEnd = graze_net::recv(&mut recv).await.unwrap().unwrap();
+        flag.store(true, Ordering::SeqCst);
+        graze_net::send(&mut send, &StreamReply { error: None })
+            .await
+            .unwrap();
+        let _ = send.finish();
+        (head, data, end)
+    });
+    let id = CheckpointId {
+        epoch: 1,
+        at_ms: 1_700_000_000_000,
+    };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(5),
+        epoch: 1,
+        id,
+        ranks: vec![0],
+        signal: Some(10),
+        grace_ms: 20_000,
+        stop: true,
+    })
+    .await;
+    let mut other = Vec::new();
+    loop {
+        match p.next_event().await {
+            Event::JobCleared { job } => {
+                assert_eq!(job, JobId(5));
+                break;
+            }
+            Event::JobExited { exit, .. } => assert_eq!(exit.code, Some(85), "{exit}"),
+            m => other.push(m),
+        }
+    }
+    assert!(
+        replied.load(Ordering::SeqCst),
+        "cleared before the part was stored; {other:?}"
+    );
+    let (head, data, end) = tokio::time::timeout(WAIT, receiver).await.unwrap().unwrap();
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(5),
+            id,
+            ranks: vec![0],
+            error: None
+        }
+    );
+    assert_eq!(end.error, None);
+    assert_eq!(end.bytes, data.len() as u64);
+    assert!(!data.is_empty());
+    // The node's rank entries are gone with the run.
+    assert!(!dir.join("0").exists() && !dir.join("0.done").exists());
+
+    // The next run: its start waits for the restore.
+    p.send(SchedulerMsg::CheckpointSetup {
+        job: JobId(5),
+        epoch: 2,
+        dir: dirs.clone(),
+        ranks: vec![0],
+        restore: Some(RestoreRef {
+            id,
+            bytes: data.len() as u64,
+        }),
+    })
+    .await;
+    let mut second = start_job(
+        5,
+        &["sh", "-c", "cat $GRAZE_CHECKPOINT_DIR/0/state"],
+        &[("a1", 1)],
+    );
+    if let SchedulerMsg::StartJob { env: e, epoch, .. } = &mut second {
+        *e = env.clone();
+        *epoch = 2;
+    }
+    p.send(second).await;
+    let (mut send, mut recv) = p.conn.open_bi().await.unwrap();
+    let head = CheckpointStream::Restore {
+        job: JobId(5),
+        epoch: 2,
+        id,
+        error: None,
+    };
+    graze_net::send(&mut send, &head).await.unwrap();
+    graze_net::send_block(&mut send, &data).await.unwrap();
+    graze_net::send_block(&mut send, &[]).await.unwrap();
+    let end = StreamEnd {
+        bytes: data.len() as u64,
+        error: None,
+    };
+    graze_net::send(&mut send, &end).await.unwrap();
+    let reply: StreamReply = tokio::time::timeout(WAIT, graze_net::recv(&mut recv))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.error, None);
+    let mut lines = Vec::new();
+    let mut notes = Vec::new();
+    let exit = loop {
+        match p.next_event().await {
+            Event::Output { line, .. } => lines.push(line),
+            Event::JobExited { exit, .. } => break exit,
+            Event::Other(AgentMsg::Sequenced {
+                msg: JobMsg::JobNote { what, .. },
+                ..
+            }) => notes.push(what),
+            _ => {}
+        }
+    };
+    assert!(exit.success(), "{exit}: {lines:?} {notes:?}");
+    assert_eq!(lines, vec!["saved-state"], "{notes:?}");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with(&format!("restored checkpoint {id} on a1: ranks 0, 1 files")),
+        "{notes:?}"
+    );
+    p.send(SchedulerMsg::KillJob { job: JobId(5) }).await;
+    loop {
+        if let Event::JobCleared { .. } = p.next_event().await {
+            break;
+        }
+    }
+    assert!(!dir.join("0").exists());
+    agent.shutdown().await;
+}
+
+/// The scheduler's side of one checkpoint part's stream: header, data, end; replies stored.
+async fn receive_part(
+    conn: &quinn::Connection,
+) -> (
+    graze_proto::CheckpointStream,
+    Vec<u8>,
+    Option<graze_proto::StreamEnd>,
+) {
+    use graze_proto::{CheckpointStream, StreamReply};
+    let (mut send, mut recv) = tokio::time::timeout(WAIT, conn.accept_bi())
+        .await
+        .expect("no part stream")
+        .unwrap();
+    let head: CheckpointStream = graze_net::recv(&mut recv).await.unwrap().unwrap();
+    let mut data = Vec::new();
+    let mut end = None;
+    if !matches!(&head, CheckpointStream::Part { error: Some(_), .. }) {
+        while let Some(b) = graze_net::recv_block(&mut recv).await.unwrap() {
+            data.extend_from_slice(&b);
+        }
+        end = graze_net::recv(&mut recv).await.unwrap();
+    }
+    graze_net::send(&mut send, &StreamReply { error: None })
+        .await
+        .unwrap();
+    let _ = send.finish();
+    (head, data, end)
+}
+
+/// Periodic checkpoints: the job goes on, its marker is taken (removed), and a rank that
+/// writes no marker within the grace makes a part with the reason instead of data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_checkpoint_goes_on_and_names_missing_ranks() {
+    use graze_proto::{CheckpointId, CheckpointStream};
+    use std::os::unix::fs::PermissionsExt;
+    let sched = FakeScheduler::new();
+    let agent = start_agent(&sched, "a1");
+    let (mut p, _) = sched.accept_registered().await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = root.path().join("job-6");
+    let dirs = dir.to_string_lossy().to_string();
+    p.send(SchedulerMsg::CheckpointSetup {
+        job: JobId(6),
+        epoch: 1,
+        dir: dirs.clone(),
+        ranks: vec![0, 1],
+        restore: None,
+    })
+    .await;
+    let script = "n=0; trap 'n=$((n+1)); mkdir -p $GRAZE_CHECKPOINT_DIR/0; echo $n > \
+                  $GRAZE_CHECKPOINT_DIR/0/n; touch $GRAZE_CHECKPOINT_DIR/0.done; echo saved $n' USR1; \
+                  echo ready; while :; do sleep 0.1; done";
+    let mut start = start_job(6, &["sh", "-c", script], &[("a1", 2)]);
+    if let SchedulerMsg::StartJob { env, .. } = &mut start {
+        *env = vec![("GRAZE_CHECKPOINT_DIR".to_string(), dirs.clone())];
+    }
+    p.send(start).await;
+    loop {
+        if let Event::Output { line, .. } = p.next_event().await {
+            assert_eq!(line, "ready");
+            break;
+        }
+    }
+    let id = CheckpointId { epoch: 1, at_ms: 1 };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(6),
+        epoch: 1,
+        id,
+        ranks: vec![0],
+        signal: Some(10),
+        grace_ms: 20_000,
+        stop: false,
+    })
+    .await;
+    let (head, data, end) = receive_part(&p.conn).await;
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(6),
+            id,
+            ranks: vec![0],
+            error: None
+        }
+    );
+    assert!(!data.is_empty());
+    assert_eq!(end.unwrap().error, None);
+    assert!(!dir.join("0.done").exists(), "the marker was not taken");
+    assert!(dir.join("0/n").exists());
+
+    let id2 = CheckpointId { epoch: 1, at_ms: 2 };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(6),
+        epoch: 1,
+        id: id2,
+        ranks: vec![0, 1],
+        signal: Some(10),
+        grace_ms: 1_000,
+        stop: false,
+    })
+    .await;
+    let (head, _, _) = receive_part(&p.conn).await;
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(6),
+            id: id2,
+            ranks: vec![],
+            error: Some("rank 1 wrote no marker within 1s".into())
+        }
+    );
+    // The job went on through both.
+    p.send(SchedulerMsg::KillJob { job: JobId(6) }).await;
+    let mut saved = Vec::new();
+    loop {
+        match p.next_event().await {
+            Event::Output { line, .. } => saved.push(line),
+            Event::JobExited { exit, .. } => assert!(!exit.success()),
+            Event::JobCleared { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(
+        saved.contains(&"saved 2".to_string()),
+        "the job did not live through the first checkpoint: {saved:?}"
+    );
+    assert!(!dir.exists(), "the checkpoint directory outlived the job");
+    agent.shutdown().await;
+}
+
+/// A checkpoint vacate of a run this node was not set up for still vacates, and its part says
+/// why there is nothing, before the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_without_setup_vacates_with_an_error_part() {
+    use graze_proto::{CheckpointId, CheckpointStream};
+    let sched = FakeScheduler::new();
+    let agent = start_agent(&sched, "a1");
+    let (mut p, _) = sched.accept_registered().await;
+    p.send(start_job(
+        7,
+        &["sh", "-c", "echo ready; sleep 600"],
+        &[("a1", 1)],
+    ))
+    .await;
+    loop {
+        if let Event::Output { line, .. } = p.next_event().await {
+            assert_eq!(line, "ready");
+            break;
+        }
+    }
+    let id = CheckpointId { epoch: 1, at_ms: 3 };
+    p.send(SchedulerMsg::Checkpoint {
+        job: JobId(7),
+        epoch: 1,
+        id,
+        ranks: vec![0],
+        signal: Some(10),
+        grace_ms: 1_000,
+        stop: true,
+    })
+    .await;
+    let (head, _, _) = receive_part(&p.conn).await;
+    assert_eq!(
+        head,
+        CheckpointStream::Part {
+            job: JobId(7),
+            id,
+            ranks: vec![],
+            error: Some("no checkpoint setup for run 1 on a1".into())
+        }
+    );
+    loop {
+        if let Event::JobCleared { job } = p.next_event().await {
+            assert_eq!(job, JobId(7));
+            break;
+        }
+    }
+    assert!(tagged_processes(7).is_empty());
+    agent.shutdown().await;
 }

@@ -17,10 +17,12 @@ impl Agent {
     /// Stop every process of every job here, now: one fast pass in this task, follow-up
     /// rounds in a blocking thread.
     pub(super) fn stop_all_jobs(&mut self, seen: Instant) {
+        // A job in a checkpoint's grace runs on (resumed, at its nice level) until it saved.
+        let ckpts = &self.ckpts;
         let (released, sets): (Vec<JobId>, Vec<ProcSet>) = self
             .jobs
             .iter_mut()
-            .filter(|(_, j)| !j.killing)
+            .filter(|(id, j)| !j.killing && !ckpts.get(id).is_some_and(|c| c.grace))
             .map(|(id, j)| {
                 j.suspended = true;
                 (*id, j.procs())
@@ -303,7 +305,7 @@ impl Agent {
                 j.pgids.push(pid as i32);
                 let stop = j.suspended;
                 self.publish_jobsets();
-                if stop || self.watch.holds_jobs_stopped() {
+                if stop || (self.watch.holds_jobs_stopped() && !self.job_in_grace(job)) {
                     // Placed just as the owner came back: stopped until the scheduler resumes it.
                     self.stop_job(job);
                 }
@@ -426,7 +428,7 @@ impl Agent {
                 j.remotes.insert(remote, origin.clone());
                 let stop = j.suspended;
                 self.publish_jobsets();
-                if stop || self.watch.holds_jobs_stopped() {
+                if stop || (self.watch.holds_jobs_stopped() && !self.job_in_grace(job)) {
                     self.stop_job(job);
                 }
             }
@@ -501,6 +503,10 @@ impl Agent {
 
     /// Kill the job's processes; with `grace`, vacate (SIGTERM, SIGKILL after `grace`).
     pub(super) fn kill_job(&mut self, job: JobId, grace: Option<Duration>) {
+        if grace.is_none() {
+            // A cancel during a checkpoint's grace: kill at once, no part.
+            self.checkpoint_cancelled(job);
+        }
         let set = match self.jobs.get_mut(&job) {
             Some(j) if j.killing => return,
             Some(j) => {
@@ -536,7 +542,9 @@ impl Agent {
             j.span
                 .in_scope(|| tracing::error!(error = %e, "job processes survived SIGKILL"));
             // Answer anyway: the scheduler must not wait forever for unkillable processes.
-            self.clear(job).await;
+            if !self.start_pack(job) {
+                self.clear(job).await;
+            }
             return;
         }
         self.maybe_cleared(job).await;
@@ -547,7 +555,7 @@ impl Agent {
         let done = self.jobs.get(&job).is_some_and(|j| {
             j.killing && j.killed && j.main != Main::Running && j.remotes.is_empty()
         });
-        if done {
+        if done && !self.start_pack(job) {
             self.clear(job).await;
         }
     }
@@ -564,6 +572,7 @@ impl Agent {
             }
         }
         self.publish_jobsets();
+        self.forget_checkpoint(job);
         let files = JobFiles::paths(&self.jobs_dir, job);
         dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()), attempt);
         self.send_job(JobMsg::JobCleared { job }).await;

@@ -120,13 +120,14 @@ impl Agent {
                 })
                 .await;
         });
+        let streams = self.accept_streams(gen, conn.clone());
         self.lost_at = None;
         self.heard = (conn.stats().udp_rx.datagrams, Instant::now());
         self.conn = Conn::Up {
             out,
             conn,
             endpoint,
-            tasks: vec![writer, reader],
+            tasks: vec![writer, reader, streams],
         };
     }
 
@@ -264,9 +265,32 @@ impl Agent {
 
     pub(super) async fn on_scheduler(&mut self, msg: SchedulerMsg) {
         match msg {
-            // Issue 12: handled by the agent's checkpoint module (being built).
-            SchedulerMsg::CheckpointSetup { job, .. } | SchedulerMsg::Checkpoint { job, .. } => {
-                tracing::warn!(%job, "checkpoint messages are not handled yet");
+            SchedulerMsg::CheckpointSetup {
+                job,
+                epoch,
+                dir,
+                ranks,
+                restore,
+            } => {
+                self.on_checkpoint_setup(job, epoch, dir, ranks, restore)
+                    .await
+            }
+            SchedulerMsg::Checkpoint {
+                job,
+                epoch,
+                id,
+                ranks,
+                signal,
+                grace_ms,
+                stop,
+            } => {
+                self.on_checkpoint(job, epoch, id, ranks, signal, grace_ms, stop)
+                    .await
+            }
+            msg @ (SchedulerMsg::StartJob { .. } | SchedulerMsg::SpawnRemote { .. })
+                if self.defer_launch_needed(&msg) =>
+            {
+                self.defer_launch(msg);
             }
             SchedulerMsg::Registered { .. } => tracing::debug!("registered again"),
             SchedulerMsg::RegisterRefused { reason } => {

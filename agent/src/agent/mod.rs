@@ -10,6 +10,7 @@
 //! connection's life), `job_control` (start, stop, kill, clear), `launches` (the shim's
 //! requests).
 
+mod checkpoint;
 mod clusrun;
 mod connect;
 mod job_control;
@@ -174,6 +175,8 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         cgroups,
         output_dir,
         clusruns: HashMap::new(),
+        ckpts: HashMap::new(),
+        early_restores: Vec::new(),
     };
 
     let wake_rx = agent.wake.clone();
@@ -295,6 +298,34 @@ impl Agent {
             Input::ClusrunLine { id, stream, line } => self.on_clusrun_line(id, stream, line).await,
             Input::ClusrunExited { id, exit } => self.on_clusrun_exited(id, exit).await,
             Input::Sample(s) => self.cpu = s,
+            Input::RestoreStream {
+                gen,
+                job,
+                epoch,
+                id,
+                error,
+                streams,
+            } if gen == self.gen => self.on_restore_stream(job, epoch, id, error, *streams),
+            Input::RestoreStream { .. } => {}
+            Input::Restored {
+                job,
+                epoch,
+                id,
+                result,
+            } => self.on_restored(job, epoch, Some(id), result).await,
+            Input::Markers {
+                job,
+                epoch,
+                id,
+                verdict,
+                stop,
+            } => self.on_markers(job, epoch, id, verdict, stop),
+            Input::PartSent {
+                job,
+                id,
+                result,
+                clear,
+            } => self.on_part_sent(job, id, result, clear).await,
             Input::Stopped {
                 seen,
                 result,
@@ -344,6 +375,7 @@ impl Agent {
             tracing::info!(to = %avail, "the owner has been idle for resume_after");
         }
         self.clusrun_tick(now);
+        self.restore_timeouts(now).await;
         if self.self_fence_due(now) {
             tracing::warn!(
                 silent_s = now.duration_since(self.heard.1).as_secs_f64(),

@@ -93,6 +93,38 @@ pub(super) enum Input {
     },
     /// A clusrun's command ended.
     ClusrunExited { id: ClusrunId, exit: ExitStatus },
+    /// A restore stream from the scheduler (connection `gen`).
+    RestoreStream {
+        gen: u64,
+        job: JobId,
+        epoch: u64,
+        id: graze_proto::CheckpointId,
+        error: Option<String>,
+        streams: Box<(graze_net::quinn::SendStream, graze_net::quinn::RecvStream)>,
+    },
+    /// A restore into this node's checkpoint directory finished.
+    Restored {
+        job: JobId,
+        epoch: u64,
+        id: graze_proto::CheckpointId,
+        result: Result<crate::jobs::checkpoint::UnpackSummary, String>,
+    },
+    /// A checkpoint's wait for markers ended: the ranks to pack, or why there is no part.
+    Markers {
+        job: JobId,
+        epoch: u64,
+        id: graze_proto::CheckpointId,
+        verdict: Result<Vec<u32>, String>,
+        stop: bool,
+    },
+    /// A checkpoint part was sent (and the scheduler replied), or could not be; with
+    /// `clear` the job's clear waited for it.
+    PartSent {
+        job: JobId,
+        id: graze_proto::CheckpointId,
+        result: Result<(), String>,
+        clear: bool,
+    },
     /// Gang-stopping every job after an owner reclaim finished (the follow-up rounds).
     Stopped {
         /// When the owner's input was seen.
@@ -279,4 +311,8 @@ pub(super) struct Agent {
     pub(super) output_dir: PathBuf,
     /// `graze clusrun` commands running here.
     pub(super) clusruns: HashMap<ClusrunId, super::clusrun::Clusrun>,
+    /// Checkpoint state of the jobs this node was set up for (`CheckpointSetup`).
+    pub(super) ckpts: HashMap<JobId, super::checkpoint::NodeCkpt>,
+    /// Restore streams that came before their run's setup.
+    pub(super) early_restores: Vec<super::checkpoint::EarlyRestore>,
 }

@@ -76,6 +76,10 @@ pub struct Cli {
     /// Keep job processes this long when the scheduler is lost, e.g. `10s` [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub node_timeout: Option<String>,
+    /// Send checkpoints to the scheduler at most this fast, bytes per second, e.g. `10M`
+    /// [default: unlimited].
+    #[arg(long, value_name = "SIZE")]
+    pub checkpoint_rate: Option<String>,
     /// Who jobs run as, their nice level and memory cap.
     #[command(flatten)]
     pub job: JobArgs,
@@ -101,6 +105,12 @@ pub enum AgentCommand {
     /// `jobs/outfiles.rs`).
     #[command(hide = true)]
     OutputWriter(crate::jobs::outfiles::WriterArgs),
+    /// Internal: packs a node's checkpoint files as the job's user (see `jobs/checkpoint.rs`).
+    #[command(hide = true)]
+    CheckpointPack(crate::jobs::checkpoint::CkptArgs),
+    /// Internal: restores a node's checkpoint files as the job's user.
+    #[command(hide = true)]
+    CheckpointUnpack(crate::jobs::checkpoint::CkptArgs),
 }
 
 /// `graze-agent install` arguments.

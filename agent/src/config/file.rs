@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub nice: Option<i32>,
     /// See [`crate::AgentConfig::memory_max`]; e.g. `"4G"`.
     pub memory_max: Option<String>,
+    /// See [`crate::AgentConfig::checkpoint_rate`]; bytes per second, e.g. `"10M"`.
+    pub checkpoint_rate: Option<String>,
 }
 
 /// A config file and where it came from (for error messages).

@@ -307,7 +307,17 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         .map(|m| m.parse(|s| values::parse_size(s)))
         .transpose()?;
 
+    let checkpoint_rate = l
+        .pick(
+            key("checkpoint-rate", "checkpoint_rate"),
+            cli.checkpoint_rate.clone(),
+            f.checkpoint_rate.clone(),
+        )
+        .map(|m| m.parse(|s| values::parse_rate(s)))
+        .transpose()?;
+
     Ok(AgentConfig {
+        checkpoint_rate,
         access,
         name,
         cores,

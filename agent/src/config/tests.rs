@@ -58,6 +58,7 @@ fn defaults_apply() {
             run_as: None,
             nice: 19,
             memory_max: None,
+            checkpoint_rate: None,
         }
     );
 }
@@ -428,4 +429,31 @@ fn run_and_install_share_the_job_flags() {
         Some(AgentCommand::Install(a)) => assert_eq!(a.job, want),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn checkpoint_rate_is_a_size() {
+    let base = "access = \"/a\"\nidle_sources = [\"always-idle\"]\n";
+    let c = resolve(
+        &cli(&[]),
+        Some(&file(&format!("{base}checkpoint_rate = \"1K\"\n"))),
+        &defaults(),
+    )
+    .unwrap();
+    assert_eq!(c.checkpoint_rate, Some(1024));
+    let c = resolve(
+        &cli(&["--checkpoint-rate", "2K"]),
+        Some(&file(base)),
+        &defaults(),
+    )
+    .unwrap();
+    assert_eq!(c.checkpoint_rate, Some(2048));
+    let e = resolve(
+        &cli(&["--checkpoint-rate", "fast"]),
+        Some(&file(base)),
+        &defaults(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("checkpoint-rate"), "{e}");
 }

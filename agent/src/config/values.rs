@@ -84,6 +84,9 @@ pub struct AgentConfig {
     /// Memory cap of each job on this PC, in bytes (its cgroup's limit where cgroups are
     /// writable); also the service's `MemoryMax=`.
     pub memory_max: Option<u64>,
+    /// Sending checkpoint parts to the scheduler at most this fast (bytes per second), to
+    /// spare an owner's network; `None`: as fast as the link allows.
+    pub checkpoint_rate: Option<u64>,
 }
 
 /// Parse a duration such as `90s`, `15m` or `1h 30m`; `example` completes the error.
@@ -110,8 +113,26 @@ pub(crate) fn check_group(g: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Parse a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024).
+/// Parse a memory size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024), at
+/// least 1M.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(s)?;
+    if bytes < (1 << 20) {
+        return Err("must be at least 1M".into());
+    }
+    Ok(bytes)
+}
+
+/// A rate in bytes per second (`checkpoint_rate`): as [`parse_size`], at least 1.
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    match parse_bytes(s)? {
+        0 => Err("must be at least 1 byte per second".into()),
+        b => Ok(b),
+    }
+}
+
+/// Bytes, or a number with K, M, G or T.
+fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -130,13 +151,8 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| "must be bytes or a number with K, M, G or T, e.g. 4G".to_string())?;
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| "is too large".to_string())?;
-    if bytes < (1 << 20) {
-        return Err("must be at least 1M".into());
-    }
-    Ok(bytes)
+    n.checked_mul(mult)
+        .ok_or_else(|| "is too large".to_string())
 }
 
 /// A node name must work as a host name in hydra's host file.

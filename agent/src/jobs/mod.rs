@@ -1,6 +1,6 @@
 //! Job processes: how they are started, confined, tracked and stopped.
 //!
-//! `procs` is the process set (kill, stop, vacate by process group, cgroup and tag),
+//! `checkpoint` packs and unpacks checkpoint files (as the job's user), `procs` is the process set (kill, stop, vacate by process group, cgroup and tag),
 //! `cgroup` one cgroup per job, `confine` the user and clean environment jobs run with,
 //! `dir` the job directory and spool permissions, `guard` the process that kills a dead
 //! agent's jobs, `outfiles` the `--stdout`/`--stderr` files (written by a process running as
@@ -9,6 +9,7 @@
 //! environment and files that land `mpiexec` on the allocation.
 
 pub mod cgroup;
+pub mod checkpoint;
 pub mod confine;
 pub(crate) mod dir;
 pub mod guard;
