@@ -184,8 +184,15 @@ fn bad_flag_values_are_rejected_with_the_value_quoted() {
     }
 }
 
-/// The pids of the `graze-pi` ranks (processes whose executable is [`BIN`]).
-fn rank_pids() -> Vec<i32> {
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised name).
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pids of the `graze-pi` ranks under `root` (processes whose executable is [`BIN`]).
+fn rank_pids(root: i32) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -193,6 +200,7 @@ fn rank_pids() -> Vec<i32> {
         };
         if std::fs::read_link(entry.path().join("exe"))
             .is_ok_and(|exe| exe == std::path::Path::new(BIN))
+            && std::iter::successors(Some(pid), |&p| ppid(p).filter(|&q| q > 1)).any(|p| p == root)
         {
             pids.push(pid);
         }
@@ -246,7 +254,7 @@ fn checkpoint_at_signal_and_resume_gives_the_uninterrupted_result() {
             break;
         }
     }
-    let pids = rank_pids();
+    let pids = rank_pids(first.id() as i32);
     assert_eq!(pids.len(), 2, "{pids:?}");
     assert!(std::process::Command::new("kill")
         .args(["-USR1", &pids[0].to_string()])
