@@ -35,6 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser};
 
+pub mod checkpoint;
+
 /// Default samples per rank per round.
 pub const DEFAULT_SAMPLES: u64 = 1_000_000;
 /// Upper bound on `--samples`, so that `samples * ranks` cannot overflow the
@@ -81,6 +83,11 @@ pub struct Cli {
     /// milliseconds (plus always the first and last round); 0 = every round.
     #[arg(long, value_name = "MS", default_value_t = 250)]
     pub report_ms: u64,
+
+    /// Under graze's checkpoint protocol (`GRAZE_CHECKPOINT_DIR` set): stop with exit code 85
+    /// after saving a checkpoint at the checkpoint signal, instead of going on.
+    #[arg(long)]
+    pub checkpoint_exit: bool,
 }
 
 fn parse_tolerance(s: &str) -> Result<f64, String> {
@@ -168,6 +175,17 @@ impl Xoshiro256pp {
             rng.jump();
         }
         rng
+    }
+
+    /// The raw state (for checkpoints).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from a saved [`Xoshiro256pp::state`]; `None` for the all-zero
+    /// state, which xoshiro never reaches.
+    pub fn from_state(s: [u64; 4]) -> Option<Self> {
+        (s != [0; 4]).then_some(Self { s })
     }
 
     /// Next 64 random bits.
@@ -320,6 +338,16 @@ impl Convergence {
         }
     }
 
+    /// Goes on after `round` rounds whose last global estimate was `pi` (a checkpoint).
+    pub fn resume(rule: StopRule, round: u64, pi: f64) -> Self {
+        Self { rule, round, pi }
+    }
+
+    /// Rounds recorded so far.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
     /// Records the global estimate of the next round.
     pub fn record(&mut self, pi: f64) -> Round {
         let old = self.pi;
@@ -411,16 +439,41 @@ pub fn emit(out: &mut impl Write, line: &str) -> io::Result<()> {
 // MPI driver
 // ---------------------------------------------------------------------------
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Converged or hit `--max-rounds`: the final line was printed.
+    Finished,
+    /// Saved a checkpoint and stopped (`--checkpoint-exit`): exit with
+    /// [`EXIT_CHECKPOINTED`] so graze requeues and restores the job.
+    Checkpointed,
+}
+
+/// The exit code of a rank that saved its checkpoint and stops (graze's protocol, HTCondor's
+/// convention).
+pub const EXIT_CHECKPOINTED: i32 = 85;
+
 /// Initialises MPI and runs the Allreduce loop. Any error after MPI is up
 /// aborts the whole job (`MPI_Abort`) so the other ranks do not hang in the
 /// next collective.
-pub fn run(cli: &Cli) -> anyhow::Result<()> {
+///
+/// Under graze's checkpoint protocol (`GRAZE_CHECKPOINT_DIR` in the environment) the run
+/// first restores every rank's saved state if all ranks have one of the same round, and
+/// saves a checkpoint (all ranks, after the same round) whenever any rank got the
+/// checkpoint signal.
+pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     use mpi::traits::Communicator as _;
 
     let universe = mpi::initialize().context("MPI initialisation failed (already initialised?)")?;
     let world = universe.world();
-    match run_rounds(&world, cli) {
-        Ok(()) => Ok(()),
+    let protocol = checkpoint::Protocol::from_vars(|k| std::env::var(k).ok()).and_then(|p| {
+        if let Some(p) = &p {
+            checkpoint::install_handler(p.signal)?;
+        }
+        Ok(p)
+    });
+    match protocol.and_then(|p| run_rounds(&world, cli, p.as_ref())) {
+        Ok(outcome) => Ok(outcome),
         Err(e) => {
             let _ = emit(
                 &mut io::stderr(),
@@ -431,7 +484,84 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::Result<()> {
+/// Rank 0's line when a run goes on from a checkpoint.
+pub fn resumed_line(round: u64, restarts: &str) -> String {
+    format!("graze-pi: resumed from checkpoint after round {round} (restart {restarts})")
+}
+
+/// Rank 0's line when a checkpoint is saved.
+pub fn saved_line(round: u64) -> String {
+    format!("graze-pi: checkpoint saved after round {round}")
+}
+
+/// All ranks: restore their states if they agree. Returns the loop state to start from.
+fn restore(
+    world: &mpi::topology::SimpleCommunicator,
+    protocol: &checkpoint::Protocol,
+    cli: &Cli,
+    rank: u64,
+    size: u64,
+) -> anyhow::Result<Option<checkpoint::RankState>> {
+    use mpi::collective::SystemOperation;
+    use mpi::traits::CommunicatorCollectives as _;
+
+    let mut why_not = None;
+    let state = match protocol.load(rank) {
+        Ok(Some(s)) if s.rank != rank || s.size != size || s.samples != cli.samples => {
+            why_not = Some(format!(
+                "it was saved by rank {} of {} with --samples {}, this is rank {rank} of {size} \
+                 with --samples {}",
+                s.rank, s.size, s.samples, cli.samples
+            ));
+            None
+        }
+        Ok(Some(s)) if cli.seed.is_some_and(|seed| seed != s.base_seed) => {
+            why_not = Some(format!("it was saved with --seed {}", s.base_seed));
+            None
+        }
+        Ok(s) => s,
+        Err(e) => {
+            why_not = Some(format!("{e:#}"));
+            None
+        }
+    };
+    if let Some(why) = &why_not {
+        emit(
+            &mut io::stderr(),
+            &format!("graze-pi: rank {rank}: not using its checkpoint: {why}"),
+        )?;
+    }
+    let round = state.map(|s| s.round);
+    let have = u64::from(round.is_some());
+    let (mut min_round, mut max_round, mut n_have) = (0u64, 0u64, 0u64);
+    world.all_reduce_into(
+        &round.unwrap_or(u64::MAX),
+        &mut min_round,
+        SystemOperation::min(),
+    );
+    world.all_reduce_into(&round.unwrap_or(0), &mut max_round, SystemOperation::max());
+    world.all_reduce_into(&have, &mut n_have, SystemOperation::sum());
+    // The base seed must be the same everywhere too: compare rank 0's.
+    match checkpoint::agree(min_round, max_round, n_have == size, n_have == 0) {
+        checkpoint::Agreement::Fresh => Ok(None),
+        checkpoint::Agreement::Resume(_) => Ok(state),
+        checkpoint::Agreement::Mismatch(why) => {
+            if rank == 0 {
+                emit(
+                    &mut io::stderr(),
+                    &format!("graze-pi: starting afresh: {why}"),
+                )?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn run_rounds(
+    world: &mpi::topology::SimpleCommunicator,
+    cli: &Cli,
+    protocol: Option<&checkpoint::Protocol>,
+) -> anyhow::Result<Outcome> {
     use mpi::collective::SystemOperation;
     use mpi::traits::{Communicator as _, CommunicatorCollectives as _, Root as _};
 
@@ -439,22 +569,59 @@ fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::R
     let size = u64::try_from(world.size()).context("non-positive MPI world size")?;
     let mut stdout = io::stdout();
 
+    let restored = match protocol {
+        Some(p) => restore(world, p, cli, rank, size)?,
+        None => None,
+    };
+
     // All ranks use rank 0's base seed so a run is reproducible from it.
-    let mut base_seed = cli.seed.unwrap_or_else(seed_from_time);
+    let mut base_seed = match &restored {
+        Some(s) => s.base_seed,
+        None => cli.seed.unwrap_or_else(seed_from_time),
+    };
+    let own_seed = base_seed;
     world.process_at_rank(0).broadcast_into(&mut base_seed);
-    if rank == 0 && cli.seed.is_none() {
+    if restored.is_some() && own_seed != base_seed {
+        anyhow::bail!("the restored checkpoint has base seed {own_seed}, rank 0's has {base_seed}");
+    }
+    if rank == 0 && cli.seed.is_none() && restored.is_none() {
         let _ = emit(
             &mut io::stderr(),
             &format!("graze-pi: base seed {base_seed} (pass --seed {base_seed} to reproduce)"),
         );
     }
 
-    let mut rng = Xoshiro256pp::for_rank(base_seed, rank);
-    let mut conv = Convergence::new(cli.stop_rule());
+    let (mut rng, mut conv, mut local_inside, mut local_samples) = match &restored {
+        Some(s) => (
+            Xoshiro256pp::from_state(s.rng).context("restored PRNG state is all zero")?,
+            Convergence::resume(cli.stop_rule(), s.round, s.pi),
+            s.local_inside,
+            s.local_samples,
+        ),
+        None => (
+            Xoshiro256pp::for_rank(base_seed, rank),
+            Convergence::new(cli.stop_rule()),
+            0,
+            0,
+        ),
+    };
+    if let (Some(s), 0) = (&restored, rank) {
+        let restarts = std::env::var("GRAZE_RESTART_COUNT").unwrap_or_else(|_| "?".to_owned());
+        emit(&mut stdout, &resumed_line(s.round, &restarts)).context("writing to stdout")?;
+    }
     let mut limiter = ReportLimiter::new(Duration::from_millis(cli.report_ms));
-    let (mut local_inside, mut local_samples) = (0u64, 0u64);
 
     let last = loop {
+        if conv.round() >= cli.max_rounds {
+            // Restored from a checkpoint of the last round (or a lower --max-rounds).
+            let round = Round {
+                round: conv.round(),
+                pi: conv.pi(),
+                delta: 0.0,
+                status: Status::RoundLimit,
+            };
+            break round;
+        }
         let inside = count_inside(&mut rng, cli.samples);
         local_inside += inside;
         local_samples += cli.samples;
@@ -478,6 +645,34 @@ fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::R
         if round.status.is_final() {
             break round;
         }
+        if let Some(p) = protocol {
+            // Any rank's signal makes every rank save after this same round.
+            let asked = u64::from(checkpoint::take_request());
+            let mut any = 0u64;
+            world.all_reduce_into(&asked, &mut any, SystemOperation::max());
+            if any != 0 {
+                p.save(&checkpoint::RankState {
+                    size,
+                    rank,
+                    samples: cli.samples,
+                    base_seed,
+                    round: round.round,
+                    pi: round.pi,
+                    local_inside,
+                    local_samples,
+                    rng: rng.state(),
+                })
+                .context("saving the checkpoint")?;
+                if rank == 0 {
+                    emit(&mut stdout, &saved_line(round.round)).context("writing to stdout")?;
+                }
+                if cli.checkpoint_exit {
+                    // Every rank's files are on disk before any rank exits.
+                    world.barrier();
+                    return Ok(Outcome::Checkpointed);
+                }
+            }
+        }
     };
 
     if rank == 0 {
@@ -494,7 +689,7 @@ fn run_rounds(world: &mpi::topology::SimpleCommunicator, cli: &Cli) -> anyhow::R
         }
         emit(&mut stdout, &final_line(size, conv.pi())).context("writing to stdout")?;
     }
-    Ok(())
+    Ok(Outcome::Finished)
 }
 
 #[cfg(test)]

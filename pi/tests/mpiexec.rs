@@ -183,3 +183,118 @@ fn bad_flag_values_are_rejected_with_the_value_quoted() {
         assert!(stderr.contains(&format!("'{value}'")), "{stderr}");
     }
 }
+
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised name).
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pids of the `graze-pi` ranks under `root` (processes whose executable is [`BIN`]).
+fn rank_pids(root: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("exe"))
+            .is_ok_and(|exe| exe == std::path::Path::new(BIN))
+            && std::iter::successors(Some(pid), |&p| ppid(p).filter(|&q| q > 1)).any(|p| p == root)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `mpiexec -n 2 graze-pi` under the checkpoint protocol: a checkpoint signal to ONE rank makes
+/// both save after the same round and exit 85 (`--checkpoint-exit`); the next run resumes from
+/// there and prints the same rounds and the same final Pi as an uninterrupted run.
+#[test]
+fn checkpoint_at_signal_and_resume_gives_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--seed",
+        "11",
+        "--samples",
+        "50000",
+        "--min-rounds",
+        "400",
+        "--max-rounds",
+        "400",
+        "--report-ms",
+        "100000",
+        "--checkpoint-exit",
+    ];
+    let run = |restart: &str| {
+        Command::new(find_mpiexec())
+            .args(["-n", "2", BIN])
+            .args(args)
+            .env("GRAZE_CHECKPOINT_DIR", dir.path())
+            .env("GRAZE_CHECKPOINT_SIGNAL", "10")
+            .env("GRAZE_RESTART_COUNT", restart)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = run("0");
+    // Signal one rank once the first round is printed (each rank installs its handler before
+    // its first round, and the round needs both ranks).
+    let mut lines = std::io::BufReader::new(first.stdout.take().unwrap());
+    let mut stdout1 = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        assert!(n > 0, "graze-pi ended before its first round: {stdout1}");
+        stdout1.push_str(&line);
+        if line.starts_with("pi: ") {
+            break;
+        }
+    }
+    let pids = rank_pids(first.id() as i32);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(std::process::Command::new("kill")
+        .args(["-USR1", &pids[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    std::io::Read::read_to_string(&mut lines, &mut stdout1).unwrap();
+    let out1 = first.wait_with_output().unwrap();
+    let stderr1 = text(&out1.stderr);
+    assert_eq!(out1.status.code(), Some(85), "{stdout1}\n{stderr1}");
+    let saved: u64 = stdout1
+        .lines()
+        .find_map(|l| l.strip_prefix("graze-pi: checkpoint saved after round "))
+        .unwrap_or_else(|| panic!("no saved line: {stdout1}"))
+        .parse()
+        .unwrap();
+    assert!(dir.path().join("0.done").is_file() && dir.path().join("1.done").is_file());
+
+    let out2 = run("1").wait_with_output().unwrap();
+    let stdout2 = text(&out2.stdout);
+    assert!(out2.status.success(), "{stdout2}\n{}", text(&out2.stderr));
+    assert!(
+        stdout2.contains(&format!(
+            "graze-pi: resumed from checkpoint after round {saved} (restart 1)"
+        )),
+        "{stdout2}"
+    );
+
+    let whole = mpiexec(2, &args[..args.len() - 1]);
+    assert!(whole.status.success());
+    let whole = text(&whole.stdout);
+    let rounds = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("pi: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut resumed = rounds(&stdout1);
+    assert_eq!(resumed.len() as u64, saved);
+    resumed.extend(rounds(&stdout2));
+    assert_eq!(resumed, rounds(&whole), "the rounds differ");
+    assert_eq!(computed(&stdout2), computed(&whole));
+}
