@@ -27,9 +27,6 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-/// `max_checkpoint_bytes`' default: 1 GiB per checkpoint of a job.
-pub(crate) const DEFAULT_MAX_BYTES: u64 = 1 << 30;
-
 /// What a receiving stream task asks the owning task.
 pub(crate) enum Msg {
     /// A part of checkpoint `id` of `job` starts arriving from node `node` (the name its
