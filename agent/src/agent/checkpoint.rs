@@ -110,13 +110,26 @@ fn make_dir(c: &confine::Confinement, dir: &Path) -> Result<(), String> {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(format!("'{}' is not a directory", at.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&at)
-                    .and_then(|()| {
+                match std::fs::create_dir(&at) {
+                    Ok(()) => {
                         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))
-                    })
-                    .map_err(|e| {
-                        format!("cannot create '{}': {}", at.display(), spawn::io_reason(&e))
-                    })?;
+                            .map_err(|e| format!("'{}': {}", at.display(), spawn::io_reason(&e)))?;
+                    }
+                    // Another agent on this machine (or another run) made it meanwhile: it
+                    // must still be a real directory.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                            return Err(format!("'{}' is not a directory", at.display()));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot create '{}': {}",
+                            at.display(),
+                            spawn::io_reason(&e)
+                        ))
+                    }
+                }
             }
             Err(e) => return Err(format!("'{}': {}", at.display(), spawn::io_reason(&e))),
         }
@@ -482,7 +495,7 @@ impl Agent {
             (Ok(s), Some(id)) => {
                 let ranks: Vec<String> = s.ranks.iter().map(u32::to_string).collect();
                 format!(
-                    "restored checkpoint {id} on {node}: ranks {}, {} files, {}",
+                    "restored checkpoint {id} on {node}: ranks {} ({} files, {})",
                     if ranks.is_empty() {
                         "none".to_string()
                     } else {

@@ -412,6 +412,12 @@ impl Agent {
             let shares_host = sysinfo::System::host_name().is_some_and(|h| h != self.cfg.name);
             cmd.envs(hydra::node_vars(&files.tmp, shares_host));
         }
+        // Open MPI's `orted` passes its own environment to the ranks it starts here, not the
+        // main command's (hydra's proxy copies the main command's): the checkpoint directory,
+        // the same path on every node, comes from this node's setup.
+        if let Some(ck) = self.ckpts.get(&job) {
+            cmd.env("GRAZE_CHECKPOINT_DIR", &ck.dir);
+        }
         let sink = ProcSink {
             tx: self.tx.clone(),
             job,

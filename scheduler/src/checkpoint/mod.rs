@@ -481,7 +481,8 @@ mod tests {
     #[test]
     fn complete_checkpoints_become_current_and_two_are_kept() {
         let t = tempfile::tempdir().unwrap();
-        let mut c = Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+        let mut c =
+            Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
         let j = JobId(3);
         for at in [10, 20, 30] {
             let e = receive(
@@ -503,14 +504,16 @@ mod tests {
         assert!(v[1].current && !v[0].current);
         assert!(!t.path().join("3").join("r2-10").exists());
         // What a restart reads back is the same.
-        let again = Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+        let again =
+            Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
         assert_eq!(again.views(j), v);
     }
 
     #[test]
     fn a_void_checkpoint_leaves_the_previous_one_current() {
         let t = tempfile::tempdir().unwrap();
-        let mut c = Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+        let mut c =
+            Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
         let j = JobId(3);
         receive(&mut c, j, id(10), &[("a1", &[0, 1, 2, 3], b"x")]);
         let e = receive(
@@ -546,10 +549,12 @@ mod tests {
     #[test]
     fn finished_jobs_lose_their_checkpoints_at_start() {
         let t = tempfile::tempdir().unwrap();
-        let mut c = Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+        let mut c =
+            Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
         receive(&mut c, JobId(3), id(10), &[("a1", &[0, 1, 2, 3], b"x")]);
         receive(&mut c, JobId(4), id(10), &[("a1", &[0, 1, 2, 3], b"x")]);
-        let mut c = Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+        let mut c =
+            Checkpoints::open(t.path(), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
         c.retain_jobs(|j| j == JobId(4));
         assert!(c.views(JobId(3)).is_empty());
         assert!(!t.path().join("3").exists());

@@ -24,7 +24,11 @@ fn owner(state: &Path) -> Owner {
         audit: crate::audit::Audit::open(state).unwrap(),
         history: crate::history::History::new(30, 0),
         clusruns: Default::default(),
-        checkpoints: Checkpoints::open(&state.join("checkpoints"), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap(),
+        checkpoints: Checkpoints::open(
+            &state.join("checkpoints"),
+            crate::config::DEFAULT_MAX_CHECKPOINT_BYTES,
+        )
+        .unwrap(),
     }
 }
 
@@ -208,7 +212,11 @@ fn parts_become_a_checkpoint_a_lost_node_voids_the_next_and_the_good_one_is_rest
     assert!(part(&mut o, 1, job, third, vec![0, 1], b"late").is_some());
 
     // What a restarted scheduler reads back.
-    let again = Checkpoints::open(&t.path().join("checkpoints"), crate::config::DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+    let again = Checkpoints::open(
+        &t.path().join("checkpoints"),
+        crate::config::DEFAULT_MAX_CHECKPOINT_BYTES,
+    )
+    .unwrap();
     assert_eq!(again.views(job), o.checkpoints.views(job));
 
     o.checkpoint_job_final(job);
