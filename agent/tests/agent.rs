@@ -1061,7 +1061,7 @@ async fn checkpoint_vacate_then_restore() {
     assert_eq!(lines, vec!["saved-state"], "{notes:?}");
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
-        notes[0].starts_with(&format!("restored checkpoint {id} on a1: ranks 0, 1 files")),
+        notes[0].starts_with(&format!("restored checkpoint {id} on a1: ranks 0 (1 files")),
         "{notes:?}"
     );
     p.send(SchedulerMsg::KillJob { job: JobId(5) }).await;
