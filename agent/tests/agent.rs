@@ -921,6 +921,7 @@ async fn checkpoint_vacate_then_restore() {
         dir: dirs.clone(),
         ranks: vec![0],
         restore: None,
+        signal: 10,
     })
     .await;
     let script = "trap 'mkdir -p $GRAZE_CHECKPOINT_DIR/0; echo saved-state > \
@@ -1011,6 +1012,7 @@ async fn checkpoint_vacate_then_restore() {
             id,
             bytes: data.len() as u64,
         }),
+        signal: 10,
     })
     .await;
     let mut second = start_job(
@@ -1122,6 +1124,7 @@ async fn periodic_checkpoint_goes_on_and_names_missing_ranks() {
         dir: dirs.clone(),
         ranks: vec![0, 1],
         restore: None,
+        signal: 10,
     })
     .await;
     let script = "n=0; trap 'n=$((n+1)); mkdir -p $GRAZE_CHECKPOINT_DIR/0; echo $n > \

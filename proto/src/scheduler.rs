@@ -145,6 +145,10 @@ pub enum SchedulerMsg {
         /// The checkpoint to restore, if the job has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         restore: Option<crate::RestoreRef>,
+        /// `GRAZE_CHECKPOINT_SIGNAL`, for processes this node starts with an environment of
+        /// their own (Open MPI's `orted` does not pass on the main command's).
+        #[serde(default = "default_checkpoint_signal")]
+        signal: i32,
     },
     /// Take a checkpoint of the job on this node: with `signal`, SIGCONT the job's processes
     /// here and send it to the program (as [`SchedulerMsg::SignalJob`] does); wait until every
@@ -172,4 +176,8 @@ pub enum SchedulerMsg {
         /// End the job's processes here afterwards (a vacate), or let it go on (periodic).
         stop: bool,
     },
+}
+
+fn default_checkpoint_signal() -> i32 {
+    crate::DEFAULT_CHECKPOINT_SIGNAL
 }

@@ -597,6 +597,43 @@ pub fn computed_pi(text: &str) -> Option<(u32, f64)> {
     })
 }
 
+/// An owner who keeps typing: touches the idle file every 200 ms (for at most `limit`) until
+/// dropped.
+pub struct Typing {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Typing {
+    /// Start typing on `idle`.
+    pub fn start(idle: PathBuf, limit: Duration) -> Typing {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let end = std::time::Instant::now() + limit;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < end
+            {
+                touch(&idle);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Typing {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Typing {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Mark `p` as touched now: the owner of that agent typed.
 pub fn touch(p: &Path) {
     let f = std::fs::File::options().write(true).open(p).unwrap();

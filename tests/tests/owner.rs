@@ -162,20 +162,7 @@ fn owner_stays_vacates_and_requeues() {
     wait_ranks(&c, id, 4);
 
     // The owner of b3 stays: keeps typing until the job has left.
-    let idle = c.agents[1].idle_file.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let typing = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            for _ in 0..600 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                touch(&idle);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let typing = Typing::start(c.agents[1].idle_file.clone(), Duration::from_secs(120));
     wait_for("the job vacated and requeued", LONG, || {
         let job = c.show(id);
         (job["state"] == "queued" && job["requeues"] == 1).then_some(())
@@ -192,8 +179,7 @@ fn owner_stays_vacates_and_requeues() {
     // Another idle PC joins: the job runs on b2 + b4 and completes.
     c.add_agent("b4", "127.0.0.4", 2, &policy);
     let out = c.graze(&["wait", &id.to_string()]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    typing.join().unwrap();
+    drop(typing);
     let job = c.show(id);
     assert!(out.status.success(), "{job}");
     assert_eq!(job["state"], "completed", "{job}");

@@ -29,6 +29,8 @@ pub(super) struct NodeCkpt {
     pub(super) dir: PathBuf,
     /// The ranks this node runs.
     pub(super) ranks: Vec<u32>,
+    /// `GRAZE_CHECKPOINT_SIGNAL`.
+    pub(super) signal: i32,
     /// A restore is awaited until then; the run's launches wait in `deferred`.
     pub(super) restore_until: Option<Instant>,
     /// `StartJob` / `SpawnRemote` held back until the restore finished.
@@ -372,6 +374,7 @@ impl Agent {
         dir: String,
         ranks: Vec<u32>,
         restore: Option<graze_proto::RestoreRef>,
+        signal: i32,
     ) {
         let dir = PathBuf::from(dir);
         if let Err(e) = make_dir(&self.confine, &dir) {
@@ -385,6 +388,7 @@ impl Agent {
                 epoch,
                 dir,
                 ranks,
+                signal,
                 restore_until,
                 deferred: Vec::new(),
                 grace: false,
@@ -573,6 +577,7 @@ impl Agent {
                     epoch,
                     dir: PathBuf::new(),
                     ranks: Vec::new(),
+                    signal: graze_proto::DEFAULT_CHECKPOINT_SIGNAL,
                     restore_until: None,
                     deferred: Vec::new(),
                     grace: false,
@@ -580,19 +585,7 @@ impl Agent {
                     sending: false,
                     cancelled: false,
                 });
-                if stop {
-                    if let Some(c) = self.ckpts.get_mut(&job) {
-                        c.pack_after_kill = Some((id, Err(why)));
-                    }
-                    let grace = self.cfg.policy.vacate_grace;
-                    if self.jobs.contains_key(&job) {
-                        self.kill_job(job, Some(grace));
-                    } else {
-                        self.start_pack(job);
-                    }
-                } else {
-                    self.send_part(job, id, Err(why), false);
-                }
+                self.conclude(job, id, Err(why), stop);
                 return;
             }
         };
@@ -659,8 +652,22 @@ impl Agent {
         if c.cancelled {
             return;
         }
+        self.conclude(job, id, verdict, stop);
+    }
+
+    /// Send this node's part: with `stop` once the job's processes here are gone (vacate
+    /// them first, if any), else now.
+    fn conclude(
+        &mut self,
+        job: JobId,
+        id: CheckpointId,
+        verdict: Result<Vec<u32>, String>,
+        stop: bool,
+    ) {
         if stop {
-            c.pack_after_kill = Some((id, verdict));
+            if let Some(c) = self.ckpts.get_mut(&job) {
+                c.pack_after_kill = Some((id, verdict));
+            }
             let grace = self.cfg.policy.vacate_grace;
             if self.jobs.contains_key(&job) {
                 self.kill_job(job, Some(grace));

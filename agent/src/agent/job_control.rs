@@ -413,10 +413,15 @@ impl Agent {
             cmd.envs(hydra::node_vars(&files.tmp, shares_host));
         }
         // Open MPI's `orted` passes its own environment to the ranks it starts here, not the
-        // main command's (hydra's proxy copies the main command's): the checkpoint directory,
-        // the same path on every node, comes from this node's setup.
+        // main command's (hydra's proxy copies the main command's): the checkpoint protocol's
+        // variables (the directory is the same path on every node) come from this node's setup.
         if let Some(ck) = self.ckpts.get(&job) {
-            cmd.env("GRAZE_CHECKPOINT_DIR", &ck.dir);
+            cmd.env("GRAZE_CHECKPOINT_DIR", &ck.dir)
+                .env("GRAZE_CHECKPOINT_SIGNAL", ck.signal.to_string())
+                .env(
+                    "GRAZE_RESTART_COUNT",
+                    ck.epoch.saturating_sub(1).to_string(),
+                );
         }
         let sink = ProcSink {
             tx: self.tx.clone(),

@@ -271,8 +271,9 @@ impl Agent {
                 dir,
                 ranks,
                 restore,
+                signal,
             } => {
-                self.on_checkpoint_setup(job, epoch, dir, ranks, restore)
+                self.on_checkpoint_setup(job, epoch, dir, ranks, restore, signal)
                     .await
             }
             SchedulerMsg::Checkpoint {

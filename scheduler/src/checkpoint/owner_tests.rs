@@ -181,6 +181,7 @@ fn parts_become_a_checkpoint_a_lost_node_voids_the_next_and_the_good_one_is_rest
             dir: "/var/tmp/x".into(),
             ranks,
             restore: None,
+            signal: 10,
         };
         o.checkpoint_outgoing(conn, &mut m, 8);
         match m {

@@ -15,7 +15,7 @@ use super::job::{Job, RunState};
 use super::state::Core;
 use graze_proto::{
     exact_duration, ranks_by_host, signal_name, CheckpointId, ExitStatus, JobId, JobState,
-    SchedulerMsg,
+    SchedulerMsg, DEFAULT_CHECKPOINT_SIGNAL,
 };
 use std::collections::BTreeSet;
 
@@ -122,6 +122,7 @@ impl Core {
             return;
         }
         let epoch = j.epoch;
+        let signal = j.spec.checkpoint.map_or(DEFAULT_CHECKPOINT_SIGNAL, |c| c.signal);
         let dir = self.checkpoint_dir(id);
         for (host, ranks) in j.host_ranks() {
             if let Some(conn) = self.conn_of(&host) {
@@ -133,6 +134,7 @@ impl Core {
                         dir: dir.clone(),
                         ranks,
                         restore: None,
+                        signal,
                     },
                 );
             }

@@ -116,7 +116,8 @@ fn start_sets_up_every_node_before_the_main_command_with_the_protocol_env() {
                     epoch: 1,
                     dir: dir.clone(),
                     ranks: vec![0, 1],
-                    restore: None
+                    restore: None,
+                    signal: 10
                 }
             ),
             (
@@ -126,7 +127,8 @@ fn start_sets_up_every_node_before_the_main_command_with_the_protocol_env() {
                     epoch: 1,
                     dir: dir.clone(),
                     ranks: vec![2, 3],
-                    restore: None
+                    restore: None,
+                    signal: 10
                 }
             ),
         ]
