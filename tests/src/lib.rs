@@ -39,6 +39,26 @@ pub fn ensure_built() {
         if bin_dir().file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
+        // Not the variables cargo set for this test binary: build scripts that track one
+        // (ring's tracks CARGO_MANIFEST_DIR) would otherwise rerun here, and again at the
+        // next `cargo test`, rebuilding the TLS stack twice per test binary.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         let st = cmd.status().expect("running cargo build");
         assert!(st.success(), "building the graze binaries failed");
     });
@@ -117,13 +137,19 @@ pub struct Cluster {
     pub ns: Option<String>,
 }
 
-/// `program`, run inside network namespace `ns` when given (`ip netns exec`, which execs it:
-/// the child's pid is the program's).
+/// `program`, run inside network namespace `ns` when given, as a host of its own: `ip netns
+/// exec` (which bind-mounts [`TestNet`]'s `/etc/netns/NS/hosts` over `/etc/hosts`), then
+/// `unshare --uts` with the host name `ns`, so that MPI launchers name their host by a name
+/// the other namespaces resolve (hydra's proxies connect back to `mpiexec`'s host name). Each
+/// step execs the next: the child's pid is the program's.
 pub fn command(ns: Option<&str>, program: &Path) -> Command {
     match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(program);
+            c.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c"])
+                .arg(r#"hostname "$0" && exec "$@""#)
+                .arg(ns)
+                .arg(program);
             c
         }
         None => Command::new(program),
@@ -728,6 +754,17 @@ impl TestNet {
             t.agent_ip.push(addr);
             t.ports.push(b);
         }
+        // Every namespace resolves every namespace's name (its host name under [`command`]).
+        let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        hosts += &format!("{} {}\n", t.sched_ip, t.sched_ns);
+        for (ns, ip) in t.agent_ns.iter().zip(&t.agent_ip) {
+            hosts += &format!("{ip} {ns}\n");
+        }
+        for ns in t.agent_ns.iter().chain(std::iter::once(&t.sched_ns)) {
+            let dir = Path::new("/etc/netns").join(ns);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("hosts"), &hosts).unwrap();
+        }
         t
     }
 
@@ -746,6 +783,7 @@ impl Drop for TestNet {
     fn drop(&mut self) {
         for ns in self.agent_ns.iter().chain(std::iter::once(&self.sched_ns)) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
 }

@@ -98,6 +98,20 @@ pub(super) fn markers(dir: &Path, ranks: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// Remove the markers of `ranks` from `dir` (an unlink never follows a symlink; `dir` itself
+/// is the agent's, in root-owned parents).
+fn remove_markers(dir: &Path, ranks: &[u32]) {
+    for r in ranks {
+        match std::fs::remove_file(dir.join(graze_proto::done_marker(*r))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(rank = r, error = %e, "cannot remove an old checkpoint marker")
+            }
+        }
+    }
+}
+
 /// Make the checkpoint directory: its parents as root-owned 0755 directories (never through
 /// a symlink), itself owned by the job's user, 0700.
 fn make_dir(c: &confine::Confinement, dir: &Path) -> Result<(), String> {
@@ -590,19 +604,23 @@ impl Agent {
             }
         };
         let grace = Duration::from_millis(grace_ms);
-        if let Some(set) = &set {
-            let set = set.clone();
-            tokio::task::spawn_blocking(move || {
-                if stop {
-                    set.cont();
-                }
-                if let Some(sig) = signal {
-                    crate::jobs::signal::signal_program(&set, sig);
-                }
-            });
-        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
+            // First this node's ranks' markers of an earlier checkpoint go (a periodic one
+            // left them), so only markers written for this one count; then the signal.
+            let (d, r, s) = (dir.clone(), ranks.clone(), set.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                remove_markers(&d, &r);
+                if let Some(set) = s {
+                    if stop {
+                        set.cont();
+                    }
+                    if let Some(sig) = signal {
+                        crate::jobs::signal::signal_program(&set, sig);
+                    }
+                }
+            })
+            .await;
             let until = Instant::now() + grace;
             let have = loop {
                 let d = dir.clone();
