@@ -17,8 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context as _};
 
-/// The state file's format version.
-pub const STATE_VERSION: u32 = 1;
+use crate::kernel::LANES;
+
+/// The state file's format version. Version 1 held one PRNG stream per rank; version 2 holds
+/// [`LANES`] (`rng0=` to `rng7=`, the streams of [`crate::kernel::Streams`]).
+pub const STATE_VERSION: u32 = 2;
 
 /// One rank's saved state after `round` rounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,17 +42,16 @@ pub struct RankState {
     pub local_inside: u64,
     /// The rank's samples so far.
     pub local_samples: u64,
-    /// The rank's PRNG state after that round.
-    pub rng: [u64; 4],
+    /// The rank's PRNG streams after that round ([`crate::kernel::Streams::state`]).
+    pub rng: [[u64; 4]; LANES],
 }
 
 impl RankState {
     /// The state file's text.
     pub fn encode(&self) -> String {
-        format!(
+        let mut text = format!(
             "graze-pi-checkpoint={STATE_VERSION}\nsize={}\nrank={}\nsamples={}\nseed={}\n\
-             round={}\npi_bits={:016x}\nlocal_inside={}\nlocal_samples={}\n\
-             rng={:016x},{:016x},{:016x},{:016x}\n",
+             round={}\npi_bits={:016x}\nlocal_inside={}\nlocal_samples={}\n",
             self.size,
             self.rank,
             self.samples,
@@ -58,11 +60,11 @@ impl RankState {
             self.pi.to_bits(),
             self.local_inside,
             self.local_samples,
-            self.rng[0],
-            self.rng[1],
-            self.rng[2],
-            self.rng[3],
-        )
+        );
+        for (i, [a, b, c, d]) in self.rng.iter().enumerate() {
+            text.push_str(&format!("rng{i}={a:016x},{b:016x},{c:016x},{d:016x}\n"));
+        }
+        text
     }
 
     /// Parses what [`RankState::encode`] writes; a clear error names the bad line.
@@ -89,22 +91,28 @@ impl RankState {
             u64::from_str_radix(v, 16).with_context(|| format!("'{k}' is not hex: '{v}'"))
         };
         let version = get("graze-pi-checkpoint")?;
+        if version == "1" {
+            bail!(
+                "state format version 1 is from an older graze-pi with one PRNG stream per \
+                 rank; this graze-pi (format {STATE_VERSION}, {LANES} streams) cannot continue \
+                 it, so the run starts afresh"
+            );
+        }
         if version != STATE_VERSION.to_string() {
             bail!("state format version '{version}', expected {STATE_VERSION}");
         }
-        let rng_text = get("rng")?;
-        let words: Vec<&str> = rng_text.split(',').collect();
-        let [a, b, c, d] = words.as_slice() else {
-            bail!("'rng' needs 4 words, got '{rng_text}'");
-        };
-        let rng = [
-            hex("rng", a)?,
-            hex("rng", b)?,
-            hex("rng", c)?,
-            hex("rng", d)?,
-        ];
-        if rng == [0; 4] {
-            bail!("'rng' is the all-zero state, which xoshiro256++ never reaches");
+        let mut rng = [[0u64; 4]; LANES];
+        for (i, stream) in rng.iter_mut().enumerate() {
+            let key = format!("rng{i}");
+            let text = get(&key)?;
+            let words: Vec<&str> = text.split(',').collect();
+            let [a, b, c, d] = words.as_slice() else {
+                bail!("'{key}' needs 4 words, got '{text}'");
+            };
+            *stream = [hex(&key, a)?, hex(&key, b)?, hex(&key, c)?, hex(&key, d)?];
+            if *stream == [0; 4] {
+                bail!("'{key}' is the all-zero state, which xoshiro256++ never reaches");
+            }
         }
         Ok(RankState {
             size: num("size")?,
@@ -179,7 +187,7 @@ impl Protocol {
         };
         RankState::decode(&text)
             .map(Some)
-            .with_context(|| format!("checkpoint {} is damaged", path.display()))
+            .with_context(|| format!("checkpoint {} cannot be used", path.display()))
     }
 
     /// Saves this rank's state: `RANK/state` written aside, fsynced and renamed into place,
@@ -287,7 +295,7 @@ mod tests {
             pi: std::f64::consts::PI + 1e-12,
             local_inside: 13_333,
             local_samples: 17_000,
-            rng: [1, u64::MAX, 3, 0xdead_beef],
+            rng: std::array::from_fn(|i| [1 + i as u64, u64::MAX, 3, 0xdead_beef]),
         }
     }
 
@@ -306,16 +314,41 @@ mod tests {
                 "'round' is not a number: 'x'",
             ),
             (
-                good.replace("graze-pi-checkpoint=1", "graze-pi-checkpoint=9"),
-                "version '9'",
+                good.replace("graze-pi-checkpoint=2", "graze-pi-checkpoint=9"),
+                "version '9', expected 2",
             ),
             (good.replace("samples=1000\n", ""), "no 'samples' line"),
-            (good.replace(",0000000000000003", ""), "'rng' needs 4 words"),
+            (
+                good.replacen(",0000000000000003", "", 1),
+                "'rng0' needs 4 words",
+            ),
+            (good.replace("rng7=", "rng=7"), "no 'rng7' line"),
+            (
+                good.replace(
+                    "rng5=0000000000000006,ffffffffffffffff,0000000000000003,00000000deadbeef",
+                    "rng5=0,0,0,0",
+                ),
+                "'rng5' is the all-zero state",
+            ),
             ("garbage".to_owned(), "line 'garbage' is not KEY=VALUE"),
         ] {
             let err = format!("{:#}", RankState::decode(&bad).unwrap_err());
             assert!(err.contains(want), "{want}: {err}");
         }
+    }
+
+    #[test]
+    fn a_version_1_state_is_refused_not_misread() {
+        // What graze-pi wrote before it had several streams per rank.
+        let v1 = "graze-pi-checkpoint=1\nsize=2\nrank=1\nsamples=1000\nseed=42\nround=17\n\
+                  pi_bits=400921fb54442d19\nlocal_inside=13333\nlocal_samples=17000\n\
+                  rng=0000000000000001,ffffffffffffffff,0000000000000003,00000000deadbeef\n";
+        let err = format!("{:#}", RankState::decode(v1).unwrap_err());
+        assert!(
+            err.contains("state format version 1 is from an older graze-pi")
+                && err.contains("cannot continue it"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -362,7 +395,7 @@ mod tests {
         assert_eq!(p.load(1).unwrap(), Some(s));
         fs::write(p.rank_dir(1).join("state"), "round=1").unwrap();
         let err = format!("{:#}", p.load(1).unwrap_err());
-        assert!(err.contains("is damaged"), "{err}");
+        assert!(err.contains("cannot be used"), "{err}");
     }
 
     #[test]

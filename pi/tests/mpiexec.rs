@@ -109,7 +109,10 @@ fn assert_pi_lines_well_formed(stdout: &str) -> usize {
 
 #[test]
 fn two_ranks_converge_near_pi() {
-    let out = mpiexec(2, &["--samples", "200000", "--seed", "42"]);
+    // Converging is luck: delta < 1e-5 means two rounds with the same total hit count, about
+    // one round in a thousand here. Seed 5 converges after 108 rounds (with the kernel of
+    // pi/src/kernel.rs; a new kernel draws other numbers and may need another seed).
+    let out = mpiexec(2, &["--samples", "200000", "--seed", "5"]);
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(
@@ -217,8 +220,9 @@ fn checkpoint_at_signal_and_resume_gives_the_uninterrupted_result() {
     let args = [
         "--seed",
         "11",
+        // Long enough (about 0.1 s after the first round) for the signal to land mid-run.
         "--samples",
-        "50000",
+        "250000",
         "--min-rounds",
         "400",
         "--max-rounds",
