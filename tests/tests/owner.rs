@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Generous bounds: the machine is shared and may be loaded.
 const LONG: Duration = Duration::from_secs(120);
 
-/// A 4-rank Pi job of fixed length (`rounds` rounds of 20M samples per rank).
+/// A 4-rank Pi job of fixed length (`rounds` rounds of 80M samples per rank).
 fn pi_args(rounds: u32) -> Vec<String> {
     [
         "-n",
@@ -21,7 +21,7 @@ fn pi_args(rounds: u32) -> Vec<String> {
         "mpiexec",
         "graze-pi",
         "--samples",
-        "20000000",
+        "80000000",
         "--tolerance",
         "1",
         "--min-rounds",

@@ -355,7 +355,7 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<std::process::Exi
     };
     let mut demo = Demo::start(args.keep, &say).await?;
     let rounds = args.rounds.unwrap_or(if args.no_tui { 12 } else { 600 });
-    let samples = if args.no_tui { 400_000 } else { 1_000_000 };
+    let samples = if args.no_tui { 400_000 } else { 4_000_000 };
     let client = Client::connect(&demo.access)
         .await
         .context("connecting to the demo scheduler")?;
