@@ -152,8 +152,7 @@ fn raw_quic(total: usize) -> Duration {
         let dir = tempfile::tempdir().unwrap();
         let id = graze_net::Identity::load_or_create(dir.path()).unwrap();
         let idle = Duration::from_secs(30);
-        let server =
-            graze_net::server_endpoint("127.0.0.1:0".parse().unwrap(), &id, idle).unwrap();
+        let server = graze_net::server_endpoint("127.0.0.1:0".parse().unwrap(), &id, idle).unwrap();
         let addr = server.local_addr().unwrap();
         let recv = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
@@ -167,17 +166,10 @@ fn raw_quic(total: usize) -> Duration {
             let _ = send.stopped().await;
             got
         });
-        let client = graze_net::client_endpoint(
-            "127.0.0.1".parse().unwrap(),
-            &id.fingerprint(),
-            idle,
-        )
-        .unwrap();
-        let conn = client
-            .connect(addr, "graze")
-            .unwrap()
-            .await
-            .unwrap();
+        let client =
+            graze_net::client_endpoint("127.0.0.1".parse().unwrap(), &id.fingerprint(), idle)
+                .unwrap();
+        let conn = client.connect(addr, "graze").unwrap().await.unwrap();
         let (mut send, mut back) = conn.open_bi().await.unwrap();
         let block = vec![0x5au8; graze_proto::MAX_BLOCK];
         let t = Instant::now();

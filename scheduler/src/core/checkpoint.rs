@@ -122,7 +122,10 @@ impl Core {
             return;
         }
         let epoch = j.epoch;
-        let signal = j.spec.checkpoint.map_or(DEFAULT_CHECKPOINT_SIGNAL, |c| c.signal);
+        let signal = j
+            .spec
+            .checkpoint
+            .map_or(DEFAULT_CHECKPOINT_SIGNAL, |c| c.signal);
         let dir = self.checkpoint_dir(id);
         for (host, ranks) in j.host_ranks() {
             if let Some(conn) = self.conn_of(&host) {
