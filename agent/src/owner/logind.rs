@@ -170,6 +170,22 @@ impl View {
         self.note_nobody(now_mono_us);
     }
 
+    /// Changed properties of a session already known (`PropertiesChanged`); a late signal of
+    /// a session already removed does not bring it back.
+    pub(crate) fn change_session<'a>(
+        &mut self,
+        path: &str,
+        props: impl IntoIterator<Item = (&'a str, &'a Value<'a>)>,
+        now_mono_us: u64,
+    ) {
+        if let Some(s) = self.sessions.get_mut(path) {
+            for (name, v) in props {
+                s.apply(name, v, now_mono_us);
+            }
+            self.note_nobody(now_mono_us);
+        }
+    }
+
     /// A session ended.
     pub(crate) fn remove_session(&mut self, path: &str, now_mono_us: u64) {
         self.sessions.remove(path);
@@ -373,9 +389,7 @@ async fn follow(address: Option<&str>, link: &Mutex<Link>, wake: &Notify) -> (St
         tokio::select! {
             m = signals.next() => match m {
                 Some(Ok(m)) => {
-                    if let Err(e) = on_signal(&conn, link, &m).await {
-                        return (e, true);
-                    }
+                    on_signal(&conn, link, &m).await;
                     wake.notify_one();
                 }
                 Some(Err(e)) => return (format!("the bus connection failed: {e}"), true),
@@ -512,12 +526,14 @@ async fn refresh_inhibitors(conn: &Connection, view: &mut View) -> Result<(), St
 }
 
 /// Apply one of logind's signals to the shared view. Calls back to logind (a new session's
-/// properties, the inhibitor list) happen outside the lock.
-async fn on_signal(conn: &Connection, link: &Mutex<Link>, m: &zbus::Message) -> Result<(), String> {
+/// properties, the inhibitor list) happen outside the lock; one that fails (the session went
+/// meanwhile) is logged and skipped: the connection goes on, and logind itself going away
+/// is seen by `NameOwnerChanged`.
+async fn on_signal(conn: &Connection, link: &Mutex<Link>, m: &zbus::Message) {
     let hdr = m.header();
     let (Some(path), Some(iface), Some(member)) = (hdr.path(), hdr.interface(), hdr.member())
     else {
-        return Ok(());
+        return;
     };
     let now = monotonic_us();
     let with_view = |f: &mut dyn FnMut(&mut View)| {
@@ -525,32 +541,34 @@ async fn on_signal(conn: &Connection, link: &Mutex<Link>, m: &zbus::Message) -> 
             f(v);
         }
     };
+    let props_of = |p: &HashMap<String, OwnedValue>| -> Vec<(String, OwnedValue)> {
+        p.iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.try_clone().ok()?)))
+            .collect()
+    };
     match (iface.as_str(), member.as_str()) {
         (PROPERTIES, "PropertiesChanged") => {
             let Ok((on, changed, invalidated)) =
                 m.body()
                     .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
             else {
-                return Ok(());
+                return;
             };
             if on == SESSION {
+                let mut props = props_of(&changed);
+                if !invalidated.is_empty() {
+                    match session_props(conn, path.as_str()).await {
+                        Ok(all) => props = props_of(&all),
+                        Err(e) => tracing::debug!(error = %e, "logind session changed"),
+                    }
+                }
                 with_view(&mut |v| {
-                    v.update_session(
+                    v.change_session(
                         path.as_str(),
-                        changed.iter().map(|(k, x)| (k.as_str(), &**x)),
+                        props.iter().map(|(k, x)| (k.as_str(), &**x)),
                         now,
                     );
                 });
-                if !invalidated.is_empty() {
-                    let props = session_props(conn, path.as_str()).await?;
-                    with_view(&mut |v| {
-                        v.update_session(
-                            path.as_str(),
-                            props.iter().map(|(k, x)| (k.as_str(), &**x)),
-                            now,
-                        );
-                    });
-                }
             } else if on == MANAGER
                 && (changed.contains_key("BlockInhibited")
                     || invalidated.iter().any(|p| p == "BlockInhibited"))
@@ -561,23 +579,28 @@ async fn on_signal(conn: &Connection, link: &Mutex<Link>, m: &zbus::Message) -> 
                 }
                 // Who and why: the list, fetched after the change.
                 let mut fresh = View::default();
-                refresh_inhibitors(conn, &mut fresh).await?;
-                with_view(&mut |v| {
-                    v.block_inhibited = fresh.block_inhibited.clone();
-                    v.inhibitors = fresh.inhibitors.clone();
-                });
+                match refresh_inhibitors(conn, &mut fresh).await {
+                    Ok(()) => with_view(&mut |v| {
+                        v.block_inhibited = fresh.block_inhibited.clone();
+                        v.inhibitors = fresh.inhibitors.clone();
+                    }),
+                    Err(e) => tracing::warn!(error = %e, "reading logind's inhibitors"),
+                }
             }
         }
         (MANAGER, "SessionNew") => {
-            if let Ok((_, p)) = m.body().deserialize::<(String, OwnedObjectPath)>() {
-                let props = session_props(conn, p.as_str()).await?;
-                with_view(&mut |v| {
+            let Ok((_, p)) = m.body().deserialize::<(String, OwnedObjectPath)>() else {
+                return;
+            };
+            match session_props(conn, p.as_str()).await {
+                Ok(props) => with_view(&mut |v| {
                     v.update_session(
                         p.as_str(),
                         props.iter().map(|(k, x)| (k.as_str(), &**x)),
                         now,
                     );
-                });
+                }),
+                Err(e) => tracing::debug!(error = %e, "a new logind session"),
             }
         }
         (MANAGER, "SessionRemoved") => {
@@ -587,7 +610,6 @@ async fn on_signal(conn: &Connection, link: &Mutex<Link>, m: &zbus::Message) -> 
         }
         _ => {}
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -652,8 +674,10 @@ mod tests {
         let changed = [("IdleHint", Value::from(false))];
         add(&mut v, "/s/2", &changed, 1200 * S);
         assert_eq!(v.idle(1201 * S, 0), Duration::ZERO);
-        // Both sessions end: idle since the last one went.
+        // Both sessions end: idle since the last one went; a late change brings none back.
         v.remove_session("/s/2", 1300 * S);
+        v.change_session("/s/2", changed.iter().map(|(k, x)| (*k, x)), 1301 * S);
+        assert!(!v.sessions.contains_key("/s/2"));
         assert_eq!(v.nobody_since_mono_us, 0, "session 3 is still there");
         v.remove_session("/s/3", 1400 * S);
         assert_eq!(v.idle(1430 * S, 0), Duration::from_secs(30));
