@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Checked in the first message of every connection.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// 7: `Availability::OwnerPresent` (an idle inhibitor held in a logind session).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Who is connecting.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -93,6 +93,12 @@ pub enum Availability {
     },
     /// The owner used keyboard, mouse or terminal recently.
     OwnerActive,
+    /// The owner is present without input: e.g. a session holds an idle inhibitor (a video
+    /// player, a presentation). New in protocol 7.
+    OwnerPresent {
+        /// Why, for people: `inhibitor 'mpv: playing video'`.
+        reason: String,
+    },
     /// The owner's own processes use more CPU than `owner_cpu_max`.
     OwnerCpuBusy {
         /// The owner's CPU use, in percent of the whole PC.
@@ -130,6 +136,7 @@ impl fmt::Display for Availability {
                 write!(f, "idle, offers in {}s", remaining_ms.div_ceil(1000))
             }
             Availability::OwnerActive => write!(f, "owner-busy"),
+            Availability::OwnerPresent { reason } => write!(f, "owner present: {reason}"),
             Availability::OwnerCpuBusy { percent } => write!(f, "owner-busy (cpu {percent}%)"),
             Availability::OutsideWindow => write!(f, "outside window"),
             Availability::Reclaimed { resumes_in_ms } => {

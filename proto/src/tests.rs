@@ -184,3 +184,21 @@ proptest! {
         prop_assert_eq!(back, m);
     }
 }
+
+#[test]
+fn owner_present_on_the_wire_and_shown() {
+    let a = Availability::OwnerPresent {
+        reason: "inhibitor 'mpv: playing video'".into(),
+    };
+    let json = serde_json::to_string(&a).unwrap();
+    assert_eq!(
+        json,
+        r#"{"state":"owner_present","reason":"inhibitor 'mpv: playing video'"}"#
+    );
+    assert_eq!(serde_json::from_str::<Availability>(&json).unwrap(), a);
+    assert_eq!(
+        a.to_string(),
+        "owner present: inhibitor 'mpv: playing video'"
+    );
+    assert!(!a.runs_jobs() && !a.is_offered());
+}

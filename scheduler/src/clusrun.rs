@@ -86,6 +86,7 @@ fn owner_reason(v: &NodeView) -> Option<String> {
     match &s.availability {
         A::Offered | A::Waiting { .. } => None,
         A::OwnerActive => Some(format!("owner present (input {idle} ago)")),
+        A::OwnerPresent { reason } => Some(format!("owner present: {reason}")),
         A::OwnerCpuBusy { percent } => Some(format!("owner present (cpu {percent}%)")),
         A::OutsideWindow => Some("outside the node's availability window".into()),
         A::Reclaimed { resumes_in_ms } => Some(format!(
@@ -588,6 +589,13 @@ mod tests {
         assert_eq!(
             r(Availability::OwnerCpuBusy { percent: 80 }).unwrap(),
             "owner present (cpu 80%)"
+        );
+        assert_eq!(
+            r(Availability::OwnerPresent {
+                reason: "inhibitor 'mpv: playing video'".into()
+            })
+            .unwrap(),
+            "owner present: inhibitor 'mpv: playing video'"
         );
         assert_eq!(
             r(Availability::Reclaimed {

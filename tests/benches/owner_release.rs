@@ -1,5 +1,6 @@
-//! Owner release latency: from the owner's input to every job process stopped, on the
-//! touched node and on every node of the job; and from the idle threshold to the cores
+//! Owner release latency: from the owner's input (a file touch, an X key press, a logind
+//! session's IdleHint turning false) to every job process stopped, on the touched node and on
+//! every node of the job; and from the idle threshold to the cores
 //! being offered. Prints p50/p99/max; asserts nothing.
 //! `cargo bench -p graze-tests --bench owner_release` (`-- --test` for a quick run).
 #![allow(clippy::unwrap_used)]
@@ -65,14 +66,16 @@ fn stopped(p: u32) -> bool {
     process_state(p).is_none_or(|s| s == 'T' || s == 't')
 }
 
-/// Touch (or press) and time until `node` procs and then `all` procs are stopped; then wait
-/// for the scheduler to resume the job.
+/// Touch (or press) and time until `node` procs and then `all` procs are stopped; then run
+/// `after` (the owner going idle again, where a source needs it) and wait for the scheduler
+/// to resume the job.
 fn trial(
     c: &Cluster,
     id: u64,
     node: &[u32],
     all: &[u32],
     input: &dyn Fn(),
+    after: &dyn Fn(),
 ) -> (Duration, Duration) {
     let t0 = Instant::now();
     input();
@@ -84,6 +87,7 @@ fn trial(
         if all.iter().all(|p| stopped(*p)) {
             let t_all = t0.elapsed();
             let t_node = t_node.unwrap_or(t_all);
+            after();
             wait_for("the job resumed", LONG, || {
                 (c.show(id)["state"] == "running" && all.iter().all(|p| !stopped(*p))).then_some(())
             });
@@ -126,7 +130,7 @@ fn main() {
         let mut tn = Vec::new();
         let mut ta = Vec::new();
         for _ in 0..trials {
-            let (n, a) = trial(&c, id, &node, &all, &|| touch(&file));
+            let (n, a) = trial(&c, id, &node, &all, &|| touch(&file), &|| {});
             tn.push(n);
             ta.push(a);
             // Owner idle for resume_after again: rewind the file so the next touch is news.
@@ -180,7 +184,7 @@ fn main() {
         for _ in 0..trials {
             // The X idle counter must pass 2 s (owner active) and resume_after first: the
             // trial waits for the resume, which needs exactly that.
-            let (n, _) = trial(&c, id, &all, &all, &key);
+            let (n, _) = trial(&c, id, &all, &all, &key, &|| {});
             t.push(n);
         }
         stats("xdotool key (Xvfb) -> job stopped", t);
@@ -189,7 +193,32 @@ fn main() {
         let _ = x.wait();
     }
 
-    // 3. idle to offered: start_after 2 s after a touch.
+    // 3. logind: a session's IdleHint turning false (the stand-in logind on a private bus).
+    {
+        let logind = graze_tests::logind::FakeLogind::start();
+        let hour = Duration::from_secs(3600);
+        logind.add_session("2", "wayland", "user", Some(hour));
+        let mut c = Cluster::start(&[]);
+        let src = logind.spec();
+        c.add_agent(
+            "g2",
+            "127.0.0.2",
+            2,
+            &["--idle-source", &src, "--resume-after", "1s"],
+        );
+        c.wait_offered(1);
+        let (id, all) = running_job(&c, &["-n", "2", "--", "mpiexec", "sleep", "100000"], 2);
+        let mut t = Vec::new();
+        for _ in 0..trials {
+            let (n, _) = trial(&c, id, &all, &all, &|| logind.set_idle("2", None), &|| {
+                logind.set_idle("2", Some(hour))
+            });
+            t.push(n);
+        }
+        stats("logind IdleHint=false -> job stopped", t);
+    }
+
+    // 4. idle to offered: start_after 2 s after a touch.
     {
         let mut c = Cluster::start(&[]);
         c.add_agent("i2", "127.0.0.2", 1, &["--start-after", "2s"]);

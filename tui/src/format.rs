@@ -726,6 +726,21 @@ mod tests {
         assert_eq!(node_state(&n[1]), "idle, offers in 117s");
         assert_eq!(node_state(&n[2]), "offline");
         assert_eq!(node_state(&n[3]), "no status");
+        let mut inhibited = n[0].clone();
+        if let Some(st) = inhibited.status.as_mut() {
+            st.availability = Availability::OwnerPresent {
+                reason: "inhibitor 'mpv: playing video'".into(),
+            };
+        }
+        assert_eq!(
+            node_state(&inhibited),
+            "owner present: inhibitor 'mpv: playing video', 4 cores reclaimed"
+        );
+        inhibited.used_cores = 0;
+        assert_eq!(
+            node_state(&inhibited),
+            "owner present: inhibitor 'mpv: playing video'"
+        );
         assert_eq!(node_load(&n[0]), "25%");
         assert_eq!(node_load(&n[2]), "-");
     }

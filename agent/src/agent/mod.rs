@@ -361,6 +361,7 @@ impl Agent {
             idle: owner.idle,
             owner_cpu: self.cpu.owner_cpu,
             window_open: self.cfg.policy.windows.open_now(),
+            present: owner.present.clone(),
             has_jobs: self.jobs.values().any(|j| !j.killing),
             connected: matches!(self.conn, Conn::Up { .. }),
         };

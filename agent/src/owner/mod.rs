@@ -7,6 +7,7 @@
 pub(crate) mod cpu;
 pub(crate) mod evdev;
 pub(crate) mod file;
+pub(crate) mod logind;
 pub(crate) mod rule;
 pub(crate) mod source;
 pub(crate) mod tty;
@@ -35,11 +36,14 @@ pub enum IdleSourceSpec {
     Tty,
     /// `evdev`: Linux input devices `/dev/input/event*`, event-driven.
     Evdev,
+    /// `logind` / `logind:ADDRESS`: the graphical sessions' idle hints and the idle
+    /// inhibitors of systemd-logind (`org.freedesktop.login1`), on the system bus or on the
+    /// D-Bus bus at `ADDRESS` (e.g. `unix:path=/run/x/bus`, for tests); event-driven.
+    Logind(Option<String>),
 }
 
 /// The accepted forms, for error messages.
-pub const SPEC_FORMS: &str =
-    "must be 'file:PATH', 'always-idle', 'x11', 'x11:DISPLAY', 'user-idle', 'tty' or 'evdev'";
+pub const SPEC_FORMS: &str = "must be 'file:PATH', 'always-idle', 'x11', 'x11:DISPLAY', 'user-idle', 'tty', 'evdev', 'logind' or 'logind:ADDRESS'";
 
 impl FromStr for IdleSourceSpec {
     type Err = String;
@@ -50,7 +54,17 @@ impl FromStr for IdleSourceSpec {
             "x11" | "user-idle" => return Ok(IdleSourceSpec::X11(None)),
             "tty" => return Ok(IdleSourceSpec::Tty),
             "evdev" => return Ok(IdleSourceSpec::Evdev),
+            "logind" => return Ok(IdleSourceSpec::Logind(None)),
             _ => {}
+        }
+        if let Some(a) = s.strip_prefix("logind:") {
+            // A D-Bus address is `transport:key=value,...`.
+            if a.contains(':') && a.contains('=') {
+                return Ok(IdleSourceSpec::Logind(Some(a.to_string())));
+            }
+            return Err(format!(
+                "{SPEC_FORMS} (ADDRESS a D-Bus address such as 'unix:path=/run/bus')"
+            ));
         }
         if let Some(d) = s.strip_prefix("x11:") {
             if !d.is_empty() {
@@ -73,6 +87,8 @@ impl fmt::Display for IdleSourceSpec {
             IdleSourceSpec::X11(Some(d)) => write!(f, "x11:{d}"),
             IdleSourceSpec::Tty => write!(f, "tty"),
             IdleSourceSpec::Evdev => write!(f, "evdev"),
+            IdleSourceSpec::Logind(None) => write!(f, "logind"),
+            IdleSourceSpec::Logind(Some(a)) => write!(f, "logind:{a}"),
         }
     }
 }
@@ -92,6 +108,11 @@ impl IdleSourceSpec {
             }),
             IdleSourceSpec::Tty => Box::new(tty::TtySource::new("/var/run/utmp")),
             IdleSourceSpec::Evdev => Box::new(evdev::EvdevSource::new("/dev/input", wake.clone())),
+            IdleSourceSpec::Logind(a) => Box::new(logind::LogindSource::start(
+                a.clone(),
+                started,
+                wake.clone(),
+            )),
         }
     }
 }
@@ -110,6 +131,9 @@ pub(crate) struct OwnerIdle {
     pub(crate) working: Vec<String>,
     /// Sources with nothing to watch now (no display, no device), skipped.
     pub(crate) unavailable: Vec<String>,
+    /// Why the owner counts as present whatever the idle time (the first working source
+    /// that says so, e.g. an idle inhibitor).
+    pub(crate) present: Option<String>,
 }
 
 impl Owner {
@@ -136,6 +160,7 @@ impl Owner {
         let mut idle: Option<Duration> = None;
         let mut working = Vec::new();
         let mut unavailable = Vec::new();
+        let mut present = None;
         for (src, broken) in &mut self.sources {
             let d = match src.idle(now, wall) {
                 Ok(None) => {
@@ -148,6 +173,9 @@ impl Owner {
                         tracing::info!(source = %src.name(), "idle source works again");
                     }
                     working.push(src.name());
+                    if present.is_none() {
+                        present = src.presence();
+                    }
                     d
                 }
                 Err(e) => {
@@ -166,6 +194,7 @@ impl Owner {
             idle: idle.unwrap_or(Duration::ZERO),
             working,
             unavailable,
+            present,
         }
     }
 }
@@ -202,6 +231,20 @@ mod tests {
             IdleSourceSpec::Evdev
         );
         assert!("x12".parse::<IdleSourceSpec>().is_err());
+        assert_eq!(
+            "logind".parse::<IdleSourceSpec>().unwrap(),
+            IdleSourceSpec::Logind(None)
+        );
+        let l: IdleSourceSpec = "logind:unix:path=/tmp/g/bus".parse().unwrap();
+        assert_eq!(
+            l,
+            IdleSourceSpec::Logind(Some("unix:path=/tmp/g/bus".into()))
+        );
+        assert_eq!(l.to_string(), "logind:unix:path=/tmp/g/bus");
+        for bad in ["logind:", "logind:system", "logind:/run/bus", "login"] {
+            let e = bad.parse::<IdleSourceSpec>().unwrap_err();
+            assert!(e.contains("'logind:ADDRESS'"), "{bad}: {e}");
+        }
     }
 
     #[test]

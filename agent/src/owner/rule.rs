@@ -17,6 +17,8 @@ pub(crate) struct OwnerState {
     pub(crate) window_open: bool,
     /// The owner reclaimed the PC and has not been idle for `resume_after` since.
     pub(crate) reclaimed: bool,
+    /// A source says the owner is present without input (an idle inhibitor), and why.
+    pub(crate) present: Option<String>,
 }
 
 /// The owner policy's thresholds.
@@ -36,6 +38,7 @@ pub(crate) struct Rules {
 /// - the owner's own processes use more than `owner_cpu_max` percent: `OwnerCpuBusy`
 ///   (`owner_cpu_max >= 100` disables this check);
 /// - input less than [`OWNER_ACTIVE`] ago: `OwnerActive`;
+/// - a source says the owner is present (an idle inhibitor): `OwnerPresent` with its reason;
 /// - reclaimed, and idle (since input and since busy) for less than `resume_after`:
 ///   `Reclaimed`;
 /// - idle for at least `start_after`: `Offered`;
@@ -52,6 +55,11 @@ pub(crate) fn availability(s: &OwnerState, r: &Rules) -> Availability {
     }
     if s.idle < OWNER_ACTIVE {
         return Availability::OwnerActive;
+    }
+    if let Some(reason) = &s.present {
+        return Availability::OwnerPresent {
+            reason: reason.clone(),
+        };
     }
     let idle = s.since_busy.map_or(s.idle, |b| b.min(s.idle));
     if s.reclaimed && idle < r.resume_after {
@@ -72,7 +80,10 @@ pub(crate) fn availability(s: &OwnerState, r: &Rules) -> Availability {
 pub(crate) fn is_busy(a: &Availability) -> bool {
     matches!(
         a,
-        Availability::OutsideWindow | Availability::OwnerCpuBusy { .. } | Availability::OwnerActive
+        Availability::OutsideWindow
+            | Availability::OwnerCpuBusy { .. }
+            | Availability::OwnerActive
+            | Availability::OwnerPresent { .. }
     )
 }
 
@@ -93,6 +104,7 @@ mod tests {
             owner_cpu: 0.0,
             window_open: true,
             reclaimed: false,
+            present: None,
         }
     }
 
@@ -156,6 +168,26 @@ mod tests {
                 remaining_ms: 20_000
             }
         );
+        // An idle inhibitor: present although idle for long; input still comes first.
+        let inhibited = OwnerState {
+            present: Some("inhibitor 'mpv: playing video'".into()),
+            ..st(600)
+        };
+        let present = Availability::OwnerPresent {
+            reason: "inhibitor 'mpv: playing video'".into(),
+        };
+        assert_eq!(availability(&inhibited, &r), present);
+        assert!(is_busy(&present));
+        let typing = OwnerState {
+            idle: Duration::ZERO,
+            ..inhibited.clone()
+        };
+        assert_eq!(availability(&typing, &r), Availability::OwnerActive);
+        let outside = OwnerState {
+            window_open: false,
+            ..inhibited
+        };
+        assert_eq!(availability(&outside, &r), Availability::OutsideWindow);
         assert!(is_busy(&Availability::OwnerActive));
         assert!(!is_busy(&Availability::Reclaimed { resumes_in_ms: 1 }));
     }

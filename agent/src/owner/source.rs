@@ -15,4 +15,10 @@ pub(crate) trait IdleSource: Send {
     /// PC now (no X display, no input device, nobody logged in on a terminal): the source
     /// is skipped. An error means the source is broken: the owner counts as active.
     fn idle(&mut self, now: Instant, wall: SystemTime) -> Result<Option<Duration>, String>;
+    /// Why the owner counts as present whatever the idle time, e.g. `inhibitor 'mpv:
+    /// playing video'` (an idle inhibitor); asked only of a source whose `idle` just
+    /// answered `Ok(Some(_))`. Most sources know no such thing.
+    fn presence(&self) -> Option<String> {
+        None
+    }
 }

@@ -18,6 +18,8 @@ pub(crate) struct Observation {
     pub(crate) owner_cpu: f32,
     /// Inside an availability window (or none configured).
     pub(crate) window_open: bool,
+    /// A source says the owner is present without input (an idle inhibitor), and why.
+    pub(crate) present: Option<String>,
     /// Jobs (not being killed) are on this node.
     pub(crate) has_jobs: bool,
     /// Connected to the scheduler (a status can be sent).
@@ -81,7 +83,7 @@ impl OwnerWatch {
     /// 1. the availability rule ([`rule::availability`]) over the observation;
     /// 2. without jobs, a reclaim is forgotten: `start_after` alone says when the PC takes
     ///    work;
-    /// 3. busy (input, CPU, window): CPU and window mark `last_busy`; with jobs and not yet
+    /// 3. busy (input, CPU, window, presence): all but input mark `last_busy`; with jobs and not yet
     ///    reclaimed, the PC is reclaimed now (`reclaim`);
     /// 4. not busy, reclaimed, and the rule no longer says `Reclaimed`: the reclaim ends
     ///    (`resumable`);
@@ -94,6 +96,7 @@ impl OwnerWatch {
             owner_cpu: obs.owner_cpu,
             window_open: obs.window_open,
             reclaimed: self.reclaimed,
+            present: obs.present.clone(),
         };
         let mut avail = rule::availability(&state, &self.rules);
         self.busy_now = rule::is_busy(&avail);
@@ -166,6 +169,7 @@ mod tests {
             idle: Duration::from_secs(idle_s),
             owner_cpu: 0.0,
             window_open: true,
+            present: None,
             has_jobs,
             connected: true,
         }
@@ -269,5 +273,33 @@ mod tests {
         w.tick(t0 + 3 * S, &obs(60, false));
         w.report_afresh();
         assert!(w.tick(t0 + 3 * S + S / 10, &obs(60, false)).report);
+    }
+
+    #[test]
+    fn an_inhibitor_reclaims_and_counts_from_its_release() {
+        let t0 = Instant::now();
+        let mut w = OwnerWatch::new(rules());
+        w.tick(t0, &obs(600, true));
+        let inhibited = Observation {
+            present: Some("inhibitor 'mpv: playing video'".into()),
+            ..obs(600, true)
+        };
+        let d = w.tick(t0 + S, &inhibited);
+        assert_eq!(
+            d.availability,
+            Availability::OwnerPresent {
+                reason: "inhibitor 'mpv: playing video'".into()
+            }
+        );
+        assert!(d.reclaim && d.report);
+        // Released 5 s later: resume_after counts from the release, not from the last input.
+        w.tick(t0 + 5 * S, &inhibited);
+        let d = w.tick(t0 + 6 * S, &obs(606, true));
+        assert_eq!(
+            d.availability,
+            Availability::Reclaimed {
+                resumes_in_ms: 29_000
+            }
+        );
     }
 }

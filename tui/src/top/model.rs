@@ -126,6 +126,7 @@ impl NodeState {
             Some(Availability::Waiting { .. }) => NodeState::Idle,
             Some(
                 Availability::OwnerActive
+                | Availability::OwnerPresent { .. }
                 | Availability::OwnerCpuBusy { .. }
                 | Availability::Reclaimed { .. },
             ) => NodeState::OwnerBusy,
