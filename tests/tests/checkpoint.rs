@@ -380,3 +380,49 @@ fn a_checkpoint_that_never_completes_leaves_the_previous_one_current() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_scheduler_killed_mid_transfer_keeps_the_last_good_checkpoint() {
+    ensure_built();
+    let mut c = Cluster::start(&[]);
+    c.add_agent("s2", "127.0.0.2", 1, &["--checkpoint-rate", "200K"]);
+    c.add_agent("s3", "127.0.0.3", 1, &["--checkpoint-rate", "200K"]);
+    c.wait_offered(2);
+    let script = c.dir.path().join("never-completes.sh");
+    std::fs::write(&script, NEVER_COMPLETES).unwrap();
+    let id = c.submit(&[
+        "-n",
+        "2",
+        "--checkpoint-every",
+        "10s",
+        "--",
+        "mpiexec",
+        "sh",
+        script.to_str().unwrap(),
+    ]);
+    wait_for("the first checkpoint stored", LONG, || {
+        events(&c.show(id))
+            .iter()
+            .any(|e| e.contains("stored: 2 ranks"))
+            .then_some(())
+    });
+    let first = c.show(id)["checkpoints"][0]["id"].clone();
+    // The second (4 MB a rank at 200 kB/s) is arriving: the scheduler crashes.
+    wait_for("the second checkpoint arriving", LONG, || {
+        incoming_with_data(&c, id).then_some(())
+    });
+    c.kill_scheduler();
+    c.restart_scheduler(&[]);
+    // The half-received one is gone from the store; the first is current, intact.
+    let job = c.show(id);
+    let cks = job["checkpoints"].as_array().cloned().unwrap_or_default();
+    assert_eq!(cks.len(), 1, "{job}");
+    assert_eq!(cks[0]["id"], first, "{job}");
+    assert_eq!(cks[0]["current"], true, "{job}");
+    assert!(
+        !incoming_with_data(&c, id),
+        "a partial checkpoint was left in the store"
+    );
+    let out = c.graze(&["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+}
