@@ -22,7 +22,7 @@
 
 mod user;
 
-pub use user::{ensure_user, remove_user};
+pub use user::{ensure_user, ensure_user_in, remove_user};
 
 use crate::config::{self, InstallArgs, UninstallArgs, DEFAULT_NICE};
 use anyhow::{bail, Context, Result};
@@ -54,6 +54,9 @@ pub struct Manifest {
     /// The system user install created, if it did.
     #[serde(default)]
     pub created_user: Option<String>,
+    /// The slot users install created (one per core: `USER-s0`, ...).
+    #[serde(default)]
+    pub created_slot_users: Vec<String>,
     /// The config path the service runs with (as the agent sees it, without the root).
     pub config: PathBuf,
 }
@@ -128,6 +131,9 @@ impl Layout {
 
 /// CPUWeight= matching a nice level: the kernel's weight for that nice level, scaled so that
 /// nice 0 is systemd's default weight 100 (nice 19 gives 1, the lowest).
+/// Slot users are named `RUN_AS{SLOT_SUFFIX}N`: `graze-s0`, `graze-s1`, ...
+pub const SLOT_SUFFIX: &str = "-s";
+
 pub fn cpu_weight(nice: i32) -> u32 {
     // The kernel's sched_prio_to_weight table, nice -20..=19.
     const W: [u32; 40] = [
@@ -208,6 +214,10 @@ pub fn config_text(a: &InstallArgs, layout: &Layout, run_as: Option<&str>) -> St
     s.push_str(&format!("idle_sources = [{}]\n", src.join(", ")));
     if let Some(u) = run_as {
         s.push_str(&format!("run_as = {}\n", toml_str(u)));
+        s.push_str(&format!(
+            "slot_users = {}\n",
+            toml_str(&format!("{u}{SLOT_SUFFIX}"))
+        ));
     }
     s.push_str(&format!("nice = {}\n", a.job.nice.unwrap_or(DEFAULT_NICE)));
     if let Some(m) = &a.job.memory_max {
@@ -318,6 +328,17 @@ pub fn install(a: &InstallArgs) -> Result<String> {
                 if created {
                     rec.m.created_user = Some(u.clone());
                 }
+                // One user per core for concurrent jobs, in the job user's group.
+                let slots = a.cores.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                });
+                for i in 0..slots {
+                    let name = format!("{u}{SLOT_SUFFIX}{i}");
+                    let (created, _, _) = ensure_user_in(&layout.root, &name, Some(gid))?;
+                    if created {
+                        rec.m.created_slot_users.push(name);
+                    }
+                }
                 Some(gid)
             }
             None => None,
@@ -363,6 +384,14 @@ pub fn install(a: &InstallArgs) -> Result<String> {
     );
     if let Some(u) = &rec.m.created_user {
         msg.push_str(&format!("created the system user '{u}' that jobs run as\n"));
+    }
+    if let (Some(first), Some(last)) = (
+        rec.m.created_slot_users.first(),
+        rec.m.created_slot_users.last(),
+    ) {
+        msg.push_str(&format!(
+            "created the slot users '{first}' to '{last}': each concurrent job runs as one of its own\n"
+        ));
     }
     let live = a.root.is_none() && systemd_running();
     if live {
@@ -437,6 +466,15 @@ pub fn uninstall(a: &UninstallArgs) -> Result<String> {
     }
     let _ = std::fs::remove_file(&mpath);
     remove_all(&m, &layout);
+    for u in &m.created_slot_users {
+        remove_user(&layout.root, u)?;
+    }
+    if !m.created_slot_users.is_empty() {
+        msg.push_str(&format!(
+            "removed {} slot users\n",
+            m.created_slot_users.len()
+        ));
+    }
     if let Some(u) = &m.created_user {
         remove_user(&layout.root, u)?;
         msg.push_str(&format!("removed the system user '{u}'\n"));

@@ -116,6 +116,20 @@ pub(crate) async fn node_info(cfg: &crate::AgentConfig) -> NodeInfo {
         policy: cfg.policy.wire(),
         held: Vec::new(),
         instance: String::new(),
+        isolation: isolation(cfg),
+    }
+}
+
+/// Why this agent's jobs are not isolated from each other, or `None` (slot users).
+pub(crate) fn isolation(cfg: &crate::AgentConfig) -> Option<String> {
+    match (&cfg.run_as, &cfg.slot_users) {
+        (Some(_), Some(_)) => None,
+        (Some(u), None) => Some(format!(
+            "every job runs as '{u}': jobs here are not isolated from each other (set slot_users)"
+        )),
+        (None, _) => Some(
+            "the agent runs as a normal user and runs every job as itself: jobs here are not isolated from each other".into(),
+        ),
     }
 }
 

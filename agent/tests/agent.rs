@@ -281,6 +281,7 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
     test_marker();
     AgentConfig {
         run_as: run_as(spool),
+        slot_users: None,
         nice: 0,
         memory_max: None,
         checkpoint_rate: None,

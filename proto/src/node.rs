@@ -44,6 +44,11 @@ pub struct NodeInfo {
     /// Random id of this agent process; job message sequence numbers restart with it.
     #[serde(default)]
     pub instance: String,
+    /// Why jobs on this node are not isolated from each other (they all run as one user),
+    /// for people; `None` when each job runs as a slot user of its own. Not stored: an agent
+    /// says it at every registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 /// The part of an agent's owner policy the scheduler acts on (see `config/agent.toml`).

@@ -59,6 +59,7 @@ fn main() {
             policy: Default::default(),
             held: vec![],
             instance: String::new(),
+            isolation: None,
         };
         c.node_connected(n as u64, info, 0).unwrap();
         let st = NodeStatus {

@@ -458,6 +458,7 @@ mod tests {
                 policy: Default::default(),
                 held: Vec::new(),
                 instance: String::new(),
+                isolation: None,
             },
             online,
             status: avail.map(|availability| NodeStatus {

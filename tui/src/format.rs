@@ -242,12 +242,22 @@ pub fn nodes_table(nodes: &[NodeView]) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "NAME", "STATE", "CORES", "LOAD", "IDLE", "GROUPS", "JOBS", "MPI", "SOURCES",
         ],
         &rows,
-    )
+    );
+    // Nodes whose jobs all run as one user say so under the table.
+    for n in nodes {
+        if let Some(why) = n.info.isolation.as_deref().filter(|_| n.online) {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("{}: {why}\n", n.info.name));
+        }
+    }
+    out
 }
 
 /// Everything about one job, for `graze show`.
@@ -578,6 +588,7 @@ mod tests {
                 policy: Default::default(),
                 held: vec![],
                 instance: String::new(),
+                isolation: None,
             },
             online: true,
             status: Some(NodeStatus {
@@ -717,6 +728,21 @@ mod tests {
     #[test]
     fn nodes_snapshot() {
         insta::assert_snapshot!(nodes_table(&nodes()));
+    }
+
+    #[test]
+    fn nodes_without_isolation_say_so_under_the_table() {
+        let mut n = nodes();
+        n[0].info.isolation = Some("every job runs as 'graze': not isolated".into());
+        let t = nodes_table(&n);
+        let name = &n[0].info.name;
+        assert!(
+            t.ends_with(&format!(
+                "\n{name}: every job runs as 'graze': not isolated\n"
+            )),
+            "{t}"
+        );
+        assert!(!nodes_table(&nodes()).contains("isolated"));
     }
 
     #[test]

@@ -391,7 +391,8 @@ impl Agent {
         signal: i32,
     ) {
         let dir = PathBuf::from(dir);
-        if let Err(e) = make_dir(&self.confine, &dir) {
+        let confine = self.job_confine(job);
+        if let Err(e) = make_dir(&confine, &dir) {
             let what = format!("no checkpoint directory on {}: {e}", self.cfg.name);
             self.send_job(JobMsg::JobNote { job, what }).await;
         }
@@ -469,8 +470,8 @@ impl Agent {
         let (mut send, mut recv) = streams;
         let tx = self.tx.clone();
         let exe = guard::agent_exe(&self.cfg.launcher);
-        let conf = self.confine.clone();
         let (dir, ranks) = (c.dir.clone(), c.ranks.clone());
+        let conf = self.job_confine(job);
         tokio::spawn(async move {
             let result = match error {
                 Some(e) => {
@@ -741,7 +742,7 @@ impl Agent {
             _ => None,
         };
         let exe = guard::agent_exe(&self.cfg.launcher);
-        let conf = self.confine.clone();
+        let conf = self.job_confine(job);
         let rate = self.cfg.checkpoint_rate;
         tokio::spawn(async move {
             let result = match conn {

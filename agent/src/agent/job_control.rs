@@ -3,6 +3,7 @@
 
 use super::state::{Agent, Conn, Input, Job, Main, ProcSink, KILL_TIMEOUT};
 use crate::jobs::cgroup::JobCgroup;
+use crate::jobs::confine::Confinement;
 use crate::jobs::hydra::{self, JobEnv, JobFiles, SECRET_VARS};
 use crate::jobs::outfiles::{OutFiles, WriterSpec};
 use crate::jobs::procs::{self, ProcSet, Survivors, TAG_VAR};
@@ -140,6 +141,21 @@ impl Agent {
         })
     }
 
+    /// Who `job`'s processes run as on this node: its slot user (taken at the job's first
+    /// use here, given back at its clear) or, without slot users, the agent's job user.
+    pub(super) fn job_confine(&mut self, job: JobId) -> Confinement {
+        if !self.slots.isolates() {
+            return self.confine.clone();
+        }
+        match self.slots.take(job) {
+            Some(u) => self.confine.for_user(u),
+            None => {
+                tracing::warn!(%job, slots = self.slots.len(), "every slot user is taken: the job runs as the shared job user");
+                self.confine.clone()
+            }
+        }
+    }
+
     /// The job's cgroup, made on first use where cgroups are writable.
     pub(super) fn job_cgroup(&mut self, job: JobId) -> Option<JobCgroup> {
         if let Some(cg) = self.jobs.get(&job).and_then(|j| j.cgroup.clone()) {
@@ -179,7 +195,7 @@ impl Agent {
     ) -> std::io::Result<(tokio::process::Command, Vec<std::fs::File>)> {
         let cgroup = self.job_cgroup(job);
         let mut cmd = tokio::process::Command::new(program);
-        let keep = self.confine.apply(&mut cmd, cgroup.as_ref())?;
+        let keep = self.job_confine(job).apply(&mut cmd, cgroup.as_ref())?;
         for v in SECRET_VARS {
             cmd.env_remove(v);
         }
@@ -218,9 +234,10 @@ impl Agent {
                 .await;
             return;
         };
+        let confine = self.job_confine(job);
         if let Err(e) = files
             .write(&hosts)
-            .and_then(|()| dir::give_job_dir(&self.confine, &files.dir))
+            .and_then(|()| dir::give_job_dir(&confine, &files.dir))
         {
             let reason = format!(
                 "cannot write job files in '{}': {}",
@@ -329,7 +346,8 @@ impl Agent {
     }
 
     /// Start the writer of a run's output files, as the job's user (see `jobs/outfiles.rs`).
-    fn output_writer(&self, job: JobId, spec: &WriterSpec) -> Result<OutFiles, String> {
+    fn output_writer(&mut self, job: JobId, spec: &WriterSpec) -> Result<OutFiles, String> {
+        let confine = self.job_confine(job);
         let exe = guard::agent_exe(&self.cfg.launcher)
             .ok_or_else(|| "no graze-agent executable found".to_string());
         let tx = self.tx.clone();
@@ -340,7 +358,7 @@ impl Agent {
             }
         };
         exe.and_then(|exe| {
-            OutFiles::start(&exe, &self.confine, spec, note).map_err(|e| spawn::io_reason(&e))
+            OutFiles::start(&exe, &confine, spec, note).map_err(|e| spawn::io_reason(&e))
         })
         .map_err(|why| format!("no output files for this run: cannot start their writer: {why}"))
     }
@@ -384,8 +402,9 @@ impl Agent {
         }
         let files = JobFiles::paths(&self.jobs_dir, job);
         let dir = files.dir.clone();
-        if let Err(e) = std::fs::create_dir_all(&files.tmp)
-            .and_then(|()| dir::give_job_dir(&self.confine, &dir))
+        let confine = self.job_confine(job);
+        if let Err(e) =
+            std::fs::create_dir_all(&files.tmp).and_then(|()| dir::give_job_dir(&confine, &dir))
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create job directory");
         }
@@ -454,6 +473,9 @@ impl Agent {
                 if let Some(j) = self.jobs.get(&job) {
                     if j.main == Main::None && j.remotes.is_empty() && j.pgids.is_empty() {
                         self.jobs.remove(&job);
+                        if !self.ckpts.contains_key(&job) {
+                            self.slots.give_back(job);
+                        }
                     }
                 }
             }
@@ -586,6 +608,7 @@ impl Agent {
         self.forget_checkpoint(job);
         let files = JobFiles::paths(&self.jobs_dir, job);
         dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()), attempt);
+        self.slots.give_back(job);
         self.send_job(JobMsg::JobCleared { job }).await;
     }
 

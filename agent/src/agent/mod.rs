@@ -60,6 +60,14 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         ),
         None => Confinement::new(confine::current_user(), false, cfg.nice),
     };
+    let slots = match &cfg.slot_users {
+        Some(prefix) if confine.switch_user => {
+            let pool = crate::jobs::slots::SlotPool::discover(prefix, confine.user.gid)?;
+            tracing::info!(prefix = %prefix, users = pool.len(), "each job runs as a slot user of its own");
+            pool
+        }
+        _ => crate::jobs::slots::SlotPool::none(),
+    };
     let output_dir = cfg.spool.join("output");
     dir::prepare_spool(&confine, &cfg.spool, &jobs_dir, &output_dir)?;
     let sock = cfg.spool.join("launch.sock");
@@ -172,6 +180,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         node_timeout: cfg_node_timeout,
         outbox: Outbox::default(),
         confine,
+        slots,
         cgroups,
         output_dir,
         clusruns: HashMap::new(),

@@ -305,6 +305,8 @@ pub(super) struct Agent {
     pub(super) outbox: Outbox,
     /// Who job processes run as, and their environment.
     pub(super) confine: Confinement,
+    /// One user per concurrent job, when configured (`slot_users`).
+    pub(super) slots: crate::jobs::slots::SlotPool,
     /// Where job cgroups are made; `None`: process groups only.
     pub(super) cgroups: Option<CgroupRoot>,
     /// Where files a job left in its working directory are kept (`SPOOL/output/ID`).

@@ -12,6 +12,12 @@ pub struct JobArgs {
     /// creates it if missing) [default: graze].
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+    /// One user per job slot when started as root: users PREFIX0, PREFIX1, ... (each with
+    /// the run_as user's group; `graze-agent install` creates `graze-s0`...), so concurrent
+    /// jobs cannot signal, trace or read each other [default: none: every job runs as
+    /// run_as].
+    #[arg(long, value_name = "PREFIX")]
+    pub slot_users: Option<String>,
     /// Nice level of job processes (and of the service), 0 to 19 [default: 19].
     #[arg(long, value_name = "N")]
     pub nice: Option<i32>,

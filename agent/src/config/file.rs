@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub node_timeout: Option<String>,
     /// See [`crate::AgentConfig::run_as`].
     pub run_as: Option<String>,
+    /// See [`crate::AgentConfig::slot_users`].
+    pub slot_users: Option<String>,
     /// See [`crate::AgentConfig::nice`].
     pub nice: Option<i32>,
     /// See [`crate::AgentConfig::memory_max`]; e.g. `"4G"`.

@@ -293,6 +293,29 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
     };
 
     let run_as = run_as(&l, cli, f, defaults)?;
+    let slot_users = match l.pick(
+        key("slot-users", "slot_users"),
+        cli.job.slot_users.clone(),
+        f.slot_users.clone(),
+    ) {
+        None => None,
+        Some(p) if !defaults.is_root => {
+            return Err(p.bad(
+                &p.value,
+                "slot users need an agent started as root; this agent runs jobs as itself",
+            ))
+        }
+        Some(p) => Some(p.check(|v| {
+            if !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                Ok(())
+            } else {
+                Err("a user name prefix: letters, digits, '-' and '_'")
+            }
+        })?),
+    };
 
     let nice = l
         .pick_or(key("nice", "nice"), cli.job.nice, f.nice, DEFAULT_NICE)
@@ -331,6 +354,7 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         policy,
         node_timeout,
         run_as,
+        slot_users,
         nice,
         memory_max,
     })

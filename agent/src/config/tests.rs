@@ -56,6 +56,7 @@ fn defaults_apply() {
             policy: Policy::default(),
             node_timeout: Duration::from_secs(10),
             run_as: None,
+            slot_users: None,
             nice: 19,
             memory_max: None,
             checkpoint_rate: None,
@@ -286,6 +287,27 @@ fn missing_pieces_are_explained() {
 }
 
 #[test]
+fn slot_users_need_root_and_a_plain_prefix() {
+    let base = ["--access", "/a", "--idle-source", "always-idle"];
+    let mut root = defaults();
+    root.is_root = true;
+    let c = resolve(&cli(&base), None, &root).unwrap();
+    assert_eq!(c.slot_users, None);
+    let with = |p: &str| cli(&[&base[..], &["--slot-users", p]].concat());
+    let c = resolve(&with("graze-s"), None, &root).unwrap();
+    assert_eq!(c.slot_users.as_deref(), Some("graze-s"));
+    let c = resolve(&cli(&base), Some(&file("slot_users = \"lab-s\"\n")), &root).unwrap();
+    assert_eq!(c.slot_users.as_deref(), Some("lab-s"));
+    let e = format!("{:#}", resolve(&with("a/b"), None, &root).unwrap_err());
+    assert!(e.contains("invalid --slot-users 'a/b'"), "{e}");
+    let e = err(&with("graze-s"), None);
+    assert!(
+        e.contains("slot users need an agent started as root"),
+        "{e}"
+    );
+}
+
+#[test]
 fn run_as_nice_and_memory() {
     let base = ["--access", "/a", "--idle-source", "always-idle"];
     let mut root = defaults();
@@ -410,6 +432,7 @@ fn run_and_install_share_the_job_flags() {
     let run = cli(&["--run-as", "jobs", "--nice", "7", "--memory-max", "1G"]);
     let want = JobArgs {
         run_as: Some("jobs".into()),
+        slot_users: None,
         nice: Some(7),
         memory_max: Some("1G".into()),
     };

@@ -79,6 +79,9 @@ pub struct AgentConfig {
     /// The unprivileged user job processes run as when the agent runs as root; `None` when
     /// the agent runs as a normal user (jobs then run as that user).
     pub run_as: Option<String>,
+    /// The prefix of the slot users (`PREFIX0`, `PREFIX1`, ...): each concurrent job runs as
+    /// its own one when the agent runs as root; `None`: every job runs as `run_as`.
+    pub slot_users: Option<String>,
     /// Nice level of job processes (0 to 19); also the service's `Nice=`.
     pub nice: i32,
     /// Memory cap of each job on this PC, in bytes (its cgroup's limit where cgroups are

@@ -18,14 +18,25 @@ fn field(line: &str, n: usize) -> Option<&str> {
 /// On the real root this runs `useradd --system`; under another root it edits that root's
 /// `etc/passwd`, `etc/group` and `etc/shadow` (creating them when missing).
 pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
+    ensure_user_in(root, name, None)
+}
+
+/// [`ensure_user`], with primary group `group` (a slot user gets the job user's group)
+/// instead of a group of its own.
+pub fn ensure_user_in(root: &Path, name: &str, group: Option<u32>) -> Result<(bool, u32, u32)> {
     if root == Path::new("/") {
         if let Ok(u) = crate::jobs::confine::user_by_name(name) {
             return Ok((false, u.uid, u.gid));
         }
+        let gid = group.map(|g| g.to_string());
+        let grouping: Vec<&str> = match &gid {
+            Some(g) => vec!["-g", g],
+            None => vec!["--user-group"],
+        };
         let st = std::process::Command::new("useradd")
+            .arg("--system")
+            .args(&grouping)
             .args([
-                "--system",
-                "--user-group",
                 "--no-create-home",
                 "--home-dir",
                 "/nonexistent",
@@ -46,7 +57,7 @@ pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
     }
     let etc = root.join("etc");
     let passwd = etc.join("passwd");
-    let group = etc.join("group");
+    let group_file = etc.join("group");
     let shadow = etc.join("shadow");
     let pw = read_lines(&passwd);
     if let Some(l) = pw.iter().find(|l| field(l, 0) == Some(name)) {
@@ -60,7 +71,7 @@ pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
         }
         return Ok((false, uid, gid));
     }
-    let gr = read_lines(&group);
+    let gr = read_lines(&group_file);
     let used =
         |lines: &[String], id: u32| lines.iter().any(|l| field(l, 2) == Some(&id.to_string()));
     let id = (100..1000u32)
@@ -80,14 +91,20 @@ pub fn ensure_user(root: &Path, name: &str) -> Result<(bool, u32, u32)> {
         f.write_all(format!("{line}\n").as_bytes())
             .with_context(|| format!("writing '{}'", p.display()))
     };
-    append(&group, format!("{name}:x:{id}:"), 0o644)?;
+    let gid = match group {
+        Some(g) => g,
+        None => {
+            append(&group_file, format!("{name}:x:{id}:"), 0o644)?;
+            id
+        }
+    };
     append(
         &passwd,
-        format!("{name}:x:{id}:{id}:graze agent jobs:/nonexistent:/usr/sbin/nologin"),
+        format!("{name}:x:{id}:{gid}:graze agent jobs:/nonexistent:/usr/sbin/nologin"),
         0o644,
     )?;
     append(&shadow, format!("{name}:!:::::::"), 0o640)?;
-    Ok((true, id, id))
+    Ok((true, id, gid))
 }
 
 /// Remove the system user `name` install created (see [`ensure_user`]); files left empty

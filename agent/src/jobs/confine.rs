@@ -176,6 +176,11 @@ impl Confinement {
         }
     }
 
+    /// The same confinement for another user (a job's slot user).
+    pub fn for_user(&self, user: &User) -> Confinement {
+        Confinement::new(user.clone(), self.switch_user, self.nice)
+    }
+
     /// Set up `cmd`: a clean environment, and in the child, before `exec`: join `cgroup`,
     /// set the nice level, drop to the job's user. Returns the open `cgroup.procs` files,
     /// which must live until `cmd` is spawned.

@@ -4,7 +4,8 @@
 //! `cgroup` one cgroup per job, `confine` the user and clean environment jobs run with,
 //! `dir` the job directory and spool permissions, `guard` the process that kills a dead
 //! agent's jobs, `outfiles` the `--stdout`/`--stderr` files (written by a process running as
-//! the job's user), `signal` a `--signal` to the program (not the MPI launcher), `spawn`
+//! the job's user), `signal` a `--signal` to the program (not the MPI launcher), `slots` the pool of
+//! slot users (one user per concurrent job), `spawn`
 //! starting a process and streaming its output, and `hydra` the MPI
 //! environment and files that land `mpiexec` on the allocation.
 
@@ -17,4 +18,5 @@ pub mod hydra;
 pub mod outfiles;
 pub mod procs;
 pub mod signal;
+pub mod slots;
 pub(crate) mod spawn;

@@ -16,6 +16,7 @@ pub(crate) fn node_info(name: &str, cores: u32) -> NodeInfo {
         policy: Default::default(),
         held: vec![],
         instance: String::new(),
+        isolation: None,
     }
 }
 

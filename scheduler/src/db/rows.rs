@@ -622,6 +622,7 @@ impl From<NodeRow> for NodeInfo {
             },
             held: Vec::new(),
             instance: n.instance,
+            isolation: None,
         }
     }
 }

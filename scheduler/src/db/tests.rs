@@ -166,6 +166,7 @@ fn node_rows_round_trip_without_held_runs() {
         policy: graze_proto::OwnerPolicy::default(),
         held: vec![],
         instance: "i".into(),
+        isolation: None,
     };
     let text = serde_json::to_vec(&NodeRow::from(&info)).unwrap();
     let back: NodeRow = serde_json::from_slice(&text).unwrap();

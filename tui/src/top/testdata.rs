@@ -32,6 +32,7 @@ fn node(
             software: "graze-agent 0.1.0".into(),
             held: vec![],
             instance: String::new(),
+            isolation: None,
             policy: Default::default(),
         },
         online,
