@@ -174,12 +174,16 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Processes of this cluster running the engine wrapper.
+/// Processes of this cluster running the engine wrapper (Python processes, not the `sh` or
+/// `mpiexec` whose arguments name it).
 fn engine_processes(c: &Cluster) -> Vec<u32> {
     let mark = format!("GRAZE_TEST_CLUSTER={}", c.dir.path().display());
     processes_with_env(&[&mark])
         .into_iter()
-        .filter(|p| graze_tests::process_cmdline(*p).contains("graze_ipyparallel.engine"))
+        .filter(|p| {
+            graze_tests::process_name(*p).is_some_and(|n| n.starts_with("python"))
+                && graze_tests::process_cmdline(*p).contains("graze_ipyparallel.engine")
+        })
         .collect()
 }
 
@@ -189,8 +193,11 @@ rc = ipp.Client(profile_dir="{profile}")
 rc.wait_for_engines(4, timeout=150)
 def f(x):
     return x * x + 1
+def node():
+    import os
+    return os.environ.get("GRAZE_NODE")
 squares = rc[:].map_sync(f, range(100))
-nodes = rc[:].apply_sync(lambda: os.environ.get("GRAZE_NODE"))
+nodes = rc[:].apply_sync(node)
 hosts = rc[:].apply_sync(socket.gethostname)
 print(json.dumps({"ok": squares == [f(x) for x in range(100)], "nodes": nodes,
                   "hosts": hosts, "ids": rc.ids}))
