@@ -226,7 +226,13 @@ fn ipcluster_runs_engines_as_one_graze_job() {
     let job = c.show(id);
     assert_eq!(job["state"], "running", "{job}");
     assert_eq!(job["spec"]["nprocs"], 4, "{job}");
-    assert_eq!(c.graze_json(&["queue", "--all", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.graze_json(&["queue", "--all", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(engine_processes(&c).len(), 4);
 
     assert!(ipc.stop(), "ipcluster stop failed:\n{}", ipc.log());
@@ -272,7 +278,9 @@ fn owner_returns_during_a_long_map() {
     let id = engines_job(&c);
     let client = ipc.client(LONG_MAP);
     let marker = c.dir.path().join("map-started");
-    wait_for("the long map started", LONG, || marker.exists().then_some(()));
+    wait_for("the long map started", LONG, || {
+        marker.exists().then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
 
     touch(&c.agents[0].idle_file);
@@ -291,7 +299,10 @@ fn owner_returns_during_a_long_map() {
     let before: Vec<Option<u64>> = engines.iter().map(|p| cpu_ticks(*p)).collect();
     std::thread::sleep(Duration::from_secs(3));
     let after: Vec<Option<u64>> = engines.iter().map(|p| cpu_ticks(*p)).collect();
-    assert_eq!(before, after, "an engine used CPU while the owner was there");
+    assert_eq!(
+        before, after,
+        "an engine used CPU while the owner was there"
+    );
     assert!(engines.iter().all(|p| process_state(*p) == Some('T')));
 
     wait_for("the job resumed", LONG, || {
@@ -304,11 +315,95 @@ fn owner_returns_during_a_long_map() {
     );
     let r = finish(client, "long map client");
     assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["ids_before"], r["ids_after"], "an engine was dropped: {r}");
+    assert_eq!(
+        r["ids_before"], r["ids_after"],
+        "an engine was dropped: {r}"
+    );
     let job = c.show(id);
     assert_eq!(job["requeues"], 0, "{job}");
     assert_eq!(job["state"], "running", "{job}");
     drop(ipc);
+    wait_for("no engine process left", LONG, || {
+        engine_processes(&c).is_empty().then_some(())
+    });
+}
+
+/// `graze engines -n 2`: controller and engines in one command, the printed lines work in a
+/// client, and Ctrl-C (SIGINT) stops it all.
+#[test]
+fn graze_engines_shortcut() {
+    let Some(python) = venv_python() else { return };
+    let mut c = Cluster::start(&[]);
+    c.add_agent("a2", "127.0.0.2", 1, &[]);
+    c.add_agent("a3", "127.0.0.3", 1, &[]);
+    c.wait_offered(2);
+    let dir = c.dir.path().to_owned();
+    let mut graze = Command::new(graze_tests::bin("graze"))
+        .arg("--access")
+        .arg(&c.access)
+        .args(["engines", "-n", "2", "--python"])
+        .arg(&python)
+        .arg("--profile-dir")
+        .arg(dir.join("eprof"))
+        .env("PATH", test_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running graze engines");
+    let stdout = graze.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
+    let deadline = Instant::now() + LONG;
+    while !printed.contains("rc.wait_for_engines(2)") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => printed += &(l + "\n"),
+            Err(_) => panic!("graze engines printed no client lines: {printed}"),
+        }
+    }
+    let code: String = printed
+        .lines()
+        .filter(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let script = format!(
+        "{code}import json\nprint(json.dumps(rc[:].map_sync(lambda x: x + 1, range(10))))\n"
+    );
+    std::fs::write(dir.join("paste.py"), script).unwrap();
+    let client = python_cmd(&python, &dir, &c.access)
+        .arg(dir.join("paste.py"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = finish(client, "the pasted lines");
+    assert_eq!(r, serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+    let id = engines_job(&c);
+    assert_eq!(c.show(id)["state"], "running");
+
+    unsafe { libc::kill(graze.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = graze.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < LONG, "graze engines did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    wait_for("the engines' job cancelled", LONG, || {
+        (c.show(id)["state"] == "cancelled").then_some(())
+    });
     wait_for("no engine process left", LONG, || {
         engine_processes(&c).is_empty().then_some(())
     });

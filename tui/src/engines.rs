@@ -31,7 +31,12 @@ pub struct EnginesArgs {
     #[arg(long, value_name = "NODES", value_delimiter = ',', value_parser = crate::cli::parse_name)]
     pub nodes: Vec<String>,
     /// The engines' job priority.
-    #[arg(long, value_name = "P", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub priority: i32,
     /// What engines do when a PC's owner returns: `wait` (suspended until the owner leaves)
     /// or `requeue` (the job is requeued elsewhere, tasks fail and may be retried).
@@ -88,7 +93,10 @@ pub fn ipcluster_args(a: &EnginesArgs, profile: &Path, controller_runs: bool) ->
         format!("[{}]", quoted.join(","))
     };
     if !a.groups.is_empty() {
-        v.push(format!("--GrazeEngineSetLauncher.groups={}", list(&a.groups)));
+        v.push(format!(
+            "--GrazeEngineSetLauncher.groups={}",
+            list(&a.groups)
+        ));
     }
     if !a.nodes.is_empty() {
         v.push(format!("--GrazeEngineSetLauncher.nodes={}", list(&a.nodes)));
@@ -103,7 +111,7 @@ pub fn ipcluster_args(a: &EnginesArgs, profile: &Path, controller_runs: bool) ->
 /// What to paste into a notebook.
 pub fn client_lines(client_file: &Path, n: u32) -> String {
     format!(
-        "    import ipyparallel as ipp\n    rc = ipp.Client(url_file=\"{}\")\n    rc.wait_for_engines({n})\n",
+        "    import ipyparallel as ipp\n    rc = ipp.Client(\"{}\")\n    rc.wait_for_engines({n})\n",
         client_file.display()
     )
 }
@@ -135,8 +143,7 @@ pub async fn run(args: EnginesArgs, access: Option<&Path>) -> anyhow::Result<Exi
     let client = client_file(&profile);
     let controller_runs = client.exists() && controller_alive(&python, &profile).await;
     let log_dir = profile.join("log");
-    std::fs::create_dir_all(&log_dir)
-        .with_context(|| format!("creating {}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let log_path = log_dir.join(format!("graze-engines-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
@@ -236,13 +243,17 @@ async fn controller_alive(python: &Path, profile: &Path) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> EnginesArgs {
         let mut v = vec!["graze", "engines"];
         v.extend_from_slice(extra);
-        match <crate::cli::Cli as clap::Parser>::try_parse_from(v).unwrap().command {
+        match <crate::cli::Cli as clap::Parser>::try_parse_from(v)
+            .unwrap()
+            .command
+        {
             crate::cli::Command::Engines(a) => a,
             other => panic!("{other:?}"),
         }
@@ -250,7 +261,16 @@ mod tests {
 
     #[test]
     fn start_args_carry_the_options() {
-        let a = args(&["-n", "8", "--group", "lab", "--nodes", "a1,a2", "--priority", "-3"]);
+        let a = args(&[
+            "-n",
+            "8",
+            "--group",
+            "lab",
+            "--nodes",
+            "a1,a2",
+            "--priority",
+            "-3",
+        ]);
         let v = ipcluster_args(&a, Path::new("/p"), false);
         assert_eq!(
             v,
@@ -267,7 +287,11 @@ mod tests {
                 "--GrazeEngineSetLauncher.on_owner=wait",
             ]
         );
-        let v = ipcluster_args(&args(&["-n", "2", "--on-owner", "requeue"]), Path::new("/p"), true);
+        let v = ipcluster_args(
+            &args(&["-n", "2", "--on-owner", "requeue"]),
+            Path::new("/p"),
+            true,
+        );
         assert_eq!(v[0], "engines");
         assert!(!v.iter().any(|x| x.starts_with("--controller")));
         assert!(v.contains(&"--GrazeEngineSetLauncher.on_owner=requeue".to_string()));
@@ -275,8 +299,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let parse =
-            |v: &[&str]| <crate::cli::Cli as clap::Parser>::try_parse_from(v).map(|_| ());
+        let parse = |v: &[&str]| <crate::cli::Cli as clap::Parser>::try_parse_from(v).map(|_| ());
         assert!(parse(&["graze", "engines", "-n", "0"]).is_err());
         assert!(parse(&["graze", "engines"]).is_err());
         assert!(parse(&["graze", "engines", "-n", "2", "--on-owner", "later"]).is_err());
@@ -298,7 +321,7 @@ mod tests {
             Path::new("/x/security/ipcontroller-graze-client.json")
         );
         let lines = client_lines(Path::new("/x/c.json"), 4);
-        assert!(lines.contains("rc = ipp.Client(url_file=\"/x/c.json\")"), "{lines}");
+        assert!(lines.contains("rc = ipp.Client(\"/x/c.json\")"), "{lines}");
         assert!(lines.contains("rc.wait_for_engines(4)"), "{lines}");
     }
 }

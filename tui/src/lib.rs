@@ -294,7 +294,9 @@ async fn dispatch(
                 print(&report::report_table(&r))?;
             }
         }
-        Command::Top | Command::Demo(_) | Command::Engines(_) => bail!("internal: {command:?} reached dispatch"),
+        Command::Top | Command::Demo(_) | Command::Engines(_) => {
+            bail!("internal: {command:?} reached dispatch")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
