@@ -236,7 +236,13 @@ exec {mpiexec} {program_and_args}
 
     def start(self, n=1):
         """Submit the engines' job; returns its id. Ends are noticed by polling `graze show`."""
-        self.write_batch_script(n)  # also keeps a copy beside the profile's logs
+        # The script is passed in the submit command; a copy is kept beside the profile's
+        # logs (never in the current directory, where ipcluster's work_dir points).
+        if self.profile_dir:
+            log_dir = os.path.join(self.profile_dir, "log")
+            os.makedirs(log_dir, exist_ok=True)
+            self.batch_file = os.path.join(log_dir, f"{self.identifier}.graze.sh")
+        self.write_batch_script(n)
         with open(self.batch_file) as f:
             script = f.read()
         self.log.info(
