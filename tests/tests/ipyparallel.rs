@@ -408,3 +408,76 @@ fn graze_engines_shortcut() {
         engine_processes(&c).is_empty().then_some(())
     });
 }
+
+const RETRIED_MAP: &str = r#"
+import json, time, ipyparallel as ipp
+rc = ipp.Client(profile_dir="{profile}")
+rc.wait_for_engines(4, timeout=150)
+ids = list(rc.ids)
+def slow(x):
+    import time
+    time.sleep(1.0)
+    return x * 5
+lv = rc.load_balanced_view()
+lv.set_flags(retries=5)
+ar = lv.map_async(slow, range(60))
+open("map-started", "w").write("")
+result = ar.get(timeout=600)
+print(json.dumps({"ok": result == [x * 5 for x in range(60)], "ids_before": ids,
+                  "ids_after": rc.ids}))
+"#;
+
+/// `on_owner=requeue`: the owner of a2 stays 20 s during a load-balanced map with retries.
+/// The launcher requeues the suspended job (its engines are killed, nothing of it runs while
+/// the owner is there), graze starts it again when a2 is free, 4 new engines register, and
+/// the old engines' tasks are retried on them: the map is right.
+#[test]
+fn owner_returns_engines_are_requeued() {
+    let Some(python) = venv_python() else { return };
+    let mut c = Cluster::start(&[]);
+    let policy = ["--resume-after", "10m", "--vacate-after", "10m"];
+    c.add_agent("a2", "127.0.0.2", 2, &policy);
+    c.add_agent("a3", "127.0.0.3", 2, &policy);
+    c.wait_offered(2);
+
+    let ipc = IpCluster::start(
+        &c,
+        &python,
+        4,
+        &[
+            "--GrazeEngineSetLauncher.on_owner=requeue",
+            "--GrazeEngineSetLauncher.requeue_after=3",
+            "--GrazeControllerLauncher.heartbeat_tolerance=30",
+        ],
+    );
+    let id = engines_job(&c);
+    let client = ipc.client(RETRIED_MAP);
+    let marker = c.dir.path().join("map-started");
+    wait_for("the map started", LONG, || marker.exists().then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let typing = graze_tests::Typing::start(c.agents[0].idle_file.clone(), Duration::from_secs(20));
+    wait_for("the engines' job requeued", LONG, || {
+        (c.show(id)["requeues"].as_u64() == Some(1)).then_some(())
+    });
+    wait_for("every old engine gone", LONG, || {
+        engine_processes(&c).is_empty().then_some(())
+    });
+    // While the owner types the job waits (a3 alone has 2 of its 4 cores): nothing of it runs.
+    let job = c.show(id);
+    assert_eq!(job["state"], "queued", "{job}");
+    assert!(engine_processes(&c).is_empty());
+    drop(typing);
+
+    let r = finish(client, "retried map client");
+    assert_eq!(r["ok"], true, "{r}");
+    let before: Vec<u64> = serde_json::from_value(r["ids_before"].clone()).unwrap();
+    let after: Vec<u64> = serde_json::from_value(r["ids_after"].clone()).unwrap();
+    assert_eq!(after.len(), 4, "{r}");
+    assert!(after.iter().all(|e| !before.contains(e)), "{r}");
+    assert_eq!(c.show(id)["state"], "running");
+    drop(ipc);
+    wait_for("no engine process left", LONG, || {
+        engine_processes(&c).is_empty().then_some(())
+    });
+}

@@ -87,6 +87,11 @@ pub fn ipcluster_args(a: &EnginesArgs, profile: &Path, controller_runs: bool) ->
     ];
     if !controller_runs {
         v.push("--controller=graze".into());
+        if a.on_owner == "requeue" {
+            // Requeued engines are killed without unregistering: the controller should drop
+            // them soon (ipyparallel's 30 s) so their tasks are retried on the replacements.
+            v.push("--GrazeControllerLauncher.heartbeat_tolerance=30".into());
+        }
     }
     let list = |xs: &[String]| {
         let quoted: Vec<String> = xs.iter().map(|x| format!("'{x}'")).collect();
@@ -287,6 +292,12 @@ mod tests {
                 "--GrazeEngineSetLauncher.on_owner=wait",
             ]
         );
+        let v = ipcluster_args(
+            &args(&["-n", "2", "--on-owner", "requeue"]),
+            Path::new("/p"),
+            false,
+        );
+        assert!(v.contains(&"--GrazeControllerLauncher.heartbeat_tolerance=30".to_string()));
         let v = ipcluster_args(
             &args(&["-n", "2", "--on-owner", "requeue"]),
             Path::new("/p"),
