@@ -65,7 +65,7 @@ impl IpCluster {
         let child = python_cmd(python, &dir, &c.access)
             .args(["-m", "ipyparallel.cluster", "start"])
             .arg(format!("-n={n}"))
-            .args(["--engines=graze", "--controller=graze"])
+            .arg("--engines=graze")
             .arg(format!("--profile-dir={}", profile.display()))
             .args(extra)
             .stdout(log.try_clone().unwrap())
@@ -211,6 +211,7 @@ fn ipcluster_runs_engines_as_one_graze_job() {
     c.add_agent("a3", "127.0.0.3", 2, &[]);
     c.wait_offered(2);
 
+    // Exactly the issue's command: graze engines beside ipyparallel's own local controller.
     let mut ipc = IpCluster::start(&c, &python, 4, &[]);
     let id = engines_job(&c);
     let r = finish(ipc.client(MAP), "map client");
@@ -274,7 +275,7 @@ fn owner_returns_during_a_long_map() {
     c.add_agent("a3", "127.0.0.3", 2, &policy);
     c.wait_offered(2);
 
-    let ipc = IpCluster::start(&c, &python, 4, &[]);
+    let ipc = IpCluster::start(&c, &python, 4, &["--controller=graze"]);
     let id = engines_job(&c);
     let client = ipc.client(LONG_MAP);
     let marker = c.dir.path().join("map-started");
@@ -445,6 +446,7 @@ fn owner_returns_engines_are_requeued() {
         &python,
         4,
         &[
+            "--controller=graze",
             "--GrazeEngineSetLauncher.on_owner=requeue",
             "--GrazeEngineSetLauncher.requeue_after=3",
             "--GrazeControllerLauncher.heartbeat_tolerance=30",
@@ -479,5 +481,53 @@ fn owner_returns_engines_are_requeued() {
     drop(ipc);
     wait_for("no engine process left", LONG, || {
         engine_processes(&c).is_empty().then_some(())
+    });
+}
+
+const DASK: &str = r#"
+import json
+from distributed import Client
+from graze_ipyparallel.dask import GrazeCluster
+cluster = GrazeCluster(cores=2, memory="1GB", scheduler_options={"dashboard_address": None})
+cluster.scale(jobs=2)
+client = Client(cluster)
+client.wait_for_workers(4, timeout=150)
+total = sum(client.gather(client.map(lambda x: x * 2, range(100))))
+nodes = sorted(client.run(lambda: __import__("os").environ.get("GRAZE_NODE") or "?").values())
+cluster.close()
+print(json.dumps({"total": total, "nodes": nodes}))
+"#;
+
+/// Dask's `GrazeCluster`: two graze jobs of 2 single-threaded workers, one per core.
+#[test]
+fn dask_workers_as_graze_jobs() {
+    let Some(python) = venv_python() else { return };
+    let mut c = Cluster::start(&[]);
+    c.add_agent("a2", "127.0.0.2", 2, &[]);
+    c.add_agent("a3", "127.0.0.3", 2, &[]);
+    c.wait_offered(2);
+    let dir = c.dir.path().to_owned();
+    std::fs::write(dir.join("dask_client.py"), DASK).unwrap();
+    let client = python_cmd(&python, &dir, &c.access)
+        .arg(dir.join("dask_client.py"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = finish(client, "the dask client");
+    assert_eq!(r["total"], 9900, "{r}");
+    assert_eq!(
+        r["nodes"],
+        serde_json::json!(["a2", "a2", "a3", "a3"]),
+        "{r}"
+    );
+    let jobs = c.graze_json(&["queue", "--all", "--json"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+    wait_for("both worker jobs cancelled", LONG, || {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| c.show(j["id"].as_u64().unwrap())["state"] == "cancelled")
+            .then_some(())
     });
 }

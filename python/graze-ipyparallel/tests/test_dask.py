@@ -19,6 +19,8 @@ def test_one_graze_job_of_single_threaded_workers():
         )
         script = job.job_script()
         assert "exec mpiexec sh -c" in script
+        assert 'GRAZE_RANK_NODES=$(paste -sd, "$GRAZE_NODEFILE")' in script
+        assert "export GRAZE_NODE && exec " in script
         assert "--name w-$PMI_RANK" in script
         assert "--nthreads 1" in script and "--nworkers" not in script
         assert "tcp://10.0.0.1:8786" in script

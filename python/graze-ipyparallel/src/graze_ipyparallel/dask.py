@@ -100,8 +100,18 @@ class GrazeJob(Job):
         self.job_header = ""
 
     def job_script(self):
-        script = super().job_script()
-        return script.replace(self._command_template, "exec mpiexec sh -c " + shlex.quote(self._command_template))
+        # One worker per rank; each learns its node (GRAZE_NODE) from the job's node file,
+        # read on the first node and passed on by mpiexec in GRAZE_RANK_NODES.
+        per_rank = (
+            'GRAZE_NODE=$(echo "$GRAZE_RANK_NODES" | cut -d, -f$((PMI_RANK + 1))) '
+            "&& export GRAZE_NODE && exec " + self._command_template
+        )
+        run = (
+            'GRAZE_RANK_NODES=$(paste -sd, "$GRAZE_NODEFILE")\n'
+            "export GRAZE_RANK_NODES\n"
+            "exec mpiexec sh -c " + shlex.quote(per_rank)
+        )
+        return super().job_script().replace(self._command_template, run)
 
     def submit_args(self, script):
         base = self.graze + (["--access", self.access] if self.access else [])
