@@ -352,6 +352,16 @@ fn graze_engines_shortcut() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("running graze engines");
+    // A failing test still stops it (and, through its parent-death signal, its Python side).
+    struct KillOnDrop(Option<u32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+    let mut guard = KillOnDrop(Some(graze.id()));
     let stdout = graze.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -396,6 +406,7 @@ fn graze_engines_shortcut() {
     let start = Instant::now();
     let status = loop {
         if let Some(st) = graze.try_wait().unwrap() {
+            guard.0 = None; // reaped: its pid may be reused
             break st;
         }
         assert!(start.elapsed() < LONG, "graze engines did not stop");

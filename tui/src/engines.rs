@@ -1,9 +1,9 @@
 //! `graze engines -n N`: IPython engines on graze in one command. A thin front to the Python
-//! package `graze-ipyparallel` (python/graze-ipyparallel): it runs `ipcluster start -n N
-//! --engines=graze --controller=graze` (or `ipcluster engines` when that profile's graze
-//! cluster already runs a controller), prints what to paste into a notebook once the
-//! controller's client file exists, and on Ctrl-C stops what it started: ipcluster cancels
-//! the engines' graze job and stops its controller.
+//! package `graze-ipyparallel` (python/graze-ipyparallel): it runs `python -m
+//! graze_ipyparallel.engines`, which uses the profile's running graze controller or starts one
+//! and submits the engines as one graze job; prints what to paste into a notebook once that
+//! answers; and on Ctrl-C passes one SIGINT on, which stops what it started (graze cancels the
+//! engines' job; a controller it started stops too).
 
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -11,12 +11,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt as _;
 
-/// The ipyparallel cluster id `graze engines` uses: `ipcontroller-graze-client.json`.
-pub const CLUSTER_ID: &str = "graze";
-
-/// How long the controller may take to write its client file.
-const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the controller and the submit may take.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Arguments of `graze engines`.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -68,49 +66,38 @@ pub fn profile_dir(
     Ok(base.join("profile_graze"))
 }
 
-/// The controller's client connection file in `profile`.
-pub fn client_file(profile: &Path) -> PathBuf {
-    profile
-        .join("security")
-        .join(format!("ipcontroller-{CLUSTER_ID}-client.json"))
-}
-
-/// `ipcluster` arguments (after `python -m ipyparallel.cluster`): `start` with a graze
-/// controller, or `engines` when a controller of this profile already runs.
-pub fn ipcluster_args(a: &EnginesArgs, profile: &Path, controller_runs: bool) -> Vec<String> {
+/// Arguments of `python -m graze_ipyparallel.engines`.
+pub fn python_args(a: &EnginesArgs, profile: &Path) -> Vec<String> {
     let mut v = vec![
-        if controller_runs { "engines" } else { "start" }.to_string(),
-        format!("--n={}", a.n),
-        "--engines=graze".to_string(),
-        format!("--profile-dir={}", profile.display()),
-        format!("--cluster-id={CLUSTER_ID}"),
+        "-m".to_string(),
+        "graze_ipyparallel.engines".to_string(),
+        "-n".to_string(),
+        a.n.to_string(),
+        "--profile-dir".to_string(),
+        profile.display().to_string(),
     ];
-    if !controller_runs {
-        v.push("--controller=graze".into());
-        if a.on_owner == "requeue" {
-            // Requeued engines are killed without unregistering: the controller should drop
-            // them soon (ipyparallel's 30 s) so their tasks are retried on the replacements.
-            v.push("--GrazeControllerLauncher.heartbeat_tolerance=30".into());
-        }
+    for g in &a.groups {
+        v.extend(["--group".to_string(), g.clone()]);
     }
-    let list = |xs: &[String]| {
-        let quoted: Vec<String> = xs.iter().map(|x| format!("'{x}'")).collect();
-        format!("[{}]", quoted.join(","))
-    };
-    if !a.groups.is_empty() {
-        v.push(format!(
-            "--GrazeEngineSetLauncher.groups={}",
-            list(&a.groups)
-        ));
-    }
-    if !a.nodes.is_empty() {
-        v.push(format!("--GrazeEngineSetLauncher.nodes={}", list(&a.nodes)));
+    for n in &a.nodes {
+        v.extend(["--nodes".to_string(), n.clone()]);
     }
     if a.priority != 0 {
-        v.push(format!("--GrazeEngineSetLauncher.priority={}", a.priority));
+        v.push(format!("--priority={}", a.priority));
     }
-    v.push(format!("--GrazeEngineSetLauncher.on_owner={}", a.on_owner));
+    v.extend(["--on-owner".to_string(), a.on_owner.clone()]);
     v
+}
+
+/// What the Python side says once the engines' job is submitted.
+#[derive(serde::Deserialize, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The controller's client connection file.
+    pub client_file: PathBuf,
+    /// The engines' graze job.
+    pub job_id: String,
+    /// True when this run started the controller (and stops it at the end).
+    pub own_controller: bool,
 }
 
 /// What to paste into a notebook.
@@ -145,69 +132,81 @@ pub async fn run(args: EnginesArgs, access: Option<&Path>) -> anyhow::Result<Exi
         std::env::var_os("IPYTHONDIR"),
         std::env::var_os("HOME"),
     )?;
-    let client = client_file(&profile);
-    let controller_runs = client.exists() && controller_alive(&python, &profile).await;
     let log_dir = profile.join("log");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let log_path = log_dir.join(format!("graze-engines-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = tokio::process::Command::new(&python);
-    cmd.args(["-m", "ipyparallel.cluster"])
-        .args(ipcluster_args(&args, &profile, controller_runs))
+    cmd.args(python_args(&args, &profile))
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(Stdio::piped())
         .stderr(log)
         // Its own process group: a terminal's Ctrl-C reaches graze only, which passes one
-        // SIGINT on (two would make ipcluster exit without stopping the engines).
+        // SIGINT on.
         .process_group(0);
     if let Some(a) = access {
         cmd.env("GRAZE_ACCESS", a);
     }
-    let mut child = cmd.spawn().context("starting ipcluster")?;
+    // If graze dies without passing Ctrl-C on, the Python side still stops what it started.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .context("starting python -m graze_ipyparallel.engines")?;
     eprintln!(
-        "graze: {} {} engines (ipcluster log: {})",
-        if controller_runs {
-            "adding to the running controller"
-        } else {
-            "starting a controller and"
-        },
+        "graze: starting {} engines (log: {})",
         args.n,
         log_path.display()
     );
-    let waited = tokio::time::Instant::now();
-    loop {
-        if !controller_runs && client.exists() {
-            break;
+    let stdout = child.stdout.take().context("internal: no stdout pipe")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let started = tokio::select! {
+        line = tokio::time::timeout(START_TIMEOUT, lines.next_line()) => line,
+        _ = tokio::signal::ctrl_c() => {
+            stop(&mut child).await;
+            return Ok(ExitCode::SUCCESS);
         }
-        if controller_runs && waited.elapsed() > Duration::from_secs(2) {
-            break;
-        }
-        if let Some(st) = child.try_wait()? {
+    };
+    let started: Started = match started {
+        Ok(Ok(Some(line))) => serde_json::from_str(&line).with_context(|| {
+            format!("unexpected answer from graze_ipyparallel.engines: {line:?}")
+        })?,
+        Ok(Ok(None)) | Ok(Err(_)) => {
+            let st = child.wait().await?;
             bail!(
-                "ipcluster exited ({st}) before its controller was up; see {}",
+                "the engines did not start ({st}); see {}",
                 log_path.display()
             );
         }
-        if waited.elapsed() > CONTROLLER_TIMEOUT {
+        Err(_) => {
             stop(&mut child).await;
             bail!(
-                "no controller client file {} after {CONTROLLER_TIMEOUT:?}; see {}",
-                client.display(),
+                "the engines were not submitted after {START_TIMEOUT:?}; see {}",
                 log_path.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     println!(
-        "The engines are one graze job (`graze queue`). In Python or a notebook:\n\n{}\nCtrl-C stops the engines{}.",
-        client_lines(&client, args.n),
-        if controller_runs { "" } else { " and the controller" }
+        "The engines are graze job {} (`graze show {}`). In Python or a notebook:\n\n{}\nCtrl-C stops the engines{}.",
+        started.job_id,
+        started.job_id,
+        client_lines(&started.client_file, args.n),
+        if started.own_controller {
+            " and the controller"
+        } else {
+            " (the controller was running already and stays)"
+        }
     );
     tokio::select! {
         st = child.wait() => {
             let st = st?;
-            eprintln!("graze: ipcluster exited ({st}); see {}", log_path.display());
+            eprintln!("graze: the engines' job ended; see {}", log_path.display());
             return Ok(if st.success() { ExitCode::SUCCESS } else { ExitCode::from(crate::EXIT_ERROR) });
         }
         _ = tokio::signal::ctrl_c() => {}
@@ -217,34 +216,18 @@ pub async fn run(args: EnginesArgs, access: Option<&Path>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGINT to ipcluster, which stops its engines (and its controller); SIGKILL after 60 s.
+/// SIGINT to the Python side, which stops what it started; SIGKILL after 90 s.
 async fn stop(child: &mut tokio::process::Child) {
     if let Some(pid) = child.id() {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
     }
-    if tokio::time::timeout(Duration::from_secs(60), child.wait())
+    if tokio::time::timeout(Duration::from_secs(90), child.wait())
         .await
         .is_err()
     {
         let _ = child.kill().await;
     }
-}
-
-/// True when ipyparallel says the profile's graze cluster has a running controller.
-async fn controller_alive(python: &Path, profile: &Path) -> bool {
-    let code = format!(
-        "import sys, ipyparallel as ipp\n\
-         try:\n    c = ipp.Cluster.from_file(profile_dir={:?}, cluster_id={CLUSTER_ID:?})\n\
-         except Exception:\n    sys.exit(1)\n\
-         sys.exit(0 if c.controller is not None and c.controller.running else 1)\n",
-        profile.display().to_string()
-    );
-    tokio::process::Command::new(python)
-        .args(["-c", &code])
-        .output()
-        .await
-        .is_ok_and(|o| o.status.success())
 }
 
 #[cfg(test)]
@@ -265,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn start_args_carry_the_options() {
+    fn python_args_carry_the_options() {
         let a = args(&[
             "-n",
             "8",
@@ -276,36 +259,41 @@ mod tests {
             "--priority",
             "-3",
         ]);
-        let v = ipcluster_args(&a, Path::new("/p"), false);
         assert_eq!(
-            v,
+            python_args(&a, Path::new("/p")),
             [
-                "start",
-                "--n=8",
-                "--engines=graze",
-                "--profile-dir=/p",
-                "--cluster-id=graze",
-                "--controller=graze",
-                "--GrazeEngineSetLauncher.groups=['lab']",
-                "--GrazeEngineSetLauncher.nodes=['a1','a2']",
-                "--GrazeEngineSetLauncher.priority=-3",
-                "--GrazeEngineSetLauncher.on_owner=wait",
+                "-m",
+                "graze_ipyparallel.engines",
+                "-n",
+                "8",
+                "--profile-dir",
+                "/p",
+                "--group",
+                "lab",
+                "--nodes",
+                "a1",
+                "--nodes",
+                "a2",
+                "--priority=-3",
+                "--on-owner",
+                "wait",
             ]
         );
-        let v = ipcluster_args(
+        let v = python_args(
             &args(&["-n", "2", "--on-owner", "requeue"]),
             Path::new("/p"),
-            false,
         );
-        assert!(v.contains(&"--GrazeControllerLauncher.heartbeat_tolerance=30".to_string()));
-        let v = ipcluster_args(
-            &args(&["-n", "2", "--on-owner", "requeue"]),
-            Path::new("/p"),
-            true,
-        );
-        assert_eq!(v[0], "engines");
-        assert!(!v.iter().any(|x| x.starts_with("--controller")));
-        assert!(v.contains(&"--GrazeEngineSetLauncher.on_owner=requeue".to_string()));
+        assert_eq!(v[v.len() - 2..], ["--on-owner", "requeue"]);
+    }
+
+    #[test]
+    fn the_started_line_parses() {
+        let s: Started = serde_json::from_str(
+            r#"{"client_file": "/p/security/c.json", "job_id": "7", "own_controller": true}"#,
+        )
+        .unwrap();
+        assert_eq!(s.job_id, "7");
+        assert!(s.own_controller);
     }
 
     #[test]
@@ -326,10 +314,6 @@ mod tests {
         assert_eq!(
             profile_dir(Some(Path::new("/x")), None, None).unwrap(),
             Path::new("/x")
-        );
-        assert_eq!(
-            client_file(Path::new("/x")),
-            Path::new("/x/security/ipcontroller-graze-client.json")
         );
         let lines = client_lines(Path::new("/x/c.json"), 4);
         assert!(lines.contains("rc = ipp.Client(\"/x/c.json\")"), "{lines}");

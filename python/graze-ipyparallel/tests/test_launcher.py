@@ -217,3 +217,17 @@ def test_entry_points_are_registered():
 
     assert find_launcher_class("graze", "engine") is GrazeEngineSetLauncher
     assert find_launcher_class("graze", "controller") is GrazeControllerLauncher
+
+
+def test_engines_command_line():
+    from graze_ipyparallel import engines as eng
+
+    a = eng.parse(["-n", "4", "--profile-dir", "/p", "--group", "lab", "--nodes", "a1",
+                   "--nodes", "a2", "--priority=-3", "--on-owner", "requeue"])
+    assert (a.n, a.profile_dir, a.cluster_id) == (4, "/p", "graze")
+    assert a.group == ["lab"] and a.nodes == ["a1", "a2"]
+    assert a.priority == -3 and a.on_owner == "requeue"
+    with pytest.raises(SystemExit):
+        eng.parse(["-n", "0", "--profile-dir", "/p"])
+    with pytest.raises(SystemExit):
+        eng.parse(["-n", "2", "--profile-dir", "/p", "--on-owner", "later"])
