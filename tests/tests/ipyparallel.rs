@@ -13,9 +13,14 @@ use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(180);
 
-/// The venv's python, made by `scripts/setup` when missing; `None` (the test skips) when it
-/// cannot be made.
+/// The venv's python, made by `scripts/setup` when missing (once per test binary: the tests
+/// run in parallel); `None` (the test skips) when it cannot be made.
 fn venv_python() -> Option<PathBuf> {
+    static PYTHON: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_venv).clone()
+}
+
+fn make_venv() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let venv = std::env::var_os("GRAZE_PY_VENV")
         .map(PathBuf::from)
