@@ -231,3 +231,10 @@ def test_engines_command_line():
         eng.parse(["-n", "0", "--profile-dir", "/p"])
     with pytest.raises(SystemExit):
         eng.parse(["-n", "2", "--profile-dir", "/p", "--on-owner", "later"])
+
+
+def test_loopback_controller_is_noticed():
+    assert launcher.loopback_only('{"interface": "tcp://127.0.0.1"}')
+    assert not launcher.loopback_only('{"interface": "tcp://*"}')
+    assert not launcher.loopback_only('{"interface": "tcp://10.0.0.5"}')
+    assert not launcher.loopback_only("not json")

@@ -72,6 +72,16 @@ def heartbeat_misses(tolerance_s, period_ms=3000):
     return max(10, math.ceil(tolerance_s * 1000.0 / period_ms))
 
 
+def loopback_only(connection_info_json):
+    """True when the controller's connection info names a loopback interface."""
+    try:
+        interface = json.loads(connection_info_json).get("interface", "")
+    except (ValueError, AttributeError):
+        return False
+    host = interface.split("://", 1)[-1]
+    return host.startswith("127.") or host in ("localhost", "::1", "[::1]")
+
+
 def job_state(show_json):
     """The state string of `graze show ID --json`, lower case (`running`, `suspended`, ...)."""
     state = show_json.get("state")
@@ -190,6 +200,13 @@ exec {mpiexec} {program_and_args}
                     f"no controller connection info: $IPP_CONNECTION_INFO unset and {path}: {e}"
                 ) from e
         env["IPP_CONNECTION_INFO"] = info
+        if loopback_only(info):
+            self.log.warning(
+                "the controller listens on a loopback address only (%s): engines on other "
+                "PCs cannot reach it; use --controller=graze (every interface) or "
+                "--IPController.ip=ADDRESS",
+                json.loads(info).get("interface"),
+            )
         if self.cluster_id:
             env["IPP_CLUSTER_ID"] = self.cluster_id
         for name in self.forward_env:
