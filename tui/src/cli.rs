@@ -144,6 +144,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Live terminal UI: nodes, queue, a job's ranks and output (`?` lists the keys).
     Top,
+    /// IPython engines on N idle cores, as one job: starts an ipyparallel controller here (if
+    /// none runs), prints the lines for a notebook; Ctrl-C stops it all. Needs the Python
+    /// package graze-ipyparallel.
+    Engines(crate::engines::EnginesArgs),
     /// Start a scheduler and 4 agents on this machine (127.0.0.2-5), submit Pi jobs and open
     /// `graze top`; everything started stops when it exits.
     Demo(DemoArgs),

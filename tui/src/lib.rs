@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod clusrun;
 pub mod demo;
+pub mod engines;
 pub mod format;
 pub mod report;
 pub mod top;
@@ -90,6 +91,9 @@ fn tui_log_file() -> PathBuf {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
+    }
+    if let Command::Engines(args) = cli.command {
+        return engines::run(args, cli.access.as_deref()).await;
     }
     // Everything that can be checked without the scheduler is checked first.
     let spec = match &cli.command {
@@ -290,7 +294,9 @@ async fn dispatch(
                 print(&report::report_table(&r))?;
             }
         }
-        Command::Top | Command::Demo(_) => bail!("internal: {command:?} reached dispatch"),
+        Command::Top | Command::Demo(_) | Command::Engines(_) => {
+            bail!("internal: {command:?} reached dispatch")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
