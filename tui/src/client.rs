@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Idle timeout of the connection; keep-alives hold it open while waiting for long answers.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long [`Client::close`] waits for the close to reach the scheduler.
+/// How long [`Client::close`] waits for the close to be sent.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Why a request failed.
@@ -192,6 +192,28 @@ impl Client {
         }
     }
 
+    /// Queue several jobs over this one connection; their ids, in order. The requests are
+    /// pipelined (up to [`PIPELINE`] in flight, each on its own stream), so the scheduler
+    /// commits many of them together; each id still comes only once its job is committed.
+    /// On an error, the jobs before it are queued (and those in flight may be).
+    pub async fn submit_many(
+        &self,
+        specs: impl IntoIterator<Item = JobSpec>,
+    ) -> Result<Vec<JobId>, ClientError> {
+        let mut ids = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        for spec in specs {
+            if in_flight.len() >= PIPELINE {
+                ids.push(submitted(in_flight.pop_front()).await?);
+            }
+            in_flight.push_back(self.open(&ClientRequest::Submit(Box::new(spec))).await?);
+        }
+        while let Some(r) = in_flight.pop_front() {
+            ids.push(submitted(Some(r)).await?);
+        }
+        Ok(ids)
+    }
+
     /// Jobs not yet final plus recent final ones; every job with `all`.
     pub async fn queue(&self, all: bool) -> Result<Vec<JobView>, ClientError> {
         match self.request(&ClientRequest::Queue { all }).await? {
@@ -335,15 +357,41 @@ impl Client {
         }
     }
 
-    /// Close the connection politely and wait briefly for the scheduler to hear it.
+    /// Close the connection politely: wait (at most [`CLOSE_TIMEOUT`]) until the close is
+    /// sent, so the scheduler hears of it at once rather than at its idle timeout. Not for
+    /// the draining period after it (three probe timeouts, about 80 ms even on loopback, which
+    /// `Endpoint::wait_idle` waits for): nothing the scheduler could still send matters now.
     pub async fn close(self) {
+        // After `close` the connection sends nothing but the close: the next datagram is it.
+        let before = self.conn.stats().udp_tx.datagrams;
         self.conn.close(0u32.into(), b"bye");
-        if tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::debug!("the scheduler did not acknowledge the close in time");
+        let sent = async {
+            while self.conn.stats().udp_tx.datagrams == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The packet is built before the driver hands it to the socket in the same poll:
+            // one more turn lets that finish on a multi-threaded runtime too.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, sent).await.is_err() {
+            tracing::debug!("the close was not sent in time");
         }
+    }
+}
+
+/// How many submits [`Client::submit_many`] keeps in flight on one connection (below QUIC's
+/// default limit of 100 open streams).
+pub const PIPELINE: usize = 64;
+
+/// The id a submit's replies carry.
+async fn submitted(replies: Option<Replies>) -> Result<JobId, ClientError> {
+    let Some(mut r) = replies else {
+        return Err(ClientError::NoAnswer { request: "submit" });
+    };
+    match r.next().await? {
+        Some(ClientReply::Submitted { id }) => Ok(id),
+        Some(other) => Err(unexpected("submit", &other)),
+        None => Err(ClientError::NoAnswer { request: "submit" }),
     }
 }
 
