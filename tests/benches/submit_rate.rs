@@ -1,6 +1,6 @@
 //! Issue 13 item 2(b): durable submits per second through the real client library
 //! (`graze::client`), each acknowledged only after the scheduler committed it. A scheduler
-//! with no agents (the jobs stay queued): first one submit per connection (connect, hello,
+//! and one node that never offers its cores (the jobs stay queued): first one submit per connection (connect, hello,
 //! submit, close; one client after another, then 16 at once), then many submits over one
 //! connection (`Client::submit_many`, pipelined). Prints the rates against the targets (500/s
 //! and 5,000/s); asserts nothing but success.
@@ -31,7 +31,14 @@ fn spec() -> JobSpec {
 fn main() {
     let quick = std::env::args().any(|a| a == "--test");
     let (one, many) = if quick { (100, 1_000) } else { (1_000, 20_000) };
-    let c = Cluster::start(&[]);
+    let mut c = Cluster::start(&[]);
+    // One node, never offered (its owner was here a minute ago): jobs are accepted, not run.
+    c.add_agent("b2", "127.0.0.2", 1, &["--start-after", "2h"]);
+    wait_for(
+        "the node to register",
+        std::time::Duration::from_secs(20),
+        || (c.graze_json(&["nodes", "--json"]).as_array()?.len() == 1).then_some(()),
+    );
     let access = graze_net::Access::load(&c.access).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -41,19 +48,36 @@ fn main() {
     let rate = |n: usize, t: Instant| n as f64 / t.elapsed().as_secs_f64();
     println!("submit_rate: durable submits through graze::client, scheduler on loopback");
 
-    // One per connection, one client after another.
+    // One per connection, one client after another; where each one's time goes.
     let t = Instant::now();
+    let mut parts = [Vec::new(), Vec::new(), Vec::new()];
     rt.block_on(async {
         for _ in 0..one {
+            let t = Instant::now();
             let client = Client::connect(&access).await.unwrap();
+            parts[0].push(t.elapsed());
+            let t = Instant::now();
             client.submit(spec()).await.unwrap();
+            parts[1].push(t.elapsed());
+            let t = Instant::now();
             client.close().await;
+            parts[2].push(t.elapsed());
         }
     });
     let r = rate(one, t);
     println!(
         "  one per connection, sequential   {one:>6} submits  {r:>8.0}/s   ratio to {TARGET_ONE:.0}/s: {:.2}",
         r / TARGET_ONE
+    );
+    let med = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    println!(
+        "    medians: connect and hello {:.2} ms, submit (with its commit) {:.2} ms, close {:.2} ms",
+        med(&mut parts[0]),
+        med(&mut parts[1]),
+        med(&mut parts[2])
     );
 
     // One per connection, CLIENTS clients at once.
