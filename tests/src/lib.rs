@@ -882,3 +882,35 @@ impl Drop for TestNet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_lines_parse_with_and_without_colours() {
+        let plain = "2026-12-07T20:25:26.123456Z DEBUG job{id=3}: graze::timeline: job=3 \
+                     stage=start_sent at_us=1765139126123456 detail=b2";
+        let s = Step::parse("scheduler", plain).unwrap();
+        assert_eq!(
+            s,
+            Step {
+                source: "scheduler".into(),
+                job: 3,
+                stage: "start_sent".into(),
+                at_us: 1_765_139_126_123_456,
+                detail: "b2".into(),
+            }
+        );
+        let coloured = "\u{1b}[2m2026\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m \u{1b}[2mgraze::timeline\u{1b}[0m\u{1b}[2m:\u{1b}[0m \
+                        \u{1b}[3mjob\u{1b}[0m\u{1b}[2m=\u{1b}[0m0 \u{1b}[3mstage\u{1b}[0m\u{1b}[2m=\u{1b}[0mremote_exited_heard \
+                        \u{1b}[3mat_us\u{1b}[0m\u{1b}[2m=\u{1b}[0m5 \u{1b}[3mdetail\u{1b}[0m\u{1b}[2m=\u{1b}[0m";
+        let s = Step::parse("scheduler", coloured).unwrap();
+        assert_eq!(
+            (s.job, s.stage.as_str(), s.at_us),
+            (0, "remote_exited_heard", 5)
+        );
+        assert_eq!(s.detail, "");
+        assert!(Step::parse("b2", "INFO graze_agent: job started").is_none());
+    }
+}

@@ -124,7 +124,8 @@ impl Shown {
 
 /// A client connection that passed the hello.
 pub struct Client {
-    endpoint: graze_net::quinn::Endpoint,
+    /// The connection's endpoint (its UDP socket); kept for the life of the connection.
+    _endpoint: graze_net::quinn::Endpoint,
     conn: graze_net::quinn::Connection,
     /// The stream the hello went on; kept open for the life of the connection.
     _control: Framed,
@@ -135,7 +136,7 @@ impl Client {
     pub async fn connect(access: &Access) -> Result<Client, ClientError> {
         let s = graze_net::connect(access, Role::Client, None, IDLE_TIMEOUT).await?;
         Ok(Client {
-            endpoint: s.endpoint,
+            _endpoint: s.endpoint,
             conn: s.conn,
             _control: s.control,
         })
