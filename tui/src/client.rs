@@ -363,13 +363,24 @@ impl Client {
     /// the draining period after it (three probe timeouts, about 80 ms even on loopback, which
     /// `Endpoint::wait_idle` waits for): nothing the scheduler could still send matters now.
     pub async fn close(self) {
+        if self.conn.close_reason().is_some() {
+            // Closed already (by the scheduler, or timed out): nothing to send.
+            return;
+        }
         // After `close` the connection sends nothing but the close: the next datagram is it.
         let before = self.conn.stats().udp_tx.datagrams;
         self.conn.close(0u32.into(), b"bye");
         let sent = async {
-            // The connection's driver task sends it as soon as it runs: let it.
+            // The connection's driver task sends it as soon as it runs: let it, then (should
+            // the socket be slow) look again each millisecond rather than spin.
+            let mut turns = 0;
             while self.conn.stats().udp_tx.datagrams == before {
-                tokio::task::yield_now().await;
+                if turns < 100 {
+                    turns += 1;
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
         };
         if tokio::time::timeout(CLOSE_TIMEOUT, sent).await.is_err() {
