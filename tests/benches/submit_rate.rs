@@ -40,8 +40,8 @@ fn main() {
         || (c.graze_json(&["nodes", "--json"]).as_array()?.len() == 1).then_some(()),
     );
     let access = graze_net::Access::load(&c.access).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, like the `graze` command's runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
