@@ -67,3 +67,21 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// The tracing target of launch-timeline events: one `debug` event per step of a job's way
+/// from submit to cleared, with the wall-clock time in µs, so a benchmark can line up the
+/// scheduler's and the agents' logs (`RUST_LOG=info,graze::timeline=debug`).
+pub const TIMELINE: &str = "graze::timeline";
+
+/// Log one timeline step of job `job` (target [`TIMELINE`], level debug): `stage` is one word,
+/// `detail` free text (a node, a host), last on the line. Costs nothing when not enabled.
+pub fn timeline(job: u64, stage: &str, detail: &str) {
+    tracing::debug!(target: TIMELINE, job, stage = %stage, at_us = now_us(), detail = %detail);
+}
+
+/// The wall clock in µs since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

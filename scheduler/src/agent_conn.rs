@@ -169,7 +169,10 @@ impl Owner {
                 secret,
                 host,
                 command,
-            } => self.core.launch(conn, id, job, &secret, &host, command),
+            } => {
+                graze_net::timeline(job.0, "launch_received", &host);
+                self.core.launch(conn, id, job, &secret, &host, command)
+            }
             AgentMsg::LaunchAbandoned { id } => self.core.launch_abandoned(conn, id),
             AgentMsg::ClusrunOutput { id, stream, line } => {
                 self.clusrun_output(conn, id, stream, line)
@@ -220,11 +223,18 @@ impl Owner {
                 }
             }
             JobMsg::JobNote { job, what } => self.core.job_note(conn, job, what, now),
-            JobMsg::JobExited { job, exit } => self.core.job_exited(conn, job, exit, now),
+            JobMsg::JobExited { job, exit } => {
+                graze_net::timeline(job.0, "main_exited_heard", "");
+                self.core.job_exited(conn, job, exit, now)
+            }
             JobMsg::JobFailedToStart { job, reason } => {
                 self.core.job_failed_to_start(conn, job, reason, now)
             }
-            JobMsg::JobCleared { job } => self.core.job_cleared(conn, job, now),
+            JobMsg::JobCleared { job } => {
+                let node = self.core.node_name(conn).unwrap_or("?");
+                graze_net::timeline(job.0, "cleared_heard", node);
+                self.core.job_cleared(conn, job, now)
+            }
             JobMsg::OwnerReleased { latency_us, jobs } => {
                 if let Some(node) = self.core.node_name(conn) {
                     debug!(%node, latency_us, jobs = jobs.len(), "owner release measured");
@@ -243,6 +253,7 @@ impl Owner {
                 origin_id,
             } => {
                 debug!(conn, %remote, %origin, "remote exited");
+                graze_net::timeline(0, "remote_exited_heard", &origin);
                 self.core.remote_exited(&origin, origin_id, exit)
             }
         }

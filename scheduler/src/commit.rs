@@ -35,6 +35,7 @@ impl Owner {
                     // before the kill finished, the agent refuses the start ("already runs")
                     // and the job fails once.
                     if let Some((tx, _)) = self.agents.get(&conn) {
+                        timeline_sent(&msg, self.core.node_name(conn).unwrap_or("?"));
                         let _ = tx.send(msg);
                     }
                     if let Some(r) = restore {
@@ -135,6 +136,13 @@ impl Owner {
             return Err(e.context("committing scheduler state"));
         }
         for (tx, reply) in self.deferred.drain(..) {
+            match &reply {
+                ClientReply::Submitted { id } => {
+                    graze_net::timeline(id.0, "submit_committed", "");
+                }
+                ClientReply::Job(v) => graze_net::timeline(v.id.0, "wait_answered", ""),
+                _ => {}
+            }
             let _ = tx.send(reply);
         }
         if let Some(cutoff) = self.history.prune_due(now) {
@@ -150,5 +158,18 @@ impl Owner {
             }
         }
         Ok(())
+    }
+}
+
+/// The launch timeline's steps among messages to agents (see [`graze_net::timeline`]).
+fn timeline_sent(msg: &SchedulerMsg, node: &str) {
+    match msg {
+        SchedulerMsg::StartJob { job, .. } => graze_net::timeline(job.0, "start_sent", node),
+        SchedulerMsg::SpawnRemote { job, .. } => {
+            graze_net::timeline(job.0, "spawn_remote_sent", node)
+        }
+        SchedulerMsg::LaunchDone { .. } => graze_net::timeline(0, "launch_done_sent", node),
+        SchedulerMsg::KillJob { job } => graze_net::timeline(job.0, "kill_sent", node),
+        _ => {}
     }
 }

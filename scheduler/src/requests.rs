@@ -130,6 +130,7 @@ impl Owner {
                     .submit(*spec, graze_net::random_token().into(), now)
                 {
                     Ok(id) => {
+                        graze_net::timeline(id.0, "submit_received", "");
                         self.audit(
                             who,
                             "submit",

@@ -137,6 +137,9 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     /// Network namespace of the scheduler and the CLI, if not the host's.
     pub ns: Option<String>,
+    /// `RUST_LOG` of the scheduler and the agents (`info` unless started with
+    /// [`Cluster::start_logging`]).
+    pub log_filter: String,
 }
 
 /// `program`, run inside network namespace `ns` when given, as a host of its own: `ip netns
@@ -160,7 +163,13 @@ pub fn command(ns: Option<&str>, program: &Path) -> Command {
 
 /// Start `graze-scheduler` (in namespace `ns`, if given) on the state dir `DIR/scheduler`,
 /// appending to `DIR/scheduler.log`.
-fn spawn_scheduler(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) -> Child {
+fn spawn_scheduler(
+    ns: Option<&str>,
+    dir: &Path,
+    listen: &str,
+    extra: &[&str],
+    log_filter: &str,
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -171,7 +180,7 @@ fn spawn_scheduler(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) -
         .arg(dir.join("scheduler"))
         .args(["--listen", listen])
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -187,6 +196,16 @@ impl Cluster {
 
     /// Start a scheduler inside network namespace `ns` (if given), listening on `listen`.
     pub fn start_in(ns: Option<&str>, listen: &str, extra: &[&str]) -> Cluster {
+        Self::start_with(ns, listen, extra, "info")
+    }
+
+    /// [`Cluster::start`] with `RUST_LOG=filter` for the scheduler and every agent (such as
+    /// `info,graze::timeline=debug` for the launch timeline, see [`Timeline`]).
+    pub fn start_logging(extra: &[&str], filter: &str) -> Cluster {
+        Self::start_with(None, "127.0.0.1:0", extra, filter)
+    }
+
+    fn start_with(ns: Option<&str>, listen: &str, extra: &[&str], filter: &str) -> Cluster {
         ensure_built();
         let dir = tempfile::Builder::new()
             .prefix("graze-test-")
@@ -197,7 +216,7 @@ impl Cluster {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let scheduler = spawn_scheduler(ns, dir.path(), listen, extra);
+        let scheduler = spawn_scheduler(ns, dir.path(), listen, extra, filter);
         let access = dir.path().join("scheduler/access.toml");
         let mut c = Cluster {
             dir,
@@ -205,6 +224,7 @@ impl Cluster {
             scheduler,
             agents: Vec::new(),
             ns: ns.map(str::to_owned),
+            log_filter: filter.to_owned(),
         };
         wait_for(
             "the scheduler's access file",
@@ -226,7 +246,13 @@ impl Cluster {
         let addr = graze_net::Access::load(&self.access)
             .expect("access file")
             .scheduler;
-        self.scheduler = spawn_scheduler(self.ns.as_deref(), self.dir.path(), &addr, extra);
+        self.scheduler = spawn_scheduler(
+            self.ns.as_deref(),
+            self.dir.path(),
+            &addr,
+            extra,
+            &self.log_filter,
+        );
         let access = self.access.clone();
         wait_for(
             "the restarted scheduler to answer",
@@ -312,7 +338,7 @@ impl Cluster {
             .arg(self.dir.path().join("spool").join(name))
             .args(extra)
             .env("PATH", test_path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             .env("GRAZE_TEST_CLUSTER", self.dir.path())
             // Tests name their X display explicitly (x11:DISPLAY), never a stray one.
             .env_remove("DISPLAY")
@@ -497,6 +523,19 @@ impl Cluster {
         prog.to_str().unwrap().to_string()
     }
 
+    /// Every launch-timeline step (`graze::timeline` events) in the scheduler's and the
+    /// agents' logs, in time order. Needs a cluster started with [`Cluster::start_logging`]
+    /// and a filter enabling `graze::timeline=debug`.
+    pub fn timeline(&self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let names = std::iter::once("scheduler").chain(self.agents.iter().map(|a| a.name.as_str()));
+        for name in names {
+            steps.extend(self.log(name).lines().filter_map(|l| Step::parse(name, l)));
+        }
+        steps.sort_by_key(|s| s.at_us);
+        steps
+    }
+
     /// Job `id`'s output, every rank, as `graze logs` prints it.
     pub fn logs(&self, id: u64) -> String {
         String::from_utf8_lossy(&self.graze(&["logs", &id.to_string()]).stdout).into_owned()
@@ -529,6 +568,62 @@ impl Cluster {
         let job = format!("GRAZE_JOB_ID={id}");
         processes_with_env(&[&mark, &job])
     }
+}
+
+/// One step of the launch timeline, read back from a log (see `graze_net::timeline`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// Whose log: `scheduler` or an agent's name.
+    pub source: String,
+    /// The job (0 for steps that do not name one, such as a remote exit).
+    pub job: u64,
+    /// What happened (`submit_received`, `start_sent`, ...).
+    pub stage: String,
+    /// Wall clock, µs since the Unix epoch.
+    pub at_us: u64,
+    /// A node or host, or empty.
+    pub detail: String,
+}
+
+impl Step {
+    /// Parse one log line of `source`; `None` unless it is a timeline event.
+    pub fn parse(source: &str, line: &str) -> Option<Step> {
+        let line = strip_ansi(line);
+        let rest = line.split_once(&format!("{}:", graze_net::TIMELINE))?.1;
+        let field = |key: &str| {
+            let after = rest.split_once(&format!(" {key}="))?.1;
+            Some(if key == "detail" {
+                after.trim().to_string()
+            } else {
+                after.split_whitespace().next()?.to_string()
+            })
+        };
+        Some(Step {
+            source: source.to_string(),
+            job: field("job")?.parse().ok()?,
+            stage: field("stage")?,
+            at_us: field("at_us")?.parse().ok()?,
+            detail: field("detail").unwrap_or_default(),
+        })
+    }
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Cluster {
@@ -787,5 +882,37 @@ impl Drop for TestNet {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_lines_parse_with_and_without_colours() {
+        let plain = "2026-12-07T20:25:26.123456Z DEBUG job{id=3}: graze::timeline: job=3 \
+                     stage=start_sent at_us=1765139126123456 detail=b2";
+        let s = Step::parse("scheduler", plain).unwrap();
+        assert_eq!(
+            s,
+            Step {
+                source: "scheduler".into(),
+                job: 3,
+                stage: "start_sent".into(),
+                at_us: 1_765_139_126_123_456,
+                detail: "b2".into(),
+            }
+        );
+        let coloured = "\u{1b}[2m2026\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m \u{1b}[2mgraze::timeline\u{1b}[0m\u{1b}[2m:\u{1b}[0m \
+                        \u{1b}[3mjob\u{1b}[0m\u{1b}[2m=\u{1b}[0m0 \u{1b}[3mstage\u{1b}[0m\u{1b}[2m=\u{1b}[0mremote_exited_heard \
+                        \u{1b}[3mat_us\u{1b}[0m\u{1b}[2m=\u{1b}[0m5 \u{1b}[3mdetail\u{1b}[0m\u{1b}[2m=\u{1b}[0m";
+        let s = Step::parse("scheduler", coloured).unwrap();
+        assert_eq!(
+            (s.job, s.stage.as_str(), s.at_us),
+            (0, "remote_exited_heard", 5)
+        );
+        assert_eq!(s.detail, "");
+        assert!(Step::parse("b2", "INFO graze_agent: job started").is_none());
     }
 }

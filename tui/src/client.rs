@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Idle timeout of the connection; keep-alives hold it open while waiting for long answers.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long [`Client::close`] waits for the close to reach the scheduler.
+/// How long [`Client::close`] waits for the close to be sent.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Why a request failed.
@@ -124,7 +124,8 @@ impl Shown {
 
 /// A client connection that passed the hello.
 pub struct Client {
-    endpoint: graze_net::quinn::Endpoint,
+    /// The connection's endpoint (its UDP socket); kept for the life of the connection.
+    _endpoint: graze_net::quinn::Endpoint,
     conn: graze_net::quinn::Connection,
     /// The stream the hello went on; kept open for the life of the connection.
     _control: Framed,
@@ -135,7 +136,7 @@ impl Client {
     pub async fn connect(access: &Access) -> Result<Client, ClientError> {
         let s = graze_net::connect(access, Role::Client, None, IDLE_TIMEOUT).await?;
         Ok(Client {
-            endpoint: s.endpoint,
+            _endpoint: s.endpoint,
             conn: s.conn,
             _control: s.control,
         })
@@ -190,6 +191,28 @@ impl Client {
             ClientReply::Submitted { id } => Ok(id),
             other => Err(unexpected("submit", &other)),
         }
+    }
+
+    /// Queue several jobs over this one connection; their ids, in order. The requests are
+    /// pipelined (up to [`PIPELINE`] in flight, each on its own stream), so the scheduler
+    /// commits many of them together; each id still comes only once its job is committed.
+    /// On an error, the jobs before it are queued (and those in flight may be).
+    pub async fn submit_many(
+        &self,
+        specs: impl IntoIterator<Item = JobSpec>,
+    ) -> Result<Vec<JobId>, ClientError> {
+        let mut ids = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        for spec in specs {
+            if in_flight.len() >= PIPELINE {
+                ids.push(submitted(in_flight.pop_front()).await?);
+            }
+            in_flight.push_back(self.open(&ClientRequest::Submit(Box::new(spec))).await?);
+        }
+        while let Some(r) = in_flight.pop_front() {
+            ids.push(submitted(Some(r)).await?);
+        }
+        Ok(ids)
     }
 
     /// Jobs not yet final plus recent final ones; every job with `all`.
@@ -335,15 +358,50 @@ impl Client {
         }
     }
 
-    /// Close the connection politely and wait briefly for the scheduler to hear it.
+    /// Close the connection politely: wait (at most [`CLOSE_TIMEOUT`]) until the close is
+    /// sent, so the scheduler hears of it at once rather than at its idle timeout. Not for
+    /// the draining period after it (three probe timeouts, about 80 ms even on loopback, which
+    /// `Endpoint::wait_idle` waits for): nothing the scheduler could still send matters now.
     pub async fn close(self) {
-        self.conn.close(0u32.into(), b"bye");
-        if tokio::time::timeout(CLOSE_TIMEOUT, self.endpoint.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::debug!("the scheduler did not acknowledge the close in time");
+        if self.conn.close_reason().is_some() {
+            // Closed already (by the scheduler, or timed out): nothing to send.
+            return;
         }
+        // After `close` the connection sends nothing but the close: the next datagram is it.
+        let before = self.conn.stats().udp_tx.datagrams;
+        self.conn.close(0u32.into(), b"bye");
+        let sent = async {
+            // The connection's driver task sends it as soon as it runs: let it, then (should
+            // the socket be slow) look again each millisecond rather than spin.
+            let mut turns = 0;
+            while self.conn.stats().udp_tx.datagrams == before {
+                if turns < 100 {
+                    turns += 1;
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, sent).await.is_err() {
+            tracing::debug!("the close was not sent in time");
+        }
+    }
+}
+
+/// How many submits [`Client::submit_many`] keeps in flight on one connection (below QUIC's
+/// default limit of 100 open streams).
+pub const PIPELINE: usize = 64;
+
+/// The id a submit's replies carry.
+async fn submitted(replies: Option<Replies>) -> Result<JobId, ClientError> {
+    let Some(mut r) = replies else {
+        return Err(ClientError::NoAnswer { request: "submit" });
+    };
+    match r.next().await? {
+        Some(ClientReply::Submitted { id }) => Ok(id),
+        Some(other) => Err(unexpected("submit", &other)),
+        None => Err(ClientError::NoAnswer { request: "submit" }),
     }
 }
 

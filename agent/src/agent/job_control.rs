@@ -314,6 +314,7 @@ impl Agent {
             Ok(pid) => {
                 let _e = span.enter();
                 tracing::info!(pid, command = ?command, cwd = %dir.display(), "job started");
+                graze_net::timeline(job.0, "main_spawned", &self.cfg.name);
                 drop(_e);
                 let j = self.job_entry(job);
                 j.span = span;
@@ -453,6 +454,7 @@ impl Agent {
         match spawn::spawn(cmd, sink, span.clone()) {
             Ok(pid) => {
                 span.in_scope(|| tracing::info!(remote = remote.0, pid, command = %line, "remote launch started"));
+                graze_net::timeline(job.0, "remote_spawned", &self.cfg.name);
                 let j = self.job_entry(job);
                 j.pgids.push(pid as i32);
                 j.remotes.insert(remote, origin.clone());
@@ -487,6 +489,7 @@ impl Agent {
             return;
         };
         j.main = Main::Exited;
+        graze_net::timeline(job.0, "main_exited", &self.cfg.name);
         j.span
             .in_scope(|| tracing::info!(%exit, "job's main command ended"));
         self.send_job(JobMsg::JobExited { job, exit }).await;
@@ -503,6 +506,7 @@ impl Agent {
             return;
         };
         let (origin, origin_id) = j.remotes.remove(&remote).unwrap_or_default();
+        graze_net::timeline(job.0, "remote_exited", &self.cfg.name);
         j.span
             .in_scope(|| tracing::info!(remote = remote.0, %exit, "remote launch ended"));
         self.send_job(JobMsg::RemoteExited {
@@ -566,6 +570,7 @@ impl Agent {
     }
 
     pub(super) async fn on_killed(&mut self, job: JobId, result: Result<(), Survivors>) {
+        graze_net::timeline(job.0, "killed", &self.cfg.name);
         let Some(j) = self.jobs.get_mut(&job) else {
             self.send_job(JobMsg::JobCleared { job }).await;
             return;
@@ -609,6 +614,7 @@ impl Agent {
         let files = JobFiles::paths(&self.jobs_dir, job);
         dir::finish_job_dir(&files, &self.output_dir.join(job.to_string()), attempt);
         self.slots.give_back(job);
+        graze_net::timeline(job.0, "cleared", &self.cfg.name);
         self.send_job(JobMsg::JobCleared { job }).await;
     }
 

@@ -30,6 +30,7 @@ impl Agent {
             ));
             return;
         }
+        graze_net::timeline(req.job.0, "shim_request", &req.host);
         if let Some(j) = self.jobs.get(&req.job) {
             j.span.in_scope(|| {
                 tracing::info!(launch = id.0, host = %req.host, command = ?req.command, "launch requested")

@@ -311,6 +311,7 @@ impl Agent {
                 stdout,
                 stderr,
             } => {
+                graze_net::timeline(job.0, "start_received", &self.cfg.name);
                 let files = stdout.map(|o| (o, stderr, epoch));
                 self.start_job(job, command, cwd, env, hosts, secret, files)
                     .await;
@@ -341,9 +342,13 @@ impl Agent {
                     LaunchOutcome::Exited(x) => ShimReply::exit(x.shell_code()),
                     LaunchOutcome::Refused { reason } => ShimReply::error(reason),
                 };
+                graze_net::timeline(p.job.0, "shim_answered", &self.cfg.name);
                 let _ = p.reply.send(reply);
             }
-            SchedulerMsg::KillJob { job } => self.kill_job(job, None),
+            SchedulerMsg::KillJob { job } => {
+                graze_net::timeline(job.0, "kill_received", &self.cfg.name);
+                self.kill_job(job, None)
+            }
             SchedulerMsg::SuspendJob { job } => self.stop_job(job),
             SchedulerMsg::ResumeJob { job } => self.resume_job(job),
             SchedulerMsg::VacateJob { job } => {

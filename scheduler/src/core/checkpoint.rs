@@ -178,11 +178,6 @@ impl Core {
         Some(ckpt)
     }
 
-    /// The deadlines of periodic checkpoints.
-    pub(super) fn checkpoint_deadlines(&self) -> impl Iterator<Item = u64> + '_ {
-        self.jobs.values().filter_map(Job::checkpoint_at)
-    }
-
     /// Periodic checkpoints due at `now`: the signal to every node, the job goes on.
     pub(super) fn review_checkpoints(&mut self, now: u64) {
         let due: Vec<JobId> = self

@@ -1,21 +1,32 @@
 //! Deadlines: restored runs whose nodes did not report back, fences after a node loss, and
 //! the owner-policy deadlines of suspended jobs, as one [`Core::poll_timeout`] for the driver.
 
-use super::job::RunState;
+use super::job::{Job, RunState};
 use super::state::Core;
 use graze_proto::JobId;
 
 impl Core {
-    /// The earliest time [`Core::handle_timeout`] has work to do.
+    /// The earliest time [`Core::handle_timeout`] has work to do. One pass over the jobs
+    /// (the driver asks after every batch of inputs, so with a long queue this walk is part
+    /// of every submit's cost).
     pub fn poll_timeout(&self) -> Option<u64> {
         self.jobs
             .values()
-            .flat_map(|j| [j.confirm_deadline, j.fence_until])
-            .flatten()
-            .chain(self.suspend_deadlines())
-            .chain(self.limit_deadlines())
-            .chain(self.checkpoint_deadlines())
+            .filter_map(|j| self.job_deadline(j))
             .min()
+    }
+
+    /// Job `j`'s earliest deadline: restart confirmations, fence, begin time; while running,
+    /// `--signal`, `--time` and the next periodic checkpoint; while suspended, the owner
+    /// policy's vacate or early move.
+    fn job_deadline(&self, j: &Job) -> Option<u64> {
+        let own = [j.confirm_deadline, j.fence_until, j.begin_until];
+        let run = match (&j.state, j.state.suspended_since()) {
+            (RunState::Running, _) => [j.signal_at(), j.limit_at(), j.checkpoint_at()],
+            (_, Some(since)) => [self.suspend_deadline(j, since), None, None],
+            _ => [None; 3],
+        };
+        own.into_iter().chain(run).flatten().min()
     }
 
     /// Deadlines: unconfirmed runs after a restart are requeued, fences expire, suspended

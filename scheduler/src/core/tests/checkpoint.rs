@@ -117,7 +117,7 @@ fn start_sets_up_every_node_before_the_main_command_with_the_protocol_env() {
                     dir: dir.clone(),
                     ranks: vec![0, 1],
                     restore: None,
-                    signal: 10
+                    signal: 12
                 }
             ),
             (
@@ -128,7 +128,7 @@ fn start_sets_up_every_node_before_the_main_command_with_the_protocol_env() {
                     dir: dir.clone(),
                     ranks: vec![2, 3],
                     restore: None,
-                    signal: 10
+                    signal: 12
                 }
             ),
         ]
