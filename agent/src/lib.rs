@@ -17,6 +17,7 @@
 
 mod agent;
 pub mod config;
+pub mod doctor;
 pub mod install;
 pub mod jobs;
 pub mod launch;

@@ -27,6 +27,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print!("{}", graze_agent::install::uninstall(a)?);
             return Ok(());
         }
+        Some(config::AgentCommand::Doctor(a)) => {
+            if !graze_agent::doctor::run(a)? {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Some(config::AgentCommand::Guard(a)) => {
             graze_agent::jobs::guard::run(a);
             return Ok(());

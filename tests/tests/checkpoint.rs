@@ -234,10 +234,12 @@ fn mpi4py_example_checkpoints_and_resumes() {
         "4",
         "--samples",
         "20000",
+        // Long enough (about 20 s unloaded) that the requeue below always comes mid-run, even
+        // on a loaded machine.
         "--min-rounds",
-        "300",
+        "2000",
         "--max-rounds",
-        "300",
+        "2000",
         "--checkpoint-exit",
     ]);
     c.wait_output(id, "pi: ", 3);

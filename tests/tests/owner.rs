@@ -388,3 +388,68 @@ fn real_graphical_source_under_xvfb() {
     );
     assert_eq!(c.node("x2")["online"], true);
 }
+
+/// `graze-agent doctor` under a real X server: lists the sources (a missing file source
+/// says why), asks for a touch, and reports that the x11 source saw `xdotool key` and how
+/// late.
+#[test]
+fn doctor_sees_a_key_press_under_xvfb() {
+    use std::io::{BufRead, BufReader};
+    ensure_built();
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-file");
+    let mut child = std::process::Command::new(bin("graze-agent"))
+        .args(["doctor", "--wait", "20s", "--idle-source"])
+        .arg(format!("x11:{}", x.display))
+        .arg("--idle-source")
+        .arg(format!("file:{}", missing.display()))
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    // Up to the prompt, then the key press.
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "doctor ended early:\n{text}"
+        );
+        text.push_str(&line);
+        if line.contains("now touch the keyboard") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    x.key();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    text.push_str(&rest);
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{text}");
+    let src = format!("x11:{}", x.display);
+    assert!(
+        text.contains(&format!("{src}: found, owner idle for")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("file:{}: broken", missing.display()))
+            || text.contains(&format!("file:{}: not found", missing.display())),
+        "{text}"
+    );
+    let seen = text
+        .lines()
+        .find(|l| l.contains(&format!("{src}: saw the input")))
+        .unwrap_or_else(|| panic!("{text}"));
+    // "... saw the input N ms after the prompt, M ms after it happened"
+    // With a latency in ms (a figure, not a bound: the machine may be loaded).
+    let after = seen
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(after.is_some(), "{seen}");
+    assert!(text.contains("ok: graze notices the owner"), "{text}");
+}

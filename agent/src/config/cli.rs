@@ -104,6 +104,9 @@ pub enum AgentCommand {
     Install(InstallArgs),
     /// Stop the service and remove everything `install` created.
     Uninstall(UninstallArgs),
+    /// Check that this PC sees its owner: each idle source found or not and why, then which
+    /// sources see a touch of the keyboard or mouse, and how late.
+    Doctor(crate::doctor::DoctorArgs),
     /// Internal: the process an agent starts to kill its jobs if it dies (see `jobs/guard.rs`).
     #[command(hide = true)]
     Guard(GuardArgs),
