@@ -33,6 +33,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Some(config::AgentCommand::Snooze(a)) => {
+            let req = graze_agent::owner::local::parse_snooze(&a.what)
+                .map_err(|e| anyhow::anyhow!("invalid snooze: {e}"))?;
+            return owner_ask(&a.socket.socket, &req);
+        }
+        Some(config::AgentCommand::Status(a)) => {
+            return owner_ask(&a.socket, &graze_agent::owner::local::Request::Status);
+        }
         Some(config::AgentCommand::Guard(a)) => {
             graze_agent::jobs::guard::run(a);
             return Ok(());
@@ -54,4 +62,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(graze_agent::run(cfg, graze_net::shutdown_signal()))
+}
+
+/// Ask the local agent; its answer on stdout, or its refusal as the error.
+fn owner_ask(
+    socket: &std::path::Path,
+    req: &graze_agent::owner::local::Request,
+) -> anyhow::Result<()> {
+    let (ok, text) = graze_agent::owner::local::ask(socket, req).map_err(|e| anyhow::anyhow!(e))?;
+    if ok {
+        println!("{}", text.trim_end());
+        Ok(())
+    } else {
+        anyhow::bail!("{}", text.trim_end())
+    }
 }

@@ -285,6 +285,8 @@ fn config(sched: &FakeScheduler, name: &str, spool: &Path) -> AgentConfig {
         nice: 0,
         memory_max: None,
         checkpoint_rate: None,
+        owner_socket: Some(spool.join("owner.sock")),
+        utmp: None,
         access: sched.access_path.clone(),
         name: name.into(),
         cores: 3,

@@ -111,6 +111,12 @@ pub enum Availability {
     },
     /// Outside the node's availability windows.
     OutsideWindow,
+    /// The PC's owner said "not now" (`graze-agent snooze`): like a window's end, nothing is
+    /// offered and running jobs are vacated. New in protocol 7.
+    Snoozed {
+        /// Until when, in ms since the Unix epoch.
+        until_ms: u64,
+    },
     /// The owner reclaimed the PC (input, CPU load or window end) and has been idle since,
     /// but not yet for `resume_after`: job processes here stay stopped, no new work comes.
     Reclaimed {
@@ -144,6 +150,13 @@ impl fmt::Display for Availability {
             Availability::OwnerPresent { reason } => write!(f, "owner present: {reason}"),
             Availability::OwnerCpuBusy { percent } => write!(f, "owner-busy (cpu {percent}%)"),
             Availability::OutsideWindow => write!(f, "outside window"),
+            Availability::Snoozed { until_ms } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let left = until_ms.saturating_sub(now);
+                write!(f, "snoozed by its owner ({} left)", short_duration(left))
+            }
             Availability::Reclaimed { resumes_in_ms } => {
                 write!(
                     f,
@@ -177,4 +190,14 @@ pub struct NodeStatus {
     /// scheduler places no job whose time limit would run past it here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_ends_ms: Option<u64>,
+}
+
+/// `2h05m`, `12m`, `40s`: a short duration for people.
+fn short_duration(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s.div_ceil(60)),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }

@@ -89,6 +89,7 @@ fn owner_reason(v: &NodeView) -> Option<String> {
         A::OwnerPresent { reason } => Some(format!("owner present: {reason}")),
         A::OwnerCpuBusy { percent } => Some(format!("owner present (cpu {percent}%)")),
         A::OutsideWindow => Some("outside the node's availability window".into()),
+        A::Snoozed { .. } => Some("its owner snoozed graze".into()),
         A::Reclaimed { resumes_in_ms } => Some(format!(
             "owner present (input {idle} ago; jobs resume in {}s)",
             resumes_in_ms.div_ceil(1000)

@@ -336,6 +336,19 @@ impl Cluster {
             )
             .arg("--spool")
             .arg(self.dir.path().join("spool").join(name))
+            // Each agent's own owner socket (not the system one every root agent would share).
+            .args(if extra.contains(&"--owner-socket") {
+                vec![]
+            } else {
+                vec![
+                    "--owner-socket".into(),
+                    self.dir
+                        .path()
+                        .join(format!("{name}.owner.sock"))
+                        .display()
+                        .to_string(),
+                ]
+            })
             .args(extra)
             .env("PATH", test_path())
             .env("RUST_LOG", &self.log_filter)

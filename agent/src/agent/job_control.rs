@@ -138,6 +138,7 @@ impl Agent {
             suspended: false,
             epoch: 0,
             cgroup: None,
+            since: std::time::SystemTime::now(),
         })
     }
 

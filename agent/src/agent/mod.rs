@@ -16,6 +16,7 @@ mod connect;
 mod job_control;
 mod launches;
 mod link;
+mod local;
 mod state;
 
 use crate::config::AgentConfig;
@@ -181,6 +182,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         outbox: Outbox::default(),
         confine,
         slots,
+        snoozed_until_ms: None,
         cgroups,
         output_dir,
         clusruns: HashMap::new(),
@@ -188,6 +190,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         early_restores: Vec::new(),
     };
 
+    let local_task = local::serve(&agent.cfg, agent.tx.clone());
     let wake_rx = agent.wake.clone();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -208,6 +211,9 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         }
     }
     listen_task.abort();
+    if let Some(t) = local_task {
+        t.abort();
+    }
     agent.stop().await;
     match agent.fatal.take() {
         Some(e) => Err(e),
@@ -287,6 +293,7 @@ impl Agent {
                     self.send_job(JobMsg::Output { job, line }).await;
                 }
             }
+            Input::Local { req, reply } => self.on_local(req, reply),
             Input::Note { job, what } => {
                 if self.jobs.contains_key(&job) {
                     self.send_job(JobMsg::JobNote { job, what }).await;
@@ -371,6 +378,7 @@ impl Agent {
             owner_cpu: self.cpu.owner_cpu,
             window_open: self.cfg.policy.windows.open_now(),
             present: owner.present.clone(),
+            snoozed_until_ms: self.snoozed_now(),
             has_jobs: self.jobs.values().any(|j| !j.killing),
             connected: matches!(self.conn, Conn::Up { .. }),
         };

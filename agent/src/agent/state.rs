@@ -125,6 +125,11 @@ pub(super) enum Input {
         result: Result<(), String>,
         clear: bool,
     },
+    /// A request on the owner's local socket (already allowed), and where to answer.
+    Local {
+        req: crate::owner::local::Request,
+        reply: tokio::sync::oneshot::Sender<(bool, String)>,
+    },
     /// Gang-stopping every job after an owner reclaim finished (the follow-up rounds).
     Stopped {
         /// When the owner's input was seen.
@@ -175,6 +180,8 @@ pub(super) struct Job {
     pub(super) epoch: u64,
     /// The job's cgroup, when cgroups are writable here.
     pub(super) cgroup: Option<JobCgroup>,
+    /// When this node first heard of the job (for `graze-agent status`).
+    pub(super) since: std::time::SystemTime,
 }
 
 impl Job {
@@ -305,6 +312,8 @@ pub(super) struct Agent {
     pub(super) outbox: Outbox,
     /// Who job processes run as, and their environment.
     pub(super) confine: Confinement,
+    /// The owner snoozed graze until then (ms since the Unix epoch).
+    pub(super) snoozed_until_ms: Option<u64>,
     /// One user per concurrent job, when configured (`slot_users`).
     pub(super) slots: crate::jobs::slots::SlotPool,
     /// Where job cgroups are made; `None`: process groups only.

@@ -86,6 +86,13 @@ pub struct Cli {
     /// [default: unlimited].
     #[arg(long, value_name = "SIZE")]
     pub checkpoint_rate: Option<String>,
+    /// The owner's local socket for `graze-agent snooze` and `status` [default:
+    /// /run/graze/owner.sock as root, else SPOOL/owner.sock].
+    #[arg(long, value_name = "PATH")]
+    pub owner_socket: Option<PathBuf>,
+    /// Where logins are recorded, to tell who is at the seat [default: /var/run/utmp].
+    #[arg(long, value_name = "FILE")]
+    pub utmp: Option<PathBuf>,
     /// Who jobs run as, their nice level and memory cap.
     #[command(flatten)]
     pub job: JobArgs,
@@ -107,6 +114,12 @@ pub enum AgentCommand {
     /// Check that this PC sees its owner: each idle source found or not and why, then which
     /// sources see a touch of the keyboard or mouse, and how late.
     Doctor(crate::doctor::DoctorArgs),
+    /// The person at this PC says "not now": `snooze 2h` offers nothing for 2 hours and moves
+    /// running jobs elsewhere; `snooze off` ends it. Only a user logged in at the PC's seat
+    /// or console (or root).
+    Snooze(SnoozeArgs),
+    /// What graze does on this PC now, in plain words.
+    Status(OwnerSocketArgs),
     /// Internal: the process an agent starts to kill its jobs if it dies (see `jobs/guard.rs`).
     #[command(hide = true)]
     Guard(GuardArgs),
@@ -161,4 +174,22 @@ pub struct UninstallArgs {
     /// The directory given to `install --root`.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+}
+
+/// Where the agent's owner socket is.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
+pub struct OwnerSocketArgs {
+    /// The agent's owner socket.
+    #[arg(long, env = "GRAZE_OWNER_SOCKET", value_name = "PATH", default_value = crate::owner::local::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `graze-agent snooze` arguments.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnoozeArgs {
+    /// How long (`2h`, `45m`; at most 7 days), or `off`.
+    #[arg(value_name = "DURATION|off")]
+    pub what: String,
+    #[command(flatten)]
+    pub socket: OwnerSocketArgs,
 }

@@ -49,6 +49,10 @@ pub struct FileConfig {
     pub memory_max: Option<String>,
     /// See [`crate::AgentConfig::checkpoint_rate`]; bytes per second, e.g. `"10M"`.
     pub checkpoint_rate: Option<String>,
+    /// See [`crate::AgentConfig::owner_socket`].
+    pub owner_socket: Option<PathBuf>,
+    /// See [`crate::AgentConfig::utmp`].
+    pub utmp: Option<PathBuf>,
 }
 
 /// A config file and where it came from (for error messages).

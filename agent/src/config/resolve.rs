@@ -339,7 +339,20 @@ pub fn resolve(cli: &Cli, file: Option<&ConfigFile>, defaults: &Defaults) -> Res
         .map(|m| m.parse(|s| values::parse_rate(s)))
         .transpose()?;
 
+    let owner_socket = l
+        .pick(
+            key("owner-socket", "owner_socket"),
+            cli.owner_socket.clone(),
+            f.owner_socket.clone(),
+        )
+        .map(|p| p.value);
+    let utmp = l
+        .pick(key("utmp", "utmp"), cli.utmp.clone(), f.utmp.clone())
+        .map(|p| p.value);
+
     Ok(AgentConfig {
+        owner_socket,
+        utmp,
         checkpoint_rate,
         access,
         name,

@@ -60,6 +60,8 @@ fn defaults_apply() {
             nice: 19,
             memory_max: None,
             checkpoint_rate: None,
+            owner_socket: None,
+            utmp: None,
         }
     );
 }

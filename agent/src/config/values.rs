@@ -87,6 +87,11 @@ pub struct AgentConfig {
     /// Memory cap of each job on this PC, in bytes (its cgroup's limit where cgroups are
     /// writable); also the service's `MemoryMax=`.
     pub memory_max: Option<u64>,
+    /// The owner's local socket (`graze-agent snooze`, `status`); `None`: the default
+    /// (`/run/graze/owner.sock` as root, else `SPOOL/owner.sock`).
+    pub owner_socket: Option<PathBuf>,
+    /// Where logins are recorded (who is at the seat, for `snooze`); `None`: `/var/run/utmp`.
+    pub utmp: Option<PathBuf>,
     /// Sending checkpoint parts to the scheduler at most this fast (bytes per second), to
     /// spare an owner's network; `None`: as fast as the link allows.
     pub checkpoint_rate: Option<u64>,

@@ -105,6 +105,17 @@ pub fn user_by_name(name: &str) -> Result<User, UserError> {
     Ok(u)
 }
 
+/// The name of the user with `uid`, if the password database has one.
+pub fn user_by_uid(uid: u32) -> Option<String> {
+    lookup(|pw, buf, len, out| {
+        // SAFETY: all pointers are valid for the call; `len` is the buffer's size.
+        unsafe { libc::getpwuid_r(uid, pw, buf, len, out) }
+    })
+    .ok()
+    .flatten()
+    .map(|u| u.name)
+}
+
 /// The user this process runs as.
 pub fn current_user() -> User {
     // SAFETY: getuid/getgid cannot fail.

@@ -7,6 +7,7 @@
 pub(crate) mod cpu;
 pub(crate) mod evdev;
 pub(crate) mod file;
+pub mod local;
 pub(crate) mod logind;
 pub(crate) mod rule;
 pub(crate) mod source;

@@ -19,6 +19,8 @@ pub(crate) struct OwnerState {
     pub(crate) reclaimed: bool,
     /// A source says the owner is present without input (an idle inhibitor), and why.
     pub(crate) present: Option<String>,
+    /// The owner snoozed graze until this time (ms since the Unix epoch).
+    pub(crate) snoozed_until_ms: Option<u64>,
 }
 
 /// The owner policy's thresholds.
@@ -35,6 +37,7 @@ pub(crate) struct Rules {
 /// The availability rule, first match wins:
 ///
 /// - outside every availability window: `OutsideWindow`;
+/// - snoozed by the owner (`graze-agent snooze`): `Snoozed`;
 /// - the owner's own processes use more than `owner_cpu_max` percent: `OwnerCpuBusy`
 ///   (`owner_cpu_max >= 100` disables this check);
 /// - input less than [`OWNER_ACTIVE`] ago: `OwnerActive`;
@@ -47,6 +50,9 @@ pub(crate) fn availability(s: &OwnerState, r: &Rules) -> Availability {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if !s.window_open {
         return Availability::OutsideWindow;
+    }
+    if let Some(until_ms) = s.snoozed_until_ms {
+        return Availability::Snoozed { until_ms };
     }
     if r.owner_cpu_max < 100 && s.owner_cpu > r.owner_cpu_max as f32 {
         return Availability::OwnerCpuBusy {
@@ -81,6 +87,7 @@ pub(crate) fn is_busy(a: &Availability) -> bool {
     matches!(
         a,
         Availability::OutsideWindow
+            | Availability::Snoozed { .. }
             | Availability::OwnerCpuBusy { .. }
             | Availability::OwnerActive
             | Availability::OwnerPresent { .. }
@@ -105,7 +112,31 @@ mod tests {
             window_open: true,
             reclaimed: false,
             present: None,
+            snoozed_until_ms: None,
         }
+    }
+
+    #[test]
+    fn a_snooze_comes_after_the_window_and_before_everything_else() {
+        let r = Rules {
+            start_after: Duration::from_secs(60),
+            owner_cpu_max: 25,
+            resume_after: Duration::from_secs(30),
+        };
+        let snoozed = OwnerState {
+            snoozed_until_ms: Some(42),
+            ..st(3600)
+        };
+        assert_eq!(
+            availability(&snoozed, &r),
+            Availability::Snoozed { until_ms: 42 }
+        );
+        assert!(is_busy(&Availability::Snoozed { until_ms: 42 }));
+        let closed = OwnerState {
+            window_open: false,
+            ..snoozed
+        };
+        assert_eq!(availability(&closed, &r), Availability::OutsideWindow);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub(crate) struct Observation {
     pub(crate) window_open: bool,
     /// A source says the owner is present without input (an idle inhibitor), and why.
     pub(crate) present: Option<String>,
+    /// The owner snoozed graze until this time (ms since the Unix epoch).
+    pub(crate) snoozed_until_ms: Option<u64>,
     /// Jobs (not being killed) are on this node.
     pub(crate) has_jobs: bool,
     /// Connected to the scheduler (a status can be sent).
@@ -53,6 +55,8 @@ pub(crate) struct OwnerWatch {
     last_busy: Option<Instant>,
     /// The last status reported, and when; `None` while disconnected.
     last_report: Option<(Instant, Availability)>,
+    /// The availability of the last tick.
+    last: Option<Availability>,
 }
 
 impl OwnerWatch {
@@ -64,6 +68,7 @@ impl OwnerWatch {
             busy_now: false,
             last_busy: None,
             last_report: None,
+            last: None,
         }
     }
 
@@ -71,6 +76,11 @@ impl OwnerWatch {
     /// not been idle for `resume_after` since.
     pub(crate) fn holds_jobs_stopped(&self) -> bool {
         self.reclaimed || self.busy_now
+    }
+
+    /// The availability of the last tick, if any.
+    pub(crate) fn last_availability(&self) -> Option<Availability> {
+        self.last.clone()
     }
 
     /// Report afresh on the next tick (a new connection).
@@ -97,6 +107,7 @@ impl OwnerWatch {
             window_open: obs.window_open,
             reclaimed: self.reclaimed,
             present: obs.present.clone(),
+            snoozed_until_ms: obs.snoozed_until_ms,
         };
         let mut avail = rule::availability(&state, &self.rules);
         self.busy_now = rule::is_busy(&avail);
@@ -134,6 +145,7 @@ impl OwnerWatch {
             }
         };
         let report = due && obs.connected;
+        self.last = Some(avail.clone());
         if report {
             self.last_report = Some((now, avail.clone()));
         } else if !obs.connected {
@@ -170,6 +182,7 @@ mod tests {
             owner_cpu: 0.0,
             window_open: true,
             present: None,
+            snoozed_until_ms: None,
             has_jobs,
             connected: true,
         }

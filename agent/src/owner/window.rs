@@ -250,6 +250,12 @@ pub fn local_now() -> (Weekday, u32) {
     local_at(unix_secs())
 }
 
+/// `HH:MM` local time at `ms` since the Unix epoch.
+pub fn local_hhmm(ms: u64) -> String {
+    let (_, s) = local_at((ms / 1000) as libc::time_t);
+    format!("{:02}:{:02}", s / 3600, (s % 3600) / 60)
+}
+
 /// Seconds since the Unix epoch, from the C library's clock.
 fn unix_secs() -> libc::time_t {
     // SAFETY: time(NULL) has no memory effects.

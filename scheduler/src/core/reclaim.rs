@@ -51,15 +51,14 @@ impl Core {
             if !n.blocks_jobs() {
                 continue;
             }
-            let outside = n
-                .status
-                .as_ref()
-                .is_some_and(|s| s.availability == Availability::OutsideWindow);
-            let (at, why) = if outside {
+            let status = n.status.as_ref().map(|s| &s.availability);
+            let (at, why) = if status == Some(&Availability::OutsideWindow) {
                 (
                     since,
                     format!("the availability window of node {name} ended"),
                 )
+            } else if let Some(Availability::Snoozed { .. }) = status {
+                (since, format!("the owner of node {name} snoozed graze"))
             } else {
                 let after = n.info.policy.vacate_after_ms;
                 (

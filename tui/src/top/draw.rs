@@ -25,7 +25,7 @@ fn state_color(s: NodeState) -> Color {
         NodeState::Offered => Color::Cyan,
         NodeState::Idle => Color::Blue,
         NodeState::OwnerBusy => Color::Yellow,
-        NodeState::OutsideWindow => Color::Magenta,
+        NodeState::OutsideWindow | NodeState::Snoozed => Color::Magenta,
         NodeState::Starting => Color::Gray,
         NodeState::Offline => Color::Red,
     }

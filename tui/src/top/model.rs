@@ -107,6 +107,8 @@ pub enum NodeState {
     OwnerBusy,
     /// Outside the node's availability windows.
     OutsideWindow,
+    /// The owner snoozed graze (`graze-agent snooze`).
+    Snoozed,
     /// Connected, no status yet.
     Starting,
     /// Not connected.
@@ -131,6 +133,7 @@ impl NodeState {
                 | Availability::Reclaimed { .. },
             ) => NodeState::OwnerBusy,
             Some(Availability::OutsideWindow) => NodeState::OutsideWindow,
+            Some(Availability::Snoozed { .. }) => NodeState::Snoozed,
         }
     }
     /// Its name in the table.
@@ -141,6 +144,7 @@ impl NodeState {
             NodeState::Idle => "idle",
             NodeState::OwnerBusy => "owner-busy",
             NodeState::OutsideWindow => "off-window",
+            NodeState::Snoozed => "snoozed",
             NodeState::Starting => "starting",
             NodeState::Offline => "offline",
         }
