@@ -171,9 +171,14 @@ fn owner_stays_vacates_and_requeues() {
     wait_for("no process of the job left", LONG, || {
         c.job_processes(id).is_empty().then_some(())
     });
-    let job = c.show(id);
-    assert_eq!(job["state"], "queued", "{job}");
-    let waiting = job["waiting_for"].as_str().unwrap_or_default();
+    // Once both nodes confirmed the old run gone (their JobCleared may come a moment after
+    // the processes are), the job waits for cores, avoiding b3.
+    let waiting = wait_for("the job waiting for cores, avoiding b3", LONG, || {
+        let job = c.show(id);
+        assert_eq!(job["state"], "queued", "{job}");
+        let w = job["waiting_for"].as_str().unwrap_or_default().to_string();
+        (!w.contains("previous run")).then_some(w)
+    });
     assert!(waiting.contains("avoiding b3"), "{waiting}");
 
     // Another idle PC joins: the job runs on b2 + b4 and completes.

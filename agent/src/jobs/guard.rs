@@ -98,7 +98,12 @@ pub fn agent_exe(launcher: &Path) -> Option<PathBuf> {
     };
     if let Ok(me) = std::env::current_exe() {
         if is_agent(&me) {
-            return Some(me);
+            if me.is_file() {
+                return Some(me);
+            }
+            // Replaced on disk while running (an upgrade): Linux names it `PATH (deleted)`,
+            // but this process's own image is still there to exec.
+            return Some(PathBuf::from("/proc/self/exe"));
         }
     }
     let beside = launcher.parent()?.join("graze-agent");
