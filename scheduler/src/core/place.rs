@@ -187,6 +187,7 @@ impl Core {
         j.signalled = false;
         j.epoch += 1;
         j.alloc = alloc.clone();
+        self.active.insert(id);
         j.ckpt_next = j.periodic_from(now);
         let mut env = j.spec.env.clone();
         if let Some(t) = j.task {

@@ -33,9 +33,8 @@ impl Core {
     /// The owner-policy deadlines of suspended jobs: vacates, and early-move checks not yet
     /// made (an early move that found no room is checked again when nodes change).
     pub(super) fn suspend_deadlines(&self) -> Option<u64> {
-        self.jobs
-            .values()
-            .filter_map(|j| Some((j, j.state.suspended_since()?)))
+        self.active_jobs()
+            .filter_map(|(_, j)| Some((j, j.state.suspended_since()?)))
             .flat_map(|(j, since)| {
                 let vacate = self.vacate_due(j, since).map(|(at, _)| at);
                 let early = Some(since.saturating_add(self.cfg.requeue_when_suspended_after_ms))
@@ -86,9 +85,8 @@ impl Core {
     /// Resume, vacate or move suspended jobs whose time has come.
     pub(super) fn review_suspended(&mut self, now: u64) {
         let suspended: Vec<(JobId, u64)> = self
-            .jobs
-            .iter()
-            .filter_map(|(id, j)| Some((*id, j.state.suspended_since()?)))
+            .active_jobs()
+            .filter_map(|(id, j)| Some((id, j.state.suspended_since()?)))
             .collect();
         for (id, since) in suspended {
             let j = &self.jobs[&id];

@@ -3,14 +3,12 @@
 
 use super::job::RunState;
 use super::state::Core;
-use graze_proto::JobId;
 
 impl Core {
     /// The earliest time [`Core::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.jobs
-            .values()
-            .flat_map(|j| [j.confirm_deadline, j.fence_until])
+        self.active_jobs()
+            .flat_map(|(_, j)| [j.confirm_deadline, j.fence_until])
             .flatten()
             .chain(self.suspend_deadlines())
             .chain(self.limit_deadlines())
@@ -25,8 +23,7 @@ impl Core {
         self.review_suspended(now);
         self.review_limits(now);
         self.review_checkpoints(now);
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        for id in ids {
+        for id in self.active_ids() {
             if let Some(j) = self.jobs.get_mut(&id) {
                 if j.fence_until.is_some_and(|t| t <= now) {
                     j.fence_until = None;
@@ -72,6 +69,10 @@ impl Core {
                     self.cleared(id, "", now);
                 }
             }
+        }
+        // Deadlines spent above leave jobs settled: drop them from the active set.
+        for id in self.active_ids() {
+            self.track_active(id);
         }
         self.schedule(now);
     }
