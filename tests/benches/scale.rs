@@ -58,9 +58,15 @@ async fn watch_feed(access: graze_net::Access, w: Arc<WatchStats>) {
     f.send(&ClientRequest::Watch).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
-        while let Ok(Some(r)) = f.recv::<ClientReply>().await {
-            if tx.send(r).is_err() {
-                break;
+        loop {
+            match f.recv::<ClientReply>().await {
+                Ok(Some(r)) => {
+                    if tx.send(r).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break eprintln!("watch: the scheduler ended the stream"),
+                Err(e) => break eprintln!("watch: {e}"),
             }
         }
     });
@@ -199,7 +205,9 @@ fn main() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let deadline = Instant::now() + Duration::from_secs(180);
-        while (stats.registered.load(Relaxed) as usize) < n && Instant::now() < deadline {
+        while ((stats.registered.load(Relaxed) + stats.failures.load(Relaxed)) as usize) < n
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
         let ramp_s = ramp.elapsed().as_secs_f64();
@@ -222,7 +230,12 @@ fn main() {
         let fmean = frames.iter().sum::<f64>() / frames.len().max(1) as f64;
         let fmax = frames.last().copied().unwrap_or(0.0);
         let cpu_target = CPU_TARGET * n as f64 / 10_000.0;
-        println!("scale: {n} agents ({registered} registered, {} joined in {ramp_s:.1} s; {} failures)", n - before, stats.failures.load(Relaxed));
+        println!(
+            "scale: {n} agents ({registered} registered, {} joined in {ramp_s:.1} s; {} connection retries, {} failures)",
+            n - before,
+            stats.retries.load(Relaxed),
+            stats.failures.load(Relaxed)
+        );
         println!(
             "  scheduler CPU:  {:>6.1} % of one core over {:.0} s ({}; target {:.0} % at 10,000, {} scaled to {n})",
             cpu * 100.0,

@@ -49,8 +49,10 @@ pub struct SimStats {
     pub registrations: AtomicU64,
     /// Agents that left (their task ended).
     pub left: AtomicU64,
-    /// Connection or registration failures.
+    /// Connection or registration failures (given up).
     pub failures: AtomicU64,
+    /// Connection attempts that failed and were retried.
+    pub retries: AtomicU64,
     /// `StartJob` messages received.
     pub started: AtomicU64,
     /// Jobs whose process ended (`JobExited` sent).
@@ -78,7 +80,11 @@ pub struct SimStats {
 impl SimStats {
     fn error(&self, e: String) {
         self.failures.fetch_add(1, Relaxed);
-        let mut v = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        self.note(e);
+    }
+
+    fn note(&self, e: String) {
+        let mut v = lock(&self.errors);
         if v.len() < 10 {
             v.push(e);
         }
@@ -354,11 +360,25 @@ async fn run_agent(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = format!("sim{i:05}");
-    let session = match graze_net::connect(&cfg.access, Role::Agent, Some(ip), cfg.node_timeout)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return stats.error(format!("{name}: connect: {e}")),
+    // Like a real agent, retry a failed connection (a loaded machine may time out a
+    // handshake); a few times, then give up.
+    let mut attempt = 0;
+    let session = loop {
+        attempt += 1;
+        match graze_net::connect(&cfg.access, Role::Agent, Some(ip), cfg.node_timeout).await {
+            Ok(s) => break s,
+            Err(e) if attempt >= 5 || !e.is_retryable() => {
+                return stats.error(format!("{name}: connect: {e}"));
+            }
+            Err(e) => {
+                stats.retries.fetch_add(1, Relaxed);
+                stats.note(format!("{name}: connect (retrying): {e}"));
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500 * attempt)) => {}
+                }
+            }
+        }
     };
     let graze_net::Session {
         endpoint,
