@@ -310,7 +310,8 @@ impl Node {
                 .await?;
             }
             SchedulerMsg::RegisterRefused { reason } => {
-                self.stats.error(format!("sim{:05}: refused: {reason}", self.i));
+                self.stats
+                    .error(format!("sim{:05}: refused: {reason}", self.i));
             }
         }
         Ok(())

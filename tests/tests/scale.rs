@@ -46,9 +46,11 @@ fn three_hundred_agents_register_run_jobs_and_leave() {
     assert_eq!(nodes.as_array().unwrap().len(), AGENTS);
 
     let a = c.submit(&["-n", "1", "--array", &format!("1-{TASKS}"), "--", "true"]);
-    wait_for("every task's end reported", Duration::from_secs(120), || {
-        (stats.cleared.load(Relaxed) >= TASKS).then_some(())
-    });
+    wait_for(
+        "every task's end reported",
+        Duration::from_secs(120),
+        || (stats.cleared.load(Relaxed) >= TASKS).then_some(()),
+    );
     let out = c.graze(&["wait", &a.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "wait: {:?} {err}", out.status);

@@ -37,7 +37,9 @@ impl Core {
                 ));
             }
             if let Some(n) = j.avoid.iter().find(|n| !self.avoided.contains(*n)) {
-                return Err(format!("job {id} avoids {n}, which is not in the avoided set"));
+                return Err(format!(
+                    "job {id} avoids {n}, which is not in the avoided set"
+                ));
             }
             let in_queue = self.queue.keys().any(|k| k.2 == *id);
             if in_queue != (j.state == RunState::Queued) {
