@@ -416,21 +416,16 @@ async fn run_agent(
     // The reader: `recv` is not cancel-safe, so it runs on its own and feeds a channel.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let reader = tokio::spawn(async move {
-        loop {
-            match graze_net::recv::<SchedulerMsg>(&mut recv).await {
-                Ok(Some(m)) => {
-                    if tx.send(m).is_err() {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
+        while let Ok(Some(m)) = graze_net::recv::<SchedulerMsg>(&mut recv).await {
+            if tx.send(m).is_err() {
+                break;
             }
         }
     });
     let now = Instant::now();
     let mut node = Node {
         i,
-        offers: i % cfg.offer_one_in.max(1) as usize == 0,
+        offers: i.is_multiple_of(cfg.offer_one_in.max(1) as usize),
         cfg: cfg.clone(),
         stats: stats.clone(),
         send,
