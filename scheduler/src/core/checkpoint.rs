@@ -178,11 +178,6 @@ impl Core {
         Some(ckpt)
     }
 
-    /// The deadlines of periodic checkpoints.
-    pub(super) fn checkpoint_deadlines(&self) -> impl Iterator<Item = u64> + '_ {
-        self.active_jobs().filter_map(|(_, j)| j.checkpoint_at())
-    }
-
     /// Periodic checkpoints due at `now`: the signal to every node, the job goes on.
     pub(super) fn review_checkpoints(&mut self, now: u64) {
         let due: Vec<JobId> = self

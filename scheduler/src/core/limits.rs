@@ -83,13 +83,6 @@ impl Job {
 }
 
 impl Core {
-    /// The deadlines of time limits, signals and begin times.
-    pub(super) fn limit_deadlines(&self) -> impl Iterator<Item = u64> + '_ {
-        self.active_jobs()
-            .flat_map(|(_, j)| [j.begin_until, j.signal_at(), j.limit_at()])
-            .flatten()
-    }
-
     /// Begin times passed, signals due, limits reached, at `now`.
     pub(super) fn review_limits(&mut self, now: u64) {
         for id in self.active_ids() {

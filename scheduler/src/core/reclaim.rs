@@ -30,19 +30,14 @@ impl Core {
         self.event(id, now, format!("suspended: {reason}"));
     }
 
-    /// The owner-policy deadlines of suspended jobs: vacates, and early-move checks not yet
-    /// made (an early move that found no room is checked again when nodes change).
-    pub(super) fn suspend_deadlines(&self) -> Option<u64> {
-        self.active_jobs()
-            .filter_map(|(_, j)| Some((j, j.state.suspended_since()?)))
-            .flat_map(|(j, since)| {
-                let vacate = self.vacate_due(j, since).map(|(at, _)| at);
-                let early = Some(since.saturating_add(self.cfg.requeue_when_suspended_after_ms))
-                    .filter(|t| *t > self.last_timeout);
-                [vacate, early]
-            })
-            .flatten()
-            .min()
+    /// The owner-policy deadline of a suspended job: its vacate, or an early-move check not
+    /// yet made (an early move that found no room is checked again when nodes change).
+    pub(super) fn suspend_deadline(&self, j: &Job) -> Option<u64> {
+        let since = j.state.suspended_since()?;
+        let vacate = self.vacate_due(j, since).map(|(at, _)| at);
+        let early = Some(since.saturating_add(self.cfg.requeue_when_suspended_after_ms))
+            .filter(|t| *t > self.last_timeout);
+        [vacate, early].into_iter().flatten().min()
     }
 
     /// When a job suspended `since` must be vacated because of its busy nodes, and why.

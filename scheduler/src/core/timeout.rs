@@ -7,12 +7,20 @@ use super::state::Core;
 impl Core {
     /// The earliest time [`Core::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<u64> {
+        // One pass over the unsettled jobs: the driver asks after every batch of inputs.
         self.active_jobs()
-            .flat_map(|(_, j)| [j.confirm_deadline, j.fence_until])
+            .flat_map(|(_, j)| {
+                [
+                    j.confirm_deadline,
+                    j.fence_until,
+                    j.begin_until,
+                    j.signal_at(),
+                    j.limit_at(),
+                    j.checkpoint_at(),
+                    self.suspend_deadline(j),
+                ]
+            })
             .flatten()
-            .chain(self.suspend_deadlines())
-            .chain(self.limit_deadlines())
-            .chain(self.checkpoint_deadlines())
             .min()
     }
 
