@@ -57,7 +57,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         None => {}
     }
     let cfg = config::load(&cli, &Defaults::detect())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: an idle agent wakes 20 times a second (the owner watch's tick) and once a
+    // second for its status; on a multi-thread runtime each wake-up hopped between worker
+    // threads (futex wake-ups and context switches: about 0.3 % of a core idle, against
+    // 0.1 % targeted). Blocking work goes to spawn_blocking threads as before.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

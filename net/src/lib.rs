@@ -262,6 +262,9 @@ pub fn quic_idle_timeout(silence: Duration) -> Duration {
     silence.saturating_sub(KEEP_ALIVE / 2).max(KEEP_ALIVE * 2)
 }
 
+/// Bidirectional streams a peer may have open at once on one connection (more wait).
+const MAX_STREAMS: u32 = 64;
+
 fn transport(idle_timeout: Duration) -> Result<Arc<quinn::TransportConfig>, NetError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE));
@@ -270,7 +273,12 @@ fn transport(idle_timeout: Duration) -> Result<Arc<quinn::TransportConfig>, NetE
             .try_into()
             .map_err(|_| NetError::Setup("idle timeout too large".into()))?,
     ));
-    t.max_concurrent_bidi_streams(1024u32.into());
+    // Streams are requests (a client's), checkpoint parts and restores (an agent's): a few at
+    // a time. quinn sets up an entry for every stream the peer may open, on each connection:
+    // 1024 cost about 60 KiB per connection, 10,000 agents 600 MiB in the scheduler.
+    t.max_concurrent_bidi_streams(MAX_STREAMS.into());
+    // graze opens no unidirectional streams.
+    t.max_concurrent_uni_streams(0u32.into());
     Ok(Arc::new(t))
 }
 

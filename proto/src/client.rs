@@ -288,7 +288,10 @@ pub enum ClientRequest {
     },
     /// Live cluster data for `graze top`: one [`ClientReply::Snapshot`] of every node and every
     /// job (finished ones included), then [`ClientReply::NodeChanged`] and
-    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it.
+    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it. On a
+    /// large cluster the snapshot holds only the first nodes and jobs and the others follow
+    /// at once as deltas (a delta of a node or job not yet known adds it), so that no frame
+    /// nears [`crate::MAX_FRAME`].
     /// A node's load-only changes are sent at most about once a second per node; changes of
     /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
     /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.

@@ -122,9 +122,7 @@ impl Owner {
             .collect();
         let now = crate::owner::now_ms();
         self.history.sample(&self.core, now);
-        let other =
-            !(records.is_empty() && infos.is_empty() && outputs.is_empty() && seqs.is_empty());
-        let hist = self.history.take(other, now);
+        let hist = self.history.take(now);
         if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs, &hist) {
             self.history.untake(hist);
             // Nothing may be acknowledged that is not durable: stop rather than lie.

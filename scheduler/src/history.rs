@@ -4,19 +4,25 @@
 //! `graze report` read them back from the database; old rows are pruned at start and at most
 //! once an hour, when a commit happens (no timer of its own).
 //!
-//! Usage: at every commit each node's offered cores (all its cores while it offers them,
-//! else 0) and used cores (held by jobs) since the previous commit are added to its bucket of
-//! the hour, split at hour boundaries. Time while the scheduler is down counts as neither.
-//! Buckets are written with the next commit that writes anything else, and at least once a
-//! minute, so a crash loses at most a minute of usage (never an attempt or an owner event).
+//! Usage: at a commit, at most once a second ([`USAGE_SAMPLE_MS`]), each node's offered cores
+//! (all its cores while it offers them, else 0) and used cores (held by jobs) since the
+//! previous sample are added to its bucket of the hour, split at hour boundaries: a change is
+//! counted from the first sample after it, at most a second late. Time while the scheduler is
+//! down counts as neither. Buckets are written with the first commit a minute after the last
+//! write, so a crash loses at most a minute of usage (never an attempt or an owner event).
+//! Neither depends on how many commits there are: with 10,000 nodes, sampling and writing
+//! every node at every commit (each job start, end and status batch) cost more than the rest
+//! of the scheduler.
 
 use crate::core::{AttemptOutcome, AttemptRecord, Core};
 use crate::db::history::{HistoryRead, HistoryWrite, OwnerEventRow, UsageRow, HOUR_MS};
 use graze_proto::{AttemptView, HarvestData, HistoryQuery, HostSlots, JobState, NodeHarvest};
 use std::collections::{BTreeMap, HashMap};
 
-/// How often usage buckets are written when nothing else is (ms).
+/// How often usage buckets are written (ms).
 const USAGE_FLUSH_MS: u64 = 60_000;
+/// Least time between two usage samples (ms).
+const USAGE_SAMPLE_MS: u64 = 1000;
 /// How often old rows are pruned (ms).
 const PRUNE_EVERY_MS: u64 = HOUR_MS;
 /// Release latencies sent per node in a report, the latest kept.
@@ -33,6 +39,8 @@ pub(crate) struct History {
     /// Usage not yet written, per (node, hour).
     buckets: BTreeMap<(String, u64), UsageRow>,
     last_usage_write: u64,
+    /// The time of the last sample.
+    last_sample: Option<u64>,
 }
 
 impl History {
@@ -44,6 +52,7 @@ impl History {
             samples: HashMap::new(),
             buckets: BTreeMap::new(),
             last_usage_write: now,
+            last_sample: None,
         }
     }
 
@@ -68,7 +77,15 @@ impl History {
     }
 
     /// Integrate every node's offered and used cores up to `now`.
+    /// At most once per [`USAGE_SAMPLE_MS`].
     pub(crate) fn sample(&mut self, core: &Core, now: u64) {
+        if self
+            .last_sample
+            .is_some_and(|t| now.saturating_sub(t) < USAGE_SAMPLE_MS)
+        {
+            return;
+        }
+        self.last_sample = Some(now);
         for (name, off, used) in core.node_usage() {
             let (off, used) = (u64::from(off), u64::from(used));
             let prev = match self.samples.get_mut(name) {
@@ -95,12 +112,12 @@ impl History {
         }
     }
 
-    /// What this commit writes: pending rows, and the usage buckets when `other` (the commit
-    /// writes something anyway) or a minute passed.
-    pub(crate) fn take(&mut self, other: bool, now: u64) -> HistoryWrite {
+    /// What this commit writes: pending rows, and the usage buckets when a minute passed
+    /// since they were last written.
+    pub(crate) fn take(&mut self, now: u64) -> HistoryWrite {
         let mut w = std::mem::take(&mut self.pending);
         let due = now.saturating_sub(self.last_usage_write) >= USAGE_FLUSH_MS;
-        if (other || due || !w.is_empty()) && !self.buckets.is_empty() {
+        if due && !self.buckets.is_empty() {
             w.usage = std::mem::take(&mut self.buckets).into_iter().collect();
             self.last_usage_write = now;
         }
@@ -287,11 +304,10 @@ mod tests {
         .unwrap();
         h.sample(&c, h0 + HOUR_MS - 1000);
         h.sample(&c, h0 + HOUR_MS + 3000);
-        assert!(
-            h.take(false, h0 + HOUR_MS + 3000).usage.is_empty(),
-            "not yet due"
-        );
-        let w = h.take(true, h0 + HOUR_MS + 3000);
+        assert!(h.take(h0 + HOUR_MS + 3000).usage.is_empty(), "not yet due");
+        // Samples closer than a second to the last are skipped.
+        h.sample(&c, h0 + HOUR_MS + 3500);
+        let w = h.take(h0 + HOUR_MS + 59_000);
         let got: BTreeMap<_, _> = w.usage.into_iter().collect();
         let a0 = got[&("a".to_string(), h0)];
         let a1 = got[&("a".to_string(), h0 + HOUR_MS)];
@@ -304,7 +320,7 @@ mod tests {
         // A minute later with nothing else to write, the buckets go anyway.
         status(&mut c, 1, Availability::OwnerActive, h0 + HOUR_MS + 63_000);
         h.sample(&c, h0 + HOUR_MS + 63_000);
-        let w = h.take(false, h0 + HOUR_MS + 63_000);
+        let w = h.take(h0 + HOUR_MS + 63_000 + 60_000);
         assert_eq!(w.usage.len(), 1);
         assert_eq!(w.usage[0].1.offered_core_ms, 4 * 60_000);
     }

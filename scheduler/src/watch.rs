@@ -15,6 +15,10 @@ const NODE_DELTA_MS: u64 = 1000;
 const QUEUE_REFRESH_MS: u64 = 1000;
 /// Queued jobs (in run order) whose waiting reason is refreshed when the nodes change.
 const QUEUE_REFRESH_MAX: usize = 1000;
+/// Most nodes and most jobs in the first snapshot frame; the rest follow as deltas, so no
+/// frame comes near `MAX_FRAME` (4 MiB) on a large cluster (a snapshot of 100,000 jobs is
+/// about 60 MB).
+const SNAPSHOT_CHUNK: usize = 500;
 /// How often pending watch deltas are looked at.
 pub(crate) const WATCH_TICK: Duration = Duration::from_millis(250);
 
@@ -69,17 +73,29 @@ impl Watch {
         self.touched.extend(nodes);
     }
 
-    /// A new watcher: send it the snapshot and remember what every node looked like.
+    /// A new watcher: send it the snapshot (its first [`SNAPSHOT_CHUNK`] nodes and jobs, the
+    /// rest as deltas) and remember what every node looked like.
     pub(crate) fn add(&mut self, core: &Core, tx: mpsc::UnboundedSender<ClientReply>, now: u64) {
-        let snapshot = ClientReply::Snapshot {
-            nodes: core.node_views(),
-            jobs: core.job_views(true),
-        };
-        if tx.send(snapshot).is_ok() {
-            for n in core.node_views() {
-                let sig = NodeSig::of(&n);
-                self.sent.insert(n.info.name, (sig, now));
-            }
+        let mut nodes = core.node_views();
+        let mut jobs = core.job_views(true);
+        for n in &nodes {
+            let sig = NodeSig::of(n);
+            self.sent.insert(n.info.name.clone(), (sig, now));
+        }
+        let more_nodes = nodes.split_off(nodes.len().min(SNAPSHOT_CHUNK));
+        let more_jobs = jobs.split_off(jobs.len().min(SNAPSHOT_CHUNK));
+        let rest = more_nodes
+            .into_iter()
+            .map(|n| ClientReply::NodeChanged(Box::new(n)))
+            .chain(
+                more_jobs
+                    .into_iter()
+                    .map(|j| ClientReply::JobChanged(Box::new(j))),
+            );
+        let sent = std::iter::once(ClientReply::Snapshot { nodes, jobs })
+            .chain(rest)
+            .all(|r| tx.send(r).is_ok());
+        if sent {
             self.watchers.push(tx);
         }
     }

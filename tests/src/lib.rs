@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 pub mod logind;
+pub mod sim;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -181,10 +181,9 @@ impl Core {
     /// Periodic checkpoints due at `now`: the signal to every node, the job goes on.
     pub(super) fn review_checkpoints(&mut self, now: u64) {
         let due: Vec<JobId> = self
-            .jobs
-            .iter()
+            .active_jobs()
             .filter(|(_, j)| j.checkpoint_at().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in due {
             let Some(j) = self.jobs.get_mut(&id) else {
@@ -243,9 +242,11 @@ impl Core {
         for (_, n) in &targets {
             j.clearing.insert(n.clone());
         }
+        self.active.insert(id);
         j.state = RunState::Queued;
         j.requeues += 1;
         j.order = 0;
+        self.avoided.extend(busy.iter().cloned());
         j.avoid.extend(busy);
         j.ckpt_next = None;
         let key = j.key(id);

@@ -48,9 +48,11 @@ impl Core {
         self.send(conn, SchedulerMsg::Registered { node_timeout_ms });
         self.out.push_back(Output::NodeChanged(name.clone()));
 
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        for id in ids {
-            let j = &self.jobs[&id];
+        // Only jobs placed or clearing somewhere can concern this node.
+        for id in self.active_ids() {
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
             let in_alloc = j.alloc.iter().find(|a| a.host == name).map(|a| a.cores);
             let live = j.state.is_placed() || j.state == RunState::Cancelling;
             // A run is kept only if the node still holds it and still has the cores for it
@@ -150,7 +152,7 @@ impl Core {
             .as_ref()
             .map(|s| std::mem::discriminant(&s.availability));
         let name = name.clone();
-        if offered {
+        if offered && self.avoided.remove(&name) {
             for j in self.jobs.values_mut() {
                 j.avoid.remove(&name);
             }
@@ -162,10 +164,9 @@ impl Core {
                 .map(|s| s.availability.to_string())
                 .unwrap_or_default();
             let running: Vec<JobId> = self
-                .jobs
-                .iter()
+                .active_jobs()
                 .filter(|(_, j)| j.state.wire() == JobState::Running && j.placed_on(&name))
-                .map(|(id, _)| *id)
+                .map(|(id, _)| id)
                 .collect();
             for id in running {
                 self.owner_event(&name, OwnerEventKind::Suspend, id, now);
@@ -195,12 +196,11 @@ impl Core {
         node.status = None;
         node.held.clear();
         let affected: Vec<JobId> = self
-            .jobs
-            .iter()
+            .active_jobs()
             .filter(|(_, j)| {
                 j.clearing.contains(&name) || (j.state.is_placed() && j.placed_on(&name))
             })
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         let fence = now + self.cfg.fence_margin_ms;
         for id in affected {

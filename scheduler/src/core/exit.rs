@@ -145,6 +145,7 @@ impl Core {
         if let Some(j) = self.jobs.get_mut(&id) {
             for (_, n) in &targets {
                 j.clearing.insert(n.clone());
+                self.active.insert(id);
             }
         }
         for (conn, _) in targets {
@@ -178,5 +179,6 @@ impl Core {
             self.finish(id, RunState::Cancelled { at: now }, what, now);
         }
         self.settle_failing(id, now);
+        self.track_active(id);
     }
 }

@@ -30,6 +30,17 @@ impl Core {
             }
         }
         for (id, j) in &self.jobs {
+            if !j.settled() && !self.active.contains(id) {
+                return Err(format!(
+                    "job {id} ({}) is not settled but missing from the active set",
+                    j.state.wire()
+                ));
+            }
+            if let Some(n) = j.avoid.iter().find(|n| !self.avoided.contains(*n)) {
+                return Err(format!(
+                    "job {id} avoids {n}, which is not in the avoided set"
+                ));
+            }
             let in_queue = self.queue.keys().any(|k| k.2 == *id);
             if in_queue != (j.state == RunState::Queued) {
                 return Err(format!(

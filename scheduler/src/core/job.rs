@@ -252,6 +252,18 @@ impl Job {
         (Reverse(self.spec.priority), self.order, id)
     }
 
+    /// Nothing about this job can happen without a request or a scheduling pass: queued (or
+    /// final) with no node left to clear it and no deadline. Jobs that are not settled are
+    /// kept in [`super::state::Core::active`].
+    pub(super) fn settled(&self) -> bool {
+        (self.state == RunState::Queued || self.state.is_final())
+            && self.clearing.is_empty()
+            && self.confirm.is_empty()
+            && self.confirm_deadline.is_none()
+            && self.fence_until.is_none()
+            && self.begin_until.is_none()
+    }
+
     /// Whether `host` is part of the current or last allocation.
     pub(super) fn placed_on(&self, host: &str) -> bool {
         self.alloc.iter().any(|a| a.host == host)

@@ -85,8 +85,7 @@ impl Job {
 impl Core {
     /// Begin times passed, signals due, limits reached, at `now`.
     pub(super) fn review_limits(&mut self, now: u64) {
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        for id in ids {
+        for id in self.active_ids() {
             let Some(j) = self.jobs.get_mut(&id) else {
                 continue;
             };

@@ -128,6 +128,19 @@ impl Core {
     }
 
     /// Ranks of the job's unit the known nodes could hold if all were free, and how many nodes.
+    /// Whether the known nodes could ever hold `spec`: [`Core::capacity`] reaching its ranks,
+    /// stopping as soon as it does (a submit looks at a few nodes, not at all of them).
+    pub(super) fn has_capacity(&self, spec: &JobSpec) -> bool {
+        let mut cap = 0u32;
+        for n in self.nodes.values().filter(|n| eligible(n, spec)) {
+            cap = cap.saturating_add(n.ranks_in(spec.unit, n.info.cores));
+            if cap >= spec.nprocs {
+                return true;
+            }
+        }
+        false
+    }
+
     pub(super) fn capacity(&self, spec: &JobSpec) -> (u32, u32) {
         let mut cap = 0u32;
         let mut count = 0;
@@ -187,6 +200,7 @@ impl Core {
         j.signalled = false;
         j.epoch += 1;
         j.alloc = alloc.clone();
+        self.active.insert(id);
         j.ckpt_next = j.periodic_from(now);
         let mut env = j.spec.env.clone();
         if let Some(t) = j.task {

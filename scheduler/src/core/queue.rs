@@ -40,8 +40,8 @@ impl Core {
                 return Err(format!("unknown node '{n}': {}", self.known_nodes()));
             }
         }
-        let (cap, count) = self.capacity(&spec);
-        if spec.nprocs > cap && spec.nprocs > self.cfg.max_job_cores {
+        if spec.nprocs > self.cfg.max_job_cores && !self.has_capacity(&spec) {
+            let (cap, count) = self.capacity(&spec);
             return Err(format!(
                 "job needs {} {}s but the whole cluster{} has {} ({} node{}): it could never run",
                 spec.nprocs,

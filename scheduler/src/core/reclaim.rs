@@ -30,14 +30,14 @@ impl Core {
         self.event(id, now, format!("suspended: {reason}"));
     }
 
-    /// The owner-policy deadline of job `j`, suspended `since`: its vacate, or an early-move
-    /// check not yet made (an early move that found no room is checked again when nodes
-    /// change), whichever comes first.
-    pub(super) fn suspend_deadline(&self, j: &Job, since: u64) -> Option<u64> {
+    /// The owner-policy deadline of a suspended job: its vacate, or an early-move check not
+    /// yet made (an early move that found no room is checked again when nodes change).
+    pub(super) fn suspend_deadline(&self, j: &Job) -> Option<u64> {
+        let since = j.state.suspended_since()?;
         let vacate = self.vacate_due(j, since).map(|(at, _)| at);
         let early = Some(since.saturating_add(self.cfg.requeue_when_suspended_after_ms))
             .filter(|t| *t > self.last_timeout);
-        vacate.into_iter().chain(early).min()
+        [vacate, early].into_iter().flatten().min()
     }
 
     /// When a job suspended `since` must be vacated because of its busy nodes, and why.
@@ -79,9 +79,8 @@ impl Core {
     /// Resume, vacate or move suspended jobs whose time has come.
     pub(super) fn review_suspended(&mut self, now: u64) {
         let suspended: Vec<(JobId, u64)> = self
-            .jobs
-            .iter()
-            .filter_map(|(id, j)| Some((*id, j.state.suspended_since()?)))
+            .active_jobs()
+            .filter_map(|(id, j)| Some((id, j.state.suspended_since()?)))
             .collect();
         for (id, since) in suspended {
             let j = &self.jobs[&id];

@@ -160,6 +160,7 @@ impl Core {
                 self.next_job = self.next_job.max(t.array.0 + 1);
             }
             self.jobs.insert(r.id, job);
+            self.track_active(r.id);
         }
         self.restore_arrays();
         self.restore_deps(now);

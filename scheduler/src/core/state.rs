@@ -124,6 +124,15 @@ pub struct Core {
     pub(super) dependents: HashMap<JobId, Vec<JobId>>,
     /// The next event's [`JobEvent::seq`].
     pub(super) next_event: u64,
+    /// Every job that is not [`super::job::Job::settled`] (placed, cancelling, failing,
+    /// clearing, fenced, waiting for a begin time or a confirmation), and perhaps a few that
+    /// became settled since and are dropped at their next event or timeout: what per-node
+    /// inputs and deadlines look at instead of every job, so their cost does not grow with
+    /// the queue or the finished jobs. Kept by [`Core::track_active`].
+    pub(super) active: BTreeSet<JobId>,
+    /// Nodes some job may avoid (`Job::avoid`, a superset): only an offer from one of these
+    /// needs a look at every job.
+    pub(super) avoided: BTreeSet<String>,
 }
 
 impl Core {
@@ -145,7 +154,33 @@ impl Core {
             arrays: BTreeMap::new(),
             dependents: HashMap::new(),
             next_event: 1,
+            active: BTreeSet::new(),
+            avoided: BTreeSet::new(),
         }
+    }
+
+    /// Keep job `id` in [`Core::active`] exactly while it is not settled.
+    pub(super) fn track_active(&mut self, id: JobId) {
+        match self.jobs.get(&id) {
+            Some(j) if !j.settled() => {
+                self.active.insert(id);
+            }
+            _ => {
+                self.active.remove(&id);
+            }
+        }
+    }
+
+    /// The ids of [`Core::active`], for loops that change jobs.
+    pub(super) fn active_ids(&self) -> Vec<JobId> {
+        self.active.iter().copied().collect()
+    }
+
+    /// The jobs of [`Core::active`].
+    pub(super) fn active_jobs(&self) -> impl Iterator<Item = (JobId, &super::job::Job)> + '_ {
+        self.active
+            .iter()
+            .filter_map(|id| self.jobs.get(id).map(|j| (*id, j)))
     }
 
     /// The next effect to carry out.
@@ -167,6 +202,7 @@ impl Core {
             self.next_event += 1;
         }
         self.out.push_back(Output::JobChanged(job));
+        self.track_active(job);
         // Every change of state comes with an event: the array's counts follow it here, and
         // a job that just ended decides the jobs that wait for it.
         self.track_task(job);

@@ -3,16 +3,16 @@
 
 use super::job::{Job, RunState};
 use super::state::Core;
-use graze_proto::JobId;
 
 impl Core {
     /// The earliest time [`Core::handle_timeout`] has work to do. One pass over the jobs
     /// (the driver asks after every batch of inputs, so with a long queue this walk is part
     /// of every submit's cost).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.jobs
-            .values()
-            .filter_map(|j| self.job_deadline(j))
+        // One pass over the unsettled jobs (`Core::active`): the driver asks after every
+        // batch of inputs.
+        self.active_jobs()
+            .filter_map(|(_, j)| self.job_deadline(j))
             .min()
     }
 
@@ -23,7 +23,7 @@ impl Core {
         let own = [j.confirm_deadline, j.fence_until, j.begin_until];
         let run = match (&j.state, j.state.suspended_since()) {
             (RunState::Running, _) => [j.signal_at(), j.limit_at(), j.checkpoint_at()],
-            (_, Some(since)) => [self.suspend_deadline(j, since), None, None],
+            (_, Some(_)) => [self.suspend_deadline(j), None, None],
             _ => [None; 3],
         };
         own.into_iter().chain(run).flatten().min()
@@ -36,8 +36,7 @@ impl Core {
         self.review_suspended(now);
         self.review_limits(now);
         self.review_checkpoints(now);
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        for id in ids {
+        for id in self.active_ids() {
             if let Some(j) = self.jobs.get_mut(&id) {
                 if j.fence_until.is_some_and(|t| t <= now) {
                     j.fence_until = None;
@@ -83,6 +82,10 @@ impl Core {
                     self.cleared(id, "", now);
                 }
             }
+        }
+        // Deadlines spent above leave jobs settled: drop them from the active set.
+        for id in self.active_ids() {
+            self.track_active(id);
         }
         self.schedule(now);
     }
