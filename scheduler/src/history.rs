@@ -8,8 +8,10 @@
 //! (all its cores while it offers them, else 0) and used cores (held by jobs) since the
 //! previous sample are added to its bucket of the hour, split at hour boundaries: a change is
 //! counted from the first sample after it, at most a second late. Time while the scheduler is
-//! down counts as neither. Buckets are written with the first commit a minute after the last
-//! write, so a crash loses at most a minute of usage (never an attempt or an owner event).
+//! down counts as neither. Buckets are written with the next commit while there are at most
+//! [`USAGE_WRITE_NOW_MAX`] of them (clusters of up to a few hundred PCs: a crash loses no
+//! usage); with more, with the first commit a minute after the last write, so a crash loses at
+//! most a minute of usage (never an attempt or an owner event).
 //! Neither depends on how many commits there are: with 10,000 nodes, sampling and writing
 //! every node at every commit (each job start, end and status batch) cost more than the rest
 //! of the scheduler.
@@ -21,6 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// How often usage buckets are written (ms).
 const USAGE_FLUSH_MS: u64 = 60_000;
+/// Up to this many usage buckets are written with every commit (a sample at most once a
+/// second); more wait for [`USAGE_FLUSH_MS`].
+const USAGE_WRITE_NOW_MAX: usize = 256;
 /// Least time between two usage samples (ms).
 const USAGE_SAMPLE_MS: u64 = 1000;
 /// How often old rows are pruned (ms).
@@ -41,6 +46,8 @@ pub(crate) struct History {
     last_usage_write: u64,
     /// The time of the last sample.
     last_sample: Option<u64>,
+    /// Buckets are written at once while there are at most this many.
+    write_now_max: usize,
 }
 
 impl History {
@@ -53,6 +60,7 @@ impl History {
             buckets: BTreeMap::new(),
             last_usage_write: now,
             last_sample: None,
+            write_now_max: USAGE_WRITE_NOW_MAX,
         }
     }
 
@@ -112,11 +120,12 @@ impl History {
         }
     }
 
-    /// What this commit writes: pending rows, and the usage buckets when a minute passed
-    /// since they were last written.
+    /// What this commit writes: pending rows, and the usage buckets when there are few of
+    /// them or a minute passed since they were last written.
     pub(crate) fn take(&mut self, now: u64) -> HistoryWrite {
         let mut w = std::mem::take(&mut self.pending);
-        let due = now.saturating_sub(self.last_usage_write) >= USAGE_FLUSH_MS;
+        let due = self.buckets.len() <= self.write_now_max
+            || now.saturating_sub(self.last_usage_write) >= USAGE_FLUSH_MS;
         if due && !self.buckets.is_empty() {
             w.usage = std::mem::take(&mut self.buckets).into_iter().collect();
             self.last_usage_write = now;
@@ -290,6 +299,8 @@ mod tests {
         node(&mut c, 1, "a", 4, Availability::Offered, h0);
         node(&mut c, 2, "b", 2, Availability::OwnerActive, h0);
         let mut h = History::new(30, h0 + HOUR_MS - 1000);
+        // As in a large cluster: buckets wait for the minute.
+        h.write_now_max = 0;
         // A 2-core job on a from 1 s before the hour's end; the commit after it samples.
         c.submit(
             graze_proto::JobSpec {
@@ -323,6 +334,21 @@ mod tests {
         let w = h.take(h0 + HOUR_MS + 63_000 + 60_000);
         assert_eq!(w.usage.len(), 1);
         assert_eq!(w.usage[0].1.offered_core_ms, 4 * 60_000);
+    }
+
+    #[test]
+    fn a_small_cluster_writes_its_usage_with_the_next_commit() {
+        let h0 = 10 * HOUR_MS;
+        let mut c = Core::new(CoreConfig::default());
+        node(&mut c, 1, "a", 4, Availability::Offered, h0);
+        let mut h = History::new(30, h0);
+        h.sample(&c, h0);
+        h.sample(&c, h0 + 2000);
+        // Seconds after the start, not a minute: a crash now loses nothing.
+        let w = h.take(h0 + 2000);
+        assert_eq!(w.usage.len(), 1);
+        assert_eq!(w.usage[0].1.offered_core_ms, 4 * 2000);
+        assert!(h.take(h0 + 2001).usage.is_empty(), "written once");
     }
 
     #[test]
