@@ -149,7 +149,7 @@ impl Agent {
             return self.confine.clone();
         }
         match self.slots.take(job) {
-            Some(c) => c.clone(),
+            Some(u) => self.confine.for_user(u),
             None => {
                 tracing::warn!(%job, slots = self.slots.len(), "every slot user is taken: the job runs as the shared job user");
                 self.confine.clone()
