@@ -57,25 +57,15 @@ fn specs(a: &DoctorArgs) -> anyhow::Result<Vec<IdleSourceSpec>> {
         return a.idle_sources.iter().map(|s| parse(s)).collect();
     }
     let file = a.config.clone().or_else(|| {
-        let p = std::path::PathBuf::from("/etc/graze/agent.toml");
+        // Where `graze-agent install` puts a system agent's config.
+        let p = crate::install::Layout::new(true, None).ok()?.config();
         p.exists().then_some(p)
     });
     if let Some(f) = file {
-        let text = std::fs::read_to_string(&f)
-            .map_err(|e| anyhow::anyhow!("reading '{}': {e}", f.display()))?;
-        let v: toml::Value =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("'{}': {e}", f.display()))?;
-        if let Some(list) = v.get("idle_sources").and_then(|l| l.as_array()) {
-            return list
-                .iter()
-                .map(|s| {
-                    s.as_str()
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("'{}': idle_sources must be strings", f.display())
-                        })
-                        .and_then(parse)
-                })
-                .collect();
+        // The agent's own reader: the same errors as the agent would give.
+        let cfg = crate::config::ConfigFile::load(&f)?;
+        if let Some(list) = cfg.values.idle_sources {
+            return list.iter().map(|s| parse(s)).collect();
         }
     }
     Ok(vec![

@@ -155,7 +155,11 @@ impl fmt::Display for Availability {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 let left = until_ms.saturating_sub(now);
-                write!(f, "snoozed by its owner ({} left)", short_duration(left))
+                write!(
+                    f,
+                    "snoozed by its owner ({} left)",
+                    crate::human_duration(left)
+                )
             }
             Availability::Reclaimed { resumes_in_ms } => {
                 write!(
@@ -190,14 +194,4 @@ pub struct NodeStatus {
     /// scheduler places no job whose time limit would run past it here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_ends_ms: Option<u64>,
-}
-
-/// `2h05m`, `12m`, `40s`: a short duration for people.
-fn short_duration(ms: u64) -> String {
-    let s = ms.div_ceil(1000);
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s.div_ceil(60)),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }

@@ -438,7 +438,12 @@ impl Cluster {
 
     /// Run graze, expect success, parse stdout as JSON.
     pub fn graze_json(&self, args: &[&str]) -> Value {
-        let out = self.graze(args);
+        self.graze_json_with(&self.access, args)
+    }
+
+    /// [`Cluster::graze_json`] with another access file.
+    pub fn graze_json_with(&self, access: &Path, args: &[&str]) -> Value {
+        let out = self.graze_with(access, args);
         assert!(
             out.status.success(),
             "graze {args:?} failed: {}\n{}",
@@ -476,9 +481,28 @@ impl Cluster {
 
     /// Submit and return the job id.
     pub fn submit(&self, args: &[&str]) -> u64 {
+        self.submit_with(&self.access, args)
+    }
+
+    /// [`Cluster::submit`] with another access file (another user's token).
+    pub fn submit_with(&self, access: &Path, args: &[&str]) -> u64 {
         let mut a = vec!["submit", "--json"];
         a.extend_from_slice(args);
-        self.graze_json(&a)["id"].as_u64().expect("job id")
+        self.graze_json_with(access, &a)["id"]
+            .as_u64()
+            .expect("job id")
+    }
+
+    /// The job's processes once `ranks` of them are graze-pi ranks.
+    pub fn wait_ranks(&self, id: u64, ranks: usize, timeout: Duration) -> Vec<u32> {
+        wait_for("the job's ranks", timeout, || {
+            let p = self.job_processes(id);
+            let n = p
+                .iter()
+                .filter(|pid| process_name(**pid).as_deref() == Some("graze-pi"))
+                .count();
+            (n == ranks).then_some(p)
+        })
     }
 
     /// `graze show JOB --json`.
@@ -897,6 +921,24 @@ impl Drop for TestNet {
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
+}
+
+/// The texts of a job's events (`graze show --json`).
+pub fn events(job: &Value) -> Vec<String> {
+    job["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["what"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when every one of `pids` is stopped (state T or t) or gone.
+pub fn all_stopped(pids: &[u32]) -> bool {
+    pids.iter()
+        .all(|p| process_state(*p).is_none_or(|s| s == 'T' || s == 't'))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 use graze_tests::*;
-use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 
@@ -57,17 +56,6 @@ const POLICY: &[&str] = &[
     "--vacate-grace",
     "2s",
 ];
-
-fn events(job: &Value) -> Vec<String> {
-    job["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["what"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Rank 0's per-round lines.
 fn rounds(text: &str) -> usize {
@@ -281,6 +269,30 @@ echo "rank $r ran out of time"
 exit 1
 "#;
 
+/// Submit a 2-rank [`NEVER_COMPLETES`] job with a checkpoint every 10 s; returns its id and
+/// the id of its first (small) checkpoint, once that one is stored.
+fn never_completes_stored_once(c: &Cluster) -> (u64, serde_json::Value) {
+    let script = c.dir.path().join("never-completes.sh");
+    std::fs::write(&script, NEVER_COMPLETES).unwrap();
+    let id = c.submit(&[
+        "-n",
+        "2",
+        "--checkpoint-every",
+        "10s",
+        "--",
+        "mpiexec",
+        "sh",
+        script.to_str().unwrap(),
+    ]);
+    wait_for("the first checkpoint stored", LONG, || {
+        events(&c.show(id))
+            .iter()
+            .any(|e| e.contains("stored: 2 ranks"))
+            .then_some(())
+    });
+    (id, c.show(id)["checkpoints"][0]["id"].clone())
+}
+
 /// The names of `job`'s checkpoint directories being received in the store (`.incoming-*`)
 /// that already hold some bytes.
 fn incoming_with_data(c: &Cluster, job: u64) -> bool {
@@ -317,27 +329,7 @@ fn a_checkpoint_that_never_completes_leaves_the_previous_one_current() {
         );
     }
     c.wait_offered(2);
-    let script = c.dir.path().join("never-completes.sh");
-    std::fs::write(&script, NEVER_COMPLETES).unwrap();
-    let script = script.to_str().unwrap().to_owned();
-    let id = c.submit(&[
-        "-n",
-        "2",
-        "--checkpoint-every",
-        "10s",
-        "--",
-        "mpiexec",
-        "sh",
-        &script,
-    ]);
-    // The first checkpoint is small and is stored.
-    wait_for("the first checkpoint stored", LONG, || {
-        events(&c.show(id))
-            .iter()
-            .any(|e| e.contains("stored: 2 ranks"))
-            .then_some(())
-    });
-    let first = c.show(id)["checkpoints"][0]["id"].clone();
+    let (id, first) = never_completes_stored_once(&c);
     // The second is large: once its parts are arriving, cut node n1 off.
     c.wait_output(id, "saved checkpoint 2", 2);
     wait_for("the second checkpoint arriving", LONG, || {
@@ -390,25 +382,7 @@ fn a_scheduler_killed_mid_transfer_keeps_the_last_good_checkpoint() {
     c.add_agent("s2", "127.0.0.2", 1, &["--checkpoint-rate", "200K"]);
     c.add_agent("s3", "127.0.0.3", 1, &["--checkpoint-rate", "200K"]);
     c.wait_offered(2);
-    let script = c.dir.path().join("never-completes.sh");
-    std::fs::write(&script, NEVER_COMPLETES).unwrap();
-    let id = c.submit(&[
-        "-n",
-        "2",
-        "--checkpoint-every",
-        "10s",
-        "--",
-        "mpiexec",
-        "sh",
-        script.to_str().unwrap(),
-    ]);
-    wait_for("the first checkpoint stored", LONG, || {
-        events(&c.show(id))
-            .iter()
-            .any(|e| e.contains("stored: 2 ranks"))
-            .then_some(())
-    });
-    let first = c.show(id)["checkpoints"][0]["id"].clone();
+    let (id, first) = never_completes_stored_once(&c);
     // The second (4 MB a rank at 200 kB/s) is arriving: the scheduler crashes.
     wait_for("the second checkpoint arriving", LONG, || {
         incoming_with_data(&c, id).then_some(())

@@ -37,23 +37,6 @@ fn submit_pi(c: &Cluster, node: &str) -> u64 {
     ])
 }
 
-/// The job's processes once its `ranks` ranks run.
-fn wait_ranks(c: &Cluster, id: u64, ranks: usize) -> Vec<u32> {
-    wait_for("the job's ranks", LONG, || {
-        let p = c.job_processes(id);
-        let n = p
-            .iter()
-            .filter(|pid| process_name(**pid).as_deref() == Some("graze-pi"))
-            .count();
-        (n == ranks).then_some(p)
-    })
-}
-
-fn all_stopped(pids: &[u32]) -> bool {
-    pids.iter()
-        .all(|p| process_state(*p).is_none_or(|s| s == 'T' || s == 't'))
-}
-
 fn status(c: &Cluster, node: &str) -> Value {
     c.node(node)["status"].clone()
 }
@@ -82,7 +65,7 @@ fn idle_hint_false_stops_the_running_job() {
     let logind = FakeLogind::start();
     let c = cluster_with_session(&logind, "l2", &[]);
     let id = submit_pi(&c, "l2");
-    let pids = wait_ranks(&c, id, 2);
+    let pids = c.wait_ranks(id, 2, LONG);
 
     // The owner moves the mouse: the desktop clears its idle hint.
     let t0 = Instant::now();

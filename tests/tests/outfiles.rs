@@ -32,15 +32,6 @@ fn wait_done(c: &Cluster, id: u64) -> serde_json::Value {
     job
 }
 
-fn events(job: &serde_json::Value) -> Vec<String> {
-    job["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["what"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 #[test]
 fn one_file_per_rank_on_the_first_node_owned_by_the_job_user() {
     let mut c = Cluster::start(&[]);

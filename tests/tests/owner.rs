@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use graze_tests::*;
-use serde_json::Value;
 use std::time::Duration;
 
 /// Generous bounds: the machine is shared and may be loaded.
@@ -41,32 +40,6 @@ fn submit(c: &Cluster, args: &[String]) -> u64 {
     c.submit(&a)
 }
 
-fn events(job: &Value) -> Vec<String> {
-    job["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["what"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The job's processes once all 4 ranks run.
-fn wait_ranks(c: &Cluster, id: u64, ranks: usize) -> Vec<u32> {
-    wait_for("the job's ranks", LONG, || {
-        let p = c.job_processes(id);
-        let n = p
-            .iter()
-            .filter(|pid| process_name(**pid).as_deref() == Some("graze-pi"))
-            .count();
-        (n == ranks).then_some(p)
-    })
-}
-
-fn all_stopped(pids: &[u32]) -> bool {
-    pids.iter()
-        .all(|p| process_state(*p).is_none_or(|s| s == 'T' || s == 't'))
-}
-
 fn none_stopped(pids: &[u32]) -> bool {
     pids.iter()
         .all(|p| process_state(*p).is_none_or(|s| s != 'T' && s != 't'))
@@ -96,7 +69,7 @@ fn suspend_and_resume_across_nodes() {
     c.add_agent("a3", "127.0.0.3", 2, &policy);
     c.wait_offered(2);
     let id = submit(&c, &pi_args(100));
-    let pids = wait_ranks(&c, id, 4);
+    let pids = c.wait_ranks(id, 4, LONG);
     let job = c.show(id);
     assert_eq!(job["allocation"].as_array().unwrap().len(), 2, "{job}");
 
@@ -159,7 +132,7 @@ fn owner_stays_vacates_and_requeues() {
     c.add_agent("b3", "127.0.0.3", 2, &policy);
     c.wait_offered(2);
     let id = submit(&c, &pi_args(100));
-    wait_ranks(&c, id, 4);
+    c.wait_ranks(id, 4, LONG);
 
     // The owner of b3 stays: keeps typing until the job has left.
     let typing = Typing::start(c.agents[1].idle_file.clone(), Duration::from_secs(120));

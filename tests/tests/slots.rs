@@ -30,10 +30,9 @@ fn two_jobs_on_one_agent_cannot_touch_each_other() {
     let bob = c.create_token("user", "bob");
 
     // Bob's job keeps a file in its job directory and runs a while.
-    let out = c.graze_with(
+    let b = c.submit_with(
         &bob,
         &[
-            "submit",
             "-n",
             "1",
             "--",
@@ -42,8 +41,6 @@ fn two_jobs_on_one_agent_cannot_touch_each_other() {
             "echo bob-secret > $TMPDIR/mine; echo ran as $(id -un); sleep 12; cat $TMPDIR/mine",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
-    let b: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let pid = wait_for("bob's job running", Duration::from_secs(60), || {
         c.job_processes(b).into_iter().min()
     });
@@ -55,9 +52,7 @@ fn two_jobs_on_one_agent_cannot_touch_each_other() {
          ls {d} >/dev/null || echo dir-refused; cat {d}/tmp/mine || echo file-refused",
         d = bdir.display()
     );
-    let out = c.graze_with(&alice, &["submit", "-n", "1", "--", "sh", "-c", &probe]);
-    assert!(out.status.success(), "{out:?}");
-    let a: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let a = c.submit_with(&alice, &["-n", "1", "--", "sh", "-c", &probe]);
     let done = c.graze_with(&alice, &["wait", &a.to_string()]);
     let alogs = c.logs(a);
     assert!(done.status.success(), "{alogs}");
@@ -90,19 +85,10 @@ fn two_jobs_on_one_agent_cannot_touch_each_other() {
     );
     assert_ne!(ua, ub);
     // Users go back to the pool at the clear: a later job gets one again.
-    let out = c.graze_with(
+    let id = c.submit_with(
         &alice,
-        &[
-            "submit",
-            "-n",
-            "1",
-            "--",
-            "sh",
-            "-c",
-            "echo ran as $(id -un)",
-        ],
+        &["-n", "1", "--", "sh", "-c", "echo ran as $(id -un)"],
     );
-    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(c.graze(&["wait", &id.to_string()]).status.success());
     assert!(user_of(&c.logs(id)).starts_with(&prefix));
     // `graze nodes` says which nodes do not isolate jobs: not this one, but one without

@@ -80,12 +80,7 @@ fn the_person_at_the_pc_snoozes_graze_and_others_are_refused() {
         let j = c.show(id);
         (j["requeues"] == 1 && j["state"] == "queued").then_some(())
     });
-    let ev: Vec<String> = c.show(id)["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["what"].as_str().unwrap_or("").to_string())
-        .collect();
+    let ev = events(&c.show(id));
     assert!(
         ev.iter()
             .any(|e| e.contains("the owner of node pc snoozed graze")),

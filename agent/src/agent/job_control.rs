@@ -149,7 +149,7 @@ impl Agent {
             return self.confine.clone();
         }
         match self.slots.take(job) {
-            Some(u) => self.confine.for_user(u),
+            Some(c) => c.clone(),
             None => {
                 tracing::warn!(%job, slots = self.slots.len(), "every slot user is taken: the job runs as the shared job user");
                 self.confine.clone()

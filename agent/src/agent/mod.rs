@@ -63,7 +63,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     };
     let slots = match &cfg.slot_users {
         Some(prefix) if confine.switch_user => {
-            let pool = crate::jobs::slots::SlotPool::discover(prefix, confine.user.gid)?;
+            let pool = crate::jobs::slots::SlotPool::discover(prefix, &confine)?;
             tracing::info!(prefix = %prefix, users = pool.len(), "each job runs as a slot user of its own");
             pool
         }

@@ -4,14 +4,14 @@
 //! its user on this node from its first message (`CheckpointSetup`, `StartJob` or a remote
 //! launch) until it is cleared here; then the user goes back to the pool.
 
-use super::confine::{self, User};
+use super::confine::{self, Confinement};
 use graze_proto::JobId;
 use std::collections::HashMap;
 
-/// The slot users and which job holds each.
+/// The slot users (each as a ready confinement) and which job holds each.
 #[derive(Debug, Default)]
 pub struct SlotPool {
-    users: Vec<User>,
+    slots: Vec<Confinement>,
     held: HashMap<JobId, usize>,
 }
 
@@ -21,10 +21,12 @@ impl SlotPool {
         SlotPool::default()
     }
 
-    /// The users `PREFIX0`, `PREFIX1`, ... that exist (stopping at the first missing one).
-    /// Each must have `gid` (the run_as user's group, which owns the spool and the launcher
-    /// socket) as its primary group; none at all is an error.
-    pub fn discover(prefix: &str, gid: u32) -> anyhow::Result<SlotPool> {
+    /// The users `PREFIX0`, `PREFIX1`, ... that exist (stopping at the first missing one),
+    /// confined like `base` otherwise. Each must have `base`'s group (the run_as user's,
+    /// which owns the spool and the launcher socket) as its primary group; none at all is an
+    /// error.
+    pub fn discover(prefix: &str, base: &Confinement) -> anyhow::Result<SlotPool> {
+        let gid = base.user.gid;
         let mut users = Vec::new();
         for i in 0.. {
             let name = format!("{prefix}{i}");
@@ -43,49 +45,51 @@ impl SlotPool {
                 "slot_users '{prefix}': no user '{prefix}0' exists (`graze-agent install` creates them)"
             );
         }
-        Ok(SlotPool::new(users))
+        Ok(SlotPool::new(
+            users.iter().map(|u| base.for_user(u)).collect(),
+        ))
     }
 
-    /// A pool of `users`.
-    pub fn new(users: Vec<User>) -> SlotPool {
+    /// A pool of `slots`.
+    pub fn new(slots: Vec<Confinement>) -> SlotPool {
         SlotPool {
-            users,
+            slots,
             held: HashMap::new(),
         }
     }
 
     /// True when jobs get users of their own.
     pub fn isolates(&self) -> bool {
-        !self.users.is_empty()
+        !self.slots.is_empty()
     }
 
     /// The slot users.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.slots.len()
     }
 
     /// True without slot users.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.slots.is_empty()
     }
 
-    /// `job`'s user: the one it holds, else the first free one, which it holds from now on.
+    /// `job`'s slot: the one it holds, else the first free one, which it holds from now on.
     /// `None` with no slot users or when all are held by other jobs.
-    pub fn take(&mut self, job: JobId) -> Option<&User> {
+    pub fn take(&mut self, job: JobId) -> Option<&Confinement> {
         let i = match self.held.get(&job) {
             Some(i) => *i,
             None => {
-                let i = (0..self.users.len()).find(|i| !self.held.values().any(|h| h == i))?;
+                let i = (0..self.slots.len()).find(|i| !self.held.values().any(|h| h == i))?;
                 self.held.insert(job, i);
                 i
             }
         };
-        self.users.get(i)
+        self.slots.get(i)
     }
 
-    /// The user `job` holds, if any.
-    pub fn held_by(&self, job: JobId) -> Option<&User> {
-        self.held.get(&job).and_then(|i| self.users.get(*i))
+    /// The slot `job` holds, if any.
+    pub fn held_by(&self, job: JobId) -> Option<&Confinement> {
+        self.held.get(&job).and_then(|i| self.slots.get(*i))
     }
 
     /// `job` is cleared here: its user is free again.
@@ -100,29 +104,30 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn user(i: u32) -> User {
-        User {
+    fn user(i: u32) -> Confinement {
+        let u = confine::User {
             name: format!("s{i}"),
             uid: 5000 + i,
             gid: 5000,
             home: PathBuf::from("/nonexistent"),
-        }
+        };
+        Confinement::new(u, true, 19)
     }
 
     #[test]
     fn each_job_holds_one_user_until_given_back() {
         let mut p = SlotPool::new(vec![user(0), user(1)]);
         assert!(p.isolates());
-        assert_eq!(p.take(JobId(7)).unwrap().name, "s0");
+        assert_eq!(p.take(JobId(7)).unwrap().user.name, "s0");
         // The same job keeps its user.
-        assert_eq!(p.take(JobId(7)).unwrap().name, "s0");
-        assert_eq!(p.take(JobId(8)).unwrap().name, "s1");
+        assert_eq!(p.take(JobId(7)).unwrap().user.name, "s0");
+        assert_eq!(p.take(JobId(8)).unwrap().user.name, "s1");
         // All held: no user for a third job.
         assert!(p.take(JobId(9)).is_none());
         p.give_back(JobId(7));
         assert!(p.held_by(JobId(7)).is_none());
-        assert_eq!(p.take(JobId(9)).unwrap().name, "s0");
-        assert_eq!(p.held_by(JobId(8)).unwrap().name, "s1");
+        assert_eq!(p.take(JobId(9)).unwrap().user.name, "s0");
+        assert_eq!(p.held_by(JobId(8)).unwrap().user.name, "s1");
     }
 
     #[test]
@@ -134,7 +139,8 @@ mod tests {
 
     #[test]
     fn a_missing_first_user_is_an_error() {
-        let e = SlotPool::discover("graze-no-such-slot-user-", 0).unwrap_err();
+        let base = Confinement::new(confine::current_user(), false, 19);
+        let e = SlotPool::discover("graze-no-such-slot-user-", &base).unwrap_err();
         assert!(
             e.to_string()
                 .contains("no user 'graze-no-such-slot-user-0'"),
