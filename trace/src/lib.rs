@@ -1,0 +1,84 @@
+//! graze's MPI traces (issue 16): the per-rank files the PMPI tracer writes
+//! (`docs/TRACE_FORMAT.md`, parsed in [`format`]), clock alignment across nodes and the merged
+//! [`Trace`] that `graze trace` writes out and `graze top` draws.
+//!
+//! Everything here is pure: bytes in, values out. No I/O but what a caller hands in.
+
+pub mod format;
+
+use serde::{Deserialize, Serialize};
+
+/// One clock-sync exchange between an agent and the scheduler (NTP-style), as the agent kept it.
+/// `offset_ns` is scheduler clock minus node clock at `local_ns` (the midpoint of the exchange on
+/// the node's `CLOCK_MONOTONIC`); the true offset lies within `offset_ns ± rtt_ns / 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSample {
+    pub local_ns: u64,
+    pub offset_ns: i64,
+    pub rtt_ns: u64,
+}
+
+/// What one node sent for a traced run: its rank files and its clock samples.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInput {
+    pub node: String,
+    /// (file name, contents) for each file of the node's trace directory.
+    pub files: Vec<(String, Vec<u8>)>,
+    pub clock: Vec<ClockSample>,
+}
+
+/// An MPI call of the format's op table (`docs/TRACE_FORMAT.md`); unknown ops are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Op(pub u8);
+
+/// What a span is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum What {
+    Mpi(Op),
+    Region(String),
+}
+
+/// One span of one rank, on the merged (scheduler's) clock, in ns since [`Trace::start_ns`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub begin_ns: u64,
+    pub end_ns: u64,
+    pub what: What,
+    pub peer: Option<i32>,
+    pub tag: Option<i32>,
+    pub comm_size: Option<u32>,
+    pub bytes: Option<u64>,
+}
+
+/// One rank's track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankTrack {
+    pub rank: i32,
+    pub node: String,
+    pub pid: u32,
+    /// Sorted by `begin_ns`.
+    pub spans: Vec<Span>,
+    /// Events the tracer dropped past the size limit.
+    pub dropped: u64,
+    /// The file was cut in the middle of a record (the rank died while writing).
+    pub truncated: bool,
+}
+
+/// A node's clock correction as used for the merge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeClock {
+    pub node: String,
+    pub samples: Vec<ClockSample>,
+    /// The largest error bound (RTT/2) of the samples used, in ns.
+    pub error_ns: u64,
+}
+
+/// A merged trace: every rank of a run, on one clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The scheduler clock's time (ns) that the spans' 0 stands for: the earliest begin.
+    pub start_ns: u64,
+    /// Sorted by rank.
+    pub ranks: Vec<RankTrack>,
+    pub nodes: Vec<NodeClock>,
+}
