@@ -177,6 +177,19 @@ pub enum CheckpointStream {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Agent → scheduler: a clock-sync stream ([`crate::ClockPing`] / [`crate::ClockPong`]
+    /// frames until the agent finishes it). Protocol 8.
+    Clock,
+    /// Agent → scheduler: a node's trace files of a traced run (protocol 8). The files' bytes
+    /// follow in order as data blocks, then a [`StreamEnd`]; the answer is a [`StreamReply`].
+    Trace {
+        /// The job.
+        job: JobId,
+        /// The run.
+        epoch: u64,
+        /// The files, in the order their bytes follow.
+        files: Vec<crate::TraceFileHead>,
+    },
 }
 
 /// The sender's last frame on a checkpoint stream, after the data.

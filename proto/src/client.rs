@@ -66,6 +66,10 @@ pub struct JobSpec {
     /// next run is restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<crate::CheckpointSpec>,
+    /// `--trace` (protocol 8): preload graze's MPI tracer into every rank, sync the nodes'
+    /// clocks during the run and keep the trace for `graze trace`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace: bool,
 }
 
 /// A job's state.
@@ -309,6 +313,16 @@ pub enum ClientRequest {
     /// Answer: [`ClientReply::ClusrunOutput`] lines as they come, then one
     /// [`ClientReply::ClusrunEnd`]; or [`ClientReply::Error`] before anything runs.
     Clusrun(Box<crate::clusrun::ClusrunSpec>),
+    /// `graze trace`: the stored trace files of a traced job's run (the latest stored attempt
+    /// when `attempt` is absent). Answer: [`ClientReply::TraceFile`] chunks, then one
+    /// [`ClientReply::TraceEnd`]; or [`ClientReply::Error`] (not traced, no trace yet).
+    Trace {
+        /// The job, or one task of an array.
+        job: JobRef,
+        /// Which run (1 is the first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u64>,
+    },
 }
 
 /// Answers to a [`ClientRequest`].
@@ -362,6 +376,23 @@ pub enum ClientReply {
     ClusrunEnd {
         /// Per node.
         results: Vec<crate::clusrun::ClusrunResult>,
+    },
+    /// One chunk of a stored trace file (answer to [`ClientRequest::Trace`]); a file's
+    /// chunks come in order, at most [`crate::TRACE_CHUNK`] bytes each.
+    TraceFile {
+        /// The node that sent it.
+        node: String,
+        /// Its name ([`crate::trace_file_name_ok`]).
+        name: String,
+        /// The bytes, hex.
+        hex: String,
+    },
+    /// Every file of the trace was sent.
+    TraceEnd {
+        /// The attempt they belong to.
+        attempt: u64,
+        /// Every attempt with a stored trace.
+        attempts: Vec<u64>,
     },
     /// The request failed.
     Error {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Checked in the first message of every connection.
 /// 7: `Availability::OwnerPresent` (an idle inhibitor held in a logind session).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Who is connecting.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,6 +24,7 @@ mod node;
 mod pattern;
 mod scheduler;
 mod text;
+mod trace;
 mod values;
 
 pub use agent::{AgentMsg, JobMsg};
@@ -53,6 +54,10 @@ pub use node::{Availability, HeldJob, MpiFlavour, NodeInfo, NodeStatus, OwnerPol
 pub use pattern::{attempt_aside, Pattern, PatternError, PatternValues, MAX_PATTERN};
 pub use scheduler::SchedulerMsg;
 pub use text::{clip, clip_line, human_duration, MAX_LINE};
+pub use trace::{
+    trace_file_name_ok, ClockPing, ClockPong, TraceFileHead, TraceRun, CLOCK_FILE,
+    DEFAULT_MAX_TRACE_BYTES, MAX_TRACE_NAME, TRACE_CHUNK,
+};
 pub use values::{ExitStatus, HostSlots, LaunchOutcome, LogLine, Stream, Unit};
 
 #[cfg(test)]

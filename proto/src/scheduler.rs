@@ -43,6 +43,10 @@ pub enum SchedulerMsg {
         /// `--stderr PATTERN`; without one stderr goes where stdout goes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stderr: Option<String>,
+        /// A traced run (`--trace`, protocol 8): preload the tracer, sync the clock, upload the
+        /// node's trace files before [`crate::JobMsg::JobCleared`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<crate::TraceRun>,
     },
     /// Start a command on this node for a job (a hydra proxy).
     SpawnRemote {
@@ -59,6 +63,9 @@ pub enum SchedulerMsg {
         origin: String,
         /// The origin agent's launch id, echoed likewise.
         origin_id: LaunchId,
+        /// A traced run, as in [`SchedulerMsg::StartJob`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<crate::TraceRun>,
     },
     /// A launch this agent asked for ([`crate::AgentMsg::Launch`]) ended, or was refused.
     LaunchDone {

@@ -45,6 +45,10 @@ pub struct Cli {
     /// `1GiB`, `500MB` or a number of bytes [default: 1GiB].
     #[arg(long, value_name = "SIZE")]
     pub max_checkpoint_bytes: Option<String>,
+    /// Largest trace kept per traced job (`graze submit --trace`), all nodes and ranks; each
+    /// rank's tracer drops (and counts) events past its share [default: 256MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_trace_bytes: Option<String>,
     /// Configuration file.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
@@ -122,6 +126,8 @@ pub struct FileConfig {
     pub checkpoint_node_dir: Option<String>,
     /// See [`Cli::max_checkpoint_bytes`]: a number of bytes or a string with a unit.
     pub max_checkpoint_bytes: Option<Size>,
+    /// See [`Cli::max_trace_bytes`].
+    pub max_trace_bytes: Option<Size>,
 }
 
 /// A size in scheduler.toml: a number of bytes, or a string such as `"1GiB"`.
@@ -205,6 +211,8 @@ pub struct SchedulerConfig {
     pub checkpoint_node_dir: String,
     /// Largest checkpoint stored per job (bytes received for one checkpoint, all parts).
     pub max_checkpoint_bytes: u64,
+    /// Largest trace per job (see [`crate::core::CoreConfig::max_trace_bytes`]).
+    pub max_trace_bytes: u64,
 }
 
 impl SchedulerConfig {
@@ -222,6 +230,7 @@ impl SchedulerConfig {
             history_days: DEFAULT_HISTORY_DAYS,
             checkpoint_node_dir: crate::core::DEFAULT_CHECKPOINT_NODE_DIR.into(),
             max_checkpoint_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
+            max_trace_bytes: graze_proto::DEFAULT_MAX_TRACE_BYTES,
         }
     }
 
@@ -387,7 +396,23 @@ pub fn resolve(cli: Cli) -> Result<SchedulerConfig> {
         Size::Bytes(b) => *b,
         Size::Text(t) => parse_size(t).map_err(|e| size_v.bad(e))?,
     };
+    let trace_v = pick(
+        "max_trace_bytes",
+        cli.max_trace_bytes.map(Size::Text),
+        file.max_trace_bytes,
+        path,
+        Size::Bytes(graze_proto::DEFAULT_MAX_TRACE_BYTES),
+    );
+    let max_trace_bytes = match &trace_v.value {
+        Size::Bytes(b) if *b < 4096 => bail!(trace_v.bad("must be at least 4096 bytes")),
+        Size::Bytes(b) => *b,
+        Size::Text(t) => match parse_size(t).map_err(|e| trace_v.bad(e))? {
+            b if b < 4096 => bail!(trace_v.bad("must be at least 4096 bytes")),
+            b => b,
+        },
+    };
     Ok(SchedulerConfig {
+        max_trace_bytes,
         checkpoint_node_dir: dir_v.value,
         max_checkpoint_bytes,
         history_days: days_v.value,
@@ -539,6 +564,18 @@ mod tests {
             format!("invalid max_checkpoint_bytes '0' in {at}: must be at least 1 byte")
         );
         assert!(run("max_checkpoint_bytes = -3").is_err());
+        assert_eq!(
+            run("max_trace_bytes = \"1MiB\"").unwrap().max_trace_bytes,
+            1 << 20
+        );
+        assert_eq!(
+            run("max_trace_bytes = 100").unwrap_err(),
+            format!("invalid max_trace_bytes '100' in {at}: must be at least 4096 bytes")
+        );
+        assert_eq!(
+            run("max_trace_bytes = \"1KB\"").unwrap_err(),
+            format!("invalid max_trace_bytes '1KB' in {at}: must be at least 4096 bytes")
+        );
         let e = run("checkpoint_node_dir = \"var/tmp\"").unwrap_err();
         assert!(
             e.starts_with(&format!(

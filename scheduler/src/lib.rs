@@ -25,6 +25,7 @@ mod owner;
 mod requests;
 mod store;
 pub mod token_cmd;
+mod trace;
 mod watch;
 
 use crate::auth::TokenStore;
@@ -111,6 +112,7 @@ pub async fn run(
             .try_into()
             .unwrap_or(u64::MAX),
         checkpoint_root: cfg.checkpoint_root(&id.fingerprint()),
+        max_trace_bytes: cfg.max_trace_bytes,
         ..CoreConfig::default()
     });
     info!(
@@ -156,6 +158,10 @@ pub async fn run(
         history,
         clusruns: Default::default(),
         checkpoints,
+        traces: trace::Traces {
+            root: cfg.state_dir.join("traces"),
+            max: cfg.max_trace_bytes,
+        },
     };
     tokio::select! {
         r = owner.run(rx) => r?,
@@ -216,7 +222,7 @@ impl Owner {
             Input::Agent(conn, _) | Input::AgentDown(conn, _) => {
                 self.core.node_name(*conn).map(str::to_owned)
             }
-            Input::Client(..) | Input::Checkpoint(_) => None,
+            Input::Client(..) | Input::Checkpoint(_) | Input::Trace(_) => None,
         };
         self.watch.touch(name);
     }
@@ -233,6 +239,7 @@ impl Owner {
             Input::Agent(conn, msg) => self.agent_msg(conn, msg, now),
             Input::Client(who, req, tx) => self.client(&who, req, tx, now),
             Input::Checkpoint(m) => self.checkpoint_msg(m, now),
+            Input::Trace(m) => self.trace_msg(m, now),
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) enum Input {
     Client(Identity, ClientRequest, mpsc::UnboundedSender<ClientReply>),
     /// A checkpoint stream task's question (a part arriving).
     Checkpoint(crate::checkpoint::Msg),
+    /// A trace upload's question or end.
+    Trace(crate::trace::Msg),
 }
 
 /// Closes one connection from the owning task.
@@ -82,4 +84,6 @@ pub(crate) struct Owner {
     pub(crate) clusruns: crate::clusrun::Clusruns,
     /// Stored checkpoints and those being received.
     pub(crate) checkpoints: crate::checkpoint::Checkpoints,
+    /// Stored traces (`STATE/traces`) and their limit.
+    pub(crate) traces: crate::trace::Traces,
 }

@@ -83,7 +83,9 @@ impl Owner {
             | ClientRequest::Wait(r)
             | ClientRequest::Release(r)
             | ClientRequest::Hold(r) => Some(*r),
-            ClientRequest::Logs { job, .. } | ClientRequest::Requeue { job, .. } => Some(*job),
+            ClientRequest::Logs { job, .. }
+            | ClientRequest::Requeue { job, .. }
+            | ClientRequest::Trace { job, .. } => Some(*job),
             _ => None,
         };
         let target = match named.map(|r| self.core.resolve(r)) {
@@ -267,6 +269,12 @@ impl Owner {
             ClientRequest::History(q) => reply(self.history_reply(who, &q)),
             ClientRequest::Harvest { since_ms } => reply(self.harvest_reply(who, since_ms, now)),
             ClientRequest::Clusrun(spec) => self.clusrun(who, *spec, tx, now),
+            ClientRequest::Trace { job, .. } if array => reply(ClientReply::Error {
+                message: format!(
+                    "job {job} is an array: name one task's trace, e.g. graze trace {job}.1"
+                ),
+            }),
+            ClientRequest::Trace { attempt, .. } => self.trace_request(id, attempt, tx),
             ClientRequest::Logs { job, .. } if array => reply(ClientReply::Error {
                 message: format!(
                     "job {job} is an array: name one task's output, e.g. graze logs {job}.1"

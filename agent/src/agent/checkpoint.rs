@@ -114,7 +114,7 @@ fn remove_markers(dir: &Path, ranks: &[u32]) {
 
 /// Make the checkpoint directory: its parents as root-owned 0755 directories (never through
 /// a symlink), itself owned by the job's user, 0700.
-fn make_dir(c: &confine::Confinement, dir: &Path) -> Result<(), String> {
+pub(super) fn make_dir(c: &confine::Confinement, dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     if !dir.is_absolute() {
         return Err(format!("'{}' is not an absolute path", dir.display()));

@@ -219,6 +219,7 @@ impl Agent {
         hosts: Vec<HostSlots>,
         secret: String,
         out: Option<(String, Option<String>, u64)>,
+        trace: Option<(graze_proto::TraceRun, u64)>,
     ) {
         if let Some(j) = self.jobs.get(&job) {
             if j.main != Main::None || j.killing {
@@ -287,6 +288,13 @@ impl Agent {
         }
         .vars();
         cmd.envs(vars);
+        if let Some((run, epoch)) = trace {
+            let flavour = super::trace::main_flavour(&program, &self.info.mpi);
+            let vars = self
+                .trace_env(job, epoch, run, flavour, &env)
+                .await;
+            cmd.envs(vars);
+        }
         let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
         let out_files = match out {
             Some((stdout, stderr, attempt)) => {
@@ -371,6 +379,7 @@ impl Agent {
         job: JobId,
         command: Vec<String>,
         origin: (String, LaunchId),
+        trace: Option<(graze_proto::TraceRun, u64)>,
     ) {
         let fail = |why: String| {
             vec![
@@ -443,6 +452,12 @@ impl Agent {
                     "GRAZE_RESTART_COUNT",
                     ck.epoch.saturating_sub(1).to_string(),
                 );
+        }
+        // Likewise the tracer's variables, for the ranks `orted` starts here.
+        if let Some((run, epoch)) = trace {
+            let flavour = super::trace::remote_flavour(&command, &self.info.mpi);
+            let vars = self.trace_env(job, epoch, run, flavour, &[]).await;
+            cmd.envs(vars);
         }
         let sink = ProcSink {
             tx: self.tx.clone(),
@@ -600,6 +615,12 @@ impl Agent {
     }
 
     pub(super) async fn clear(&mut self, job: JobId) {
+        // A traced run's files go to the scheduler first (`trace.rs`); the clear goes on
+        // when they went, or could not.
+        if self.start_trace_upload(job) {
+            return;
+        }
+        self.forget_trace(job);
         let mut attempt = 1;
         if let Some(j) = self.jobs.remove(&job) {
             attempt = j.epoch;

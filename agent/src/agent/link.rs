@@ -310,10 +310,12 @@ impl Agent {
                 epoch,
                 stdout,
                 stderr,
+                trace,
             } => {
                 graze_net::timeline(job.0, "start_received", &self.cfg.name);
                 let files = stdout.map(|o| (o, stderr, epoch));
-                self.start_job(job, command, cwd, env, hosts, secret, files)
+                let trace = trace.map(|t| (t, epoch));
+                self.start_job(job, command, cwd, env, hosts, secret, files, trace)
                     .await;
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.epoch = j.epoch.max(epoch);
@@ -326,8 +328,10 @@ impl Agent {
                 epoch,
                 origin,
                 origin_id,
+                trace,
             } => {
-                self.spawn_remote(remote, job, command, (origin, origin_id))
+                let trace = trace.map(|t| (t, epoch));
+                self.spawn_remote(remote, job, command, (origin, origin_id), trace)
                     .await;
                 if let Some(j) = self.jobs.get_mut(&job) {
                     j.epoch = j.epoch.max(epoch);

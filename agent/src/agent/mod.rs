@@ -18,6 +18,7 @@ mod launches;
 mod link;
 mod local;
 mod state;
+mod trace;
 
 use crate::config::AgentConfig;
 use crate::jobs::cgroup::CgroupRoot;
@@ -188,6 +189,7 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         clusruns: HashMap::new(),
         ckpts: HashMap::new(),
         early_restores: Vec::new(),
+        traces: HashMap::new(),
     };
 
     let local_task = local::serve(&agent.cfg, agent.tx.clone());
@@ -342,6 +344,8 @@ impl Agent {
                 result,
                 clear,
             } => self.on_part_sent(job, id, result, clear).await,
+            Input::ClockSample { job, result } => self.on_clock_sample(job, result),
+            Input::TraceSent { job, result } => self.on_trace_sent(job, result).await,
             Input::Stopped {
                 seen,
                 result,
@@ -393,6 +397,7 @@ impl Agent {
             tracing::info!(to = %avail, "the owner has been idle for resume_after");
         }
         self.clusrun_tick(now);
+        self.trace_tick(now);
         self.restore_timeouts(now).await;
         if self.self_fence_due(now) {
             tracing::warn!(

@@ -125,6 +125,16 @@ pub(super) enum Input {
         result: Result<(), String>,
         clear: bool,
     },
+    /// A clock-sync burst of a traced job ended.
+    ClockSample {
+        job: JobId,
+        result: Result<graze_trace::ClockSample, String>,
+    },
+    /// A traced job's files were uploaded (what was left out), or could not be.
+    TraceSent {
+        job: JobId,
+        result: Result<Vec<String>, String>,
+    },
     /// A request on the owner's local socket (already allowed), and where to answer.
     Local {
         req: crate::owner::local::Request,
@@ -326,4 +336,6 @@ pub(super) struct Agent {
     pub(super) ckpts: HashMap<JobId, super::checkpoint::NodeCkpt>,
     /// Restore streams that came before their run's setup.
     pub(super) early_restores: Vec<super::checkpoint::EarlyRestore>,
+    /// Traced runs with processes here (`--trace`).
+    pub(super) traces: HashMap<JobId, super::trace::NodeTrace>,
 }

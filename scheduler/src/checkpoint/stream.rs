@@ -82,15 +82,22 @@ async fn receive_part(
                 .await;
             }
         };
-    let CheckpointStream::Part {
-        job,
-        id,
-        ranks,
-        error,
-    } = head
-    else {
-        let _ = recv.stop(1u32.into());
-        return reply(&mut send, Some("agents send parts, not restores".into())).await;
+    let (job, id, ranks, error) = match head {
+        CheckpointStream::Part {
+            job,
+            id,
+            ranks,
+            error,
+        } => (job, id, ranks, error),
+        // Clock probes and trace uploads share the agent's extra streams (issue 16).
+        CheckpointStream::Clock => return crate::trace::serve_clock(send, recv).await,
+        CheckpointStream::Trace { job, epoch, files } => {
+            return crate::trace::receive(send, recv, node, job, epoch, files, tx).await
+        }
+        CheckpointStream::Restore { .. } => {
+            let _ = recv.stop(1u32.into());
+            return reply(&mut send, Some("agents send parts, not restores".into())).await;
+        }
     };
     let outcome = match error {
         Some(e) => Err(e),

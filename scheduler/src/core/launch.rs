@@ -22,6 +22,7 @@ impl Core {
                 let remote = RemoteId(self.next_remote);
                 self.next_remote += 1;
                 let epoch = self.jobs.get(&job).map_or(0, |j| j.epoch);
+                let trace = self.trace_run(job, host);
                 let origin = self.node_name(conn).unwrap_or_default().to_string();
                 self.send(
                     target,
@@ -32,6 +33,7 @@ impl Core {
                         epoch,
                         origin,
                         origin_id: id,
+                        trace,
                     },
                 );
             }

@@ -81,6 +81,7 @@ mod restore;
 mod secret;
 mod state;
 mod timeout;
+mod trace;
 mod view;
 
 pub use array::Target;

@@ -220,6 +220,7 @@ impl Core {
             epoch: j.epoch,
             stdout: j.spec.stdout.clone(),
             stderr: j.spec.stderr.clone(),
+            trace: self.trace_run(id, &alloc[0].host),
         };
         for a in &alloc {
             if let Some(n) = self.nodes.get_mut(&a.host) {

@@ -29,6 +29,9 @@ pub struct CoreConfig {
     /// digits of the scheduler's certificate fingerprint), so clusters sharing a PC never
     /// collide.
     pub checkpoint_root: String,
+    /// `max_trace_bytes` (scheduler.toml): a traced job's trace limit, all nodes and ranks;
+    /// each rank's tracer gets its share (`GRAZE_TRACE_MAX_BYTES`).
+    pub max_trace_bytes: u64,
 }
 
 /// Default of the scheduler's `checkpoint_node_dir`, the first part of
@@ -52,6 +55,7 @@ impl Default for CoreConfig {
             node_timeout_ms: graze_proto::DEFAULT_NODE_TIMEOUT_MS,
             fence_margin_ms: DEFAULT_FENCE_MARGIN_MS,
             checkpoint_root: format!("{DEFAULT_CHECKPOINT_NODE_DIR}/local"),
+            max_trace_bytes: graze_proto::DEFAULT_MAX_TRACE_BYTES,
         }
     }
 }
