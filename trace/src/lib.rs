@@ -4,6 +4,7 @@
 //!
 //! Everything here is pure: bytes in, values out. No I/O but what a caller hands in.
 
+pub mod chrome;
 pub mod clock;
 pub mod format;
 mod merge;
