@@ -246,7 +246,7 @@ async fn receive_files(
     let total: u64 = heads.iter().map(|h| h.bytes).sum();
     let mut got = 0u64;
     // Files of 0 bytes are complete before any block.
-    let mut flush = |idx: &mut usize, cur: &mut Vec<u8>, out: &mut Vec<(String, Vec<u8>)>| {
+    let flush = |idx: &mut usize, cur: &mut Vec<u8>, out: &mut Vec<(String, Vec<u8>)>| {
         while *idx < heads.len() && cur.len() as u64 == heads[*idx].bytes {
             out.push((heads[*idx].name.clone(), std::mem::take(cur)));
             *idx += 1;

@@ -116,6 +116,9 @@ pub enum Command {
     },
     /// Run a command once on each chosen node, now, beside the jobs (admin tokens only).
     Clusrun(crate::clusrun::ClusrunArgs),
+    /// Write a traced job's MPI timeline (`submit --trace`): Chrome JSON for Perfetto (-o),
+    /// OTF2 for Vampir (--otf2), or a per-rank summary (--summary).
+    Trace(crate::trace_cmd::TraceArgs),
     /// Wait until a job ends; exit with its exit code (130 when cancelled).
     Wait {
         /// The job id, an array's id, or ARRAY.INDEX for one task.
@@ -232,6 +235,10 @@ pub struct SubmitArgs {
     /// Whole nodes: all cores of each node the job uses, and no other job beside it.
     #[arg(long)]
     pub exclusive: bool,
+    /// Trace the MPI calls of every rank (graze's PMPI tracer, preloaded) with the nodes'
+    /// clocks synced; write the timeline afterwards with `graze trace JOB`.
+    #[arg(long)]
+    pub trace: bool,
     /// Print `{"id": N}` instead of the bare id.
     #[arg(long, conflicts_with = "parsable")]
     pub json: bool,

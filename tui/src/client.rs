@@ -77,6 +77,7 @@ pub fn request_name(req: &ClientRequest) -> &'static str {
         ClientRequest::History(_) => "history",
         ClientRequest::Harvest { .. } => "harvest",
         ClientRequest::Clusrun(_) => "clusrun",
+        ClientRequest::Trace { .. } => "trace",
     }
 }
 
@@ -98,6 +99,8 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::ClusrunOutput(_) => "clusrun_output",
         ClientReply::ClusrunEnd { .. } => "clusrun_end",
         ClientReply::Array(_) => "array",
+        ClientReply::TraceFile { .. } => "trace_file",
+        ClientReply::TraceEnd { .. } => "trace_end",
         ClientReply::Error { .. } => "error",
     }
 }

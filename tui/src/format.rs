@@ -278,6 +278,12 @@ pub fn job_details(job: &JobView, now_ms: u64) -> String {
     }
     crate::when::limit_rows(job, &mut rows);
     crate::checkpoint::checkpoint_rows(job, &mut rows);
+    if spec.trace {
+        rows.push((
+            "trace",
+            format!("MPI calls traced; write the timeline with 'graze trace {}'", job.id),
+        ));
+    }
     if let Some(t) = job.expected_start_ms {
         rows.push(("expected start", reserved_start(t)));
     }

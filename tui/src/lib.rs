@@ -15,6 +15,7 @@ pub mod engines;
 pub mod format;
 pub mod report;
 pub mod top;
+pub mod trace_cmd;
 pub mod when;
 
 use anyhow::{bail, Context as _};
@@ -193,6 +194,7 @@ async fn dispatch(
             attempt,
         } => logs(client, job, rank, follow, attempt).await?,
         Command::Clusrun(args) => return clusrun::run(client, args).await,
+        Command::Trace(args) => trace_cmd::run(client, args).await?,
         Command::Cancel { job } => {
             let view = client
                 .cancel(job)
@@ -371,7 +373,7 @@ async fn logs(
     Ok(())
 }
 
-fn print(text: &str) -> anyhow::Result<()> {
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -471,6 +473,7 @@ pub fn spec_from_args(args: &SubmitArgs, cwd: &Path, user: String) -> anyhow::Re
         stdout: args.stdout.clone(),
         stderr: args.stderr.clone(),
         exclusive: args.exclusive,
+        trace: args.trace,
         array: args.array.clone(),
         after: args.after.clone(),
         ..Default::default()

@@ -29,6 +29,10 @@ fn owner(state: &Path) -> Owner {
             crate::config::DEFAULT_MAX_CHECKPOINT_BYTES,
         )
         .unwrap(),
+        traces: crate::trace::Traces {
+            root: state.join("traces"),
+            max: graze_proto::DEFAULT_MAX_TRACE_BYTES,
+        },
     }
 }
 

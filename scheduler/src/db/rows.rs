@@ -118,6 +118,9 @@ pub(crate) struct SpecRow {
     /// Checkpoint options.
     #[serde(default)]
     pub(crate) checkpoint: Option<CheckpointRow>,
+    /// `--trace`.
+    #[serde(default)]
+    pub(crate) trace: bool,
 }
 
 /// A job's checkpoint options, as stored.
@@ -370,6 +373,7 @@ impl From<&JobSpec> for SpecRow {
                 grace_ms: c.grace_ms,
                 every_ms: c.every_ms,
             }),
+            trace: s.trace,
         }
     }
 }
@@ -418,6 +422,7 @@ impl From<SpecRow> for JobSpec {
                 grace_ms: c.grace_ms,
                 every_ms: c.every_ms,
             }),
+            trace: s.trace,
         }
     }
 }
