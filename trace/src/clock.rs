@@ -69,6 +69,26 @@ impl Model {
         Model { kept }
     }
 
+    /// The model of samples already selected (e.g. [`crate::NodeClock::samples`]): used as
+    /// they are, only sorted (one per node time, the lowest round trip).
+    pub fn from_kept(samples: &[ClockSample]) -> Model {
+        let mut kept = samples.to_vec();
+        kept.sort_by_key(|s| (s.local_ns, s.rtt_ns));
+        kept.dedup_by_key(|s| s.local_ns);
+        Model { kept }
+    }
+
+    /// The inverse of [`Model::correct`]: the node time whose corrected time is `global`
+    /// (to within a nanosecond or so; offsets change slowly, so a few fixed-point steps do).
+    pub fn local_of(&self, global: i128) -> i128 {
+        let mut local = global;
+        for _ in 0..4 {
+            let at = u64::try_from(local.max(0)).unwrap_or(u64::MAX);
+            local = global - i128::from(self.offset_at(at));
+        }
+        local
+    }
+
     /// No samples: times are not corrected.
     pub fn is_empty(&self) -> bool {
         self.kept.is_empty()
@@ -203,6 +223,19 @@ mod tests {
         // A stall that is slow but within the slack is kept.
         let m = Model::new(&[s(0, 0, 100_000), s(2 * SEC, 5, 900_000)]);
         assert_eq!(m.kept().len(), 2);
+    }
+
+    #[test]
+    fn local_of_inverts_correct() {
+        let m = Model::from_kept(&[
+            s(100 * SEC, -5 * SEC as i64, 1),
+            s(200 * SEC, -5 * SEC as i64 + 10_000, 1),
+        ]);
+        for t in [0, 100 * SEC, 150 * SEC + 7, 300 * SEC] {
+            let g = m.correct(t);
+            let back = m.local_of(g);
+            assert!((back - i128::from(t)).abs() <= 1, "{t} -> {g} -> {back}");
+        }
     }
 
     #[test]
