@@ -392,4 +392,55 @@ mod tests {
         let e = merge(&[a]).expect_err("refused");
         assert!(e.to_string().contains("no rank trace files"), "{e}");
     }
+
+    fn arb_sample() -> impl proptest::strategy::Strategy<Value = ClockSample> {
+        use proptest::prelude::*;
+        (any::<u64>(), any::<i64>(), any::<u64>()).prop_map(|(local_ns, offset_ns, rtt_ns)| {
+            ClockSample {
+                local_ns,
+                offset_ns,
+                rtt_ns,
+            }
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_merges_or_is_refused_never_panics(
+            files in proptest::collection::vec(
+                (0i32..6, proptest::collection::vec((0u64..1_000_000, 0u64..1_000_000), 0..6),
+                 proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..3)),
+                0..6),
+            clock in proptest::collection::vec(arb_sample(), 0..5),
+            shift in 0u64..u64::MAX / 2,
+        ) {
+            let node = NodeInput {
+                node: "n".into(),
+                files: files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (rank, ar, flips))| {
+                        let ar: Vec<(u64, u64)> =
+                            ar.iter().map(|&(a, b)| (a.min(b) + 500, a.max(b) + 500)).collect();
+                        let mut bytes = rank_file(*rank, "n", shift, &ar);
+                        for &(at, v) in flips {
+                            let n = bytes.len();
+                            bytes[at % n] = v;
+                        }
+                        (format!("f{i}.gzt"), bytes)
+                    })
+                    .collect(),
+                clock,
+            };
+            if let Ok(t) = merge(&[node]) {
+                proptest::prop_assert!(t.ranks.windows(2).all(|w| w[0].rank < w[1].rank));
+                for r in &t.ranks {
+                    proptest::prop_assert!(r.spans.windows(2).all(|w| w[0].begin_ns <= w[1].begin_ns));
+                    proptest::prop_assert!(r.spans.iter().all(|s| s.begin_ns <= s.end_ns));
+                }
+                let first = t.ranks.iter().flat_map(|r| r.spans.iter().map(|s| s.begin_ns)).min();
+                proptest::prop_assert!(first.is_none() || first == Some(0));
+            }
+        }
+    }
 }
