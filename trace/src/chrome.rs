@@ -283,4 +283,65 @@ mod tests {
         assert_eq!(micros(1_234_567), "1234.567");
         assert_eq!(micros(u64::MAX), "18446744073709551.615");
     }
+
+    #[test]
+    fn a_merged_run_with_a_shifted_node() {
+        use crate::format::{Call, Header, Writer};
+        use crate::{merge, NodeInput};
+        const SEC: u64 = 1_000_000_000;
+        let file = |rank: i32, shift: u64| {
+            let mut w = Writer::new(&Header {
+                rank,
+                world_size: 2,
+                pid: 7,
+                dropped: 0,
+                start_ns: shift,
+                host: "h".into(),
+            });
+            w.call(&Call {
+                op: Op::ALLREDUCE,
+                peer: -1,
+                tag: -1,
+                comm_size: 2,
+                begin_ns: shift + 1_000 + rank as u64 * 100,
+                end_ns: shift + 3_000,
+                bytes: 8,
+            });
+            w.finish()
+        };
+        let node = |name: &str, rank: i32, shift: u64, offset_ns: i64| NodeInput {
+            node: name.into(),
+            files: vec![(format!("rank-{rank}.gzt"), file(rank, shift))],
+            clock: vec![ClockSample {
+                local_ns: shift,
+                offset_ns,
+                rtt_ns: 2_000,
+            }],
+        };
+        let t = merge(&[
+            node("a", 0, 10 * SEC, 0),
+            node("b", 1, 15 * SEC, -5_000_000_000),
+        ])
+        .expect("merges");
+        let mut out = Vec::new();
+        write(&t, &mut out).expect("writes");
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let x: Vec<&Value> = v["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .collect();
+        assert_eq!(x.len(), 2);
+        assert_eq!(
+            (x[0]["pid"].as_u64(), x[0]["ts"].as_f64()),
+            (Some(1), Some(0.0))
+        );
+        assert_eq!(
+            (x[1]["pid"].as_u64(), x[1]["ts"].as_f64()),
+            (Some(2), Some(0.1))
+        );
+        assert_eq!(x[1]["dur"].as_f64(), Some(1.9));
+        assert_eq!(v["otherData"]["graze_clock"]["b"]["error_ns"], 1_000);
+    }
 }

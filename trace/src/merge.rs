@@ -65,6 +65,11 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
             error_ns: model.error_ns(),
         });
         for (name, bytes) in &node.files {
+            if name == "clock.json" {
+                // The node's samples as the scheduler stores them; the caller passes them in
+                // `NodeInput::clock`.
+                continue;
+            }
             if !name.ends_with(".gzt") {
                 other_files += 1;
                 if name.starts_with("note-") && name.ends_with(".txt") {
@@ -354,6 +359,7 @@ mod tests {
         a.files
             .push(("pid-88.gzt".into(), rank_file(-1, "a", 0, &[])));
         a.files.push(("core".into(), vec![0xff]));
+        a.files.push(("clock.json".into(), b"[]".to_vec()));
         let mut dropped = Writer::new(&Header {
             rank: 1,
             world_size: 2,
@@ -380,6 +386,7 @@ mod tests {
         assert!(w.contains("core is not a rank trace file"), "{w}");
         assert!(w.contains("dropped 42 events"), "{w}");
         assert!(w.contains("a:rank-1.gzt: cut in the middle"), "{w}");
+        assert!(!w.contains("clock.json"), "{w}");
     }
 
     #[test]
