@@ -245,4 +245,37 @@ mod tests {
         let _ = m.correct(u64::MAX);
         assert_eq!(m.error_ns(), u64::MAX / 2);
     }
+
+    proptest::proptest! {
+        /// With realistic samples (offsets that change by less than half the node time between
+        /// them: drift far below 50%), correction keeps order and `local_of` inverts it.
+        #[test]
+        fn correction_keeps_order_and_inverts(
+            start in 0u64..1 << 50,
+            steps in proptest::collection::vec((1u64..10 * SEC, -1_000i64..1_000, 0u64..10_000_000), 1..12),
+            base in -(1i64 << 40)..1 << 40,
+            probes in proptest::collection::vec(0u64..200 * SEC, 1..20),
+        ) {
+            let mut samples = Vec::new();
+            let (mut t, mut off) = (start, base);
+            for (dt, doff_per_mille, rtt) in steps {
+                t += dt;
+                off += (dt as i64 / 2_000) * doff_per_mille / 1_000;
+                samples.push(s(t, off, rtt));
+            }
+            let m = Model::new(&samples);
+            proptest::prop_assert!(!m.kept().is_empty());
+            let mut probes: Vec<u64> = probes.into_iter().map(|p| start + p).collect();
+            probes.sort_unstable();
+            for w in probes.windows(2) {
+                proptest::prop_assert!(m.correct(w[0]) <= m.correct(w[1]));
+            }
+            for &p in &probes {
+                let back = m.local_of(m.correct(p));
+                proptest::prop_assert!((back - i128::from(p)).abs() <= 2, "{} -> {}", p, back);
+            }
+            let bound = m.kept().iter().map(|k| k.rtt_ns / 2).max();
+            proptest::prop_assert_eq!(Some(m.error_ns()), bound);
+        }
+    }
 }

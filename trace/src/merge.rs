@@ -51,6 +51,7 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
     // rank -> (where, track without spans, pending spans)
     let mut ranks: BTreeMap<i32, (String, RankTrack, Vec<Pending>)> = BTreeMap::new();
     let mut other_files = 0;
+    let mut world_sizes: Vec<(i32, String)> = Vec::new();
     for node in nodes {
         let model = Model::new(&node.clock);
         if model.is_empty() {
@@ -109,6 +110,9 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
                     first: first.clone(),
                     second: place,
                 });
+            }
+            if h.world_size > 0 {
+                world_sizes.push((h.world_size, place.clone()));
             }
             if file.truncated {
                 warnings.push(format!(
@@ -170,6 +174,28 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
                 ));
             }
             ranks.insert(h.rank, (place, track, pending));
+        }
+    }
+    let sizes: std::collections::BTreeSet<i32> = world_sizes.iter().map(|(s, _)| *s).collect();
+    if sizes.len() > 1 {
+        warnings.push(format!(
+            "the rank files disagree on the world size ({}): are they from one run?",
+            world_sizes
+                .iter()
+                .map(|(s, place)| format!("{place}: {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    } else if let Some(&size) = sizes.first() {
+        let missing: Vec<String> = (0..size)
+            .filter(|r| !ranks.contains_key(r))
+            .map(|r| r.to_string())
+            .collect();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "no trace file for rank {} of {size}",
+                missing.join(", ")
+            ));
         }
     }
     if ranks.is_empty() {
@@ -317,12 +343,13 @@ mod tests {
                 .map(|s| s.begin_ns)
         };
         assert_eq!(ar(1).zip(ar(0)).map(|(b, a)| b - a), Some(5 * SEC));
-        assert_eq!(t.warnings.len(), 1);
+        assert_eq!(t.warnings.len(), 2);
         assert!(
             t.warnings[0].contains("node b: no clock samples"),
             "{:?}",
             t.warnings
         );
+        assert_eq!(t.warnings[1], "no trace file for rank 2, 3 of 4");
     }
 
     #[test]
@@ -387,6 +414,12 @@ mod tests {
         assert!(w.contains("dropped 42 events"), "{w}");
         assert!(w.contains("a:rank-1.gzt: cut in the middle"), "{w}");
         assert!(!w.contains("clock.json"), "{w}");
+        assert!(
+            w.contains(
+                "the rank files disagree on the world size (a:rank-0.gzt: 4, a:rank-1.gzt: 2)"
+            ),
+            "{w}"
+        );
     }
 
     #[test]

@@ -566,15 +566,16 @@ pub fn write(trace: &Trace, dir: &Path) -> Result<(), Otf2Error> {
                 (api.system_tree_node)(g, i as u32 + 1, *name, node_class, 0),
             )?;
         }
-        for (r, name) in trace.ranks.iter().zip(&rank_names) {
+        // Location groups are numbered densely (libotf2 wants them in order); locations by rank.
+        for (id, (r, name)) in trace.ranks.iter().zip(&rank_names).enumerate() {
             let node = nodes.iter().position(|n| *n == r.node).unwrap_or(0) as u32 + 1;
-            let id = r.rank.max(0) as u32;
+            let id = id as u32;
             api.check(
                 "OTF2_GlobalDefWriter_WriteLocationGroup",
                 (api.location_group)(g, id, *name, LOCATION_GROUP_PROCESS, node, UNDEFINED_U32),
             )?;
         }
-        for (name, (loc, events)) in rank_names.iter().zip(&locations) {
+        for (group, (name, (loc, events))) in rank_names.iter().zip(&locations).enumerate() {
             api.check(
                 "OTF2_GlobalDefWriter_WriteLocation",
                 (api.location)(
@@ -583,7 +584,7 @@ pub fn write(trace: &Trace, dir: &Path) -> Result<(), Otf2Error> {
                     *name,
                     LOCATION_CPU_THREAD,
                     events.len() as u64,
-                    *loc as u32,
+                    group as u32,
                 ),
             )?;
         }
@@ -722,7 +723,7 @@ mod tests {
             .expect("otf2-print runs (Debian's otf2-tools; scripts/setup installs it)");
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(
-            o.status.success(),
+            o.status.success() && o.stderr.is_empty(),
             "{}\n{text}",
             String::from_utf8_lossy(&o.stderr)
         );
@@ -779,5 +780,28 @@ mod tests {
         std::fs::write(dir.path().join("traces.otf2"), b"").expect("write");
         let e = write(&trace(), dir.path()).expect_err("refused");
         assert!(e.to_string().contains("already exists"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_rank_reads_cleanly() {
+        let mut t = trace();
+        t.ranks.remove(1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(&t, dir.path()).expect("writes");
+        let o = Command::new("otf2-print")
+            .arg("-G")
+            .arg(dir.path().join("traces.otf2"))
+            .output()
+            .expect("otf2-print runs");
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(o.status.success() && err.trim().is_empty(), "{err}\n{out}");
+        assert!(
+            out.contains("LOCATION                               3  Name: \"rank 3\""),
+            "{out}"
+        );
+        assert!(out.contains("Group: \"rank 3\" <2>"), "{out}");
     }
 }
