@@ -45,15 +45,15 @@ fn category(what: &What) -> &'static str {
 /// Write `trace` as Chrome trace-event JSON.
 pub fn write(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
     let mut out = io::BufWriter::new(out);
-    let pid_of = |node: &str| {
-        trace
-            .nodes
-            .iter()
-            .position(|n| n.node == node)
-            .map(|i| i + 1)
-            // A rank of a node without a clock entry (not made by merge): after the others.
-            .unwrap_or(trace.nodes.len() + 1)
-    };
+    // Nodes in the order of `trace.nodes`, then any a rank names that has no clock entry (a
+    // trace not made by `merge`).
+    let mut named: Vec<&str> = trace.nodes.iter().map(|n| n.node.as_str()).collect();
+    for r in &trace.ranks {
+        if !named.contains(&r.node.as_str()) {
+            named.push(&r.node);
+        }
+    }
+    let pid_of = |node: &str| named.iter().position(|n| *n == node).unwrap_or(0) + 1;
     writeln!(out, "{{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
     let mut first = true;
     let mut sep = |out: &mut dyn Write| -> io::Result<()> {
@@ -63,12 +63,6 @@ pub fn write(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
             writeln!(out, ",")
         }
     };
-    let mut named: Vec<String> = trace.nodes.iter().map(|n| n.node.clone()).collect();
-    for r in &trace.ranks {
-        if !named.contains(&r.node) {
-            named.push(r.node.clone());
-        }
-    }
     for node in &named {
         let pid = pid_of(node);
         sep(&mut out)?;
@@ -343,5 +337,23 @@ mod tests {
         );
         assert_eq!(x[1]["dur"].as_f64(), Some(1.9));
         assert_eq!(v["otherData"]["graze_clock"]["b"]["error_ns"], 1_000);
+    }
+
+    #[test]
+    fn nodes_without_clock_entries_get_their_own_process() {
+        let mut t = trace();
+        t.nodes.clear();
+        t.ranks[1].node = "c".into();
+        let mut out = Vec::new();
+        write(&t, &mut out).expect("writes");
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let procs: Vec<(u64, &str)> = v["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["name"] == "process_name")
+            .filter_map(|e| Some((e["pid"].as_u64()?, e["args"]["name"].as_str()?)))
+            .collect();
+        assert_eq!(procs, [(1, "a"), (2, "c")]);
     }
 }
