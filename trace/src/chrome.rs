@@ -45,15 +45,15 @@ fn category(what: &What) -> &'static str {
 /// Write `trace` as Chrome trace-event JSON.
 pub fn write(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
     let mut out = io::BufWriter::new(out);
-    let pid_of = |node: &str| {
-        trace
-            .nodes
-            .iter()
-            .position(|n| n.node == node)
-            .map(|i| i + 1)
-            // A rank of a node without a clock entry (not made by merge): after the others.
-            .unwrap_or(trace.nodes.len() + 1)
-    };
+    // Nodes in the order of `trace.nodes`, then any a rank names that has no clock entry (a
+    // trace not made by `merge`).
+    let mut named: Vec<&str> = trace.nodes.iter().map(|n| n.node.as_str()).collect();
+    for r in &trace.ranks {
+        if !named.contains(&r.node.as_str()) {
+            named.push(&r.node);
+        }
+    }
+    let pid_of = |node: &str| named.iter().position(|n| *n == node).unwrap_or(0) + 1;
     writeln!(out, "{{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
     let mut first = true;
     let mut sep = |out: &mut dyn Write| -> io::Result<()> {
@@ -63,12 +63,6 @@ pub fn write(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
             writeln!(out, ",")
         }
     };
-    let mut named: Vec<String> = trace.nodes.iter().map(|n| n.node.clone()).collect();
-    for r in &trace.ranks {
-        if !named.contains(&r.node) {
-            named.push(r.node.clone());
-        }
-    }
     for node in &named {
         let pid = pid_of(node);
         sep(&mut out)?;
@@ -282,5 +276,84 @@ mod tests {
         assert_eq!(micros(0), "0.000");
         assert_eq!(micros(1_234_567), "1234.567");
         assert_eq!(micros(u64::MAX), "18446744073709551.615");
+    }
+
+    #[test]
+    fn a_merged_run_with_a_shifted_node() {
+        use crate::format::{Call, Header, Writer};
+        use crate::{merge, NodeInput};
+        const SEC: u64 = 1_000_000_000;
+        let file = |rank: i32, shift: u64| {
+            let mut w = Writer::new(&Header {
+                rank,
+                world_size: 2,
+                pid: 7,
+                dropped: 0,
+                start_ns: shift,
+                host: "h".into(),
+            });
+            w.call(&Call {
+                op: Op::ALLREDUCE,
+                peer: -1,
+                tag: -1,
+                comm_size: 2,
+                begin_ns: shift + 1_000 + rank as u64 * 100,
+                end_ns: shift + 3_000,
+                bytes: 8,
+            });
+            w.finish()
+        };
+        let node = |name: &str, rank: i32, shift: u64, offset_ns: i64| NodeInput {
+            node: name.into(),
+            files: vec![(format!("rank-{rank}.gzt"), file(rank, shift))],
+            clock: vec![ClockSample {
+                local_ns: shift,
+                offset_ns,
+                rtt_ns: 2_000,
+            }],
+        };
+        let t = merge(&[
+            node("a", 0, 10 * SEC, 0),
+            node("b", 1, 15 * SEC, -5_000_000_000),
+        ])
+        .expect("merges");
+        let mut out = Vec::new();
+        write(&t, &mut out).expect("writes");
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let x: Vec<&Value> = v["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .collect();
+        assert_eq!(x.len(), 2);
+        assert_eq!(
+            (x[0]["pid"].as_u64(), x[0]["ts"].as_f64()),
+            (Some(1), Some(0.0))
+        );
+        assert_eq!(
+            (x[1]["pid"].as_u64(), x[1]["ts"].as_f64()),
+            (Some(2), Some(0.1))
+        );
+        assert_eq!(x[1]["dur"].as_f64(), Some(1.9));
+        assert_eq!(v["otherData"]["graze_clock"]["b"]["error_ns"], 1_000);
+    }
+
+    #[test]
+    fn nodes_without_clock_entries_get_their_own_process() {
+        let mut t = trace();
+        t.nodes.clear();
+        t.ranks[1].node = "c".into();
+        let mut out = Vec::new();
+        write(&t, &mut out).expect("writes");
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let procs: Vec<(u64, &str)> = v["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["name"] == "process_name")
+            .filter_map(|e| Some((e["pid"].as_u64()?, e["args"]["name"].as_str()?)))
+            .collect();
+        assert_eq!(procs, [(1, "a"), (2, "c")]);
     }
 }

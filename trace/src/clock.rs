@@ -69,6 +69,26 @@ impl Model {
         Model { kept }
     }
 
+    /// The model of samples already selected (e.g. [`crate::NodeClock::samples`]): used as
+    /// they are, only sorted (one per node time, the lowest round trip).
+    pub fn from_kept(samples: &[ClockSample]) -> Model {
+        let mut kept = samples.to_vec();
+        kept.sort_by_key(|s| (s.local_ns, s.rtt_ns));
+        kept.dedup_by_key(|s| s.local_ns);
+        Model { kept }
+    }
+
+    /// The inverse of [`Model::correct`]: the node time whose corrected time is `global`
+    /// (to within a nanosecond or so; offsets change slowly, so a few fixed-point steps do).
+    pub fn local_of(&self, global: i128) -> i128 {
+        let mut local = global;
+        for _ in 0..4 {
+            let at = u64::try_from(local.max(0)).unwrap_or(u64::MAX);
+            local = global - i128::from(self.offset_at(at));
+        }
+        local
+    }
+
     /// No samples: times are not corrected.
     pub fn is_empty(&self) -> bool {
         self.kept.is_empty()
@@ -206,10 +226,56 @@ mod tests {
     }
 
     #[test]
+    fn local_of_inverts_correct() {
+        let m = Model::from_kept(&[
+            s(100 * SEC, -5 * SEC as i64, 1),
+            s(200 * SEC, -5 * SEC as i64 + 10_000, 1),
+        ]);
+        for t in [0, 100 * SEC, 150 * SEC + 7, 300 * SEC] {
+            let g = m.correct(t);
+            let back = m.local_of(g);
+            assert!((back - i128::from(t)).abs() <= 1, "{t} -> {g} -> {back}");
+        }
+    }
+
+    #[test]
     fn extreme_values_do_not_overflow() {
         let m = Model::new(&[s(0, i64::MIN, u64::MAX), s(u64::MAX, i64::MAX, u64::MAX)]);
         let _ = m.correct(u64::MAX / 2);
         let _ = m.correct(u64::MAX);
         assert_eq!(m.error_ns(), u64::MAX / 2);
+    }
+
+    proptest::proptest! {
+        /// With realistic samples (offsets that change by less than half the node time between
+        /// them: drift far below 50%), correction keeps order and `local_of` inverts it.
+        #[test]
+        fn correction_keeps_order_and_inverts(
+            start in 0u64..1 << 50,
+            steps in proptest::collection::vec((1u64..10 * SEC, -1_000i64..1_000, 0u64..10_000_000), 1..12),
+            base in -(1i64 << 40)..1 << 40,
+            probes in proptest::collection::vec(0u64..200 * SEC, 1..20),
+        ) {
+            let mut samples = Vec::new();
+            let (mut t, mut off) = (start, base);
+            for (dt, doff_per_mille, rtt) in steps {
+                t += dt;
+                off += (dt as i64 / 2_000) * doff_per_mille / 1_000;
+                samples.push(s(t, off, rtt));
+            }
+            let m = Model::new(&samples);
+            proptest::prop_assert!(!m.kept().is_empty());
+            let mut probes: Vec<u64> = probes.into_iter().map(|p| start + p).collect();
+            probes.sort_unstable();
+            for w in probes.windows(2) {
+                proptest::prop_assert!(m.correct(w[0]) <= m.correct(w[1]));
+            }
+            for &p in &probes {
+                let back = m.local_of(m.correct(p));
+                proptest::prop_assert!((back - i128::from(p)).abs() <= 2, "{} -> {}", p, back);
+            }
+            let bound = m.kept().iter().map(|k| k.rtt_ns / 2).max();
+            proptest::prop_assert_eq!(Some(m.error_ns()), bound);
+        }
     }
 }

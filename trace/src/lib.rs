@@ -9,6 +9,7 @@ pub mod clock;
 pub mod format;
 mod merge;
 mod ops;
+pub mod otf2;
 pub mod summary;
 
 use serde::{Deserialize, Serialize};

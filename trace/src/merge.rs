@@ -51,6 +51,7 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
     // rank -> (where, track without spans, pending spans)
     let mut ranks: BTreeMap<i32, (String, RankTrack, Vec<Pending>)> = BTreeMap::new();
     let mut other_files = 0;
+    let mut world_sizes: Vec<(i32, String)> = Vec::new();
     for node in nodes {
         let model = Model::new(&node.clock);
         if model.is_empty() {
@@ -65,6 +66,11 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
             error_ns: model.error_ns(),
         });
         for (name, bytes) in &node.files {
+            if name == "clock.json" {
+                // The node's samples as the scheduler stores them; the caller passes them in
+                // `NodeInput::clock`.
+                continue;
+            }
             if !name.ends_with(".gzt") {
                 other_files += 1;
                 if name.starts_with("note-") && name.ends_with(".txt") {
@@ -104,6 +110,9 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
                     first: first.clone(),
                     second: place,
                 });
+            }
+            if h.world_size > 0 {
+                world_sizes.push((h.world_size, place.clone()));
             }
             if file.truncated {
                 warnings.push(format!(
@@ -165,6 +174,28 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
                 ));
             }
             ranks.insert(h.rank, (place, track, pending));
+        }
+    }
+    let sizes: std::collections::BTreeSet<i32> = world_sizes.iter().map(|(s, _)| *s).collect();
+    if sizes.len() > 1 {
+        warnings.push(format!(
+            "the rank files disagree on the world size ({}): are they from one run?",
+            world_sizes
+                .iter()
+                .map(|(s, place)| format!("{place}: {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    } else if let Some(&size) = sizes.first() {
+        let missing: Vec<String> = (0..size)
+            .filter(|r| !ranks.contains_key(r))
+            .map(|r| r.to_string())
+            .collect();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "no trace file for rank {} of {size}",
+                missing.join(", ")
+            ));
         }
     }
     if ranks.is_empty() {
@@ -312,12 +343,13 @@ mod tests {
                 .map(|s| s.begin_ns)
         };
         assert_eq!(ar(1).zip(ar(0)).map(|(b, a)| b - a), Some(5 * SEC));
-        assert_eq!(t.warnings.len(), 1);
+        assert_eq!(t.warnings.len(), 2);
         assert!(
             t.warnings[0].contains("node b: no clock samples"),
             "{:?}",
             t.warnings
         );
+        assert_eq!(t.warnings[1], "no trace file for rank 2, 3 of 4");
     }
 
     #[test]
@@ -354,6 +386,7 @@ mod tests {
         a.files
             .push(("pid-88.gzt".into(), rank_file(-1, "a", 0, &[])));
         a.files.push(("core".into(), vec![0xff]));
+        a.files.push(("clock.json".into(), b"[]".to_vec()));
         let mut dropped = Writer::new(&Header {
             rank: 1,
             world_size: 2,
@@ -380,6 +413,13 @@ mod tests {
         assert!(w.contains("core is not a rank trace file"), "{w}");
         assert!(w.contains("dropped 42 events"), "{w}");
         assert!(w.contains("a:rank-1.gzt: cut in the middle"), "{w}");
+        assert!(!w.contains("clock.json"), "{w}");
+        assert!(
+            w.contains(
+                "the rank files disagree on the world size (a:rank-0.gzt: 4, a:rank-1.gzt: 2)"
+            ),
+            "{w}"
+        );
     }
 
     #[test]
@@ -391,5 +431,56 @@ mod tests {
         };
         let e = merge(&[a]).expect_err("refused");
         assert!(e.to_string().contains("no rank trace files"), "{e}");
+    }
+
+    fn arb_sample() -> impl proptest::strategy::Strategy<Value = ClockSample> {
+        use proptest::prelude::*;
+        (any::<u64>(), any::<i64>(), any::<u64>()).prop_map(|(local_ns, offset_ns, rtt_ns)| {
+            ClockSample {
+                local_ns,
+                offset_ns,
+                rtt_ns,
+            }
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_merges_or_is_refused_never_panics(
+            files in proptest::collection::vec(
+                (0i32..6, proptest::collection::vec((0u64..1_000_000, 0u64..1_000_000), 0..6),
+                 proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..3)),
+                0..6),
+            clock in proptest::collection::vec(arb_sample(), 0..5),
+            shift in 0u64..u64::MAX / 2,
+        ) {
+            let node = NodeInput {
+                node: "n".into(),
+                files: files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (rank, ar, flips))| {
+                        let ar: Vec<(u64, u64)> =
+                            ar.iter().map(|&(a, b)| (a.min(b) + 500, a.max(b) + 500)).collect();
+                        let mut bytes = rank_file(*rank, "n", shift, &ar);
+                        for &(at, v) in flips {
+                            let n = bytes.len();
+                            bytes[at % n] = v;
+                        }
+                        (format!("f{i}.gzt"), bytes)
+                    })
+                    .collect(),
+                clock,
+            };
+            if let Ok(t) = merge(&[node]) {
+                proptest::prop_assert!(t.ranks.windows(2).all(|w| w[0].rank < w[1].rank));
+                for r in &t.ranks {
+                    proptest::prop_assert!(r.spans.windows(2).all(|w| w[0].begin_ns <= w[1].begin_ns));
+                    proptest::prop_assert!(r.spans.iter().all(|s| s.begin_ns <= s.end_ns));
+                }
+                let first = t.ranks.iter().flat_map(|r| r.spans.iter().map(|s| s.begin_ns)).min();
+                proptest::prop_assert!(first.is_none() || first == Some(0));
+            }
+        }
     }
 }
