@@ -64,6 +64,31 @@ fn answers(req: ClientRequest) -> Vec<ClientReply> {
         ClientRequest::Clusrun(_) => vec![ClientReply::Error {
             message: "clusrun needs an admin token".into(),
         }],
+        // Job 8 was traced: a rank file in two chunks and the node's clock; others were not.
+        ClientRequest::Trace { job, .. } if job.job == JobId(8) => vec![
+            ClientReply::TraceFile {
+                node: "pc1".into(),
+                name: "rank-0.gzt".into(),
+                hex: "0102".into(),
+            },
+            ClientReply::TraceFile {
+                node: "pc1".into(),
+                name: "rank-0.gzt".into(),
+                hex: "03".into(),
+            },
+            ClientReply::TraceFile {
+                node: "pc1".into(),
+                name: "clock.json".into(),
+                hex: hex::encode(br#"[{"local_ns":10,"offset_ns":-5,"rtt_ns":40}]"#),
+            },
+            ClientReply::TraceEnd {
+                attempt: 2,
+                attempts: vec![1, 2],
+            },
+        ],
+        ClientRequest::Trace { job, .. } => vec![ClientReply::Error {
+            message: format!("job {job} was not traced"),
+        }],
         ClientRequest::Drain { node } | ClientRequest::Undrain { node } => {
             vec![ClientReply::Error {
                 message: format!("draining {node} needs an admin token"),
@@ -236,6 +261,18 @@ async fn client_requests() {
     }
     assert_eq!(n, 4);
     assert!(logs.next_batch().await.unwrap().is_none());
+
+    // A trace comes in chunks, put back together per file; the clock file becomes samples.
+    let nodes = graze::trace_cmd::fetch(&client, JobId(8).into(), None)
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].files, vec![("rank-0.gzt".to_string(), vec![1, 2, 3])]);
+    assert_eq!(nodes[0].clock[0].offset_ns, -5);
+    let e = graze::trace_cmd::fetch(&client, JobId(4).into(), None)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("job 4 was not traced"), "{e:#}");
 
     // Several requests at once on one connection.
     let (a, b) = tokio::join!(client.queue(false), client.show_job(JobId(7)));
