@@ -40,7 +40,10 @@ fn main() {
     let src = src_dir.join("graze_trace.c");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     println!("cargo:rerun-if-changed={}", src.display());
-    println!("cargo:rerun-if-changed={}", src_dir.join("graze_trace.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        src_dir.join("graze_trace.h").display()
+    );
     println!("cargo:rerun-if-env-changed=CC");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let mut consts = String::new();
@@ -53,8 +56,13 @@ fn main() {
                 lib.display().to_string()
             )),
             Err(why) => {
-                println!("cargo:warning=graze's {} tracer is not built: {why}", f.name);
-                consts.push_str(&format!("pub(crate) const {konst}: Option<&[u8]> = None;\n"));
+                println!(
+                    "cargo:warning=graze's {} tracer is not built: {why}",
+                    f.name
+                );
+                consts.push_str(&format!(
+                    "pub(crate) const {konst}: Option<&[u8]> = None;\n"
+                ));
             }
         }
     }
@@ -110,11 +118,18 @@ fn build(
 ) -> Result<PathBuf, String> {
     let lib = out.join(format!("libgraze-trace-{name}.so"));
     let mut cmd = Command::new(cc);
-    cmd.args(["-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra"])
-        .args(["-Wl,-z,defs", "-o"])
-        .arg(&lib)
-        .arg(src)
-        .arg(format!("-I{}", src_dir.display()));
+    cmd.args([
+        "-O2",
+        "-fPIC",
+        "-shared",
+        "-fvisibility=hidden",
+        "-Wall",
+        "-Wextra",
+    ])
+    .args(["-Wl,-z,defs", "-o"])
+    .arg(&lib)
+    .arg(src)
+    .arg(format!("-I{}", src_dir.display()));
     for d in inc {
         cmd.arg(format!("-I{}", d.display()));
     }
@@ -125,7 +140,9 @@ fn build(
     if !o.status.success() {
         return Err(format!(
             "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim().replace('\n', " | ")
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .replace('\n', " | ")
         ));
     }
     Ok(lib)

@@ -130,8 +130,14 @@ mod tests {
         let meta = std::fs::metadata(&p).expect("installed");
         assert_eq!(meta.permissions().mode() & 0o777, 0o755);
         let name = p.file_name().expect("name").to_string_lossy().into_owned();
-        assert!(name.starts_with("libgraze-trace-mpich-") && name.ends_with(".so"), "{name}");
-        assert_eq!(std::fs::read(&p).expect("read"), library(Flavour::Mpich).expect("built"));
+        assert!(
+            name.starts_with("libgraze-trace-mpich-") && name.ends_with(".so"),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(&p).expect("read"),
+            library(Flavour::Mpich).expect("built")
+        );
         assert_eq!(install(dir.path(), Flavour::Mpich).expect("again"), Some(p));
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
     }
