@@ -552,3 +552,45 @@ y = array('d', [0.0])\ncomm.Allreduce(x, y, op=MPI.SUM)\nprint(comm.rank, y[0])\
         );
     }
 }
+
+#[test]
+fn libmpi_loaded_rtld_local_is_found_through_the_loaded_objects() {
+    let d = scratch().join("local");
+    std::fs::create_dir_all(&d).unwrap();
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tracer");
+    let so = d.join("liblocal.so");
+    let main = d.join("local_main");
+    let cc = Command::new(MPICH.cc)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(format!("{here}/local_lib.c"))
+        .output()
+        .unwrap();
+    ok(&cc, "mpicc of local_lib.c");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&main)
+        .arg(format!("{here}/local_main.c"))
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    ok(&cc, "cc of local_main.c");
+    let dir = tempfile::tempdir().unwrap();
+    let lib = lib(Flavour::Mpich);
+    let out = mpirun(
+        &MPICH,
+        2,
+        &[main.to_str().unwrap(), so.to_str().unwrap()],
+        &[
+            ("LD_PRELOAD", lib.to_str().unwrap()),
+            ("GRAZE_TRACE_DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    assert_eq!(ok(&out, "the RTLD_LOCAL run"), "sum 2\nsum 2\n");
+    let ranks = rank_files(dir.path());
+    assert_eq!(ranks.len(), 2);
+    for (r, f) in &ranks {
+        let ops: Vec<u8> = calls(f).iter().map(|c| c.op.0).collect();
+        assert_eq!(ops, [1, 10, 10, 10, 2], "rank {r}");
+    }
+}
