@@ -13,7 +13,8 @@
 //! Modules: `agent` the owning task and its drivers, [`owner`] the owner watch (idle sources,
 //! CPU meter, windows, the availability rule), [`jobs`] job processes (process sets, cgroups,
 //! confinement, the guard, spawning, the MPI environment), `outbox` the sequenced job
-//! messages, [`config`] flags and file, [`install`] the service.
+//! messages, [`config`] flags and file, [`install`] the service, [`tracer`] the embedded PMPI
+//! tracer libraries and Python helper (issue 16).
 
 mod agent;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod launch;
 pub(crate) mod machine;
 pub(crate) mod outbox;
 pub mod owner;
+pub mod tracer;
 
 pub use config::{AgentConfig, Cli};
 pub use owner::IdleSourceSpec;

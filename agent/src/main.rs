@@ -54,6 +54,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Some(config::AgentCommand::CheckpointUnpack(a)) => {
             std::process::exit(graze_agent::jobs::checkpoint::run_unpack(a));
         }
+        Some(config::AgentCommand::TracerLib(a)) => {
+            return graze_agent::tracer::run_tracer_lib(a);
+        }
         None => {}
     }
     let cfg = config::load(&cli, &Defaults::detect())?;

@@ -133,6 +133,9 @@ pub enum AgentCommand {
     /// Internal: restores a node's checkpoint files as the job's user.
     #[command(hide = true)]
     CheckpointUnpack(crate::jobs::checkpoint::CkptArgs),
+    /// Internal: writes the embedded PMPI tracer library for an MPI flavour (see `tracer.rs`).
+    #[command(hide = true)]
+    TracerLib(crate::tracer::TracerLibArgs),
 }
 
 /// `graze-agent install` arguments.
