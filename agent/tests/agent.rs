@@ -325,6 +325,7 @@ fn start_job(job: u64, command: &[&str], hosts: &[(&str, u32)]) -> SchedulerMsg 
         epoch: 1,
         stdout: None,
         stderr: None,
+        trace: None,
     }
 }
 
@@ -433,6 +434,7 @@ async fn mpi_job_launches_through_the_shim() {
                     epoch: 1,
                     origin: "self".into(),
                     origin_id: id,
+                    trace: None,
                 })
                 .await;
             }
@@ -518,6 +520,7 @@ async fn running_mpi_job_is_killed_whole() {
                     epoch: 1,
                     origin: "self".into(),
                     origin_id: id,
+                    trace: None,
                 })
                 .await;
             }
@@ -591,6 +594,7 @@ async fn kill_job_kills_groups_descendants_and_orphans() {
         epoch: 1,
         origin: "self".into(),
         origin_id: LaunchId(5),
+        trace: None,
     })
     .await;
     loop {
