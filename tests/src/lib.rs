@@ -312,6 +312,36 @@ impl Cluster {
         cores: u32,
         extra: &[&str],
     ) -> &Agent {
+        self.add_agent_full(ns, access, name, ip, cores, extra, None)
+    }
+
+    /// [`Cluster::add_agent`] in a Linux time namespace whose `CLOCK_MONOTONIC` is `secs`
+    /// seconds ahead of the host's (`unshare --time --fork --monotonic SECS`, as root; the
+    /// agent gets SIGTERM when `unshare` dies), as a PC whose clock differs. Its job processes
+    /// inherit the namespace.
+    pub fn add_agent_shifted(
+        &mut self,
+        name: &str,
+        ip: &str,
+        cores: u32,
+        extra: &[&str],
+        secs: i64,
+    ) -> &Agent {
+        let access = self.access.clone();
+        self.add_agent_full(None, &access, name, ip, cores, extra, Some(secs))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_agent_full(
+        &mut self,
+        ns: Option<&str>,
+        access: &Path,
+        name: &str,
+        ip: &str,
+        cores: u32,
+        extra: &[&str],
+        monotonic_shift: Option<i64>,
+    ) -> &Agent {
         let run_as: Vec<&str> = if ensure_test_user().is_some() {
             vec!["--run-as", TEST_USER]
         } else {
@@ -322,7 +352,17 @@ impl Cluster {
         // The owner was last active an hour ago.
         set_mtime_ago(&idle_file, Duration::from_secs(3600));
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        let child = command(ns, &bin("graze-agent"))
+        let mut cmd = match monotonic_shift {
+            Some(secs) => {
+                let mut c = Command::new("unshare");
+                c.args(["--time", "--fork", "--kill-child=SIGTERM", "--monotonic"])
+                    .arg(secs.to_string())
+                    .arg(bin("graze-agent"));
+                c
+            }
+            None => command(ns, &bin("graze-agent")),
+        };
+        let child = cmd
             .arg("--access")
             .arg(access)
             .args(&run_as)
