@@ -104,7 +104,13 @@ mod tests {
 
     #[test]
     fn only_trace_names_pass() {
-        for ok in ["rank-0.gzt", "rank-12.gzt", "pid-77.gzt", "note-5.txt", "clock.json"] {
+        for ok in [
+            "rank-0.gzt",
+            "rank-12.gzt",
+            "pid-77.gzt",
+            "note-5.txt",
+            "clock.json",
+        ] {
             assert!(trace_file_name_ok(ok), "{ok}");
         }
         for bad in [

@@ -102,7 +102,10 @@ impl Stored {
             if name.ends_with(".gzt") {
                 match graze_trace::format::parse(name, bytes) {
                     Ok(f) => {
-                        s.ranks += 1;
+                        // `pid-N.gzt`: a process that never initialised MPI (a launcher).
+                        if name.starts_with("rank-") {
+                            s.ranks += 1;
+                        }
                         s.dropped += f.header.dropped;
                         if f.truncated {
                             s.truncated.push(name.clone());
@@ -118,7 +121,8 @@ impl Stored {
                 let text = String::from_utf8_lossy(bytes);
                 let line = text.lines().next().unwrap_or("").trim();
                 if !line.is_empty() {
-                    s.notes.push(graze_proto::clip(line.to_string(), 300, "..."));
+                    s.notes
+                        .push(graze_proto::clip(line.to_string(), 300, "..."));
                 }
             }
         }
@@ -258,7 +262,9 @@ async fn receive_files(
             Ok(Some(b)) => {
                 got += b.len() as u64;
                 if got > total {
-                    return Err(format!("the agent sent more than the {total} bytes it announced"));
+                    return Err(format!(
+                        "the agent sent more than the {total} bytes it announced"
+                    ));
                 }
                 let mut rest: &[u8] = &b;
                 while !rest.is_empty() {
@@ -307,7 +313,10 @@ pub(crate) fn check_files(files: &[TraceFileHead], max: u64) -> Result<(), Strin
     let mut total = 0u64;
     for f in files {
         if !trace_file_name_ok(&f.name) {
-            return Err(format!("'{}' is not a trace file name", f.name.escape_debug()));
+            return Err(format!(
+                "'{}' is not a trace file name",
+                f.name.escape_debug()
+            ));
         }
         if !seen.insert(f.name.as_str()) {
             return Err(format!("'{}' is sent twice", f.name));
@@ -532,13 +541,51 @@ mod tests {
     #[test]
     fn a_node_without_rank_files_says_why() {
         let s = Stored::of(&[
-            ("note-7.txt".into(), b"graze trace: built for mpich, rank uses Open MPI\n".to_vec()),
+            (
+                "note-7.txt".into(),
+                b"graze trace: built for mpich, rank uses Open MPI\n".to_vec(),
+            ),
             (CLOCK_FILE.into(), b"[]".to_vec()),
         ]);
         assert_eq!(s.ranks, 0);
         let ev = s.events("pc1");
         assert!(ev[0].contains("built for mpich"), "{ev:?}");
-        assert!(ev.last().unwrap().contains("statically linked or not an MPI program"));
+        assert!(ev
+            .last()
+            .unwrap()
+            .contains("statically linked or not an MPI program"));
+    }
+
+    fn file(rank: i32, dropped: u64) -> Vec<u8> {
+        let mut w = graze_trace::format::Writer::new(&graze_trace::format::Header {
+            rank,
+            world_size: 2,
+            pid: 7,
+            dropped,
+            start_ns: 1,
+            host: "pc".into(),
+        });
+        w.region("compute", 5, 9);
+        w.finish()
+    }
+
+    #[test]
+    fn rank_files_count_and_launchers_do_not() {
+        let s = Stored::of(&[
+            ("rank-0.gzt".into(), file(0, 3)),
+            ("rank-1.gzt".into(), file(1, 0)),
+            ("pid-9.gzt".into(), file(-1, 0)),
+            (CLOCK_FILE.into(), b"[]".to_vec()),
+        ]);
+        assert_eq!((s.ranks, s.dropped), (2, 3));
+        assert!(s.bad.is_empty(), "{:?}", s.bad);
+        let ev = s.events("pc1");
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(
+            ev[0].starts_with("trace stored from node 'pc1': 2 ranks,"),
+            "{ev:?}"
+        );
+        assert!(ev[0].ends_with("3 dropped events"), "{ev:?}");
     }
 
     #[test]
@@ -546,7 +593,11 @@ mod tests {
         let s = Stored::of(&[("rank-3.gzt".into(), b"not a trace at all".to_vec())]);
         assert_eq!(s.ranks, 0);
         assert_eq!(s.bad.len(), 1);
-        assert!(s.events("pc1")[0].contains("rank-3.gzt"), "{:?}", s.events("pc1"));
+        assert!(
+            s.events("pc1")[0].contains("rank-3.gzt"),
+            "{:?}",
+            s.events("pc1")
+        );
     }
 
     #[test]

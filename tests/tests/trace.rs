@@ -149,7 +149,10 @@ fn traced_pi_overlaps_across_a_shifted_clock() {
         .collect();
     assert_eq!(stored.len(), 2, "{ev:?}");
     for s in &stored {
-        assert!(s.contains(": 2 ranks,") && s.contains(" 0 dropped events"), "{s}");
+        assert!(
+            s.contains(": 2 ranks,") && s.contains(" 0 dropped events"),
+            "{s}"
+        );
     }
     let shown = c.graze(&["show", &id.to_string()]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains("graze trace"));
@@ -179,7 +182,10 @@ fn traced_pi_overlaps_across_a_shifted_clock() {
     assert!(t2.len() >= 2, "start and end samples at least: {clock}");
     for s in t2 {
         let off = s[1].as_i64().unwrap();
-        assert!((off + 5_000_000_000).abs() < 50_000_000, "offset {off}: {clock}");
+        assert!(
+            (off + 5_000_000_000).abs() < 50_000_000,
+            "offset {off}: {clock}"
+        );
     }
     let mut worst = 0u64;
     for node in ["t1", "t2"] {
@@ -220,7 +226,11 @@ fn traced_pi_overlaps_across_a_shifted_clock() {
     let p = Command::new("otf2-print").arg(&anchor).output().unwrap();
     assert!(p.status.success(), "{p:?}");
     let text = String::from_utf8_lossy(&p.stdout);
-    assert!(text.contains("MPI_Allreduce"), "{}", &text[..text.len().min(2000)]);
+    assert!(
+        text.contains("MPI_Allreduce"),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
 }
 
 #[test]
@@ -255,7 +265,8 @@ fn mpi4py_example_runs_traced_with_a_python_region() {
     assert!(out.status.success(), "{}", c.show(id));
     let ev = wait_traces(&c, id, 1);
     assert!(
-        ev.iter().any(|e| e.starts_with("trace stored from node 'p1': 2 ranks")),
+        ev.iter()
+            .any(|e| e.starts_with("trace stored from node 'p1': 2 ranks")),
         "{ev:?}"
     );
     let json = c.dir.path().join("py.json");

@@ -281,7 +281,10 @@ pub fn job_details(job: &JobView, now_ms: u64) -> String {
     if spec.trace {
         rows.push((
             "trace",
-            format!("MPI calls traced; write the timeline with 'graze trace {}'", job.id),
+            format!(
+                "MPI calls traced; write the timeline with 'graze trace {}'",
+                job.id
+            ),
         ));
     }
     if let Some(t) = job.expected_start_ms {

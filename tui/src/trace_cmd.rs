@@ -34,11 +34,7 @@ pub struct TraceArgs {
 /// The stored files of a traced run, per node, as `graze_trace::merge` takes them: each
 /// node's rank files and its clock samples (`clock.json`, parsed here; a bad one is an error
 /// naming the node).
-pub async fn fetch(
-    client: &Client,
-    job: JobRef,
-    attempt: Option<u64>,
-) -> Result<Vec<NodeInput>> {
+pub async fn fetch(client: &Client, job: JobRef, attempt: Option<u64>) -> Result<Vec<NodeInput>> {
     let (nodes, _) = fetch_attempt(client, job, attempt).await?;
     Ok(nodes)
 }
@@ -58,7 +54,9 @@ pub async fn fetch_attempt(
         match replies.next().await {
             Ok(Some(ClientReply::TraceFile { node, name, hex })) => {
                 let bytes = hex::decode(&hex).map_err(|e| {
-                    anyhow::anyhow!("the scheduler sent a bad chunk of '{name}' of node '{node}': {e}")
+                    anyhow::anyhow!(
+                        "the scheduler sent a bad chunk of '{name}' of node '{node}': {e}"
+                    )
                 })?;
                 match files.last_mut() {
                     Some((n, f, b)) if *n == node && *f == name => b.extend_from_slice(&bytes),
@@ -115,9 +113,8 @@ pub async fn run(client: &Client, args: TraceArgs) -> Result<()> {
         );
     }
     let (nodes, attempt) = fetch_attempt(client, args.job, args.attempt).await?;
-    let trace = graze_trace::merge(&nodes).with_context(|| {
-        format!("merging the trace of job {} attempt {attempt}", args.job)
-    })?;
+    let trace = graze_trace::merge(&nodes)
+        .with_context(|| format!("merging the trace of job {} attempt {attempt}", args.job))?;
     let mut err = std::io::stderr().lock();
     for w in &trace.warnings {
         let _ = writeln!(err, "graze trace: {w}");
@@ -165,7 +162,11 @@ mod tests {
     fn files_are_grouped_per_node_with_their_clock() {
         let files = vec![
             ("a".into(), "rank-0.gzt".into(), vec![1]),
-            ("a".into(), CLOCK_FILE.into(), br#"[{"local_ns":1,"offset_ns":2,"rtt_ns":3}]"#.to_vec()),
+            (
+                "a".into(),
+                CLOCK_FILE.into(),
+                br#"[{"local_ns":1,"offset_ns":2,"rtt_ns":3}]"#.to_vec(),
+            ),
             ("b".into(), "rank-1.gzt".into(), vec![2]),
         ];
         let nodes = group(files).unwrap();

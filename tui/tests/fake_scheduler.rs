@@ -267,7 +267,10 @@ async fn client_requests() {
         .await
         .unwrap();
     assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0].files, vec![("rank-0.gzt".to_string(), vec![1, 2, 3])]);
+    assert_eq!(
+        nodes[0].files,
+        vec![("rank-0.gzt".to_string(), vec![1, 2, 3])]
+    );
     assert_eq!(nodes[0].clock[0].offset_ns, -5);
     let e = graze::trace_cmd::fetch(&client, JobId(4).into(), None)
         .await

@@ -290,9 +290,7 @@ impl Agent {
         cmd.envs(vars);
         if let Some((run, epoch)) = trace {
             let flavour = super::trace::main_flavour(&program, &self.info.mpi);
-            let vars = self
-                .trace_env(job, epoch, run, flavour, &env)
-                .await;
+            let vars = self.trace_env(job, epoch, run, flavour, &env).await;
             cmd.envs(vars);
         }
         let names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();

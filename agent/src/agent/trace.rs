@@ -262,11 +262,14 @@ async fn upload(
             bytes: b.len() as u64,
         })
         .collect();
-    graze_net::send(&mut send, &CheckpointStream::Trace {
-        job,
-        epoch,
-        files: heads,
-    })
+    graze_net::send(
+        &mut send,
+        &CheckpointStream::Trace {
+            job,
+            epoch,
+            files: heads,
+        },
+    )
     .await
     .map_err(net)?;
     let mut bytes = 0u64;
@@ -281,7 +284,10 @@ async fn upload(
         .await
         .map_err(net)?;
     let _ = send.finish();
-    match graze_net::recv::<StreamReply>(&mut recv).await.map_err(net)? {
+    match graze_net::recv::<StreamReply>(&mut recv)
+        .await
+        .map_err(net)?
+    {
         Some(StreamReply { error: None }) => Ok(()),
         Some(StreamReply { error: Some(e) }) => Err(e),
         None => Err("the scheduler did not answer".into()),
@@ -333,20 +339,32 @@ impl Agent {
                     "graze-agent was built without the {} tracer",
                     flavour_name(f)
                 )),
-                Err(e) => Err(format!("cannot install the tracer in '{}': {e}", lib_dir.display())),
+                Err(e) => Err(format!(
+                    "cannot install the tracer in '{}': {e}",
+                    lib_dir.display()
+                )),
             },
         };
         let lib = match lib {
             Ok(l) => l,
             Err(why) => {
-                let what = format!("not traced on node '{}': {why}; the job runs untraced", self.cfg.name);
+                let what = format!(
+                    "not traced on node '{}': {why}; the job runs untraced",
+                    self.cfg.name
+                );
                 self.send_job(JobMsg::JobNote { job, what }).await;
                 return Vec::new();
             }
         };
         let mut vars = vec![
-            ("GRAZE_TRACE_DIR".to_string(), dir.to_string_lossy().into_owned()),
-            ("GRAZE_TRACE_MAX_BYTES".to_string(), run.rank_bytes.to_string()),
+            (
+                "GRAZE_TRACE_DIR".to_string(),
+                dir.to_string_lossy().into_owned(),
+            ),
+            (
+                "GRAZE_TRACE_MAX_BYTES".to_string(),
+                run.rank_bytes.to_string(),
+            ),
         ];
         let preload = match env.iter().find(|(k, _)| k == "LD_PRELOAD") {
             Some((_, v)) if !v.is_empty() => format!("{}:{v}", lib.display()),
@@ -354,8 +372,9 @@ impl Agent {
         };
         vars.push(("LD_PRELOAD".into(), preload));
         let py = lib_dir.join("python");
-        let helper = std::fs::create_dir_all(&py)
-            .and_then(|()| write_if_changed(&py.join("graze_trace.py"), crate::tracer::PYTHON_HELPER));
+        let helper = std::fs::create_dir_all(&py).and_then(|()| {
+            write_if_changed(&py.join("graze_trace.py"), crate::tracer::PYTHON_HELPER)
+        });
         match helper {
             Ok(()) => {
                 let path = match env.iter().find(|(k, _)| k == "PYTHONPATH") {
@@ -427,8 +446,8 @@ impl Agent {
                 let (mut files, skipped) = tokio::task::spawn_blocking(move || {
                     collect(&dir, run.node_bytes, |n| run.takes(n))
                 })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                .await
+                .map_err(|e| e.to_string())?;
                 let clock = serde_json::to_vec(&samples).map_err(|e| e.to_string())?;
                 files.push((CLOCK_FILE.to_string(), clock));
                 tokio::time::timeout(UPLOAD_TIMEOUT, upload(conn, job, epoch, files))
@@ -519,7 +538,10 @@ mod tests {
             launcher: "/nonexistent/mpiexec".into(),
             version: String::new(),
         }];
-        assert_eq!(main_flavour("mpirun.openmpi-nowhere", &[]), Some(Flavour::OpenMpi));
+        assert_eq!(
+            main_flavour("mpirun.openmpi-nowhere", &[]),
+            Some(Flavour::OpenMpi)
+        );
         assert_eq!(main_flavour("/x/mpiexec.mpich", &[]), Some(Flavour::Mpich));
         assert_eq!(main_flavour("sh", &mpi), Some(Flavour::Mpich));
         assert_eq!(main_flavour("sh", &[]), None);
@@ -546,7 +568,10 @@ mod tests {
         // Past the limit: left out and said so.
         let (files, skipped) = collect(d.path(), 5, all);
         assert_eq!(files.len(), 1);
-        assert!(skipped.iter().any(|s| s.contains("max_trace_bytes")), "{skipped:?}");
+        assert!(
+            skipped.iter().any(|s| s.contains("max_trace_bytes")),
+            "{skipped:?}"
+        );
         // A directory that is a symlink is not followed.
         let link = d.path().join("linked");
         std::os::unix::fs::symlink(d.path(), &link).unwrap();
