@@ -43,6 +43,7 @@ use clap::{CommandFactory as _, Parser};
 
 pub mod checkpoint;
 pub mod kernel;
+pub mod regions;
 
 pub use kernel::Streams;
 
@@ -623,12 +624,18 @@ fn run_rounds(
             };
             break round;
         }
-        let inside = rng.count_inside(cli.samples);
+        let inside = {
+            let _r = regions::Region::new(c"sample");
+            rng.count_inside(cli.samples)
+        };
         local_inside += inside;
         local_samples += cli.samples;
 
         let mut total_inside = 0u64;
-        world.all_reduce_into(&inside, &mut total_inside, SystemOperation::sum());
+        {
+            let _r = regions::Region::new(c"allreduce");
+            world.all_reduce_into(&inside, &mut total_inside, SystemOperation::sum());
+        }
         let round = conv.record(combine_round(total_inside, cli.samples, size));
 
         if limiter.should_report(Instant::now(), round.status.is_final()) {
