@@ -307,20 +307,15 @@ impl Agent {
         env: &[(String, String)],
     ) -> Vec<(String, String)> {
         let dir = PathBuf::from(&run.dir);
-        if !self.traces.contains_key(&job) {
-            self.traces.insert(
-                job,
-                NodeTrace {
-                    epoch,
-                    run: run.clone(),
-                    dir: dir.clone(),
-                    samples: Vec::new(),
-                    next_sync: Instant::now(),
-                    syncing: false,
-                    upload: Upload::No,
-                },
-            );
-        }
+        self.traces.entry(job).or_insert_with(|| NodeTrace {
+            epoch,
+            run: run.clone(),
+            dir: dir.clone(),
+            samples: Vec::new(),
+            next_sync: Instant::now(),
+            syncing: false,
+            upload: Upload::No,
+        });
         let confine = self.job_confine(job);
         if let Err(e) = super::checkpoint::make_dir(&confine, &dir) {
             let what = format!(
