@@ -83,6 +83,7 @@ pub(crate) enum Msg {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Stored {
     pub(crate) ranks: u32,
+    /// The tracer's files (not graze's clock samples).
     pub(crate) bytes: u64,
     pub(crate) dropped: u64,
     /// The notes the tracer left (`note-PID.txt`), one line each.
@@ -98,7 +99,9 @@ impl Stored {
     pub(crate) fn of(files: &[(String, Vec<u8>)]) -> Stored {
         let mut s = Stored::default();
         for (name, bytes) in files {
-            s.bytes += bytes.len() as u64;
+            if name != CLOCK_FILE {
+                s.bytes += bytes.len() as u64;
+            }
             if name.ends_with(".gzt") {
                 match graze_trace::format::parse(name, bytes) {
                     Ok(f) => {
@@ -304,7 +307,10 @@ async fn receive_files(
     Ok(out)
 }
 
-/// Check an upload's header: names, count, sizes.
+/// The largest `clock.json` accepted: a sample every 3 s for days.
+const MAX_CLOCK_FILE: u64 = 16 << 20;
+
+/// Check an upload's header: names, count, sizes (the tracer's files within `max`).
 pub(crate) fn check_files(files: &[TraceFileHead], max: u64) -> Result<(), String> {
     if files.len() > 100_000 {
         return Err(format!("{} files is too many", files.len()));
@@ -320,6 +326,16 @@ pub(crate) fn check_files(files: &[TraceFileHead], max: u64) -> Result<(), Strin
         }
         if !seen.insert(f.name.as_str()) {
             return Err(format!("'{}' is sent twice", f.name));
+        }
+        // The node's clock samples are graze's own, bounded apart from the job's limit.
+        if f.name == CLOCK_FILE {
+            if f.bytes > MAX_CLOCK_FILE {
+                return Err(format!(
+                    "its {CLOCK_FILE} of {} bytes is too large",
+                    f.bytes
+                ));
+            }
+            continue;
         }
         total = total.saturating_add(f.bytes);
     }
@@ -530,6 +546,9 @@ mod tests {
     #[test]
     fn upload_headers_are_checked() {
         assert!(check_files(&[head("rank-0.gzt", 10), head(CLOCK_FILE, 5)], 100).is_ok());
+        // The clock samples do not count against the job's limit, but are bounded.
+        assert!(check_files(&[head("rank-0.gzt", 100), head(CLOCK_FILE, 500)], 100).is_ok());
+        assert!(check_files(&[head(CLOCK_FILE, MAX_CLOCK_FILE + 1)], 100).is_err());
         let e = check_files(&[head("../x", 1)], 100).unwrap_err();
         assert!(e.contains("not a trace file name"), "{e}");
         let e = check_files(&[head("rank-0.gzt", 1), head("rank-0.gzt", 1)], 100).unwrap_err();

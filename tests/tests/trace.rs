@@ -298,6 +298,54 @@ fn mpi4py_example_runs_traced_with_a_python_region() {
 }
 
 #[test]
+fn past_the_size_limit_events_are_dropped_and_counted() {
+    ensure_built();
+    // 8 KiB for the job: 4 KiB per rank, about 100 records, far fewer than 300 rounds make.
+    let mut c = Cluster::start(&["--max-trace-bytes", "8KiB"]);
+    c.add_agent("s1", "127.0.0.2", 2, &[]);
+    c.wait_offered(1);
+    let id = c.submit(&[
+        "-n",
+        "2",
+        "--trace",
+        "--",
+        "mpiexec",
+        "graze-pi",
+        "--seed",
+        "3",
+        "--samples",
+        "1000",
+        "--min-rounds",
+        "300",
+        "--max-rounds",
+        "300",
+        "--tolerance",
+        "1e-12",
+        "--report-ms",
+        "100000",
+    ]);
+    let out = c.graze(&["wait", &id.to_string()]);
+    assert!(out.status.success(), "{}", c.show(id));
+    let ev = wait_traces(&c, id, 1);
+    let stored = ev
+        .iter()
+        .find(|e| e.starts_with("trace stored from node 's1': 2 ranks,"))
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    let dropped: u64 = stored
+        .rsplit(", ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(dropped > 0, "{stored}");
+    let bytes: u64 = stored
+        .split(", ")
+        .find_map(|t| t.strip_suffix(" bytes")?.parse().ok())
+        .unwrap();
+    assert!(bytes <= 8192, "{stored}");
+}
+
+#[test]
 fn tracing_a_program_that_is_not_mpi_says_so_and_completes() {
     ensure_built();
     let mut c = Cluster::start(&[]);
@@ -320,6 +368,28 @@ fn tracing_a_program_that_is_not_mpi_says_so_and_completes() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no rank trace files"), "{err}");
+    // A rank file a job wrote by hand is refused by name, and the scheduler lives on.
+    let id = c.submit(&[
+        "-n",
+        "1",
+        "--trace",
+        "--",
+        "sh",
+        "-c",
+        "echo garbage > \"$GRAZE_TRACE_DIR/rank-0.gzt\"",
+    ]);
+    let out = c.graze(&["wait", &id.to_string()]);
+    assert!(out.status.success(), "{}", c.show(id));
+    let ev = wait_traces(&c, id, 1);
+    assert!(
+        ev.iter()
+            .any(|e| e.starts_with("bad trace from node 'n1': trace file 'rank-0.gzt', byte 0")),
+        "{ev:?}"
+    );
+    let out = c.graze(&["trace", &id.to_string(), "--summary"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rank-0.gzt"), "{err}");
     // An untraced job: the error says how to trace it.
     let plain = c.submit(&["-n", "1", "--", "true"]);
     c.graze(&["wait", &plain.to_string()]);
