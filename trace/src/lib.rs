@@ -1,8 +1,12 @@
 //! graze's MPI traces (issue 16): the per-rank files the PMPI tracer writes
-//! (`docs/TRACE_FORMAT.md`, parsed in [`format`]), clock alignment across nodes and the merged
+//! (`docs/TRACE_FORMAT.md`, parsed in [`format`](mod@format)), clock alignment across nodes and the merged
 //! [`Trace`] that `graze trace` writes out and `graze top` draws.
 //!
-//! Everything here is pure: bytes in, values out. No I/O but what a caller hands in.
+//! Everything here is pure, bytes in and values out, except [`otf2::write`], which writes the
+//! archive directory it is given. [`format`](mod@format): the per-rank file (parser and writer);
+//! [`clock`]: a node's offset model; [`merge()`]: all nodes' files onto the scheduler's clock;
+//! [`chrome`], [`otf2`], [`summary`]: the outputs of `graze trace`; [`op_name`] and
+//! [`op_class`] for display.
 
 pub mod chrome;
 pub mod clock;
