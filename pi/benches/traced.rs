@@ -1,18 +1,20 @@
 //! graze-pi's rounds per second untraced against traced (issue 16's benchmark): MPICH's
 //! `mpiexec -n 2 graze-pi` with small rounds (so that per-round costs show), without and with
 //! the PMPI tracer preloaded; printed, not asserted. Run: `cargo bench -p graze-pi --bench
-//! traced` (`GRAZE_PI_BENCH_ROUNDS`, default 20000 rounds of 10000 samples per rank).
+//! traced` (`GRAZE_PI_BENCH_ROUNDS`, default 200000 rounds of 10000 samples per rank, then a hundredth
+//! as many of graze-pi's default 1000000).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_graze-pi");
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// Rounds per second of one run (wall clock, start-up included).
-fn run(rounds: u64, env: &[(&str, &std::ffi::OsStr)]) -> f64 {
+fn run(samples: u64, rounds: u64, env: &[(&str, &std::ffi::OsStr)]) -> f64 {
     let r = rounds.to_string();
+    let samples = samples.to_string();
     let t = Instant::now();
     let out = Command::new("mpiexec.mpich")
         .args([
@@ -20,7 +22,7 @@ fn run(rounds: u64, env: &[(&str, &std::ffi::OsStr)]) -> f64 {
             "2",
             BIN,
             "--samples",
-            "10000",
+            &samples,
             "--seed",
             "1",
             "--report-ms",
@@ -51,29 +53,32 @@ fn main() {
     let rounds: u64 = std::env::var("GRAZE_PI_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 20_000 } else { 50 });
+        .unwrap_or(if full { 200_000 } else { 50 });
     let scratch = tempfile::tempdir().unwrap();
     let lib = graze_agent::tracer::install(scratch.path(), graze_agent::tracer::Flavour::Mpich)
         .unwrap()
         .expect("the MPICH tracer is built");
-    let (mut plain, mut traced) = (Vec::new(), Vec::new());
-    for i in 0..RUNS {
-        let dir = scratch.path().join(format!("trace-{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        plain.push(run(rounds, &[]));
-        traced.push(run(
-            rounds,
-            &[
+    // Tiny rounds (the tracer's worst case), then graze-pi's default round size.
+    for (samples, rounds) in [(10_000, rounds), (1_000_000, (rounds / 100).max(10))] {
+        let (mut plain, mut traced) = (Vec::new(), Vec::new());
+        for i in 0..RUNS {
+            let dir = scratch.path().join(format!("trace-{samples}-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            plain.push(run(samples, rounds, &[]));
+            let env = [
                 ("LD_PRELOAD", lib.as_os_str()),
                 ("GRAZE_TRACE_DIR", dir.as_os_str()),
-            ],
-        ));
+            ];
+            traced.push(run(samples, rounds, &env));
+        }
+        let (p, t) = (median(plain), median(traced));
+        println!(
+            "graze-pi, mpiexec -n 2, {rounds} rounds of {samples} samples/rank, median of {RUNS}:"
+        );
+        println!("  untraced  {p:10.0} rounds/s");
+        println!(
+            "  traced    {t:10.0} rounds/s  ({:+.1} %)",
+            (t / p - 1.0) * 100.0
+        );
     }
-    let (p, t) = (median(plain), median(traced));
-    println!("graze-pi, mpiexec -n 2, {rounds} rounds of 10000 samples/rank, median of {RUNS}:");
-    println!("  untraced  {p:10.0} rounds/s");
-    println!(
-        "  traced    {t:10.0} rounds/s  ({:+.1} %)",
-        (t / p - 1.0) * 100.0
-    );
 }
