@@ -652,3 +652,30 @@ fn thread_multiple_ranks_record_every_thread_s_calls_and_regions() {
         assert_eq!((workers, names, f.header.dropped), (4, 1, 0), "rank {r}");
     }
 }
+
+#[test]
+fn tracer_lib_subcommand_writes_the_embedded_library() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("lib.so");
+    let o = Command::new(env!("CARGO_BIN_EXE_graze-agent"))
+        .args(["tracer-lib", "--flavour", "mpich", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    ok(&o, "graze-agent tracer-lib");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        tracer::library(Flavour::Mpich).unwrap()
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_graze-agent"))
+        .args(["tracer-lib", "--flavour", "mpich", "--out"])
+        .arg(d.path().join("missing/lib.so"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("writing") && err.contains("missing/lib.so"),
+        "{err}"
+    );
+}
