@@ -594,3 +594,88 @@ fn libmpi_loaded_rtld_local_is_found_through_the_loaded_objects() {
         assert_eq!(ops, [1, 10, 10, 10, 2], "rank {r}");
     }
 }
+
+#[test]
+fn thread_multiple_ranks_record_every_thread_s_calls_and_regions() {
+    let d = scratch().join("threads");
+    std::fs::create_dir_all(&d).unwrap();
+    let prog = d.join("threads");
+    let cc = Command::new(MPICH.cc)
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&prog)
+        .arg(format!("-I{HEADER_DIR}"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tracer/threads.c"
+        ))
+        .output()
+        .unwrap();
+    ok(&cc, "mpicc of threads.c");
+    let dir = tempfile::tempdir().unwrap();
+    let lib = lib(Flavour::Mpich);
+    let out = mpirun(
+        &MPICH,
+        2,
+        &[prog.to_str().unwrap()],
+        &[
+            ("LD_PRELOAD", lib.to_str().unwrap()),
+            ("GRAZE_TRACE_DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    assert_eq!(ok(&out, "the threaded run"), "threads done\nthreads done\n");
+    let ranks = rank_files(dir.path());
+    assert_eq!(ranks.len(), 2);
+    for (r, f) in &ranks {
+        let c = calls(f);
+        assert_eq!(
+            (c[0].op, c.last().unwrap().op),
+            (INIT, FINALIZE),
+            "rank {r}"
+        );
+        let ar = of(&c, ALLREDUCE);
+        assert_eq!(ar.len(), 4 * 500, "rank {r}");
+        assert!(
+            ar.iter().all(|a| (a.bytes, a.comm_size) == (4, 2)),
+            "rank {r}"
+        );
+        let workers = f
+            .records
+            .iter()
+            .filter(|x| matches!(x, Record::Region { name, .. } if name == "worker"))
+            .count();
+        // One name definition however many threads raced to define it.
+        let names = f
+            .records
+            .iter()
+            .filter(|x| matches!(x, Record::Name { .. }))
+            .count();
+        assert_eq!((workers, names, f.header.dropped), (4, 1, 0), "rank {r}");
+    }
+}
+
+#[test]
+fn tracer_lib_subcommand_writes_the_embedded_library() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("lib.so");
+    let o = Command::new(env!("CARGO_BIN_EXE_graze-agent"))
+        .args(["tracer-lib", "--flavour", "mpich", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    ok(&o, "graze-agent tracer-lib");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        tracer::library(Flavour::Mpich).unwrap()
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_graze-agent"))
+        .args(["tracer-lib", "--flavour", "mpich", "--out"])
+        .arg(d.path().join("missing/lib.so"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("writing") && err.contains("missing/lib.so"),
+        "{err}"
+    );
+}

@@ -43,7 +43,7 @@ use clap::{CommandFactory as _, Parser};
 
 pub mod checkpoint;
 pub mod kernel;
-pub mod regions;
+pub mod trace_regions;
 
 pub use kernel::Streams;
 
@@ -612,6 +612,7 @@ fn run_rounds(
         emit(&mut stdout, &resumed_line(s.round, &restarts)).context("writing to stdout")?;
     }
     let mut limiter = ReportLimiter::new(Duration::from_millis(cli.report_ms));
+    let regions = trace_regions::TraceRegions::lookup();
 
     let last = loop {
         if conv.round() >= cli.max_rounds {
@@ -624,18 +625,14 @@ fn run_rounds(
             };
             break round;
         }
-        let inside = {
-            let _r = regions::Region::new(c"sample");
-            rng.count_inside(cli.samples)
-        };
+        let inside = regions.mark(c"sample", || rng.count_inside(cli.samples));
         local_inside += inside;
         local_samples += cli.samples;
 
         let mut total_inside = 0u64;
-        {
-            let _r = regions::Region::new(c"allreduce");
-            world.all_reduce_into(&inside, &mut total_inside, SystemOperation::sum());
-        }
+        regions.mark(c"allreduce", || {
+            world.all_reduce_into(&inside, &mut total_inside, SystemOperation::sum())
+        });
         let round = conv.record(combine_round(total_inside, cli.samples, size));
 
         if limiter.should_report(Instant::now(), round.status.is_final()) {
