@@ -610,7 +610,7 @@ impl Agent {
                 return;
             }
         };
-        if let Some(prev) = self.ckpts.get(&job).and_then(|c| c.packing.as_ref()) {
+        if let Some(prev) = self.ckpts.get(&job).and_then(|c| c.packing) {
             if !stop {
                 let why = format!(
                     "checkpoint {prev} is still being sent from there, so this one was not asked"
@@ -751,7 +751,7 @@ impl Agent {
         };
         c.sending = clear;
         if verdict.is_ok() {
-            c.packing = Some(id.clone());
+            c.packing = Some(id);
         }
         let dir = c.dir.clone();
         let tx = self.tx.clone();
@@ -791,7 +791,7 @@ impl Agent {
             Err(e) => tracing::warn!(%job, %id, error = %e, "checkpoint part not stored"),
         }
         if let Some(c) = self.ckpts.get_mut(&job) {
-            if c.packing.as_ref() == Some(&id) {
+            if c.packing == Some(id) {
                 c.packing = None;
             }
         }
