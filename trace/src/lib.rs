@@ -1,12 +1,25 @@
 //! graze's MPI traces (issue 16): the per-rank files the PMPI tracer writes
-//! (`docs/TRACE_FORMAT.md`, parsed in [`format`]), clock alignment across nodes and the merged
+//! (`docs/TRACE_FORMAT.md`, parsed in [`format`](mod@format)), clock alignment across nodes and the merged
 //! [`Trace`] that `graze trace` writes out and `graze top` draws.
 //!
-//! Everything here is pure: bytes in, values out. No I/O but what a caller hands in.
+//! Everything here is pure, bytes in and values out, except [`otf2::write`], which writes the
+//! archive directory it is given. [`format`](mod@format): the per-rank file (parser and writer);
+//! [`clock`]: a node's offset model; [`merge()`]: all nodes' files onto the scheduler's clock;
+//! [`chrome`], [`otf2`], [`summary`]: the outputs of `graze trace`; [`op_name`] and
+//! [`op_class`] for display.
 
+pub mod chrome;
+pub mod clock;
 pub mod format;
+mod merge;
+mod ops;
+pub mod otf2;
+pub mod summary;
 
 use serde::{Deserialize, Serialize};
+
+pub use merge::{merge, MergeError};
+pub use ops::{op_class, op_name, OpClass};
 
 /// One clock-sync exchange between an agent and the scheduler (NTP-style), as the agent kept it.
 /// `offset_ns` is scheduler clock minus node clock at `local_ns` (the midpoint of the exchange on
@@ -81,4 +94,25 @@ pub struct Trace {
     /// Sorted by rank.
     pub ranks: Vec<RankTrack>,
     pub nodes: Vec<NodeClock>,
+    /// What the merge noticed but did not refuse: a node without clock samples (its times
+    /// are uncorrected), files that are not rank traces, a process that never initialised
+    /// MPI, tracer notes (`note-PID.txt`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl Trace {
+    /// The latest end of any span, in ns since `start_ns` (0 when there are no spans).
+    pub fn end_ns(&self) -> u64 {
+        self.ranks
+            .iter()
+            .flat_map(|r| r.spans.iter().map(|s| s.end_ns))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The clock used for `node`.
+    pub fn node_clock(&self, node: &str) -> Option<&NodeClock> {
+        self.nodes.iter().find(|n| n.node == node)
+    }
 }
