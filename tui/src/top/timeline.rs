@@ -3,9 +3,10 @@
 //! the view naming the span under it on the selected rank.
 //!
 //! State and keys are here ([`TraceView`], [`Timeline::key`]); drawing ([`TraceView::draw`]) only
-//! reads. Drawing cost is bounded for big traces: each cell of a row finds its spans with binary
-//! searches over the begin times and a prefix index of the furthest end
-//! ([`Timeline::dominant`]), and looks at no more than about [`SAMPLE`] spans.
+//! reads. Drawing cost is bounded for big traces: each cell of a row finds its spans with a
+//! search over the begin times (galloping on from the previous cell's) and a prefix index of
+//! the furthest end ([`Timeline::dominant`]), and looks at no more than [`BEFORE`] + 1 +
+//! [`INSIDE`] spans.
 
 use super::app::Screen;
 use super::draw::window;
@@ -19,9 +20,11 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 use std::borrow::Cow;
 
-/// How many spans one cell looks at, at most, on each side of its start (beginning before it,
-/// beginning inside it).
-pub const SAMPLE: usize = 32;
+/// How many of the spans beginning just before a cell it looks at (for nested spans), besides
+/// the one reaching furthest.
+pub const BEFORE: usize = 8;
+/// How many of the spans beginning inside a cell it looks at, at most (evenly spread).
+pub const INSIDE: usize = 16;
 /// The narrowest view, in ns.
 pub const MIN_WIDTH_NS: u64 = 1_000;
 
@@ -292,13 +295,23 @@ impl Timeline {
 
     /// The span of rank `r` covering most of `[a, b)`, the later-beginning (inner) one on ties;
     /// `None` when none touches it. Looks at the span reaching furthest among those that begin
-    /// before `a`, the [`SAMPLE`] latest of those, and at most [`SAMPLE`] of those beginning in
+    /// before `a`, the [`BEFORE`] latest of those, and at most [`INSIDE`] of those beginning in
     /// the cell (all of them when there are no more, evenly spread otherwise).
     pub fn dominant(&self, r: usize, a: u64, b: u64) -> Option<&TSpan> {
         let spans = &self.trace.ranks.get(r)?.spans;
-        let reach = &self.reach[r];
         let mid = spans.partition_point(|s| s.begin_ns < a);
-        let hi = spans.partition_point(|s| s.begin_ns < b);
+        self.dominant_from(r, a, b, mid).0
+    }
+
+    /// [`Timeline::dominant`] given `mid`, the index of rank `r`'s first span beginning at or
+    /// after `a`; also returns the first beginning at or after `b`, the next cell's `mid`.
+    fn dominant_from(&self, r: usize, a: u64, b: u64, mid: usize) -> (Option<&TSpan>, usize) {
+        let Some(track) = self.trace.ranks.get(r) else {
+            return (None, mid);
+        };
+        let spans = &track.spans;
+        let reach = &self.reach[r];
+        let hi = first_from(spans, mid, b);
         let overlap = |s: &TSpan| s.end_ns.min(b).saturating_sub(s.begin_ns.max(a));
         // (overlap, begin, index) of the best so far.
         let mut best: Option<(u64, u64, usize)> = None;
@@ -315,12 +328,12 @@ impl Timeline {
         };
         if mid > 0 {
             consider(reach[mid - 1] as usize);
-            (mid.saturating_sub(SAMPLE)..mid).for_each(&mut consider);
+            (mid.saturating_sub(BEFORE)..mid).for_each(&mut consider);
         }
         let n = hi - mid;
-        let step = n.div_ceil(SAMPLE).max(1);
+        let step = n.div_ceil(INSIDE).max(1);
         (mid..hi).step_by(step).for_each(&mut consider);
-        best.map(|(_, _, i)| &spans[i])
+        (best.map(|(_, _, i)| &spans[i]), hi)
     }
 
     /// The innermost span of rank `r` at time `t` (the latest-beginning one containing it).
@@ -335,6 +348,23 @@ impl Timeline {
             .rev()
             .find(|s| s.end_ns > t || (s.begin_ns == t && s.end_ns == t))
     }
+}
+
+/// The first index at or after `from` of a span beginning at or after `t`, when every span
+/// before `from` begins before `t`: a galloping search, so a row's cells, left to right, cost
+/// the log of the spans each passes rather than of all spans.
+fn first_from(spans: &[TSpan], from: usize, t: u64) -> usize {
+    let n = spans.len();
+    let mut lo = from.min(n);
+    let mut bound = lo;
+    let mut step = 1usize;
+    while bound < n && spans[bound].begin_ns < t {
+        lo = bound + 1;
+        bound = bound.saturating_add(step);
+        step = step.saturating_mul(2);
+    }
+    let hi = bound.min(n);
+    lo + spans[lo..hi].partition_point(|s| s.begin_ns < t)
 }
 
 /// Nanoseconds for a person: `850 ns`, `12.5 µs`, `3.20 ms`, `1.250 s`.
@@ -481,12 +511,16 @@ impl TraceView {
                 label_w as usize,
                 st,
             );
+            let mut mid = None;
             for x in 0..plot_w {
                 let Some((a, b)) = t.cell(x, plot_w) else {
                     continue;
                 };
+                let from = mid.unwrap_or_else(|| r.spans.partition_point(|s| s.begin_ns < a));
+                let (span, next) = t.dominant_from(i, a, b, from);
+                mid = Some(next);
                 let cell = &mut buf[(plot_x + x, y)];
-                match t.dominant(i, a, b) {
+                match span {
                     Some(s) => {
                         let c = class_of(&s.what);
                         cell.set_symbol(c.glyph()).set_fg(c.color());
@@ -721,6 +755,22 @@ mod tests {
             let t = one_rank(spans.to_vec());
             let got = t.dominant(0, *a, *b).map(|s| s.begin_ns);
             assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn galloping_search() {
+        let spans: Vec<TSpan> = (0..1000u64)
+            .map(|i| span(i * 10, i * 10 + 5, ALLREDUCE))
+            .collect();
+        for from in [0, 1, 7, 500, 999, 1000] {
+            for t in [0, 5, 10, 4995, 5000, 9990, 9991, 20_000] {
+                let want = spans.partition_point(|s| s.begin_ns < t);
+                if want < from {
+                    continue;
+                }
+                assert_eq!(first_from(&spans, from, t), want, "from {from}, t {t}");
+            }
         }
     }
 
