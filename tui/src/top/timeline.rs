@@ -472,9 +472,14 @@ impl TraceView {
             return;
         }
         let ranks = &t.trace.ranks;
+        let rank_w = ranks
+            .iter()
+            .map(|r| r.rank.to_string().len())
+            .max()
+            .unwrap_or(1);
         let label_w = ranks
             .iter()
-            .map(|r| label(r).chars().count())
+            .map(|r| label(r, rank_w).chars().count())
             .max()
             .unwrap_or(0)
             .min(20) as u16;
@@ -498,7 +503,7 @@ impl TraceView {
         {
             let y = inner.y + 2 + row as u16;
             let sel = i == t.rank_sel;
-            let text: String = label(r).chars().take(label_w as usize).collect();
+            let text: String = label(r, rank_w).chars().take(label_w as usize).collect();
             let st = if sel {
                 Style::new().bold().reversed()
             } else {
@@ -544,9 +549,9 @@ impl TraceView {
     }
 }
 
-/// A rank's row label: rank and node.
-fn label(r: &RankTrack) -> String {
-    format!("{} {}", r.rank, r.node)
+/// A rank's row label: rank (right-aligned to `rank_w`) and node.
+fn label(r: &RankTrack, rank_w: usize) -> String {
+    format!("{:>rank_w$} {}", r.rank, r.node)
 }
 
 /// The title: job, ranks, nodes, the view's width, the clock's error bound, losses.
@@ -791,6 +796,33 @@ mod tests {
         assert_eq!(t.at(0, 40_005).map(|s| s.begin_ns), Some(40_000));
         // Between calls: the region.
         assert_eq!(t.at(0, 40_015).map(|s| s.begin_ns), Some(0));
+    }
+
+    fn status_text(t: &Timeline) -> String {
+        status(t).spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn the_status_line_names_the_call_under_the_cursor() {
+        let mut t = Timeline::new(crate::top::testdata::trace(4, 2));
+        t.centre_ns = 3_110_000;
+        t.rank_sel = 1;
+        assert_eq!(
+            status_text(&t),
+            "▼ 3.11 ms · rank 1 on ws2: MPI_Irecv 20.0 µs from 3.10 ms · peer 0 · tag 7 · 4096 B"
+        );
+        t.centre_ns = 3_300_000;
+        assert_eq!(
+            status_text(&t),
+            "▼ 3.30 ms · rank 1 on ws2: MPI_Wait 480.0 µs from 3.12 ms"
+        );
+        t.rank_sel = 0;
+        assert_eq!(status_text(&t), "▼ 3.30 ms · rank 0 on ws2: no call");
+        t.centre_ns = 19_000_000;
+        assert_eq!(
+            status_text(&t),
+            "▼ 19.00 ms · rank 0 on ws2: region sample 6.00 ms from 14.00 ms"
+        );
     }
 
     #[test]
