@@ -679,7 +679,16 @@ impl App {
                     self.scroll + step
                 };
             }
-            Screen::Harvest | Screen::Trace => {}
+            Screen::Trace => {
+                if let Some(TraceView {
+                    state: TraceState::Loaded(t),
+                    ..
+                }) = self.trace.as_mut()
+                {
+                    t.zoom(!down);
+                }
+            }
+            Screen::Harvest => {}
         }
     }
 }

@@ -631,7 +631,7 @@ impl App {
             ("c", "cancel the job (asks first)"),
             ("t", "the job's trace: + - zoom, ← → pan, 0 fit"),
             ("Esc", "back from the job or trace view"),
-            ("mouse wheel", "scroll"),
+            ("mouse wheel", "scroll; in a trace: zoom"),
             ("q  Ctrl-C", "quit"),
         ];
         if self.owner_key {

@@ -360,6 +360,20 @@ fn trace_timeline() {
         "g and 0: the first rank, the whole trace"
     );
 
+    // The mouse wheel zooms too.
+    let wheel = |kind| {
+        Event::Term(TermEvent::Mouse(MouseEvent {
+            kind,
+            column: 40,
+            row: 5,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    app.update(wheel(MouseEventKind::ScrollUp));
+    assert!(screen(&mut app, 160, 48).contains("22.53 ms of 45.06 ms shown"));
+    app.update(wheel(MouseEventKind::ScrollDown));
+    assert_eq!(screen(&mut app, 160, 48), fitted);
+
     // q and Esc go back to where it was opened from; 5 shows it again.
     assert!(chars(&mut app, "q").is_empty(), "q does not quit here");
     assert_eq!(app.screen, Screen::Queue);

@@ -251,12 +251,8 @@ impl Timeline {
         let last = self.trace.ranks.len().saturating_sub(1);
         let step = (self.width_ns / 8).max(1);
         match k.code {
-            KeyCode::Char('+') | KeyCode::Char('=') => {
-                self.width_ns = (self.width_ns / 2).max(MIN_WIDTH_NS)
-            }
-            KeyCode::Char('-') | KeyCode::Char('_') => {
-                self.width_ns = self.width_ns.saturating_mul(2).min(self.max_width())
-            }
+            KeyCode::Char('+') | KeyCode::Char('=') => self.zoom(true),
+            KeyCode::Char('-') | KeyCode::Char('_') => self.zoom(false),
             KeyCode::Left | KeyCode::Char('h') => {
                 self.centre_ns = self.centre_ns.saturating_sub(step)
             }
@@ -273,6 +269,15 @@ impl Timeline {
             _ => return false,
         }
         true
+    }
+
+    /// Halve the view's width around the cursor (`true`) or double it.
+    pub fn zoom(&mut self, zoom_in: bool) {
+        self.width_ns = if zoom_in {
+            (self.width_ns / 2).max(MIN_WIDTH_NS)
+        } else {
+            self.width_ns.saturating_mul(2).min(self.max_width())
+        };
     }
 
     /// The view's first time, which may lie before the trace's start.
