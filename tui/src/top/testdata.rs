@@ -381,6 +381,7 @@ pub fn trace(ranks: i32, rounds: u64) -> graze_trace::Trace {
         start_ns: 1_000_000_000,
         ranks: tracks,
         nodes,
+        warnings: vec![],
     }
 }
 
@@ -411,5 +412,6 @@ pub fn big_trace(ranks: i32, spans: u64) -> graze_trace::Trace {
         start_ns: 0,
         ranks: tracks,
         nodes: vec![],
+        warnings: vec![],
     }
 }

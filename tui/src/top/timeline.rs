@@ -12,7 +12,7 @@ use super::app::Screen;
 use super::draw::window;
 use crossterm::event::{KeyCode, KeyEvent};
 use graze_proto::JobId;
-use graze_trace::{Op, RankTrack, Span as TSpan, Trace, What};
+use graze_trace::{OpClass, RankTrack, Span as TSpan, Trace, What};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize as _};
 use ratatui::text::{Line, Span};
@@ -94,52 +94,16 @@ impl Class {
     }
 }
 
-// The op table of docs/TRACE_FORMAT.md. This is the TUI's only mapping of ops to names and
-// classes: at the merge with branch trace-merge it becomes graze_trace::op_name / op_class.
-
-/// The MPI call's name, `op N` for an op the table does not know.
-pub fn op_name(op: Op) -> Cow<'static, str> {
-    let name = match op.0 {
-        1 => "MPI_Init",
-        2 => "MPI_Finalize",
-        3 => "MPI_Send",
-        4 => "MPI_Recv",
-        5 => "MPI_Isend",
-        6 => "MPI_Irecv",
-        7 => "MPI_Wait",
-        8 => "MPI_Bcast",
-        9 => "MPI_Reduce",
-        10 => "MPI_Allreduce",
-        11 => "MPI_Barrier",
-        12 => "MPI_Gather",
-        13 => "MPI_Scatter",
-        14 => "MPI_Alltoall",
-        15 => "MPI_Allgather",
-        16 => "MPI_Sendrecv",
-        17 => "MPI_Waitall",
-        18 => "MPI_Ssend",
-        19 => "MPI_Iallreduce",
-        20 => "MPI_Test",
-        21 => "MPI_Waitany",
-        22 => "MPI_Gatherv",
-        23 => "MPI_Scatterv",
-        24 => "MPI_Allgatherv",
-        25 => "MPI_Alltoallv",
-        n => return Cow::Owned(format!("op {n}")),
-    };
-    Cow::Borrowed(name)
-}
-
-/// The class of a span.
+/// The class of a span: graze-trace's class of its MPI call, or a user region.
 pub fn class_of(what: &What) -> Class {
     match what {
         What::Region(_) => Class::Region,
-        What::Mpi(op) => match op.0 {
-            1 | 2 => Class::Setup,
-            3..=6 | 16 | 18 => Class::PointToPoint,
-            7 | 17 | 20 | 21 => Class::Wait,
-            8..=15 | 19 | 22..=25 => Class::Collective,
-            _ => Class::Other,
+        What::Mpi(op) => match graze_trace::op_class(*op) {
+            OpClass::Setup => Class::Setup,
+            OpClass::PointToPoint => Class::PointToPoint,
+            OpClass::Wait => Class::Wait,
+            OpClass::Collective => Class::Collective,
+            OpClass::Other => Class::Other,
         },
     }
 }
@@ -147,7 +111,7 @@ pub fn class_of(what: &What) -> Class {
 /// The name of a span: the MPI call or the region's name.
 pub fn span_name(what: &What) -> Cow<'_, str> {
     match what {
-        What::Mpi(op) => op_name(*op),
+        What::Mpi(op) => graze_trace::op_name(*op),
         What::Region(r) => Cow::Borrowed(r.as_str()),
     }
 }
@@ -680,6 +644,7 @@ fn draw_axis(buf: &mut ratatui::buffer::Buffer, t: &Timeline, area: Rect) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use graze_trace::Op;
 
     fn span(begin_ns: u64, end_ns: u64, what: What) -> TSpan {
         TSpan {
@@ -705,6 +670,7 @@ mod tests {
                 truncated: false,
             }],
             nodes: vec![],
+            warnings: vec![],
         })
     }
 
@@ -716,8 +682,8 @@ mod tests {
 
     #[test]
     fn op_table() {
-        assert_eq!(op_name(Op(10)), "MPI_Allreduce");
-        assert_eq!(op_name(Op(99)), "op 99");
+        assert_eq!(span_name(&ALLREDUCE), "MPI_Allreduce");
+        assert_eq!(span_name(&What::Mpi(Op(99))), "op 99");
         assert_eq!(class_of(&What::Mpi(Op(1))), Class::Setup);
         assert_eq!(class_of(&What::Mpi(Op(5))), Class::PointToPoint);
         assert_eq!(class_of(&What::Mpi(Op(17))), Class::Wait);
