@@ -620,12 +620,19 @@ impl Cluster {
     }
 
     /// Wait (up to 60 s) until job `id`'s output holds `needle` at least `n` times.
+    /// On a timeout the panic shows the output so far.
     pub fn wait_output(&self, id: u64, needle: &str, n: usize) {
-        wait_for(
-            &format!("{n} x '{needle}' in job {id}'s output"),
-            Duration::from_secs(60),
-            || (self.logs(id).matches(needle).count() >= n).then_some(()),
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let logs = self.logs(id);
+            if logs.matches(needle).count() >= n {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after 60s waiting for {n} x '{needle}' in job {id}'s output; it is:\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The hosts of job `id`'s current (or last) allocation, main node first.

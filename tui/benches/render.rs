@@ -1,5 +1,6 @@
 //! Prints (does not assert): the time to draw one frame of `graze top` with 1,000 nodes and
-//! 10,000 jobs at 200x60 (target: under 5 ms), per view; and the TUI loop's CPU use while idle.
+//! 10,000 jobs at 200x60 (target: under 5 ms), per view; the trace timeline's frame with 16
+//! ranks of 100,000 spans each, fit and zoomed; and the TUI loop's CPU use while idle.
 #![allow(clippy::unwrap_used)]
 
 use graze::top::{run_loop, testdata, App, DataEvent, Event};
@@ -82,6 +83,49 @@ fn main() {
         let mean = times.iter().sum::<Duration>() / frames as u32;
         println!(
             "render: {name} view, 1,000 nodes + 10,000 jobs at 200x60: mean {:.3} ms, p99 {:.3} ms, max {:.3} ms (target < 5 ms)",
+            mean.as_secs_f64() * 1e3,
+            times[frames * 99 / 100].as_secs_f64() * 1e3,
+            times[frames - 1].as_secs_f64() * 1e3
+        );
+    }
+
+    // The trace timeline: 16 ranks of 100,000 spans, the whole trace and zoomed in 6 times.
+    let key = |app: &mut App, c: char| {
+        app.update(Event::Term(crossterm::event::Event::Key(
+            crossterm::event::KeyEvent::new(
+                crossterm::event::KeyCode::Char(c),
+                crossterm::event::KeyModifiers::NONE,
+            ),
+        )));
+    };
+    key(&mut app, '2');
+    key(&mut app, 't');
+    let job = app.trace.as_ref().unwrap().job;
+    let trace = Box::new(testdata::big_trace(16, 100_000));
+    let t = Instant::now();
+    app.update(Event::Data(DataEvent::Trace {
+        job,
+        trace: Ok(trace),
+    }));
+    println!(
+        "render: take in a trace of 16 ranks x 100,000 spans (sort check, index): {:.2} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    for (name, zoom) in [("fit", 0), ("zoomed 64x", 6)] {
+        for _ in 0..zoom {
+            key(&mut app, '+');
+        }
+        let mut times = Vec::with_capacity(frames);
+        for _ in 0..frames {
+            let t = Instant::now();
+            term.draw(|f| app.draw(f)).unwrap();
+            times.push(t.elapsed());
+            term.clear().unwrap();
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / frames as u32;
+        println!(
+            "render: trace timeline {name}, 16 ranks x 100,000 spans at 200x60: mean {:.3} ms, p99 {:.3} ms, max {:.3} ms",
             mean.as_secs_f64() * 1e3,
             times[frames * 99 / 100].as_secs_f64() * 1e3,
             times[frames - 1].as_secs_f64() * 1e3

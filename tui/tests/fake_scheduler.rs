@@ -327,6 +327,48 @@ async fn top_feed_stops_on_a_refused_token() {
     }
 }
 
+/// `graze top`'s feed answers the timeline's `LoadTrace` with a `DataEvent::Trace` from
+/// `top::data::load_trace` (here: the scheduler's error, which the timeline shows). The fake's
+/// watch stream ends after its snapshot, so the feed reconnects now and then; an ask that
+/// meets it disconnected is answered "not connected", and it asks again.
+#[tokio::test]
+async fn top_feed_answers_a_trace_request() {
+    use graze::top::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let path = start(dir.path(), "secret");
+    let (data_tx, mut data_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let feed = tokio::spawn(graze::top::feed::run(
+        Access::load(&path).unwrap(),
+        data_tx,
+        cmd_rx,
+        Default::default(),
+    ));
+    let mut answers = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = data_rx.recv().await {
+            match ev {
+                DataEvent::Connected => cmd_tx.send(Command::LoadTrace(JobId(7))).unwrap(),
+                DataEvent::Trace { job, trace } => {
+                    assert_eq!(job, JobId(7));
+                    let why = trace.unwrap_err();
+                    answers.push(why.clone());
+                    // The fake scheduler says job 7 was not traced.
+                    if why.contains("job 7 was not traced") {
+                        return;
+                    }
+                    assert_eq!(why, "not connected to the scheduler");
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no answer from load_trace: {answers:?}");
+    drop(cmd_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), feed).await;
+}
+
 async fn graze(access: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_graze"))
         .arg("--access")

@@ -42,6 +42,10 @@ pub(super) struct NodeCkpt {
     pub(super) pack_after_kill: Option<(CheckpointId, Result<Vec<u32>, String>)>,
     /// A part is being sent; `JobCleared` waits for it.
     pub(super) sending: bool,
+    /// The checkpoint whose part (with data) is being packed and sent from here. A periodic
+    /// checkpoint asked meanwhile is skipped: its signal would make the program rewrite the
+    /// files the packer is reading.
+    pub(super) packing: Option<CheckpointId>,
     /// A cancel came during a checkpoint: nothing more is packed.
     pub(super) cancelled: bool,
 }
@@ -409,6 +413,7 @@ impl Agent {
                 grace: false,
                 pack_after_kill: None,
                 sending: false,
+                packing: None,
                 cancelled: false,
             },
         );
@@ -598,12 +603,22 @@ impl Agent {
                     grace: false,
                     pack_after_kill: None,
                     sending: false,
+                    packing: None,
                     cancelled: false,
                 });
                 self.conclude(job, id, Err(why), stop);
                 return;
             }
         };
+        if let Some(prev) = self.ckpts.get(&job).and_then(|c| c.packing) {
+            if !stop {
+                let why = format!(
+                    "checkpoint {prev} is still being sent from there, so this one was not asked"
+                );
+                self.conclude(job, id, Err(why), false);
+                return;
+            }
+        }
         let grace = Duration::from_millis(grace_ms);
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -735,6 +750,9 @@ impl Agent {
             return;
         };
         c.sending = clear;
+        if verdict.is_ok() {
+            c.packing = Some(id);
+        }
         let dir = c.dir.clone();
         let tx = self.tx.clone();
         let conn = match &self.conn {
@@ -771,6 +789,11 @@ impl Agent {
         match &result {
             Ok(()) => tracing::info!(%job, %id, "checkpoint part stored"),
             Err(e) => tracing::warn!(%job, %id, error = %e, "checkpoint part not stored"),
+        }
+        if let Some(c) = self.ckpts.get_mut(&job) {
+            if c.packing == Some(id) {
+                c.packing = None;
+            }
         }
         if clear {
             if let Some(c) = self.ckpts.get_mut(&job) {

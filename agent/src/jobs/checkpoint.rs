@@ -9,8 +9,8 @@
 //!   stdout. Every rank named must have its marker (`D/r.done`, [`graze_proto::done_marker`]).
 //!   Regular files and directories are taken; a symlink only if it points inside `D`. Anything
 //!   else (a symlink out of `D`, a file it cannot read, a device or fifo) refuses the whole
-//!   part. Once the archive is complete the markers are removed (so a periodic checkpoint's
-//!   next round waits for fresh ones).
+//!   part. A file that changes while it is packed refuses the part too (never a damaged archive).
+//!   The markers stay; the agent removes them before its next signal.
 //! - `checkpoint-unpack --dir D --ranks 0,1` first removes `D/r` and `D/r.done` for its ranks,
 //!   then reads concatenated gzip'd tars from stdin and extracts only the entries under `r/`
 //!   for its ranks (absolute paths, `..` and links out of `D` refuse), and prints an
@@ -82,6 +82,81 @@ fn io_reason(e: &std::io::Error) -> String {
     crate::jobs::spawn::io_reason(e)
 }
 
+/// Why [`append_exact`] failed.
+enum Packed {
+    /// The file's size or times moved between its header and the end of its data.
+    Changed,
+    Io(std::io::Error),
+}
+
+/// A reader that fails unless exactly `left` bytes come: tar's header promised that many, and
+/// tar-rs pads by what it copied, so a file grown or shrunk meanwhile would shift every later
+/// header of the archive (a damaged checkpoint, found only at restore).
+struct Exactly<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Append the regular file `f` as `rel`: its header from the open file's metadata, exactly
+/// that many bytes, and the same size and times after the copy, or [`Packed::Changed`].
+fn append_exact<W: Write>(
+    b: &mut tar::Builder<W>,
+    rel: &Path,
+    f: std::fs::File,
+) -> Result<(), Packed> {
+    let before = f.metadata().map_err(Packed::Io)?;
+    append_as_of(b, rel, f, &before)
+}
+
+/// [`append_exact`] with the file's metadata as of `before`.
+fn append_as_of<W: Write>(
+    b: &mut tar::Builder<W>,
+    rel: &Path,
+    mut f: std::fs::File,
+    before: &std::fs::Metadata,
+) -> Result<(), Packed> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata(before);
+    let data = Exactly {
+        inner: &mut f,
+        left: before.len(),
+    };
+    match b.append_data(&mut h, rel, data) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Packed::Changed),
+        Err(e) => return Err(Packed::Io(e)),
+    }
+    let after = f.metadata().map_err(Packed::Io)?;
+    let same = after.len() == before.len()
+        && after.mtime() == before.mtime()
+        && after.mtime_nsec() == before.mtime_nsec()
+        && after.ctime() == before.ctime()
+        && after.ctime_nsec() == before.ctime_nsec();
+    if same {
+        Ok(())
+    } else {
+        Err(Packed::Changed)
+    }
+}
+
 /// Add `rel` (relative to `dir`, under a rank's directory) and everything below it.
 fn add_tree<W: Write>(
     b: &mut tar::Builder<W>,
@@ -120,10 +195,15 @@ fn add_tree<W: Write>(
             add_tree(b, dir, &rel.join(n), rank)?;
         }
     } else if ft.is_file() {
-        let mut f = std::fs::File::open(&full)
+        let f = std::fs::File::open(&full)
             .map_err(|e| format!("rank {rank}: cannot read '{shown}': {}", io_reason(&e)))?;
-        b.append_file(rel, &mut f)
-            .map_err(|e| format!("rank {rank}: cannot read '{shown}': {}", io_reason(&e)))?;
+        append_exact(b, rel, f).map_err(|e| match e {
+            Packed::Changed => format!(
+                "rank {rank}: '{shown}' changed while it was being packed (the program wrote \
+                 to its checkpoint after its marker)"
+            ),
+            Packed::Io(e) => format!("rank {rank}: cannot read '{shown}': {}", io_reason(&e)),
+        })?;
     } else {
         return Err(format!(
             "rank {rank}: '{shown}' is not a regular file, directory or symlink"
@@ -132,8 +212,9 @@ fn add_tree<W: Write>(
     Ok(())
 }
 
-/// Pack `ranks` of `dir` as a gzip'd tar into `out`, then remove their markers. A rank
-/// without its marker, or anything [`add_tree`] refuses, is an error (nothing is removed).
+/// Pack `ranks` of `dir` as a gzip'd tar into `out`. A rank without its marker, or anything
+/// [`add_tree`] refuses, is an error. The markers stay: the agent removes them before it asks
+/// for the next checkpoint (a packer removing them afterwards could take the next one's).
 pub fn pack(dir: &Path, ranks: &[u32], out: impl Write) -> Result<(), String> {
     for r in ranks {
         let marker = dir.join(graze_proto::done_marker(*r));
@@ -162,11 +243,7 @@ pub fn pack(dir: &Path, ranks: &[u32], out: impl Write) -> Result<(), String> {
         .finish()
         .map_err(|e| format!("cannot write the archive: {}", io_reason(&e)))?;
     out.flush()
-        .map_err(|e| format!("cannot write the archive: {}", io_reason(&e)))?;
-    for r in ranks {
-        let _ = std::fs::remove_file(dir.join(graze_proto::done_marker(*r)));
-    }
-    Ok(())
+        .map_err(|e| format!("cannot write the archive: {}", io_reason(&e)))
 }
 
 /// Remove `dir/r` and `dir/r.done` for each of `ranks` (missing ones are fine).
@@ -320,14 +397,15 @@ mod tests {
     }
 
     #[test]
-    fn packs_restore_only_their_ranks_and_markers_go() {
+    fn packs_restore_only_their_ranks() {
         let src = setup();
         let mut part0 = Vec::new();
         pack(src.path(), &[0], &mut part0).unwrap();
         let mut part1 = Vec::new();
         pack(src.path(), &[1], &mut part1).unwrap();
-        assert!(!src.path().join("0.done").exists());
-        assert!(!src.path().join("1.done").exists());
+        // The markers stay (the agent removes them before its next signal).
+        assert!(src.path().join("0.done").exists());
+        assert!(src.path().join("1.done").exists());
         // Two parts, concatenated, as the scheduler sends them.
         let mut both = part0.clone();
         both.extend_from_slice(&part1);
@@ -361,6 +439,35 @@ mod tests {
         assert_eq!(s.files, 3);
         assert_eq!(fs::read(dst.path().join("0/sub/more")).unwrap(), b"deeper");
         assert!(!dst.path().join("0/keep").exists());
+    }
+
+    /// A file that grew or shrank after its header was made refuses the part, never a
+    /// damaged archive (tar-rs pads by what it copied, which shifted every later header).
+    #[test]
+    fn a_file_changed_while_packed_refuses() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        for (from, to) in [(4096usize, 100usize), (100, 4096), (512, 512)] {
+            fs::write(&p, vec![1u8; from]).unwrap();
+            let f = fs::File::open(&p).unwrap();
+            let before = f.metadata().unwrap();
+            // Rewritten in between (same size in the last case: its times moved).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fs::write(&p, vec![2u8; to]).unwrap();
+            let mut b = tar::Builder::new(Vec::new());
+            let r = append_as_of(&mut b, Path::new("0/f"), f, &before);
+            assert!(matches!(r, Err(Packed::Changed)), "{from} -> {to}");
+        }
+        // Unchanged: packed whole.
+        fs::write(&p, vec![3u8; 1000]).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        assert!(append_exact(&mut b, Path::new("0/f"), fs::File::open(&p).unwrap()).is_ok());
+        let bytes = b.into_inner().unwrap();
+        let mut a = tar::Archive::new(bytes.as_slice());
+        let mut e = a.entries().unwrap().next().unwrap().unwrap();
+        let mut got = Vec::new();
+        e.read_to_end(&mut got).unwrap();
+        assert_eq!(got, vec![3u8; 1000]);
     }
 
     #[test]

@@ -306,6 +306,35 @@ pub fn stop_all(sets: &[ProcSet], timeout: Duration) -> Result<(), Survivors> {
     }
 }
 
+/// True when `pid` sits in a graze job cgroup (`.../graze-AGENT/job-...`) that is not one of
+/// the sets' own (those members were taken before this is asked): another agent's process.
+///
+/// hydra forwards `mpiexec`'s environment, tag included, to every rank, so a remote rank
+/// carries the *main* node's tag. With several agents on one machine (one PID namespace: the
+/// demo, the tests' network namespaces) the main node's agent would adopt the other node's
+/// ranks by that tag and signal them a second time (a checkpoint saved twice) or kill them
+/// early. Where the other agent confines its jobs in cgroups, its cgroup says whose they are.
+fn in_other_job_cgroup(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| in_job_cgroup(&t))
+}
+
+/// `/proc/PID/cgroup`'s text names a graze job cgroup. Pure, for the tests.
+fn in_job_cgroup(text: &str) -> bool {
+    text.lines().any(|l| {
+        let path = l.splitn(3, ':').nth(2).unwrap_or("");
+        let mut parts = path.split('/');
+        let mut graze = false;
+        parts.any(|c| {
+            if c.starts_with("graze-") {
+                graze = true;
+                false
+            } else {
+                graze && c.starts_with("job-")
+            }
+        })
+    })
+}
+
 /// The live members of any of `sets`, each process once.
 pub fn members_of(sets: &[ProcSet]) -> Vec<ProcInfo> {
     if sets.is_empty() {
@@ -335,7 +364,7 @@ pub fn members_of(sets: &[ProcSet]) -> Vec<ProcInfo> {
         .filter(|p| {
             pgids.contains(&p.pgrp)
                 || in_cgroups.contains(&p.pid)
-                || tags.iter().any(|t| environ_has(p.pid, t))
+                || (tags.iter().any(|t| environ_has(p.pid, t)) && !in_other_job_cgroup(p.pid))
         })
         .map(|p| p.pid)
         .collect();
@@ -374,6 +403,18 @@ mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
     use std::process::{Child, Command, Stdio};
+
+    #[test]
+    fn a_graze_job_cgroup_is_recognised() {
+        // v2, v1 (freezer line among others), and not a job cgroup.
+        assert!(in_job_cgroup("0::/user.slice/graze-n1-0a1b2c3d/job-7\n"));
+        assert!(in_job_cgroup(
+            "12:memory:/\n5:freezer:/graze-n1-0a1b2c3d/job-clusrun-3\n0::/\n"
+        ));
+        assert!(!in_job_cgroup("0::/user.slice/graze-n1-0a1b2c3d\n"));
+        assert!(!in_job_cgroup("0::/system.slice/job-7\n"));
+        assert!(!in_job_cgroup("0::/\n"));
+    }
 
     fn unique_tag() -> String {
         format!("test-{}-{}", std::process::id(), rand::random::<u64>())

@@ -2,6 +2,7 @@
 //! returns the [`Command`]s for the loop to carry out. Drawing is in `draw.rs` and only reads.
 
 use super::model::{DataEvent, Model, NodeState};
+use super::timeline::{Timeline, TraceState, TraceView};
 use crate::format;
 use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
@@ -28,6 +29,8 @@ pub enum Command {
     Cancel(JobId),
     /// Ask for the harvest report's data of the last [`HARVEST_PERIOD_MS`].
     LoadHarvest,
+    /// Ask for this job's merged trace (answered by [`DataEvent::Trace`]).
+    LoadTrace(JobId),
     /// Demo only: make the node's owner look active (touch its idle file).
     TouchOwner(String),
     /// Leave.
@@ -45,6 +48,8 @@ pub enum Screen {
     Job,
     /// The harvest report per PC (`graze report`'s figures).
     Harvest,
+    /// The timeline of a traced job (`t` on a job).
+    Trace,
 }
 
 /// The harvest view's period: the last 7 days.
@@ -147,6 +152,8 @@ pub struct App {
     rows_dirty: bool,
     /// When the harvest view last asked for its data.
     harvest_asked_ms: Option<u64>,
+    /// The timeline screen's job and trace, once `t` asked for one.
+    pub trace: Option<TraceView>,
 }
 
 impl App {
@@ -171,6 +178,7 @@ impl App {
             job_rows: Vec::new(),
             rows_dirty: true,
             harvest_asked_ms: None,
+            trace: None,
         }
     }
 
@@ -178,6 +186,7 @@ impl App {
     pub fn update(&mut self, ev: Event) -> Vec<Command> {
         let mut out = Vec::new();
         match ev {
+            Event::Data(DataEvent::Trace { job, trace }) => self.trace_arrived(job, trace),
             Event::Data(d) => {
                 if let DataEvent::Notice(n) = &d {
                     self.notice = Some(n.clone());
@@ -350,6 +359,37 @@ impl App {
         self.mode = Mode::Normal;
     }
 
+    /// Show the timeline of `id` and ask for its trace (again, if it was shown before: a
+    /// running job's trace grows).
+    fn open_trace(&mut self, id: JobId, out: &mut Vec<Command>) {
+        let back = match self.screen {
+            Screen::Trace => self.trace.as_ref().map_or(Screen::Queue, |t| t.back),
+            s => s,
+        };
+        self.trace = Some(TraceView {
+            job: id,
+            back,
+            state: TraceState::Loading,
+        });
+        self.screen = Screen::Trace;
+        out.push(Command::LoadTrace(id));
+    }
+
+    /// A trace (or why there is none) arrived; kept only if it is the one the timeline waits
+    /// for.
+    fn trace_arrived(&mut self, job: JobId, trace: Result<Box<graze_trace::Trace>, String>) {
+        let Some(view) = self.trace.as_mut() else {
+            return;
+        };
+        if view.job != job || view.state != TraceState::Loading {
+            return;
+        }
+        view.state = match trace {
+            Ok(t) => TraceState::Loaded(Box::new(Timeline::new(*t))),
+            Err(why) => TraceState::Failed(why),
+        };
+    }
+
     fn key(&mut self, k: KeyEvent, out: &mut Vec<Command>) {
         let before = self.screen;
         self.screen_key(k, out);
@@ -388,6 +428,7 @@ impl App {
                 Screen::Queue => self.queue_key(k, out),
                 Screen::Job => self.job_key(k, out),
                 Screen::Harvest => Key::NotConsumed,
+                Screen::Trace => self.trace_key(k),
             },
         };
         if used == Key::Consumed {
@@ -402,6 +443,7 @@ impl App {
             KeyCode::Char('2') => self.screen = Screen::Queue,
             KeyCode::Char('3') if self.open.is_some() => self.screen = Screen::Job,
             KeyCode::Char('4') => self.screen = Screen::Harvest,
+            KeyCode::Char('5') if self.trace.is_some() => self.screen = Screen::Trace,
             KeyCode::Char('/') if matches!(self.screen, Screen::Nodes | Screen::Queue) => {
                 self.mode = Mode::Filter
             }
@@ -430,6 +472,9 @@ impl App {
             all.push(Screen::Job);
         }
         all.push(Screen::Harvest);
+        if self.trace.is_some() {
+            all.push(Screen::Trace);
+        }
         let i = all.iter().position(|s| *s == self.screen).unwrap_or(0);
         let n = all.len();
         all[if forward {
@@ -532,6 +577,11 @@ impl App {
                 }
             }
             KeyCode::Char('c') => self.ask_cancel(self.selected_job().map(|j| (j.id, j.state))),
+            KeyCode::Char('t') => {
+                if let Some(id) = self.selected_job().map(|j| j.id) {
+                    self.open_trace(id, out);
+                }
+            }
             KeyCode::Esc => {
                 self.job_filter.clear();
                 self.rows_dirty = true;
@@ -558,6 +608,11 @@ impl App {
             KeyCode::Char('c') => {
                 self.ask_cancel(self.open_job().map(|j| (j.id, j.state)));
             }
+            KeyCode::Char('t') => {
+                if let Some(id) = self.open {
+                    self.open_trace(id, out);
+                }
+            }
             KeyCode::Char('o') if self.owner_key => {
                 if let Some((_, Some(node))) = self.selected_rank() {
                     self.notice = Some(format!("the owner of {node} touched the keyboard"));
@@ -571,6 +626,26 @@ impl App {
             self.scroll = 0;
         }
         Key::Consumed
+    }
+
+    /// The timeline's keys: its own (zoom, pan, ranks), then Esc and q back to where it was
+    /// opened from.
+    fn trace_key(&mut self, k: KeyEvent) -> Key {
+        let Some(view) = self.trace.as_mut() else {
+            return Key::NotConsumed;
+        };
+        if let TraceState::Loaded(t) = &mut view.state {
+            if t.key(k) {
+                return Key::Consumed;
+            }
+        }
+        match k.code {
+            KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('q') => {
+                self.screen = view.back;
+                Key::Consumed
+            }
+            _ => Key::NotConsumed,
+        }
     }
 
     fn mouse(&mut self, m: MouseEvent) {
@@ -603,6 +678,15 @@ impl App {
                 } else {
                     self.scroll + step
                 };
+            }
+            Screen::Trace => {
+                if let Some(TraceView {
+                    state: TraceState::Loaded(t),
+                    ..
+                }) = self.trace.as_mut()
+                {
+                    t.zoom(!down);
+                }
             }
             Screen::Harvest => {}
         }

@@ -74,6 +74,10 @@ impl App {
             Screen::Queue => self.draw_queue(f, body),
             Screen::Job => self.draw_job(f, body),
             Screen::Harvest => self.draw_harvest(f, body),
+            Screen::Trace => match &self.trace {
+                Some(t) => t.draw(f, body),
+                None => f.render_widget(Block::bordered().title(" no trace "), body),
+            },
         }
         self.draw_footer(f, foot);
         match &self.mode {
@@ -130,6 +134,12 @@ impl App {
         // Like the job tab, shown while open (key 4 opens it).
         if self.screen == Screen::Harvest {
             spans.push(tab("4 Harvest".into(), true));
+        }
+        if let Some(t) = &self.trace {
+            spans.push(tab(
+                format!("5 Trace {}", t.job),
+                self.screen == Screen::Trace,
+            ));
         }
         let m = &self.model;
         let online = m.nodes.values().filter(|e| e.view.online).count();
@@ -188,12 +198,15 @@ impl App {
                     "↑↓ move · Enter job · s sort · / filter · Tab queue · ? help · q quit"
                 }
                 Screen::Queue => {
-                    "↑↓ move · Enter open · c cancel · / filter · Tab · ? help · q quit"
+                    "↑↓ move · Enter open · t trace · c cancel · / filter · Tab · ? · q quit"
                 }
                 Screen::Job if self.owner_key => {
                     "↑↓ rank · PgUp/PgDn scroll · c cancel · o owner types · Esc · ? · q"
                 }
-                Screen::Job => "↑↓ rank · PgUp/PgDn scroll · c cancel · Esc back · ? help · q quit",
+                Screen::Job => {
+                    "↑↓ rank · PgUp/PgDn scroll · t trace · c cancel · Esc back · ? · q quit"
+                }
+                Screen::Trace => "+/- zoom · ←→ h l pan · 0 fit · ↑↓ rank · Esc/q back · ? help",
                 Screen::Harvest => {
                     "figures of the last 7 days, asked again each minute · Tab · ? help · q quit"
                 }
@@ -616,8 +629,9 @@ impl App {
             ("/", "filter the nodes or the queue; Esc clears"),
             ("s", "sort the nodes: name, state, cpu, idle"),
             ("c", "cancel the job (asks first)"),
-            ("Esc", "back from the job view"),
-            ("mouse wheel", "scroll"),
+            ("t", "the job's trace: + - zoom, ← → pan, 0 fit"),
+            ("Esc", "back from the job or trace view"),
+            ("mouse wheel", "scroll; in a trace: zoom"),
             ("q  Ctrl-C", "quit"),
         ];
         if self.owner_key {
@@ -666,7 +680,7 @@ fn filter_note(filter: &str) -> String {
 }
 
 /// Which rows to show so the selection is visible: (offset, selected row within the window).
-fn window(sel: usize, visible: usize, len: usize) -> (usize, Option<usize>) {
+pub(super) fn window(sel: usize, visible: usize, len: usize) -> (usize, Option<usize>) {
     if len == 0 || visible == 0 {
         return (0, None);
     }

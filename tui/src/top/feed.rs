@@ -127,6 +127,16 @@ pub async fn run(
                             let _ = data.send(ev);
                         });
                     }
+                    Some(Command::LoadTrace(job)) => {
+                        let (client, data) = (client.clone(), data.clone());
+                        tokio::spawn(async move {
+                            let trace = super::data::load_trace(&client, job)
+                                .await
+                                .map(Box::new)
+                                .map_err(|e| format!("{e:#}"));
+                            let _ = data.send(DataEvent::Trace { job, trace });
+                        });
+                    }
                     Some(c) => offline_command(c, &data, &owner_files),
                 },
             }
@@ -180,6 +190,12 @@ fn offline_command(
             let _ = data.send(DataEvent::Notice(
                 "harvest figures: not connected to the scheduler".into(),
             ));
+        }
+        Command::LoadTrace(job) => {
+            let _ = data.send(DataEvent::Trace {
+                job,
+                trace: Err("not connected to the scheduler".into()),
+            });
         }
         Command::OpenLogs(_) | Command::Quit => {}
     }

@@ -1,17 +1,20 @@
 //! `graze top`: a live terminal UI of the nodes, the queue and one job's ranks and output.
 //!
 //! Data, screens and a loop: [`model`] is the data the scheduler pushes (plus CPU history),
-//! [`app`] the state and [`App::update`], `draw.rs` the read-only drawing, [`feed`] the
+//! [`app`] the state and [`App::update`], `draw.rs` the read-only drawing, [`timeline`] the
+//! traced job's timeline (its state, keys and drawing), [`data`] the one-off requests, [`feed`] the
 //! network side, and [`run_loop`] one `tokio::select!` over data events, terminal events and a
 //! render tick. The loop is generic over ratatui's [`Backend`], so tests drive it with a
 //! `TestBackend`. The terminal is restored by a drop guard and a panic hook; logs go to a file.
 
 pub mod app;
+pub mod data;
 mod draw;
 pub mod estimate;
 pub mod feed;
 pub mod model;
 pub mod testdata;
+pub mod timeline;
 
 pub use app::{App, Command, Event, Screen};
 pub use model::DataEvent;

@@ -53,6 +53,13 @@ pub enum DataEvent {
     Notice(String),
     /// The harvest report's data (asked for by the harvest view).
     Harvest(Box<graze_proto::HarvestData>),
+    /// A job's merged trace, or why there is none (asked for by the timeline view).
+    Trace {
+        /// The job.
+        job: JobId,
+        /// The trace, or the error for a person.
+        trace: Result<Box<graze_trace::Trace>, String>,
+    },
 }
 
 /// One CPU sample of a node: the jobs' share and the owner's share, in percent of the PC.
@@ -298,6 +305,8 @@ impl Model {
                 self.harvest = Some(*d);
                 false
             }
+            // The timeline's own: the app keeps it (see `App::update`), not the model.
+            DataEvent::Trace { .. } => false,
         }
     }
 

@@ -305,3 +305,113 @@ pub fn harvest() -> graze_proto::HarvestData {
         ],
     }
 }
+
+/// A span of a test trace.
+fn tspan(begin_ns: u64, end_ns: u64, what: graze_trace::What) -> graze_trace::Span {
+    graze_trace::Span {
+        begin_ns,
+        end_ns,
+        what,
+        peer: None,
+        tag: None,
+        comm_size: None,
+        bytes: None,
+    }
+}
+
+/// A traced Pi run: `ranks` ranks, two per node (`ws2`, `ws3`, ...). Each has its Init, then
+/// an Isend from rank 0 to rank 1 (an Irecv and a Wait there), then `rounds` rounds of a
+/// `sample` region (longer on higher ranks) and an Allreduce of 8 bytes that ends together on
+/// every rank, then its Finalize. Rounds are 10 ms from 4 ms on.
+pub fn trace(ranks: i32, rounds: u64) -> graze_trace::Trace {
+    use graze_trace::{NodeClock, Op, RankTrack, Trace, What};
+    const MS: u64 = 1_000_000;
+    let mpi = |op| What::Mpi(Op(op));
+    let node = |r: i32| format!("ws{}", 2 + r / 2);
+    let mut tracks = Vec::new();
+    for r in 0..ranks {
+        let ru = r as u64;
+        let mut spans = vec![tspan(ru * 50_000, 3 * MS + ru * 10_000, mpi(1))];
+        if r == 0 && ranks > 1 {
+            spans.push(graze_trace::Span {
+                peer: Some(1),
+                tag: Some(7),
+                bytes: Some(4096),
+                ..tspan(3 * MS + 100_000, 3 * MS + 150_000, mpi(5))
+            });
+        }
+        if r == 1 {
+            spans.push(graze_trace::Span {
+                peer: Some(0),
+                tag: Some(7),
+                bytes: Some(4096),
+                ..tspan(3 * MS + 100_000, 3 * MS + 120_000, mpi(6))
+            });
+            spans.push(tspan(3 * MS + 120_000, 3 * MS + 600_000, mpi(7)));
+        }
+        for k in 0..rounds {
+            let start = 4 * MS + k * 10 * MS;
+            let sampled = start + 6 * MS + ru * 800_000 % (3 * MS);
+            spans.push(tspan(start, sampled, What::Region("sample".into())));
+            spans.push(graze_trace::Span {
+                comm_size: Some(ranks as u32),
+                bytes: Some(8),
+                ..tspan(sampled, start + 9_500_000 + ru * 5_000, mpi(10))
+            });
+        }
+        let fin = 4 * MS + rounds * 10 * MS;
+        spans.push(tspan(fin, fin + MS + ru * 20_000, mpi(2)));
+        tracks.push(RankTrack {
+            rank: r,
+            node: node(r),
+            pid: 4000 + r as u32,
+            spans,
+            dropped: 0,
+            truncated: false,
+        });
+    }
+    let nodes = (0..(ranks + 1) / 2)
+        .map(|n| NodeClock {
+            node: node(2 * n),
+            samples: vec![],
+            error_ns: 40_000 + n as u64 * 80_000,
+        })
+        .collect();
+    Trace {
+        start_ns: 1_000_000_000,
+        ranks: tracks,
+        nodes,
+        warnings: vec![],
+    }
+}
+
+/// A big trace for the timeline's bound on drawing: `ranks` ranks of `spans` spans each,
+/// alternating a `compute` region of 7 µs and an Allreduce of 3 µs.
+pub fn big_trace(ranks: i32, spans: u64) -> graze_trace::Trace {
+    use graze_trace::{Op, RankTrack, Trace, What};
+    let tracks = (0..ranks)
+        .map(|r| RankTrack {
+            rank: r,
+            node: format!("ws{}", 2 + r / 2),
+            pid: 4000 + r as u32,
+            spans: (0..spans)
+                .map(|i| {
+                    let t = (i / 2) * 10_000;
+                    if i % 2 == 0 {
+                        tspan(t, t + 7_000, What::Region("compute".into()))
+                    } else {
+                        tspan(t + 7_000, t + 10_000, What::Mpi(Op(10)))
+                    }
+                })
+                .collect(),
+            dropped: 0,
+            truncated: false,
+        })
+        .collect();
+    Trace {
+        start_ns: 0,
+        ranks: tracks,
+        nodes: vec![],
+        warnings: vec![],
+    }
+}

@@ -309,3 +309,156 @@ fn harvest_view() {
     assert_eq!(app.screen, Screen::Harvest);
     assert_eq!(cmds, [Command::LoadHarvest]);
 }
+
+fn trace_arrives(app: &mut App, job: u64, trace: Result<graze_trace::Trace, String>) {
+    app.update(Event::Data(DataEvent::Trace {
+        job: JobId(job),
+        trace: trace.map(Box::new),
+    }));
+}
+
+/// The timeline: `t` on a job of the queue asks for its trace, which is drawn one row per rank;
+/// zoom, pan, a rank's span under the cursor, fit, and back.
+#[test]
+fn trace_timeline() {
+    let mut app = fixture();
+    let cmds = chars(&mut app, "2t");
+    assert_eq!(cmds, [Command::LoadTrace(JobId(1))]);
+    assert_eq!(app.screen, Screen::Trace);
+    insta::assert_snapshot!("trace_loading_80x24", screen(&mut app, 80, 24));
+    // Another job's answer is not this one's.
+    trace_arrives(&mut app, 2, Ok(testdata::trace(2, 1)));
+    assert!(screen(&mut app, 80, 24).contains("asking the scheduler"));
+    trace_arrives(&mut app, 1, Ok(testdata::trace(4, 4)));
+    both("trace", &mut app);
+    let fitted = screen(&mut app, 160, 48);
+    assert!(fitted.contains("MPI_Allreduce"), "{fitted}");
+
+    chars(&mut app, "+++");
+    both("trace_zoomed", &mut app);
+    app.update(key(KeyCode::Left));
+    chars(&mut app, "h");
+    both("trace_panned", &mut app);
+    let s = screen(&mut app, 160, 48);
+    assert!(
+        s.contains("rank 0 on ws2: MPI_Allreduce"),
+        "the cursor is on rank 0's Allreduce of round 1:\n{s}"
+    );
+    chars(&mut app, "jj");
+    let s = screen(&mut app, 160, 48);
+    assert!(
+        s.contains("rank 2 on ws3: region sample"),
+        "rank 2 still samples:\n{s}"
+    );
+    insta::assert_snapshot!("trace_rank2_160x48", s);
+
+    chars(&mut app, "g0");
+    assert_eq!(
+        screen(&mut app, 160, 48),
+        fitted,
+        "g and 0: the first rank, the whole trace"
+    );
+
+    // The mouse wheel zooms too.
+    let wheel = |kind| {
+        Event::Term(TermEvent::Mouse(MouseEvent {
+            kind,
+            column: 40,
+            row: 5,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    app.update(wheel(MouseEventKind::ScrollUp));
+    assert!(screen(&mut app, 160, 48).contains("22.53 ms of 45.06 ms shown"));
+    app.update(wheel(MouseEventKind::ScrollDown));
+    assert_eq!(screen(&mut app, 160, 48), fitted);
+
+    // q and Esc go back to where it was opened from; 5 shows it again.
+    assert!(chars(&mut app, "q").is_empty(), "q does not quit here");
+    assert_eq!(app.screen, Screen::Queue);
+    chars(&mut app, "5");
+    assert_eq!(app.screen, Screen::Trace);
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.screen, Screen::Queue);
+}
+
+/// From the job view, `t` opens the open job's trace, and Esc returns to the job view.
+#[test]
+fn trace_from_the_job_view() {
+    let mut app = fixture();
+    open_job_1(&mut app);
+    assert_eq!(chars(&mut app, "t"), [Command::LoadTrace(JobId(1))]);
+    trace_arrives(&mut app, 1, Ok(testdata::trace(4, 2)));
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.screen, Screen::Job);
+}
+
+/// An error fetching the trace is the screen's message; so is a trace without spans.
+#[test]
+fn trace_error_and_empty() {
+    let mut app = fixture();
+    chars(&mut app, "2t");
+    trace_arrives(
+        &mut app,
+        1,
+        Err(
+            "the trace of job 1: job 1 was not traced: submit it with 'graze submit --trace'"
+                .to_string(),
+        ),
+    );
+    insta::assert_snapshot!("trace_error_80x24", screen(&mut app, 80, 24));
+    // Asking again starts over.
+    assert_eq!(chars(&mut app, "q2t"), [Command::LoadTrace(JobId(1))]);
+    let mut empty = testdata::trace(2, 0);
+    for r in &mut empty.ranks {
+        r.spans.clear();
+    }
+    trace_arrives(&mut app, 1, Ok(empty));
+    insta::assert_snapshot!("trace_empty_80x24", screen(&mut app, 80, 24));
+}
+
+/// More ranks than rows: the rows scroll with the selected rank.
+#[test]
+fn trace_many_ranks_scroll() {
+    let mut app = fixture();
+    chars(&mut app, "2t");
+    trace_arrives(&mut app, 1, Ok(testdata::trace(64, 3)));
+    let first = screen(&mut app, 80, 24);
+    assert!(
+        first.contains("0 ws2") && !first.contains("40 ws22"),
+        "{first}"
+    );
+    for _ in 0..40 {
+        app.update(key(KeyCode::Down));
+    }
+    let s = screen(&mut app, 80, 24);
+    assert!(
+        s.contains("rank 40 on ws22") && s.contains("40 ws22"),
+        "{s}"
+    );
+    assert!(!s.contains(" 0 ws2 "), "{s}");
+    insta::assert_snapshot!("trace_many_ranks_80x24", s);
+    app.update(key(KeyCode::End));
+    assert!(screen(&mut app, 80, 24).contains("rank 63 on ws33"));
+}
+
+/// A big trace (4 ranks of 100,000 spans) draws at every zoom; the cells find their spans
+/// by binary search (the time it takes is printed by `benches/render.rs`, not asserted).
+#[test]
+fn trace_big_draws() {
+    let mut app = fixture();
+    chars(&mut app, "2t");
+    trace_arrives(&mut app, 1, Ok(testdata::big_trace(4, 100_000)));
+    let s = screen(&mut app, 160, 48);
+    assert!(
+        s.contains("█") && s.contains("500.00 ms of 500.00 ms shown"),
+        "{s}"
+    );
+    // Zoomed in to 1 ms around the middle: spans of 7 and 3 µs, one cell each or more.
+    for _ in 0..9 {
+        chars(&mut app, "+");
+    }
+    let s = screen(&mut app, 160, 48);
+    assert!(s.contains("▄") && s.contains("█"), "{s}");
+    assert!(s.contains("rank 0 on ws2: "), "{s}");
+}
