@@ -373,6 +373,15 @@ fn a_checkpoint_that_never_completes_leaves_the_previous_one_current() {
         2,
         "{logs}"
     );
+    // One signal per rank per checkpoint: a rank signalled twice (by its own agent and by
+    // the main node's, which once adopted it by the tag hydra forwards) saved twice, or its
+    // nested trap printed one number twice.
+    let saves: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("saved checkpoint"))
+        .collect();
+    let distinct: std::collections::HashSet<&str> = saves.iter().copied().collect();
+    assert_eq!(saves.len(), distinct.len(), "{logs}");
 }
 
 #[test]

@@ -42,7 +42,8 @@ pub(super) struct NodeCkpt {
     pub(super) pack_after_kill: Option<(CheckpointId, Result<Vec<u32>, String>)>,
     /// A part is being sent; `JobCleared` waits for it.
     pub(super) sending: bool,
-    /// The checkpoint whose part (with data) is being packed and sent from here. A periodic
+    /// The checkpoint whose part (with data) is being packed here (until its packer is done,
+    /// [`Input::Packed`], or the part failed). A periodic
     /// checkpoint asked meanwhile is skipped: its signal would make the program rewrite the
     /// files the packer is reading.
     pub(super) packing: Option<CheckpointId>,
@@ -222,6 +223,7 @@ async fn send_part(
     id: CheckpointId,
     ranks: Result<Vec<u32>, String>,
     rate: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<Input>,
 ) -> Result<(), String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let _ = send.set_priority(-1);
@@ -278,6 +280,7 @@ async fn send_part(
                 }
             }
         }
+        let _ = tx.send(Input::Packed { job, id }).await;
         graze_net::send_block(&mut send, &[]).await.map_err(net)?;
         graze_net::send(&mut send, &end).await.map_err(net)?;
     }
@@ -764,7 +767,9 @@ impl Agent {
         let rate = self.cfg.checkpoint_rate;
         tokio::spawn(async move {
             let result = match conn {
-                Some(conn) => send_part(conn, exe, conf, dir, job, id, verdict, rate).await,
+                Some(conn) => {
+                    send_part(conn, exe, conf, dir, job, id, verdict, rate, tx.clone()).await
+                }
                 None => Err("not connected to the scheduler".into()),
             };
             let _ = tx
@@ -776,6 +781,15 @@ impl Agent {
                 })
                 .await;
         });
+    }
+
+    /// The packer of `id` is done with the files: the next periodic checkpoint may signal.
+    pub(super) fn on_packed(&mut self, job: JobId, id: CheckpointId) {
+        if let Some(c) = self.ckpts.get_mut(&job) {
+            if c.packing == Some(id) {
+                c.packing = None;
+            }
+        }
     }
 
     /// A part went out (or not); after a stopping checkpoint, clear.

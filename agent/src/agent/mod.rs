@@ -338,6 +338,7 @@ impl Agent {
                 verdict,
                 stop,
             } => self.on_markers(job, epoch, id, verdict, stop),
+            Input::Packed { job, id } => self.on_packed(job, id),
             Input::PartSent {
                 job,
                 id,

@@ -117,6 +117,12 @@ pub(super) enum Input {
         verdict: Result<Vec<u32>, String>,
         stop: bool,
     },
+    /// A checkpoint part's packer is done with the files (sent before the part's end frame,
+    /// so it is here before any message the scheduler sends after reading that frame).
+    Packed {
+        job: JobId,
+        id: graze_proto::CheckpointId,
+    },
     /// A checkpoint part was sent (and the scheduler replied), or could not be; with
     /// `clear` the job's clear waited for it.
     PartSent {

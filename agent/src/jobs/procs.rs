@@ -318,6 +318,42 @@ fn in_other_job_cgroup(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| in_job_cgroup(&t))
 }
 
+/// True when an ancestor of `p` carries a job tag that is none of `tags`: the process was
+/// started under another agent's launch (its hydra proxy or orted), whatever tag the launcher
+/// forwarded to it. The cgroup check's twin for agents without cgroups (a network namespace's
+/// `ip netns exec` mounts a fresh `/sys` without them). An orphan re-parented to init has no
+/// such ancestor.
+fn started_under_another_tag(
+    p: &ProcInfo,
+    by_pid: &HashMap<i32, &ProcInfo>,
+    tags: &[String],
+) -> bool {
+    let mut pid = p.ppid;
+    for _ in 0..64 {
+        if pid <= 1 {
+            return false;
+        }
+        if let Some(tag) = tag_entry(pid) {
+            return !tags.iter().any(|t| t.as_bytes() == tag.as_slice());
+        }
+        match by_pid.get(&pid) {
+            Some(a) => pid = a.ppid,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// `GRAZE_JOB_TAG=...` of `pid`'s environment, if it has one (and it can be read).
+fn tag_entry(pid: i32) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let want = format!("{TAG_VAR}=");
+    bytes
+        .split(|b| *b == 0)
+        .find(|e| e.starts_with(want.as_bytes()))
+        .map(<[u8]>::to_vec)
+}
+
 /// `/proc/PID/cgroup`'s text names a graze job cgroup. Pure, for the tests.
 fn in_job_cgroup(text: &str) -> bool {
     text.lines().any(|l| {
@@ -364,7 +400,9 @@ pub fn members_of(sets: &[ProcSet]) -> Vec<ProcInfo> {
         .filter(|p| {
             pgids.contains(&p.pgrp)
                 || in_cgroups.contains(&p.pid)
-                || (tags.iter().any(|t| environ_has(p.pid, t)) && !in_other_job_cgroup(p.pid))
+                || (tags.iter().any(|t| environ_has(p.pid, t))
+                    && !in_other_job_cgroup(p.pid)
+                    && !started_under_another_tag(p, &by_pid, &tags))
         })
         .map(|p| p.pid)
         .collect();
@@ -530,6 +568,32 @@ mod tests {
             .is_empty());
         set.kill(Duration::from_secs(5)).unwrap();
         assert!(wait_for(|| is_gone(pids[0])), "orphan {} survived", pids[0]);
+    }
+
+    /// hydra forwards the main node's tag to every rank: a rank started under another agent's
+    /// launch (a parent with that agent's tag) is not adopted by the tag it carries.
+    #[test]
+    fn a_rank_under_another_agents_launch_is_not_adopted() {
+        let ours = unique_tag();
+        let theirs = unique_tag();
+        let mut launch = Command::new("setsid")
+            .args(["sh", "-c", &format!("{TAG_VAR}={ours} sleep 100 & wait")])
+            .env(TAG_VAR, &theirs)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let theirs_set = ProcSet::new(vec![], Some(theirs.clone()));
+        assert!(wait_for(|| !theirs_set.members().is_empty()));
+        let rank = ProcSet::new(vec![], Some(ours.clone()));
+        let ok = wait_for(|| {
+            all_processes()
+                .iter()
+                .any(|p| environ_has(p.pid, &format!("{TAG_VAR}={ours}")))
+        });
+        assert!(ok, "the rank did not start");
+        assert!(rank.members().is_empty(), "{:?}", rank.members());
+        theirs_set.kill(Duration::from_secs(5)).unwrap();
+        let _ = launch.wait();
     }
 
     #[test]
