@@ -252,8 +252,19 @@ impl Identity {
     }
 }
 
+/// ring's provider with AES-128-GCM first (the default puts AES-256-GCM with SHA-384
+/// first): every packet is sealed with the suite chosen, and the handshake's transcript and
+/// key schedule hash with its SHA-256 instead of SHA-384 (a few per cent of a handshake).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite as cs;
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// The QUIC idle timeout for a silence limit of `silence`. QUIC restarts its idle timer when
