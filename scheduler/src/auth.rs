@@ -134,8 +134,11 @@ pub struct TokenStore {
     /// The file as last read, with what `stat` said of it then: a lookup whose `stat` still
     /// says the same uses it instead of reading and parsing the file again. Every write
     /// replaces the file (a new inode), and an edit in place changes its times.
-    cache: Arc<Mutex<Option<(FileStamp, Arc<TokenFile>)>>>,
+    cache: Arc<Mutex<Option<Parsed>>>,
 }
+
+/// One version of the store file, parsed.
+type Parsed = (FileStamp, Arc<TokenFile>);
 
 /// What identifies one version of the store file: device, inode, size, modification and
 /// change times (ns).
