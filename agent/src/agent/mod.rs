@@ -199,7 +199,12 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let mut last_tick = tokio::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
-        let due = last_tick + agent.tick_period();
+        let mut due = last_tick + agent.tick_period();
+        // Not after the next status is due (nor sooner than `TICK` after the last tick): an
+        // idle node still reports once a second.
+        if let Some(at) = agent.watch.report_due() {
+            due = due.min(tokio::time::Instant::from_std(at).max(last_tick + TICK));
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => {
