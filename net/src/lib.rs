@@ -17,8 +17,11 @@ pub use setup::{init_tracing, now_us, shutdown_signal, timeline, LogTo, TIMELINE
 pub const SERVER_NAME: &str = "graze-scheduler";
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"graze";
-/// Keep-alive period of every connection: both ends of a silent link time out within this
-/// of each other.
+/// Keep-alive period of the connecting end (agents, clients). The scheduler sends none of
+/// its own: its acknowledgement of each keep-alive (within quinn's `max_ack_delay`, 25 ms)
+/// is the datagram the agent's self-fence listens for, so both ends still hear each other
+/// at least once per keep-alive, at half the packets (a keep-alive and its ack each way
+/// were most of the scheduler's work per agent).
 pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 /// Transport errors.
@@ -249,15 +252,27 @@ impl Identity {
     }
 }
 
+/// ring's provider with AES-128-GCM first (the default puts AES-256-GCM with SHA-384
+/// first): every packet is sealed with the suite chosen, and the handshake's transcript and
+/// key schedule hash with its SHA-256 instead of SHA-384 (a few per cent of a handshake).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite as cs;
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// The QUIC idle timeout for a silence limit of `silence`. QUIC restarts its idle timer when
 /// it sends the first ack-eliciting packet after its last receipt, which a keep-alive does up
-/// to [`KEEP_ALIVE`] after that receipt; so a connection times out between `idle` and
+/// to [`KEEP_ALIVE`] after that receipt; so the connecting end times out between `idle` and
 /// `idle + KEEP_ALIVE` after the peer's last packet. Taking half a keep-alive off centres that
-/// window on `silence`.
+/// window on `silence`. The scheduler, which sends no keep-alive, times out `idle` after the
+/// peer's last packet (unless it sent a message since), the window's early end.
 pub fn quic_idle_timeout(silence: Duration) -> Duration {
     silence.saturating_sub(KEEP_ALIVE / 2).max(KEEP_ALIVE * 2)
 }
@@ -265,9 +280,14 @@ pub fn quic_idle_timeout(silence: Duration) -> Duration {
 /// Bidirectional streams a peer may have open at once on one connection (more wait).
 const MAX_STREAMS: u32 = 64;
 
-fn transport(idle_timeout: Duration) -> Result<Arc<quinn::TransportConfig>, NetError> {
+/// The transport of either end; `keep_alive` for the connecting end only (see
+/// [`KEEP_ALIVE`]).
+fn transport(
+    idle_timeout: Duration,
+    keep_alive: bool,
+) -> Result<Arc<quinn::TransportConfig>, NetError> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.keep_alive_interval(keep_alive.then_some(KEEP_ALIVE));
     t.max_idle_timeout(Some(
         quic_idle_timeout(idle_timeout)
             .try_into()
@@ -299,7 +319,7 @@ pub fn server_endpoint(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(transport(idle_timeout)?);
+    cfg.transport_config(transport(idle_timeout, false)?);
     // A stateless-reset key that survives restarts: after a scheduler restart, packets on old
     // connections are answered with a reset the agents recognise, so they reconnect at once
     // instead of waiting for the idle timeout.
@@ -395,6 +415,45 @@ pub fn client_endpoint(
     fingerprint: &str,
     idle_timeout: Duration,
 ) -> Result<quinn::Endpoint, NetError> {
+    let mut ep = bind_client(bind)?;
+    ep.set_default_client_config(client_config(fingerprint, idle_timeout)?);
+    Ok(ep)
+}
+
+/// A client endpoint on `bind` (port chosen by the OS) with no default configuration.
+fn bind_client(bind: IpAddr) -> Result<quinn::Endpoint, NetError> {
+    quinn::Endpoint::client(SocketAddr::new(bind, 0))
+        .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")))
+}
+
+/// The endpoint for connections that name no local address: one per tokio runtime (an
+/// endpoint's driver is a task of the runtime that made it), kept for the process's life.
+/// A new endpoint per connection cost about a third of a one-submit client's CPU: besides
+/// its socket and zeroed buffers, quinn probes for UDP GRO with a throwaway IPv6 socket,
+/// whose `UDP_GRO` and close flip a kernel static key twice, each patching kernel text on
+/// every CPU.
+fn shared_client(bind: IpAddr) -> Result<quinn::Endpoint, NetError> {
+    static SHARED: std::sync::Mutex<Vec<(tokio::runtime::Id, IpAddr, quinn::Endpoint)>> =
+        std::sync::Mutex::new(Vec::new());
+    let rt = tokio::runtime::Handle::current().id();
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, _, ep)) = shared.iter().find(|(r, b, _)| *r == rt && *b == bind) {
+        return Ok(ep.clone());
+    }
+    let ep = bind_client(bind)?;
+    // Only the latest runtime's endpoints are kept: a finished runtime's endpoint is dead.
+    shared.retain(|(r, _, _)| *r == rt);
+    shared.push((rt, bind, ep.clone()));
+    Ok(ep)
+}
+
+/// A client configuration that only trusts `fingerprint`.
+fn client_config(
+    fingerprint: &str,
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig, NetError> {
     let pin = parse_fingerprint(fingerprint).map_err(NetError::Setup)?;
     let provider = provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -407,11 +466,8 @@ pub fn client_endpoint(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| NetError::Setup(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport(idle_timeout)?);
-    let mut ep = quinn::Endpoint::client(SocketAddr::new(bind, 0))
-        .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")))?;
-    ep.set_default_client_config(cfg);
-    Ok(ep)
+    cfg.transport_config(transport(idle_timeout, true)?);
+    Ok(cfg)
 }
 
 /// A framed bidirectional stream.
@@ -519,7 +575,8 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr, NetError> {
 
 /// A connection that passed the hello, with its control stream.
 pub struct Session {
-    /// The endpoint (kept alive with the connection).
+    /// The endpoint (kept alive with the connection; shared by the process's connections
+    /// that named no local address).
     pub endpoint: quinn::Endpoint,
     /// The connection.
     pub conn: quinn::Connection,
@@ -535,17 +592,21 @@ pub async fn connect(
     idle_timeout: Duration,
 ) -> Result<Session, NetError> {
     let addr = resolve(&access.scheduler).await?;
-    let bind = bind.unwrap_or(match addr {
-        SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
-        SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
-    });
-    let endpoint = client_endpoint(bind, &access.fingerprint, idle_timeout)?;
+    // A named local address (an agent's) gets an endpoint of its own; the others share one.
+    let endpoint = match bind {
+        Some(bind) => bind_client(bind)?,
+        None => shared_client(match addr {
+            SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+            SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+        })?,
+    };
+    let config = client_config(&access.fingerprint, idle_timeout)?;
     let cerr = |msg: String| NetError::Connect {
         addr: access.scheduler.clone(),
         msg,
     };
     let conn = endpoint
-        .connect(addr, SERVER_NAME)
+        .connect_with(config, addr, SERVER_NAME)
         .map_err(|e| cerr(e.to_string()))?
         .await
         .map_err(|e| match &e {

@@ -142,13 +142,14 @@ impl Owner {
         }
     }
 
-    /// A message from the agent on `conn`.
-    pub(crate) fn agent_msg(&mut self, conn: ConnId, msg: AgentMsg, now: u64) {
+    /// A message from the agent on `conn`; false for a status the core took quietly
+    /// ([`crate::core::Core::node_status`]), true for everything else.
+    pub(crate) fn agent_msg(&mut self, conn: ConnId, msg: AgentMsg, now: u64) -> bool {
         match msg {
             AgentMsg::Register(_) => {}
             AgentMsg::Sequenced { seq, msg } => {
                 let Some(node) = self.core.node_name(conn).map(str::to_owned) else {
-                    return;
+                    return false;
                 };
                 let last = self.seqs.get(&node).map_or(0, |s| s.1);
                 if seq > last {
@@ -162,7 +163,7 @@ impl Owner {
                 // Applied now or before: either way it may be acknowledged once committed.
                 self.acks.insert(conn, seq.max(last));
             }
-            AgentMsg::Status(s) => self.core.node_status(conn, s, now),
+            AgentMsg::Status(s) => return self.core.node_status(conn, s, now),
             AgentMsg::Launch {
                 id,
                 job,
@@ -183,6 +184,7 @@ impl Owner {
                 dropped_lines,
             } => self.clusrun_done(conn, id, outcome, dropped_lines, now),
         }
+        true
     }
 
     /// A numbered job message, applied once.

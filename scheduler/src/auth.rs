@@ -14,6 +14,7 @@ use graze_proto::Role;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// File name of the token store in the state directory.
 pub const TOKENS_FILE: &str = "tokens.toml";
@@ -130,6 +131,34 @@ pub enum AuthError {
 #[derive(Clone, Debug)]
 pub struct TokenStore {
     path: PathBuf,
+    /// The file as last read, with what `stat` said of it then: a lookup whose `stat` still
+    /// says the same uses it instead of reading and parsing the file again. Every write
+    /// replaces the file (a new inode), and an edit in place changes its times.
+    cache: Arc<Mutex<Option<Parsed>>>,
+}
+
+/// One version of the store file, parsed.
+type Parsed = (FileStamp, Arc<TokenFile>);
+
+/// What identifies one version of the store file: device, inode, size, modification and
+/// change times (ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp([i64; 7]);
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        #[allow(clippy::cast_possible_wrap)]
+        FileStamp([
+            m.dev() as i64,
+            m.ino() as i64,
+            m.size() as i64,
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ])
+    }
 }
 
 impl TokenStore {
@@ -137,6 +166,7 @@ impl TokenStore {
     pub fn new(state_dir: &Path) -> TokenStore {
         TokenStore {
             path: state_dir.join(TOKENS_FILE),
+            cache: Arc::default(),
         }
     }
 
@@ -195,10 +225,45 @@ impl TokenStore {
         Ok(true)
     }
 
-    /// The identity of `token`, reading the store afresh; `None` for an unknown token.
+    /// The store as it is on disk now: the cached parse while `stat` says the file is the
+    /// one read last, else read and parsed afresh.
+    fn read_current(&self) -> Result<Arc<TokenFile>, AuthError> {
+        let stamp = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(FileStamp::of(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(AuthError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        let mut guard = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(stamp), Some((was, f))) = (stamp, guard.as_ref()) {
+            if *was == stamp {
+                return Ok(f.clone());
+            }
+        }
+        *guard = None;
+        let f = Arc::new(self.read()?);
+        // Cache only what the stamp taken before the read still describes after it: a file
+        // replaced in between is read again next time.
+        if let Some(stamp) = stamp {
+            if std::fs::metadata(&self.path).is_ok_and(|m| FileStamp::of(&m) == stamp) {
+                *guard = Some((stamp, f.clone()));
+            }
+        }
+        Ok(f)
+    }
+
+    /// The identity of `token`, as the store is on disk now (a change, such as a revoke, is
+    /// seen by the next lookup); `None` for an unknown token.
     pub fn lookup(&self, token: &str) -> Result<Option<Identity>, AuthError> {
         let hash = graze_net::token_hash(token);
-        let f = self.read()?;
+        let f = self.read_current()?;
         // Compare every entry without an early exit on the hash.
         let mut found = None;
         for t in &f.tokens {

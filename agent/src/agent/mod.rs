@@ -3,8 +3,9 @@
 //!
 //! Drivers around it: a connector task per connection attempt, a reader and a writer task per
 //! connection, a task per job process (exit) and per output pipe (lines), the launcher socket
-//! listener, and a CPU sampler thread. The 50 ms tick is a timer inside the loop itself so
-//! that a flood of output cannot delay availability changes.
+//! listener, and a CPU sampler thread. The tick (50 ms with job processes, 250 ms without)
+//! is a timer inside the loop itself so that a flood of output cannot delay availability
+//! changes.
 //!
 //! Modules: `state` (the types, a leaf), `connect` (one connection attempt), `link` (the
 //! connection's life), `job_control` (start, stop, kill, clear), `launches` (the shim's
@@ -35,10 +36,10 @@ use anyhow::{Context, Result};
 use graze_net::Access;
 use graze_proto::{AgentMsg, JobMsg, LogLine, NodeStatus};
 use rand::Rng;
-use state::{Agent, Conn, Input, BACKOFF_MIN, TICK};
+use state::{Agent, Conn, Input, BACKOFF_MIN, IDLE_TICK, TICK};
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 /// Run the agent until `shutdown` completes or a fatal error.
@@ -190,22 +191,36 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
         ckpts: HashMap::new(),
         early_restores: Vec::new(),
         traces: HashMap::new(),
+        last_idle: None,
     };
 
     let local_task = local::serve(&agent.cfg, agent.tx.clone());
     let wake_rx = agent.wake.clone();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The tick's period is asked afresh after every input, so a job's start (or a lost
+    // connection) brings the next tick to at most `TICK` after the last one.
+    let mut last_tick = tokio::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
+        let mut due = last_tick + agent.tick_period();
+        // Not after the next status is due (nor sooner than `TICK` after the last tick): an
+        // idle node still reports once a second.
+        if let Some(at) = agent.watch.report_due() {
+            due = due.min(tokio::time::Instant::from_std(at).max(last_tick + TICK));
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => {
                 tracing::info!("shutting down");
                 break;
             }
-            _ = tick.tick() => agent.on_tick().await,
-            () = wake_rx.notified() => agent.on_tick().await,
+            () = tokio::time::sleep_until(due) => {
+                last_tick = tokio::time::Instant::now();
+                agent.on_tick().await
+            }
+            () = wake_rx.notified() => {
+                last_tick = tokio::time::Instant::now();
+                agent.on_tick().await
+            }
             Some(input) = rx.recv() => agent.handle(input).await,
         }
         if agent.fatal.is_some() {
@@ -373,11 +388,34 @@ impl Agent {
         }
     }
 
-    /// Every 50 ms (or at once when an event-driven source saw input): the owner watch,
-    /// the self-fence, the reconnect and the status.
+    /// How long after the last tick the next one is due: [`TICK`] while anything here needs
+    /// it (job processes, whose owner release and self-fence it bounds; clusruns, restores,
+    /// pending launches; a connection that is down or lost), else [`IDLE_TICK`], shortened
+    /// to the moment the owner's idle time reaches `start_after` so an offer is not late.
+    fn tick_period(&self) -> Duration {
+        let busy = !self.jobs.is_empty()
+            || !self.launches.is_empty()
+            || !self.clusruns.is_empty()
+            || !self.ckpts.is_empty()
+            || !self.early_restores.is_empty()
+            || self.lost_at.is_some()
+            || !matches!(self.conn, Conn::Up { .. });
+        if busy {
+            return TICK;
+        }
+        let start_after = self.cfg.start_after;
+        match self.last_idle {
+            Some(idle) if idle < start_after => (start_after - idle).clamp(TICK, IDLE_TICK),
+            _ => IDLE_TICK,
+        }
+    }
+
+    /// Every [`Agent::tick_period`] (or at once when an event-driven source saw input): the
+    /// owner watch, the self-fence, the reconnect and the status.
     async fn on_tick(&mut self) {
         let now = Instant::now();
         let owner = self.owner.evaluate(now, SystemTime::now());
+        self.last_idle = Some(owner.idle);
         let obs = Observation {
             idle: owner.idle,
             owner_cpu: self.cpu.owner_cpu,

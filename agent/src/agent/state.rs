@@ -24,13 +24,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Owner idle sources are evaluated this often.
+/// Owner idle sources are evaluated this often while job processes (or anything else that
+/// needs a quick tick) are here: it bounds owner release latency and the self-fence's lag.
 pub(super) const TICK: Duration = Duration::from_millis(50);
+/// ... and this often on an idle node (no job processes): an event-driven source's wake
+/// still ticks at once, and the tick comes early when `start_after` is due.
+pub(super) const IDLE_TICK: Duration = Duration::from_millis(250);
 /// A cut-off agent kills its job processes this long before `node_timeout` of silence. The
 /// scheduler calls a node lost no earlier than `node_timeout - KEEP_ALIVE/2` after its last
-/// packet, and the agent's last packet from the scheduler is at most one keep-alive (0.5 s)
-/// later than that: 1 s leaves 0.2 s for the tick and the kill, before the scheduler's fence
-/// margin.
+/// packet, and the agent's last packet from the scheduler (the scheduler sends no keep-alive:
+/// its ack of the agent's last packet) is at most quinn's ack delay (25 ms) later than that:
+/// 1 s leaves over 0.7 s for the tick and the kill, before the scheduler's fence margin.
 pub(super) const SELF_FENCE_LEAD: Duration = Duration::from_secs(1);
 /// First reconnect delay.
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -344,4 +348,6 @@ pub(super) struct Agent {
     pub(super) early_restores: Vec<super::checkpoint::EarlyRestore>,
     /// Traced runs with processes here (`--trace`).
     pub(super) traces: HashMap<JobId, super::trace::NodeTrace>,
+    /// The owner's idle time at the last tick (for the next tick's time).
+    pub(super) last_idle: Option<Duration>,
 }

@@ -83,6 +83,11 @@ impl OwnerWatch {
         self.last.clone()
     }
 
+    /// When the next status is due (a second after the last one), if one was sent.
+    pub(crate) fn report_due(&self) -> Option<Instant> {
+        self.last_report.as_ref().map(|(at, _)| *at + STATUS_EVERY)
+    }
+
     /// Report afresh on the next tick (a new connection).
     pub(crate) fn report_afresh(&mut self) {
         self.last_report = None;

@@ -128,13 +128,16 @@ impl Core {
         Ok(())
     }
 
-    /// A status report from an agent.
-    pub fn node_status(&mut self, conn: ConnId, status: NodeStatus, now: u64) {
+    /// A status report from an agent. True when it changed more than the node's status row
+    /// (its offer, its availability's kind or its window's end: suspends, a pass), the only
+    /// case in which [`Core::poll_timeout`] may move; false for a quiet one (load and idle
+    /// time only), which the driver need not follow with a new deadline.
+    pub fn node_status(&mut self, conn: ConnId, status: NodeStatus, now: u64) -> bool {
         let Some(name) = self.conns.get(&conn) else {
-            return;
+            return false;
         };
         let Some(node) = self.nodes.get_mut(name) else {
-            return;
+            return false;
         };
         let was = node.offered();
         let was_blocking = node.blocks_jobs();
@@ -178,7 +181,9 @@ impl Core {
         if offered != was || blocking != was_blocking || kind != was_kind || window != was_window {
             self.review_suspended(now);
             self.schedule(now);
+            return true;
         }
+        false
     }
 
     /// An agent connection ended or timed out: its jobs are requeued, its cores gone.

@@ -721,7 +721,12 @@ proptest! {
                     st.availability = avail(kind);
                     // Some nodes' availability windows close soon.
                     st.window_ends_ms = (idle % 3 == 0).then(|| now + u64::from(idle) * 20);
-                    c.node_status(n as u64 * 100 + gen[n as usize], st, now)
+                    // A quiet status (false) leaves every deadline as it was: the driver
+                    // asks `poll_timeout` again only after the others.
+                    let before = c.poll_timeout();
+                    if !c.node_status(n as u64 * 100 + gen[n as usize], st, now) {
+                        prop_assert_eq!(c.poll_timeout(), before, "a quiet status moved a deadline");
+                    }
                 }
                 Op::Tick(d) => {
                     now += d as u64;
