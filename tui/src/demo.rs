@@ -304,6 +304,9 @@ fn processes_with_env(var: &str) -> Vec<i32> {
 /// The demo's Pi jobs: `(name, ranks)`. 8 cores in the cluster: the third waits for cores.
 pub const JOBS: [(&str, u32); 3] = [("pi-a", 4), ("pi-b", 2), ("pi-c", 6)];
 
+/// The demo job submitted with `--trace`.
+pub const TRACED: &str = "pi-b";
+
 /// The spec of one demo Pi job of `rounds` rounds.
 pub fn pi_spec(name: &str, nprocs: u32, rounds: u64, samples: u64, cwd: &Path) -> JobSpec {
     let rounds = rounds.to_string();
@@ -335,6 +338,41 @@ pub fn pi_spec(name: &str, nprocs: u32, rounds: u64, samples: u64, cwd: &Path) -
     }
 }
 
+/// A line on the traced job's merged trace (its nodes' uploads come with their clears, so
+/// they may follow the job's end by a moment: asked for up to 10 s).
+async fn traced(client: &Client, id: JobId) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let nodes = loop {
+        match crate::trace_cmd::fetch(client, id.into(), None).await {
+            Ok(n) if !n.is_empty() => break n,
+            r if std::time::Instant::now() >= deadline => {
+                r?;
+                anyhow::bail!("no node sent its trace");
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    let t = graze_trace::merge(&nodes)?;
+    let calls: usize = t
+        .ranks
+        .iter()
+        .map(|r| {
+            r.spans
+                .iter()
+                .filter(|s| matches!(s.what, graze_trace::What::Mpi(_)))
+                .count()
+        })
+        .sum();
+    let error = t.nodes.iter().map(|n| n.error_ns).max().unwrap_or(0);
+    let nodes = t.nodes.len();
+    Ok(format!(
+        "traced: {} ranks on {nodes} node{}, {calls} MPI calls, clock error bound {:.1} µs",
+        t.ranks.len(),
+        if nodes == 1 { "" } else { "s" },
+        error as f64 / 1000.0
+    ))
+}
+
 /// Rank 0's final "Computed value of pi on N processors is X".
 pub fn computed_pi(lines: &[graze_proto::LogLine]) -> Option<(u32, f64)> {
     lines.iter().find_map(|l| {
@@ -361,12 +399,16 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<std::process::Exi
         .context("connecting to the demo scheduler")?;
     let mut ids = Vec::new();
     for (name, n) in JOBS {
+        let mut spec = pi_spec(name, n, rounds, samples, demo.dir());
+        // One job runs traced: `t` on it in `graze top` shows its MPI timeline once it ended.
+        spec.trace = name == TRACED;
         let id = client
-            .submit(pi_spec(name, n, rounds, samples, demo.dir()))
+            .submit(spec)
             .await
             .with_context(|| format!("submitting {name}"))?;
         say(&format!(
-            "submitted job {id} {name}: {n} ranks, {rounds} rounds"
+            "submitted job {id} {name}: {n} ranks, {rounds} rounds{}",
+            if name == TRACED { ", traced" } else { "" }
         ));
         ids.push(id);
     }
@@ -466,6 +508,15 @@ async fn summary(client: &Client, ids: &[JobId]) -> anyhow::Result<std::process:
         );
         if !good {
             explain_failure(client, &job).await;
+        }
+        if good && job.spec.trace {
+            match traced(client, *id).await {
+                Ok(t) => println!("  {t}; see `graze trace {id} --summary`"),
+                Err(e) => {
+                    ok = false;
+                    println!("  no trace for job {id}: {e:#}");
+                }
+            }
         }
     }
     if ok {

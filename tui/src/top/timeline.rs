@@ -529,10 +529,11 @@ fn title(job: JobId, t: &Timeline) -> String {
     let mut nodes: Vec<&str> = ranks.iter().map(|r| r.node.as_str()).collect();
     nodes.sort_unstable();
     nodes.dedup();
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     let mut s = format!(
-        " trace of job {job} · {} ranks on {} nodes · {} of {} shown",
-        ranks.len(),
-        nodes.len(),
+        " trace of job {job} · {} on {} · {} of {} shown",
+        plural(ranks.len(), "rank"),
+        plural(nodes.len(), "node"),
         duration_ns(t.width_ns),
         duration_ns(t.end_ns)
     );
