@@ -192,6 +192,8 @@ fn demo_without_a_terminal() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("every job done, every pi correct"), "{text}");
+    // pi-b ran traced: its merged trace has both ranks.
+    assert!(text.contains("  traced: 2 ranks on "), "{text}");
     let jobs: Vec<&str> = text.lines().filter(|l| l.starts_with("job ")).collect();
     assert_eq!(jobs.len(), 3, "{text}");
     for l in jobs {
