@@ -398,3 +398,106 @@ fn tracing_a_program_that_is_not_mpi_says_so_and_completes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("submit --trace"), "{err}");
 }
+
+/// Tracing and checkpoints together: a traced graze-pi asked to checkpoint (`graze requeue
+/// --checkpoint`) saves, exits 85 (its tracer writes at exit), is requeued and restored; each
+/// attempt keeps its own trace, and their rounds (graze-pi's "allreduce" regions) add up to the
+/// run's.
+#[test]
+fn a_requeued_checkpointed_run_keeps_a_trace_per_attempt() {
+    ensure_built();
+    const TOTAL: usize = 2000;
+    let mut c = Cluster::start(&[]);
+    c.add_agent("q2", "127.0.0.2", 1, &[]);
+    c.add_agent("q3", "127.0.0.3", 1, &[]);
+    c.wait_offered(2);
+    let id = c.submit(&[
+        "-n",
+        "2",
+        "--trace",
+        "--checkpoint",
+        "--",
+        "mpiexec",
+        "graze-pi",
+        "--seed",
+        "16",
+        "--samples",
+        "5000000",
+        "--tolerance",
+        "1e-12",
+        "--min-rounds",
+        "2000",
+        "--max-rounds",
+        "2000",
+        "--report-ms",
+        "100000",
+        "--checkpoint-exit",
+    ]);
+    wait_for("20 rounds done", LONG, || {
+        (c.logs(id).lines().filter(|l| l.contains("pi: ")).count() >= 20).then_some(())
+    });
+    let out = c.graze(&["requeue", &id.to_string(), "--checkpoint"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = c.graze(&["wait", &id.to_string()]);
+    assert!(out.status.success(), "{}", c.show(id));
+    // Two attempts on up to two nodes each: wait for the second attempt's trace events.
+    wait_for("both attempts' traces", LONG, || {
+        let ev = events(&c.show(id));
+        (ev.iter()
+            .filter(|e| e.starts_with("trace stored from node"))
+            .count()
+            >= 2
+            && ev.iter().any(|e| e.contains("restores checkpoint")))
+        .then_some(())
+    });
+    let resumed: usize = c
+        .logs(id)
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("resumed from checkpoint after round ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("not restored: {}", c.logs(id)));
+    let dir = c.dir.path();
+    let mut allreduces = Vec::new();
+    for attempt in ["1", "2"] {
+        let file = dir.join(format!("attempt-{attempt}.json"));
+        let f = file.to_str().unwrap();
+        wait_for(&format!("attempt {attempt}'s trace"), LONG, || {
+            let out = c.graze(&["trace", &id.to_string(), "--attempt", attempt, "-o", f]);
+            out.status.success().then_some(())
+        });
+        let ev = spans(&read_json(&file));
+        let per_rank: Vec<usize> = (0..2)
+            .map(|r| {
+                // One "allreduce" region a round (graze-pi's Allreduce of the sums; with
+                // --checkpoint a second Allreduce a round agrees on a pending signal).
+                ev.iter()
+                    .filter(|e| e.rank == r && e.name == "allreduce")
+                    .count()
+            })
+            .collect();
+        for r in 0..2 {
+            assert_eq!(
+                ev.iter()
+                    .filter(|e| e.rank == r && e.name == "MPI_Init")
+                    .count(),
+                1,
+                "attempt {attempt} rank {r}"
+            );
+        }
+        assert_eq!(per_rank[0], per_rank[1], "attempt {attempt}: {per_rank:?}");
+        allreduces.push(per_rank[0]);
+    }
+    // The first attempt ran at least to the saved round; the restored one ran exactly the
+    // rest.
+    assert!(
+        allreduces[0] >= resumed,
+        "{allreduces:?}, resumed after {resumed}"
+    );
+    assert_eq!(
+        allreduces[1],
+        TOTAL - resumed,
+        "{allreduces:?}, resumed after {resumed}"
+    );
+}
