@@ -525,8 +525,23 @@ pub fn raise_nofile() -> (u64, u64) {
     (r.rlim_cur, r.rlim_max)
 }
 
-/// A process's CPU time (user + system) from `/proc/PID/stat`.
+/// A process's CPU time (user + system), in ns from its CPU-time clock
+/// (`clock_getcpuclockid`: the scheduler's own accounting), else from `/proc/PID/stat` in
+/// clock ticks (10 ms each: an idle agent's 0.1 % over 60 s is only 6 of them).
 pub fn proc_cpu(pid: u32) -> Duration {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: both calls only write the out-parameters we pass, which live on this stack.
+    let ok = unsafe {
+        libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) == 0
+            && libc::clock_gettime(clock, &mut ts) == 0
+    };
+    if ok {
+        return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
     let f: Vec<&str> = after.split_whitespace().collect();
