@@ -586,7 +586,9 @@ fn libmpi_loaded_rtld_local_is_found_through_the_loaded_objects() {
             ("GRAZE_TRACE_DIR", dir.path().to_str().unwrap()),
         ],
     );
-    assert_eq!(ok(&out, "the RTLD_LOCAL run"), "sum 2\nsum 2\n");
+    // Both ranks print; hydra may interleave their bytes, so count rather than compare.
+    let text = ok(&out, "the RTLD_LOCAL run");
+    assert_eq!(text.matches("sum 2").count(), 2, "{text}");
     let ranks = rank_files(dir.path());
     assert_eq!(ranks.len(), 2);
     for (r, f) in &ranks {
@@ -622,7 +624,10 @@ fn thread_multiple_ranks_record_every_thread_s_calls_and_regions() {
             ("GRAZE_TRACE_DIR", dir.path().to_str().unwrap()),
         ],
     );
-    assert_eq!(ok(&out, "the threaded run"), "threads done\nthreads done\n");
+    // Both ranks print; hydra may interleave their bytes ("threads donethreads done\n\n"
+    // happened), so count rather than compare.
+    let text = ok(&out, "the threaded run");
+    assert_eq!(text.matches("threads done").count(), 2, "{text}");
     let ranks = rank_files(dir.path());
     assert_eq!(ranks.len(), 2);
     for (r, f) in &ranks {
