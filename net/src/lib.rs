@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use quinn;
 
 mod setup;
-pub use setup::{init_tracing, now_us, shutdown_signal, timeline, LogTo, TIMELINE};
+pub use setup::{init_tracing, monotonic_ns, now_us, shutdown_signal, timeline, LogTo, TIMELINE};
 
 /// Server name in the scheduler's certificate and in every client's SNI.
 pub const SERVER_NAME: &str = "graze-scheduler";

@@ -79,6 +79,20 @@ pub fn timeline(job: u64, stage: &str, detail: &str) {
     tracing::debug!(target: TIMELINE, job, stage = %stage, at_us = now_us(), detail = %detail);
 }
 
+/// This machine's `CLOCK_MONOTONIC` in ns: the clock of MPI traces, of the agents' and the
+/// scheduler's clock-sync exchanges, and (in µs) of logind's idle hint.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
 /// The wall clock in µs since the Unix epoch.
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()

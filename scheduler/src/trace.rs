@@ -18,19 +18,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-/// The scheduler's `CLOCK_MONOTONIC` in ns: the clock traces are merged onto.
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
 /// Answer the agent's clock probes on this stream until it finishes it.
 pub(crate) async fn serve_clock(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let _ = send.set_priority(10);
@@ -39,7 +26,7 @@ pub(crate) async fn serve_clock(mut send: quinn::SendStream, mut recv: quinn::Re
             Ok(Some(ClockPing { seq })) => {
                 let pong = ClockPong {
                     seq,
-                    now_ns: monotonic_ns(),
+                    now_ns: graze_net::monotonic_ns(),
                 };
                 if graze_net::send(&mut send, &pong).await.is_err() {
                     return;

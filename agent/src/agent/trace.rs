@@ -43,19 +43,6 @@ pub(super) enum Upload {
     Done,
 }
 
-/// The node's `CLOCK_MONOTONIC` in ns (the tracer's clock).
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
 /// One NTP-style exchange: sent at `t0`, answered with the scheduler's `server`, back at `t1`
 /// (node clock, ns). The offset is the scheduler's clock minus ours at the midpoint; the true
 /// one lies within ±RTT/2 of it.
@@ -80,7 +67,7 @@ pub(crate) async fn burst(conn: &graze_net::quinn::Connection) -> Result<ClockSa
             .map_err(net)?;
         let mut best: Option<ClockSample> = None;
         for seq in 0..BURST {
-            let t0 = monotonic_ns();
+            let t0 = graze_net::monotonic_ns();
             graze_net::send(&mut send, &ClockPing { seq })
                 .await
                 .map_err(net)?;
@@ -88,7 +75,7 @@ pub(crate) async fn burst(conn: &graze_net::quinn::Connection) -> Result<ClockSa
                 .await
                 .map_err(net)?
                 .ok_or("the scheduler closed the clock stream")?;
-            let t1 = monotonic_ns();
+            let t1 = graze_net::monotonic_ns();
             if pong.seq != seq {
                 return Err(format!("clock answer {} for probe {seq}", pong.seq));
             }

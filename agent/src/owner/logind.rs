@@ -305,18 +305,7 @@ fn lock(m: &Mutex<Link>) -> std::sync::MutexGuard<'_, Link> {
 
 /// CLOCK_MONOTONIC in µs: the clock of logind's `IdleSinceHintMonotonic`.
 fn monotonic_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    u64::try_from(ts.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000)
-        .saturating_add(u64::try_from(ts.tv_nsec / 1000).unwrap_or(0))
+    graze_net::monotonic_ns() / 1000
 }
 
 impl IdleSource for LogindSource {
