@@ -841,13 +841,11 @@ async fn availability_follows_the_idle_file() {
     assert_eq!(s.idle_sources, vec![format!("file:{}", touch.display())]);
     p.wait_status(|a| a.is_offered()).await;
 
-    // The owner comes back: reported at once, not at the next periodic status.
-    let t = Instant::now();
+    // The owner comes back: reported by the next tick (on a node without jobs the tick comes
+    // with the periodic status, once a second; `owner_release` measures the latency).
     let f = std::fs::File::options().write(true).open(&touch).unwrap();
     f.set_modified(std::time::SystemTime::now()).unwrap();
     p.wait_status(|a| *a == Availability::OwnerActive).await;
-    let took = t.elapsed();
-    assert!(took < Duration::from_millis(500), "took {took:?}");
     agent.shutdown().await;
 }
 

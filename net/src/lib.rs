@@ -17,12 +17,24 @@ pub use setup::{init_tracing, monotonic_ns, now_us, shutdown_signal, timeline, L
 pub const SERVER_NAME: &str = "graze-scheduler";
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"graze";
-/// Keep-alive period of the connecting end (agents, clients). The scheduler sends none of
-/// its own: its acknowledgement of each keep-alive (within quinn's `max_ack_delay`, 25 ms)
-/// is the datagram the agent's self-fence listens for, so both ends still hear each other
-/// at least once per keep-alive, at half the packets (a keep-alive and its ack each way
-/// were most of the scheduler's work per agent).
-pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+/// Shortest keep-alive period of the connecting end (agents, clients), for the shortest
+/// silence limits; see [`keep_alive`].
+pub const KEEP_ALIVE_MIN: Duration = Duration::from_millis(500);
+/// Longest keep-alive period: longer than an agent's status period (1 s), so while statuses
+/// flow (each acknowledged within quinn's `max_ack_delay`, 25 ms, which restarts the
+/// keep-alive timer) no keep-alive is sent at all, and with a margin for a late status.
+pub const KEEP_ALIVE_MAX: Duration = Duration::from_millis(1250);
+
+/// Keep-alive period of the connecting end for a silence limit of `silence` (the node
+/// timeout): an eighth of it, between [`KEEP_ALIVE_MIN`] and [`KEEP_ALIVE_MAX`] (0.5 s up to
+/// a 4 s limit, 1.25 s from 10 s, the default). The scheduler sends no keep-alives of its
+/// own: its acknowledgement of each of the agent's packets (within 25 ms) is the datagram the
+/// agent's self-fence listens for. So per agent and second the scheduler receives one status
+/// and sends one ack; with a fixed 0.5 s keep-alive it also received a keep-alive and sent
+/// its ack, twice the packets, which were most of its work per agent.
+pub fn keep_alive(silence: Duration) -> Duration {
+    (silence / 8).clamp(KEEP_ALIVE_MIN, KEEP_ALIVE_MAX)
+}
 
 /// Transport errors.
 #[derive(Debug, thiserror::Error)]
@@ -269,25 +281,27 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The QUIC idle timeout for a silence limit of `silence`. QUIC restarts its idle timer when
 /// it sends the first ack-eliciting packet after its last receipt, which a keep-alive does up
-/// to [`KEEP_ALIVE`] after that receipt; so the connecting end times out between `idle` and
-/// `idle + KEEP_ALIVE` after the peer's last packet. Taking half a keep-alive off centres that
-/// window on `silence`. The scheduler, which sends no keep-alive, times out `idle` after the
-/// peer's last packet (unless it sent a message since), the window's early end.
+/// to K = [`keep_alive`]`(silence)` after that receipt; so the connecting end times out
+/// between `idle` and `idle + K` after the peer's last packet. Taking half a keep-alive off
+/// centres that window on `silence`. The scheduler, which sends no keep-alive, times out
+/// `idle` after the peer's last packet (unless it sent a message since), the window's early
+/// end.
 pub fn quic_idle_timeout(silence: Duration) -> Duration {
-    silence.saturating_sub(KEEP_ALIVE / 2).max(KEEP_ALIVE * 2)
+    let k = keep_alive(silence);
+    silence.saturating_sub(k / 2).max(k * 2)
 }
 
 /// Bidirectional streams a peer may have open at once on one connection (more wait).
 const MAX_STREAMS: u32 = 64;
 
-/// The transport of either end; `keep_alive` for the connecting end only (see
-/// [`KEEP_ALIVE`]).
+/// The transport of either end; `sends_keep_alives` for the connecting end only (see
+/// [`keep_alive`]).
 fn transport(
     idle_timeout: Duration,
-    keep_alive: bool,
+    sends_keep_alives: bool,
 ) -> Result<Arc<quinn::TransportConfig>, NetError> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(keep_alive.then_some(KEEP_ALIVE));
+    t.keep_alive_interval(sends_keep_alives.then(|| keep_alive(idle_timeout)));
     t.max_idle_timeout(Some(
         quic_idle_timeout(idle_timeout)
             .try_into()
@@ -421,7 +435,7 @@ pub fn client_endpoint(
 }
 
 /// A client endpoint on `bind` (port chosen by the OS) with no default configuration.
-fn bind_client(bind: IpAddr) -> Result<quinn::Endpoint, NetError> {
+pub fn bind_client(bind: IpAddr) -> Result<quinn::Endpoint, NetError> {
     quinn::Endpoint::client(SocketAddr::new(bind, 0))
         .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")))
 }
@@ -600,6 +614,29 @@ pub async fn connect(
             SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
         })?,
     };
+    hello(endpoint, addr, access, role, idle_timeout).await
+}
+
+/// [`connect`] on a given endpoint (one that many connections may share, such as the load
+/// generator's simulated agents).
+pub async fn connect_via(
+    endpoint: quinn::Endpoint,
+    access: &Access,
+    role: Role,
+    idle_timeout: Duration,
+) -> Result<Session, NetError> {
+    let addr = resolve(&access.scheduler).await?;
+    hello(endpoint, addr, access, role, idle_timeout).await
+}
+
+/// Connect on `endpoint` to `addr`, pin the certificate, say hello and wait for the welcome.
+async fn hello(
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    access: &Access,
+    role: Role,
+    idle_timeout: Duration,
+) -> Result<Session, NetError> {
     let config = client_config(&access.fingerprint, idle_timeout)?;
     let cerr = |msg: String| NetError::Connect {
         addr: access.scheduler.clone(),
@@ -677,6 +714,28 @@ mod tests {
         .unwrap();
         let e = Access::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn keep_alive_and_idle_timeout_follow_the_silence_limit() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // The shortest limits keep the 0.5 s keep-alive ...
+        assert_eq!(keep_alive(s(3)), ms(500));
+        assert_eq!(quic_idle_timeout(s(3)), ms(2750));
+        // ... the default one sends none while 1 s statuses flow.
+        assert_eq!(keep_alive(s(10)), ms(1250));
+        assert!(keep_alive(s(10)) > ms(1000) + ms(25) + ms(200));
+        assert_eq!(quic_idle_timeout(s(10)), ms(9375));
+        assert_eq!(keep_alive(s(600)), KEEP_ALIVE_MAX);
+        // Monotonic, so the shorter of two limits gives the shorter idle timeout.
+        let mut last = Duration::ZERO;
+        for t in (2000..20_000).step_by(50) {
+            let idle = quic_idle_timeout(ms(t));
+            assert!(idle >= last, "{t} ms");
+            assert!(idle >= keep_alive(ms(t)) * 2);
+            last = idle;
+        }
     }
 
     #[test]

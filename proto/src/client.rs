@@ -188,6 +188,16 @@ pub struct ArrayView {
     pub tasks: Vec<JobView>,
 }
 
+/// A node's load-only change, in [`ClientReply::NodeLoads`]: its latest status (the rest of
+/// its view is as last told).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NodeLoad {
+    /// The node.
+    pub node: String,
+    /// Its latest status.
+    pub status: NodeStatus,
+}
+
 /// A node as the CLI shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct NodeView {
@@ -292,11 +302,13 @@ pub enum ClientRequest {
     },
     /// Live cluster data for `graze top`: one [`ClientReply::Snapshot`] of every node and every
     /// job (finished ones included), then [`ClientReply::NodeChanged`] and
-    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it. On a
+    /// [`ClientReply::JobChanged`] deltas on the same stream until the client closes it, and
+    /// [`ClientReply::NodeLoads`], the load-only changes of many nodes in one frame. On a
     /// large cluster the snapshot holds only the first nodes and jobs and the others follow
     /// at once as deltas (a delta of a node or job not yet known adds it), so that no frame
     /// nears [`crate::MAX_FRAME`].
-    /// A node's load-only changes are sent at most about once a second per node; changes of
+    /// A node's load-only changes are sent at most about once a second per node (batched
+    /// every 250 ms); changes of
     /// availability, connection, cores or jobs at once. Nodes and jobs are never removed from a
     /// scheduler's tables (offline nodes stay, finished jobs stay), so there is no removal delta.
     Watch,
@@ -364,6 +376,11 @@ pub enum ClientReply {
     },
     /// A [`ClientRequest::Watch`] delta: this node's new view replaces the old one.
     NodeChanged(Box<NodeView>),
+    /// A [`ClientRequest::Watch`] delta: load-only changes (core load, owner CPU and idle
+    /// time) of these nodes, whose status replaces the one known; a node not yet known is
+    /// skipped (its view comes as [`ClientReply::NodeChanged`] first). One frame carries the
+    /// changes of many nodes: a frame per node and second was most of a large cluster's feed.
+    NodeLoads(Vec<NodeLoad>),
     /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).
     JobChanged(Box<JobView>),
     /// Answer to [`ClientRequest::History`].

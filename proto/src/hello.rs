@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Checked in the first message of every connection.
 /// 7: `Availability::OwnerPresent` (an idle inhibitor held in a logind session).
-pub const PROTOCOL_VERSION: u32 = 8;
+/// 9: `ClientReply::NodeLoads` (a watch's load-only node deltas, batched).
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Who is connecting.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

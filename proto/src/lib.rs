@@ -38,7 +38,7 @@ pub use checkpoint::{
 };
 pub use client::{
     ArrayView, ClientReply, ClientRequest, JobEvent, JobSpec, JobState, JobView, LogAttempt,
-    NodeView,
+    NodeLoad, NodeView,
 };
 pub use clusrun::{
     ClusrunId, ClusrunLine, ClusrunOutcome, ClusrunResult, ClusrunSpec, NodeSelect,

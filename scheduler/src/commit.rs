@@ -10,7 +10,9 @@ use tracing::info;
 
 impl Owner {
     /// Carry out the core's outputs; commit changed state, then send what waited for it.
-    pub(crate) fn flush(&mut self) -> Result<()> {
+    /// The commit (its fsync) runs on the blocking pool and this task waits for it, taking
+    /// no other input meanwhile; the runtime's one thread goes on with the connections.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
         let mut jobs = std::collections::BTreeSet::new();
         let mut nodes = std::collections::BTreeSet::new();
         while let Some(o) = self.core.poll_output() {
@@ -123,7 +125,8 @@ impl Owner {
         let now = crate::owner::now_ms();
         self.history.sample(&self.core, now);
         let hist = self.history.take(now);
-        if let Err(e) = self.db.write(&records, &infos, &outputs, &seqs, &hist) {
+        let (written, hist) = self.write(records, infos, outputs, seqs, hist).await;
+        if let Err(e) = written {
             self.history.untake(hist);
             // Nothing may be acknowledged that is not durable: stop rather than lie.
             for (tx, _) in self.deferred.drain(..) {
@@ -156,6 +159,40 @@ impl Owner {
             }
         }
         Ok(())
+    }
+}
+
+impl Owner {
+    /// Write one transaction on the blocking pool (nothing to write: no transaction); the
+    /// history rows come back for [`crate::history::History::untake`] on an error.
+    async fn write(
+        &self,
+        records: Vec<crate::core::JobRecord>,
+        infos: Vec<(graze_proto::NodeInfo, bool)>,
+        outputs: Vec<(graze_proto::JobId, crate::db::OutputIndex)>,
+        seqs: Vec<(String, (String, u64))>,
+        hist: crate::db::history::HistoryWrite,
+    ) -> (Result<()>, crate::db::history::HistoryWrite) {
+        if records.is_empty()
+            && infos.is_empty()
+            && outputs.is_empty()
+            && seqs.is_empty()
+            && hist.is_empty()
+        {
+            return (Ok(()), hist);
+        }
+        let db = self.db.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let r = db.write(&records, &infos, &outputs, &seqs, &hist);
+            (r, hist)
+        });
+        match job.await {
+            Ok(done) => done,
+            Err(e) => (
+                Err(anyhow::anyhow!("the commit's thread failed: {e}")),
+                crate::db::history::HistoryWrite::default(),
+            ),
+        }
     }
 }
 

@@ -615,7 +615,7 @@ mod tests {
         let p = f.display();
         assert_eq!(
             run("node_timeout = \"1s\""),
-            format!("invalid node_timeout '1s' in {p}: must be at least 2s")
+            format!("invalid node_timeout '1s' in {p}: must be at least 3s")
         );
         let e = run("node_timeout = \"soon\"");
         assert!(

@@ -101,7 +101,7 @@ pub async fn run(
     });
 
     let mut store = store::Store::open(&cfg.state_dir.join("jobs"))?;
-    let db = db::Db::open(&cfg.state_dir.join("graze.redb"))?;
+    let db = std::sync::Arc::new(db::Db::open(&cfg.state_dir.join("graze.redb"))?);
     let loaded = db.load()?;
     let mut core = Core::new(CoreConfig {
         max_job_cores: cfg.max_job_cores,
@@ -201,7 +201,7 @@ impl Owner {
                         self.touch_input(&input);
                         changed |= self.handle(input, now_ms());
                     }
-                    self.flush()?;
+                    self.flush().await?;
                     self.watch.push_nodes(&self.core, now_ms());
                     if changed {
                         deadline = self.core.poll_timeout();
@@ -209,7 +209,7 @@ impl Owner {
                 }
                 () = sleep => {
                     self.core.handle_timeout(now_ms());
-                    self.flush()?;
+                    self.flush().await?;
                     deadline = self.core.poll_timeout();
                 }
                 _ = tick.tick() => {

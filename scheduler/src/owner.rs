@@ -69,7 +69,8 @@ pub(crate) struct Owner {
     pub(crate) followers: HashMap<JobId, Vec<Follower>>,
     pub(crate) watch: Watch,
     pub(crate) store: store::Store,
-    pub(crate) db: db::Db,
+    /// Shared with the blocking pool, where commits run.
+    pub(crate) db: std::sync::Arc<db::Db>,
     /// Replies sent only once the state they acknowledge is committed.
     pub(crate) deferred: Vec<(mpsc::UnboundedSender<ClientReply>, ClientReply)>,
     /// Per node: agent instance and highest job-message sequence number applied.

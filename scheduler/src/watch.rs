@@ -1,7 +1,9 @@
 //! `graze top` watchers: after a snapshot, a `JobChanged` per core `Output::JobChanged` and a
-//! `NodeChanged` for each node an input touched: at once when its availability, connection,
-//! cores or jobs change, load-only changes at most once a second; a tick sends the postponed
-//! ones and refreshes queued jobs' waiting reasons after node changes.
+//! `NodeChanged` for each node an input touched when its availability, connection, cores or
+//! jobs change, at once. Load-only changes wait for the tick (every 250 ms), which sends
+//! those at least a second after the node's last delta as one `NodeLoads` frame (a frame
+//! per node and second was most of a large cluster's feed: 2,000 agents, 2,000 frames a
+//! second), and refreshes queued jobs' waiting reasons after node changes.
 
 use crate::core::Core;
 use graze_proto::{self as proto, ClientReply, JobId};
@@ -19,6 +21,8 @@ const QUEUE_REFRESH_MAX: usize = 1000;
 /// frame comes near `MAX_FRAME` (4 MiB) on a large cluster (a snapshot of 100,000 jobs is
 /// about 60 MB).
 const SNAPSHOT_CHUNK: usize = 500;
+/// Most nodes in one `NodeLoads` frame (each about 150 bytes).
+const LOADS_CHUNK: usize = 2000;
 /// How often pending watch deltas are looked at.
 pub(crate) const WATCH_TICK: Duration = Duration::from_millis(250);
 
@@ -100,8 +104,8 @@ impl Watch {
         }
     }
 
-    /// Send deltas of the nodes touched by the last input: at once when a significant field
-    /// changed, else at most every [`NODE_DELTA_MS`].
+    /// Send deltas of the nodes touched by the last input when a significant field changed;
+    /// a load-only change waits for [`Watch::tick`].
     pub(crate) fn push_nodes(&mut self, core: &Core, now: u64) {
         if self.watchers.is_empty() {
             self.touched.clear();
@@ -112,14 +116,9 @@ impl Watch {
                 continue;
             };
             let sig = NodeSig::of(&view);
-            let (significant, due) = match self.sent.get(&name) {
-                None => (true, true),
-                Some((old, at)) => (*old != sig, now.saturating_sub(*at) >= NODE_DELTA_MS),
-            };
-            if significant || due {
-                if significant {
-                    self.queue_dirty = true;
-                }
+            let significant = self.sent.get(&name).is_none_or(|(old, _)| *old != sig);
+            if significant {
+                self.queue_dirty = true;
                 self.pending.remove(&name);
                 self.sent.insert(name, (sig, now));
                 self.send(&ClientReply::NodeChanged(Box::new(view)));
@@ -129,7 +128,8 @@ impl Watch {
         }
     }
 
-    /// Send the load-only node deltas that are due, and refresh queued jobs' waiting reasons.
+    /// Send the load-only node deltas that are due (in [`LOADS_CHUNK`]s), and refresh queued
+    /// jobs' waiting reasons.
     pub(crate) fn tick(&mut self, core: &Core, now: u64) {
         if self.watchers.is_empty() {
             self.pending.clear();
@@ -145,12 +145,23 @@ impl Watch {
             })
             .cloned()
             .collect();
+        let mut loads = Vec::new();
         for name in due {
             self.pending.remove(&name);
             if let Some(view) = core.node_view(&name) {
-                self.sent.insert(name, (NodeSig::of(&view), now));
-                self.send(&ClientReply::NodeChanged(Box::new(view)));
+                let sig = NodeSig::of(&view);
+                let significant = self.sent.get(&name).is_none_or(|(old, _)| *old != sig);
+                self.sent.insert(name.clone(), (sig, now));
+                if significant {
+                    self.send(&ClientReply::NodeChanged(Box::new(view)));
+                } else if let Some(status) = view.status {
+                    loads.push(proto::NodeLoad { node: name, status });
+                }
             }
+        }
+        while !loads.is_empty() {
+            let rest = loads.split_off(loads.len().min(LOADS_CHUNK));
+            self.send(&ClientReply::NodeLoads(std::mem::replace(&mut loads, rest)));
         }
         if self.queue_dirty && now.saturating_sub(self.queue_sent_ms) >= QUEUE_REFRESH_MS {
             self.queue_dirty = false;
@@ -161,5 +172,71 @@ impl Watch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::core::fixtures::{node_info, node_status};
+    use crate::core::{ConnId, CoreConfig};
+    use proto::Availability;
+
+    fn status(load: f32, availability: Availability) -> proto::NodeStatus {
+        proto::NodeStatus {
+            core_load: vec![load],
+            ..node_status(availability, 60_000)
+        }
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<ClientReply>) -> Vec<ClientReply> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn load_only_changes_go_out_batched_once_a_second_and_others_at_once() {
+        let mut core = Core::new(CoreConfig::default());
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            core.node_connected(i as ConnId, node_info(n, 1), 0)
+                .unwrap();
+            core.node_status(i as ConnId, status(1.0, Availability::Offered), 0);
+        }
+        let mut w = Watch::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        w.add(&core, tx, 0);
+        assert!(matches!(&drain(&mut rx)[..], [ClientReply::Snapshot { nodes, .. }] if nodes.len() == 3));
+
+        // Load-only changes of a and b: nothing at once, nor at a tick before a second.
+        for (i, load) in [(0, 50.0), (1, 60.0)] {
+            core.node_status(i, status(load, Availability::Offered), 100);
+        }
+        w.touch(["a".to_string(), "b".to_string()]);
+        w.push_nodes(&core, 100);
+        w.tick(&core, 500);
+        assert!(drain(&mut rx).is_empty());
+        // A significant change (c's owner is back) goes out at once, as a whole view.
+        core.node_status(2, status(1.0, Availability::OwnerActive), 600);
+        w.touch(["c".to_string()]);
+        w.push_nodes(&core, 600);
+        let out = drain(&mut rx);
+        assert!(
+            matches!(&out[..], [ClientReply::NodeChanged(v)] if v.info.name == "c"),
+            "{out:?}"
+        );
+        // A second after the snapshot, one frame carries both load changes.
+        w.tick(&core, 1000);
+        let out = drain(&mut rx);
+        let [ClientReply::NodeLoads(loads)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let got: Vec<(&str, f32)> = loads
+            .iter()
+            .map(|l| (l.node.as_str(), l.status.core_load[0]))
+            .collect();
+        assert_eq!(got, [("a", 50.0), ("b", 60.0)]);
+        // Nothing is pending any more.
+        w.tick(&core, 3000);
+        assert!(drain(&mut rx).is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! jobs. A real `graze-scheduler` process on 127.0.0.1; simulated agents (`graze_tests::sim`:
 //! tokio tasks in this process speaking the real protocol over real QUIC, an agent token, a
 //! status a second, 1-core no-op jobs of 30 s, one agent in two offering, owners coming back
-//! now and then) from 127.0.1.0-127.0.8.255; the 100,000 jobs submitted first with the real
+//! now and then) from 127.0.1.0-127.0.1.255, the agents of one address sharing its endpoint; the 100,000 jobs submitted first with the real
 //! `graze submit --array` (10 arrays of 10,000); one `graze top` data feed (the watch stream,
 //! fed into `graze top`'s own `App` and drawn at 200x60 once a second) connected throughout.
 //! At each size, after the agents registered, it holds for a while and prints the scheduler's
@@ -86,6 +86,7 @@ async fn watch_feed(access: graze_net::Access, w: Arc<WatchStats>) {
                         DataEvent::Snapshot { nodes, jobs }
                     }
                     ClientReply::NodeChanged(n) => DataEvent::Node(n),
+                    ClientReply::NodeLoads(l) => DataEvent::Loads(l),
                     ClientReply::JobChanged(j) => DataEvent::Job(j),
                     other => {
                         eprintln!("watch: unexpected {other:?}");

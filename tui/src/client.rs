@@ -93,6 +93,7 @@ pub fn reply_name(reply: &ClientReply) -> &'static str {
         ClientReply::LogAttempt { .. } => "log_attempt",
         ClientReply::Snapshot { .. } => "snapshot",
         ClientReply::NodeChanged(_) => "node_changed",
+        ClientReply::NodeLoads(_) => "node_loads",
         ClientReply::JobChanged(_) => "job_changed",
         ClientReply::History(_) => "history",
         ClientReply::Harvest(_) => "harvest",

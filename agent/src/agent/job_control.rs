@@ -175,14 +175,13 @@ impl Agent {
         }
     }
 
-    pub(super) fn publish_jobsets(&self) {
-        let sets: Vec<ProcSet> = self
+    pub(super) fn publish_jobsets(&mut self) {
+        self.jobsets = self
             .jobs
             .values()
             .map(Job::procs)
             .chain(self.clusrun_sets())
             .collect();
-        self.jobsets.send_replace(sets);
     }
 
     /// A command for a job process: clean environment, own process group, the job's cgroup

@@ -2,7 +2,7 @@
 //! connection, losing it (and fencing this node's jobs), sending, and what the scheduler says.
 
 use super::connect::{connect, ConnectError, CONNECT_TIMEOUT};
-use super::state::{Agent, Conn, Input, Main, BACKOFF_MAX, BACKOFF_MIN, SELF_FENCE_LEAD};
+use super::state::{Agent, Conn, Input, Main, BACKOFF_MAX, BACKOFF_MIN, self_fence_lead};
 use crate::launch::ShimReply;
 use anyhow::anyhow;
 use graze_net::Session;
@@ -165,7 +165,7 @@ impl Agent {
     }
 
     /// True when this node holds jobs and the scheduler has sent nothing (not even a
-    /// keep-alive) for `node_timeout - SELF_FENCE_LEAD`: the link is cut, and the scheduler
+    /// keep-alive) for `node_timeout - self_fence_lead`: the link is cut, and the scheduler
     /// will call this node lost and run its jobs elsewhere. Its processes must be gone first.
     pub(super) fn self_fence_due(&mut self, now: Instant) -> bool {
         let Conn::Up { conn, .. } = &self.conn else {
@@ -177,7 +177,10 @@ impl Agent {
             return false;
         }
         !self.jobs.is_empty()
-            && now.duration_since(self.heard.1) >= self.node_timeout.saturating_sub(SELF_FENCE_LEAD)
+            && now.duration_since(self.heard.1)
+                >= self
+                    .node_timeout
+                    .saturating_sub(self_fence_lead(self.node_timeout))
     }
 
     /// The scheduler is gone. Job processes keep running until `node_timeout` has passed

@@ -3,9 +3,11 @@
 //!
 //! Drivers around it: a connector task per connection attempt, a reader and a writer task per
 //! connection, a task per job process (exit) and per output pipe (lines), the launcher socket
-//! listener, and a CPU sampler thread. The tick (50 ms with job processes, 250 ms without)
-//! is a timer inside the loop itself so that a flood of output cannot delay availability
-//! changes.
+//! listener. The tick (50 ms with job processes, 1 s without) is a timer inside the loop
+//! itself so that a flood of output cannot delay availability changes. The CPU sample is
+//! taken by the tick once a second: in the loop while no job processes are here (one read
+//! of `/proc/stat`), else on the blocking pool (the jobs' processes are scanned too). An
+//! idle agent so wakes about twice a second: the tick with its status, and the status's ack.
 //!
 //! Modules: `state` (the types, a leaf), `connect` (one connection attempt), `link` (the
 //! connection's life), `job_control` (start, stop, kill, clear), `launches` (the shim's
@@ -25,7 +27,6 @@ use crate::config::AgentConfig;
 use crate::jobs::cgroup::CgroupRoot;
 use crate::jobs::confine::{self, Confinement};
 use crate::jobs::dir;
-use crate::jobs::procs::ProcSet;
 use crate::launch::{self, ShimEvent};
 use crate::outbox::Outbox;
 use crate::owner::cpu::{CpuMeter, CpuSample};
@@ -34,13 +35,13 @@ use crate::owner::watch::{Observation, OwnerWatch, STATUS_EVERY};
 use crate::owner::Owner;
 use anyhow::{Context, Result};
 use graze_net::Access;
-use graze_proto::{AgentMsg, JobMsg, LogLine, NodeStatus};
+use graze_proto::{AgentMsg, JobMsg, LogLine, NodeStatus, SchedulerMsg};
 use rand::Rng;
 use state::{Agent, Conn, Input, BACKOFF_MIN, IDLE_TICK, TICK};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Run the agent until `shutdown` completes or a fatal error.
 pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
@@ -141,8 +142,6 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
 
     let (tx, mut rx) = mpsc::channel::<Input>(4096);
     let listen_task = tokio::spawn(launch::serve(listener, tx.clone(), Input::Shim));
-    let (jobsets, jobsets_rx) = watch::channel(Vec::new());
-    spawn_sampler(tx.clone(), jobsets_rx);
 
     let started = Instant::now();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -172,7 +171,10 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
             owner_cpu: 0.0,
             job_cpu: 0.0,
         },
-        jobsets,
+        jobsets: Vec::new(),
+        meter: Some(Box::new(CpuMeter::new())),
+        sampled_at: Instant::now(),
+        ticked_at: Instant::now(),
         jobs_dir,
         sock,
         fatal: None,
@@ -198,9 +200,9 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
     let wake_rx = agent.wake.clone();
     // The tick's period is asked afresh after every input, so a job's start (or a lost
     // connection) brings the next tick to at most `TICK` after the last one.
-    let mut last_tick = tokio::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
+        let last_tick = tokio::time::Instant::from_std(agent.ticked_at);
         let mut due = last_tick + agent.tick_period();
         // Not after the next status is due (nor sooner than `TICK` after the last tick): an
         // idle node still reports once a second.
@@ -213,14 +215,8 @@ pub(crate) async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()> + S
                 tracing::info!("shutting down");
                 break;
             }
-            () = tokio::time::sleep_until(due) => {
-                last_tick = tokio::time::Instant::now();
-                agent.on_tick().await
-            }
-            () = wake_rx.notified() => {
-                last_tick = tokio::time::Instant::now();
-                agent.on_tick().await
-            }
+            () = tokio::time::sleep_until(due) => agent.on_tick().await,
+            () = wake_rx.notified() => agent.on_tick().await,
             Some(input) = rx.recv() => agent.handle(input).await,
         }
         if agent.fatal.is_some() {
@@ -254,25 +250,6 @@ fn hex_id() -> String {
     format!("{v:016x}")
 }
 
-fn spawn_sampler(tx: mpsc::Sender<Input>, jobsets: watch::Receiver<Vec<ProcSet>>) {
-    let spawned = std::thread::Builder::new()
-        .name("cpu-sampler".into())
-        .spawn(move || {
-            let mut meter = CpuMeter::new();
-            loop {
-                std::thread::sleep(STATUS_EVERY);
-                let sets = jobsets.borrow().clone();
-                let s = meter.sample(&sets);
-                if tx.blocking_send(Input::Sample(s)).is_err() {
-                    break;
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the CPU sampler; owner CPU use reads as 0");
-    }
-}
-
 impl Agent {
     /// When this PC's availability window closes, for the scheduler's placement (a job whose
     /// time limit runs past it is not placed here).
@@ -288,7 +265,19 @@ impl Agent {
                 node_timeout,
             } => self.on_connected(gen, *session, node_timeout),
             Input::ConnectFailed { gen, error } => self.on_connect_failed(gen, error),
-            Input::Scheduler { gen, msg } if gen == self.gen => self.on_scheduler(msg).await,
+            Input::Scheduler { gen, msg } if gen == self.gen => {
+                // A job arriving on an idle node (whose tick is up to `IDLE_TICK` old): look
+                // at the owner first, so a job placed just as the owner came back starts
+                // stopped instead of running until the next tick.
+                if matches!(
+                    msg,
+                    SchedulerMsg::StartJob { .. } | SchedulerMsg::SpawnRemote { .. }
+                ) && self.ticked_at.elapsed() >= TICK
+                {
+                    self.on_tick().await;
+                }
+                self.on_scheduler(msg).await
+            }
             Input::Scheduler { .. } => {}
             Input::Lost {
                 gen,
@@ -330,7 +319,10 @@ impl Agent {
             }
             Input::ClusrunLine { id, stream, line } => self.on_clusrun_line(id, stream, line).await,
             Input::ClusrunExited { id, exit } => self.on_clusrun_exited(id, exit).await,
-            Input::Sample(s) => self.cpu = s,
+            Input::Sample(meter, s) => {
+                self.meter = Some(meter);
+                self.cpu = s;
+            }
             Input::RestoreStream {
                 gen,
                 job,
@@ -410,10 +402,37 @@ impl Agent {
         }
     }
 
+    /// Take the CPU sample when one is due (every [`STATUS_EVERY`], a little early so a tick
+    /// that comes for the status finds it due): at once while no job processes are here,
+    /// else on the blocking pool, which hands the meter back with [`Input::Sample`]. Until
+    /// then the status carries the previous sample.
+    fn sample_cpu(&mut self, now: Instant) {
+        if now.duration_since(self.sampled_at) + TICK / 2 < STATUS_EVERY {
+            return;
+        }
+        let Some(mut meter) = self.meter.take() else {
+            return;
+        };
+        self.sampled_at = now;
+        if self.jobsets.is_empty() {
+            self.cpu = meter.sample(&[]);
+            self.meter = Some(meter);
+            return;
+        }
+        let sets = self.jobsets.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let s = meter.sample(&sets);
+            let _ = tx.blocking_send(Input::Sample(meter, s));
+        });
+    }
+
     /// Every [`Agent::tick_period`] (or at once when an event-driven source saw input): the
     /// owner watch, the self-fence, the reconnect and the status.
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.ticked_at = now;
+        self.sample_cpu(now);
         let owner = self.owner.evaluate(now, SystemTime::now());
         self.last_idle = Some(owner.idle);
         let obs = Observation {

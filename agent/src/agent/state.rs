@@ -11,7 +11,7 @@ use crate::jobs::procs::{ProcSet, Survivors};
 use crate::jobs::spawn::Sink;
 use crate::launch::{ShimEvent, ShimReply};
 use crate::outbox::Outbox;
-use crate::owner::cpu::CpuSample;
+use crate::owner::cpu::{CpuMeter, CpuSample};
 use crate::owner::watch::OwnerWatch;
 use crate::owner::Owner;
 use graze_net::{Access, Session};
@@ -21,21 +21,28 @@ use graze_proto::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Owner idle sources are evaluated this often while job processes (or anything else that
 /// needs a quick tick) are here: it bounds owner release latency and the self-fence's lag.
 pub(super) const TICK: Duration = Duration::from_millis(50);
-/// ... and this often on an idle node (no job processes): an event-driven source's wake
-/// still ticks at once, and the tick comes early when `start_after` is due.
-pub(super) const IDLE_TICK: Duration = Duration::from_millis(250);
-/// A cut-off agent kills its job processes this long before `node_timeout` of silence. The
-/// scheduler calls a node lost no earlier than `node_timeout - KEEP_ALIVE/2` after its last
-/// packet, and the agent's last packet from the scheduler (the scheduler sends no keep-alive:
-/// its ack of the agent's last packet) is at most quinn's ack delay (25 ms) later than that:
-/// 1 s leaves over 0.7 s for the tick and the kill, before the scheduler's fence margin.
-pub(super) const SELF_FENCE_LEAD: Duration = Duration::from_secs(1);
+/// ... and this often on an idle node (no job processes), with the status and the CPU
+/// sample: an event-driven source's wake still ticks at once, the tick comes early when
+/// `start_after` is due, and a job that arrives ticks at once before it starts.
+pub(super) const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A cut-off agent kills its job processes this long before `node_timeout` (T) of silence:
+/// 0.75 s plus half the keep-alive K of T (1 s at T = 3 s, 1.375 s at 10 s). The scheduler
+/// calls a node lost no earlier than `T - K/2` after its last packet (the QUIC idle timeout,
+/// [`graze_net::quic_idle_timeout`]), and the agent's last packet from the scheduler (the
+/// scheduler sends no keep-alive: its ack of the agent's last packet) is at most quinn's ack
+/// delay (25 ms) later than that: the kill lands 0.725 s, less the tick and the kill itself,
+/// before the scheduler can call the node lost, and then the scheduler's fence margin holds
+/// the job. The longest normal silence, up to K or the 1 s status period plus 25 ms, stays
+/// well under `T - lead` (2 s at the 3 s minimum T).
+pub(super) fn self_fence_lead(node_timeout: Duration) -> Duration {
+    Duration::from_millis(750) + graze_net::keep_alive(node_timeout) / 2
+}
 /// First reconnect delay.
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest reconnect delay.
@@ -87,8 +94,8 @@ pub(super) enum Input {
     },
     /// From the launcher socket.
     Shim(ShimEvent),
-    /// A CPU measurement.
-    Sample(CpuSample),
+    /// A CPU measurement taken off the loop (job processes to scan), with the meter back.
+    Sample(Box<CpuMeter>, CpuSample),
     /// An output line of a clusrun's command.
     ClusrunLine {
         id: ClusrunId,
@@ -312,7 +319,14 @@ pub(super) struct Agent {
     pub(super) backoff: Duration,
     pub(super) failures: u32,
     pub(super) cpu: CpuSample,
-    pub(super) jobsets: watch::Sender<Vec<ProcSet>>,
+    /// The process sets of the jobs and clusruns here, for the CPU meter.
+    pub(super) jobsets: Vec<ProcSet>,
+    /// The CPU meter; `None` while a sample runs on the blocking pool.
+    pub(super) meter: Option<Box<CpuMeter>>,
+    /// When the last CPU sample was started.
+    pub(super) sampled_at: Instant,
+    /// When the last tick ran.
+    pub(super) ticked_at: Instant,
     pub(super) jobs_dir: PathBuf,
     pub(super) sock: PathBuf,
     pub(super) fatal: Option<anyhow::Error>,

@@ -388,7 +388,7 @@ fn errors_name_the_file_actually_read() {
     assert_eq!(
         e,
         format!(
-            "invalid node_timeout '1s' in {}: must be at least 2s",
+            "invalid node_timeout '1s' in {}: must be at least 3s",
             path.display()
         )
     );

@@ -39,8 +39,9 @@ pub struct CoreConfig {
 pub const DEFAULT_CHECKPOINT_NODE_DIR: &str = "/var/tmp/graze-checkpoints";
 
 /// Default of [`CoreConfig::fence_margin_ms`]. A cut-off agent fences itself (kills its job
-/// processes) after `node_timeout - 1 s` without a packet from the scheduler, at least 0.2 s
-/// (minus its kill time) before the scheduler can call the node lost; this margin adds to that.
+/// processes) after `node_timeout - 0.75 s - K/2` (K the keep-alive) without a packet from
+/// the scheduler, 0.725 s (minus its tick and kill time) before the scheduler can call the
+/// node lost; this margin adds to that.
 /// ARCHITECTURE.md ("Losing a node") has the arithmetic.
 pub const DEFAULT_FENCE_MARGIN_MS: u64 = 250;
 

@@ -231,6 +231,7 @@ async fn watch_loop(
         let ev = match r {
             ClientReply::Snapshot { nodes, jobs } => DataEvent::Snapshot { nodes, jobs },
             ClientReply::NodeChanged(n) => DataEvent::Node(n),
+            ClientReply::NodeLoads(l) => DataEvent::Loads(l),
             ClientReply::JobChanged(j) => DataEvent::Job(j),
             other => {
                 return Err(ClientError::Unexpected {

@@ -36,6 +36,8 @@ pub enum DataEvent {
     },
     /// One node changed.
     Node(Box<NodeView>),
+    /// Nodes' load changed: their new statuses (unknown nodes are skipped).
+    Loads(Vec<graze_proto::NodeLoad>),
     /// One job changed or is new.
     Job(Box<JobView>),
     /// Output lines of a job; `reset` drops the lines known before (a new log stream).
@@ -274,6 +276,16 @@ impl Model {
                     }
                 }
                 true
+            }
+            DataEvent::Loads(loads) => {
+                let mut changed = false;
+                for l in loads {
+                    if let Some(e) = self.nodes.get_mut(&l.node) {
+                        e.view.status = Some(l.status);
+                        changed = true;
+                    }
+                }
+                changed
             }
             DataEvent::Job(j) => {
                 self.jobs.insert(j.id, *j);

@@ -462,3 +462,46 @@ fn trace_big_draws() {
     assert!(s.contains("▄") && s.contains("█"), "{s}");
     assert!(s.contains("rank 0 on ws2: "), "{s}");
 }
+
+#[test]
+fn load_deltas_draw_like_whole_node_views() {
+    // The same load changes, once as whole views and once as one `NodeLoads` batch (with a
+    // node not known yet, which is skipped), draw the same screen.
+    let changed: Vec<graze_proto::NodeView> = testdata::nodes()
+        .into_iter()
+        .map(|mut n| {
+            if let Some(s) = n.status.as_mut() {
+                s.core_load = vec![97.0, 3.0];
+                s.owner_cpu = 2.0;
+            }
+            n
+        })
+        .collect();
+    let mut by_views = fixture();
+    for n in &changed {
+        by_views.update(Event::Data(DataEvent::Node(Box::new(n.clone()))));
+    }
+    let mut by_loads = fixture();
+    let mut loads: Vec<graze_proto::NodeLoad> = changed
+        .iter()
+        .filter_map(|n| {
+            Some(graze_proto::NodeLoad {
+                node: n.info.name.clone(),
+                status: n.status.clone()?,
+            })
+        })
+        .collect();
+    assert!(!loads.is_empty());
+    loads.push(graze_proto::NodeLoad {
+        node: "not-yet-known".into(),
+        status: loads[0].status.clone(),
+    });
+    by_loads.update(Event::Data(DataEvent::Loads(loads)));
+    for app in [&mut by_views, &mut by_loads] {
+        app.update(Event::Tick(NOW_MS + 1000));
+    }
+    let (a, b) = (screen(&mut by_views, 120, 30), screen(&mut by_loads, 120, 30));
+    assert!(!a.contains("not-yet-known"));
+    assert_eq!(a, b);
+    assert_ne!(a, screen(&mut fixture(), 120, 30));
+}
