@@ -316,6 +316,42 @@ fn transport(
     Ok(Arc::new(t))
 }
 
+/// The socket buffers the scheduler asks for (the kernel caps them at `net.core.rmem_max`
+/// and `wmem_max`). Every agent's packets arrive on its one socket: at 10,000 agents a status
+/// a second each is 10,000 datagrams a second, and the default 208 KiB (about 200 datagrams
+/// of kernel accounting) overflowed whenever the scheduler's thread was busy for a few tens
+/// of ms, dropping handshakes and statuses.
+const SERVER_UDP_BUFFER: usize = 8 << 20;
+
+/// Ask for send and receive buffers of `bytes` on `socket`; returns the receive buffer the
+/// kernel granted (it doubles the request for its own accounting and caps it), 0 if unknown.
+pub fn set_udp_buffers(socket: &std::net::UdpSocket, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let mut got: libc::c_int = 0;
+    let mut got_len = len;
+    // SAFETY: the fd is the socket's, open while it lives; the option values are c_ints on
+    // this stack and their lengths are given.
+    unsafe {
+        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            libc::setsockopt(fd, libc::SOL_SOCKET, opt, std::ptr::addr_of!(v).cast(), len);
+        }
+        if libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::addr_of_mut!(got).cast(),
+            &mut got_len,
+        ) != 0
+        {
+            return 0;
+        }
+    }
+    usize::try_from(got).unwrap_or(0)
+}
+
 /// A QUIC server endpoint presenting `id`.
 pub fn server_endpoint(
     listen: SocketAddr,
@@ -354,6 +390,8 @@ pub fn server_endpoint(
     });
     let socket = std::net::UdpSocket::bind(listen)
         .map_err(|e| NetError::Setup(format!("listen on {listen}: {e}")))?;
+    let got = set_udp_buffers(&socket, SERVER_UDP_BUFFER);
+    tracing::debug!(bytes = got, "the scheduler's UDP receive buffer");
     let runtime = quinn::default_runtime()
         .ok_or_else(|| NetError::Setup("no async runtime for QUIC".into()))?;
     quinn::Endpoint::new(ep_cfg, Some(cfg), socket, runtime)
@@ -429,14 +467,25 @@ pub fn client_endpoint(
     fingerprint: &str,
     idle_timeout: Duration,
 ) -> Result<quinn::Endpoint, NetError> {
-    let mut ep = bind_client(bind)?;
+    let mut ep = bind_client(bind, None)?;
     ep.set_default_client_config(client_config(fingerprint, idle_timeout)?);
     Ok(ep)
 }
 
-/// A client endpoint on `bind` (port chosen by the OS) with no default configuration.
-pub fn bind_client(bind: IpAddr) -> Result<quinn::Endpoint, NetError> {
-    quinn::Endpoint::client(SocketAddr::new(bind, 0))
+/// A client endpoint on `bind` (port chosen by the OS) with no default configuration; with
+/// `buffers`, socket buffers of that size (see [`set_udp_buffers`]), for an endpoint many
+/// connections share.
+pub fn bind_client(bind: IpAddr, buffers: Option<usize>) -> Result<quinn::Endpoint, NetError> {
+    let Some(bytes) = buffers else {
+        return quinn::Endpoint::client(SocketAddr::new(bind, 0))
+            .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")));
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))
+        .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")))?;
+    set_udp_buffers(&socket, bytes);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| NetError::Setup("no async runtime for QUIC".into()))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
         .map_err(|e| NetError::Setup(format!("bind {bind}: {e}")))
 }
 
@@ -456,7 +505,7 @@ fn shared_client(bind: IpAddr) -> Result<quinn::Endpoint, NetError> {
     if let Some((_, _, ep)) = shared.iter().find(|(r, b, _)| *r == rt && *b == bind) {
         return Ok(ep.clone());
     }
-    let ep = bind_client(bind)?;
+    let ep = bind_client(bind, None)?;
     // Only the latest runtime's endpoints are kept: a finished runtime's endpoint is dead.
     shared.retain(|(r, _, _)| *r == rt);
     shared.push((rt, bind, ep.clone()));
@@ -608,7 +657,7 @@ pub async fn connect(
     let addr = resolve(&access.scheduler).await?;
     // A named local address (an agent's) gets an endpoint of its own; the others share one.
     let endpoint = match bind {
-        Some(bind) => bind_client(bind)?,
+        Some(bind) => bind_client(bind, None)?,
         None => shared_client(match addr {
             SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
             SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
@@ -714,6 +763,19 @@ mod tests {
         .unwrap();
         let e = Access::load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn udp_buffers_are_what_was_asked_within_the_kernel_cap() {
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bytes = 1 << 20;
+        // Linux doubles the request (its bookkeeping) after capping it at rmem_max.
+        assert_eq!(set_udp_buffers(&s, bytes), 2 * bytes.min(max));
     }
 
     #[test]

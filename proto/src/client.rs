@@ -188,14 +188,37 @@ pub struct ArrayView {
     pub tasks: Vec<JobView>,
 }
 
-/// A node's load-only change, in [`ClientReply::NodeLoads`]: its latest status (the rest of
-/// its view is as last told).
+/// A node's load-only change, in [`ClientReply::NodeLoads`]: these fields of its status
+/// are new, the rest of its view (availability, idle sources, cores, jobs) is as last told.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct NodeLoad {
     /// The node.
     pub node: String,
-    /// Its latest status.
-    pub status: NodeStatus,
+    /// [`NodeStatus::core_load`].
+    pub core_load: Vec<f32>,
+    /// [`NodeStatus::owner_cpu`].
+    pub owner_cpu: f32,
+    /// [`NodeStatus::owner_idle_ms`].
+    pub owner_idle_ms: u64,
+}
+
+impl NodeLoad {
+    /// The load-only part of `status`.
+    pub fn of(node: String, status: &NodeStatus) -> NodeLoad {
+        NodeLoad {
+            node,
+            core_load: status.core_load.clone(),
+            owner_cpu: status.owner_cpu,
+            owner_idle_ms: status.owner_idle_ms,
+        }
+    }
+
+    /// Put these fields into `status`.
+    pub fn apply(&self, status: &mut NodeStatus) {
+        status.core_load.clone_from(&self.core_load);
+        status.owner_cpu = self.owner_cpu;
+        status.owner_idle_ms = self.owner_idle_ms;
+    }
 }
 
 /// A node as the CLI shows it.
@@ -377,8 +400,8 @@ pub enum ClientReply {
     /// A [`ClientRequest::Watch`] delta: this node's new view replaces the old one.
     NodeChanged(Box<NodeView>),
     /// A [`ClientRequest::Watch`] delta: load-only changes (core load, owner CPU and idle
-    /// time) of these nodes, whose status replaces the one known; a node not yet known is
-    /// skipped (its view comes as [`ClientReply::NodeChanged`] first). One frame carries the
+    /// time) of these nodes, put into the status known; a node not yet known (or with no
+    /// status yet) is skipped: its view comes as [`ClientReply::NodeChanged`] first. One frame carries the
     /// changes of many nodes: a frame per node and second was most of a large cluster's feed.
     NodeLoads(Vec<NodeLoad>),
     /// A [`ClientRequest::Watch`] delta: this job's new view replaces the old one (or is new).

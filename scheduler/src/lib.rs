@@ -115,6 +115,7 @@ pub async fn run(
         max_trace_bytes: cfg.max_trace_bytes,
         ..CoreConfig::default()
     });
+    core.defer_passes();
     info!(
         jobs = loaded.jobs.len(),
         nodes = loaded.nodes.len(),
@@ -180,6 +181,7 @@ impl Owner {
         // status that changes nothing the core acts on (most of them: load and idle time
         // move every second) leaves every deadline as it was, and asking walks every
         // unsettled job (with 5,000 running jobs, about as long as the status itself).
+        self.core.run_deferred_pass(now_ms());
         let mut deadline = self.core.poll_timeout();
         loop {
             let sleep = async {
@@ -201,6 +203,8 @@ impl Owner {
                         self.touch_input(&input);
                         changed |= self.handle(input, now_ms());
                     }
+                    // One scheduling pass for the whole batch.
+                    changed |= self.core.run_deferred_pass(now_ms());
                     self.flush().await?;
                     self.watch.push_nodes(&self.core, now_ms());
                     if changed {
@@ -209,12 +213,17 @@ impl Owner {
                 }
                 () = sleep => {
                     self.core.handle_timeout(now_ms());
+                    self.core.run_deferred_pass(now_ms());
                     self.flush().await?;
                     deadline = self.core.poll_timeout();
                 }
                 _ = tick.tick() => {
                     self.watch.tick(&self.core, now_ms());
                     self.clusrun_tick(now_ms());
+                    if self.core.run_deferred_pass(now_ms()) {
+                        self.flush().await?;
+                        deadline = self.core.poll_timeout();
+                    }
                 }
             }
         }

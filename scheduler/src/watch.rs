@@ -26,20 +26,37 @@ const LOADS_CHUNK: usize = 2000;
 /// How often pending watch deltas are looked at.
 pub(crate) const WATCH_TICK: Duration = Duration::from_millis(250);
 
-/// What a node delta last told watchers: the fields sent at once when they change.
+/// What a node delta last told watchers: the fields sent at once when they change (all but
+/// the load: [`proto::NodeLoad`]).
 #[derive(PartialEq)]
 struct NodeSig {
     online: bool,
-    availability: Option<proto::Availability>,
+    drained: bool,
+    status: Option<StatusSig>,
     used: u32,
     jobs: Vec<JobId>,
+}
+
+/// A status's fields other than the load.
+#[derive(PartialEq)]
+struct StatusSig {
+    availability: proto::Availability,
+    idle_sources: Vec<String>,
+    unavailable_sources: Vec<String>,
+    window_ends_ms: Option<u64>,
 }
 
 impl NodeSig {
     fn of(v: &proto::NodeView) -> NodeSig {
         NodeSig {
             online: v.online,
-            availability: v.status.as_ref().map(|s| s.availability.clone()),
+            drained: v.drained,
+            status: v.status.as_ref().map(|s| StatusSig {
+                availability: s.availability.clone(),
+                idle_sources: s.idle_sources.clone(),
+                unavailable_sources: s.unavailable_sources.clone(),
+                window_ends_ms: s.window_ends_ms,
+            }),
             used: v.used_cores,
             jobs: v.jobs.clone(),
         }
@@ -154,8 +171,8 @@ impl Watch {
                 self.sent.insert(name.clone(), (sig, now));
                 if significant {
                     self.send(&ClientReply::NodeChanged(Box::new(view)));
-                } else if let Some(status) = view.status {
-                    loads.push(proto::NodeLoad { node: name, status });
+                } else if let Some(status) = &view.status {
+                    loads.push(proto::NodeLoad::of(name, status));
                 }
             }
         }
@@ -205,7 +222,9 @@ mod tests {
         let mut w = Watch::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         w.add(&core, tx, 0);
-        assert!(matches!(&drain(&mut rx)[..], [ClientReply::Snapshot { nodes, .. }] if nodes.len() == 3));
+        assert!(
+            matches!(&drain(&mut rx)[..], [ClientReply::Snapshot { nodes, .. }] if nodes.len() == 3)
+        );
 
         // Load-only changes of a and b: nothing at once, nor at a tick before a second.
         for (i, load) in [(0, 50.0), (1, 60.0)] {
@@ -232,7 +251,7 @@ mod tests {
         };
         let got: Vec<(&str, f32)> = loads
             .iter()
-            .map(|l| (l.node.as_str(), l.status.core_load[0]))
+            .map(|l| (l.node.as_str(), l.core_load[0]))
             .collect();
         assert_eq!(got, [("a", 50.0), ("b", 60.0)]);
         // Nothing is pending any more.

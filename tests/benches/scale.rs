@@ -217,9 +217,13 @@ fn main() {
         std::thread::sleep(Duration::from_secs(2));
         lock_clear(&w.frames);
         let (cpu_a, wall_a, rx_a) = (sim::proc_cpu(pid), Instant::now(), w.rx_bytes.load(Relaxed));
+        let (gen_a, drops_a) = (sim::proc_cpu(std::process::id()), udp_rcvbuf_errors());
         let started_a = stats.started.load(Relaxed);
         std::thread::sleep(hold);
         let cpu = (sim::proc_cpu(pid) - cpu_a).as_secs_f64() / wall_a.elapsed().as_secs_f64();
+        let gen_cpu = (sim::proc_cpu(std::process::id()) - gen_a).as_secs_f64()
+            / wall_a.elapsed().as_secs_f64();
+        let drops = udp_rcvbuf_errors().saturating_sub(drops_a);
         let rx = (w.rx_bytes.load(Relaxed) - rx_a) as f64 / wall_a.elapsed().as_secs_f64();
         let started = stats.started.load(Relaxed) - started_a;
         let rss = sim::proc_status(pid, "VmRSS") as f64;
@@ -244,6 +248,10 @@ fn main() {
             ratio(cpu, CPU_TARGET),
             CPU_TARGET * 100.0,
             ratio(cpu, cpu_target)
+        );
+        println!(
+            "  load generator (agents and feed, this process): {:.1} % of a core; UDP datagrams dropped for a full receive buffer (whole machine): {drops}",
+            gen_cpu * 100.0
         );
         println!(
             "  scheduler RSS:  {:>6.0} MiB (peak {:.0} MiB; {}), {} fds, {} threads, {:.1} KiB RSS per agent",
@@ -304,4 +312,20 @@ fn main() {
 
 fn lock_clear(m: &Mutex<Vec<f64>>) {
     m.lock().unwrap().clear();
+}
+
+/// Datagrams the kernel dropped because a socket's receive buffer was full, machine-wide
+/// (`RcvbufErrors` of `/proc/net/snmp`).
+fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -134,7 +134,7 @@ impl Sim {
         let stop = self.stop.subscribe();
         let endpoint = match self.endpoints.get(&ip) {
             Some(e) => Ok(e.clone()),
-            None => graze_net::bind_client(ip).inspect(|e| {
+            None => graze_net::bind_client(ip, Some(1 << 20)).inspect(|e| {
                 self.endpoints.insert(ip, e.clone());
             }),
         };

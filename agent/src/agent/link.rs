@@ -2,7 +2,7 @@
 //! connection, losing it (and fencing this node's jobs), sending, and what the scheduler says.
 
 use super::connect::{connect, ConnectError, CONNECT_TIMEOUT};
-use super::state::{Agent, Conn, Input, Main, BACKOFF_MAX, BACKOFF_MIN, self_fence_lead};
+use super::state::{self_fence_lead, Agent, Conn, Input, Main, BACKOFF_MAX, BACKOFF_MIN};
 use crate::launch::ShimReply;
 use anyhow::anyhow;
 use graze_net::Session;

@@ -16,7 +16,9 @@ fn owner(state: &Path) -> Owner {
         followers: HashMap::new(),
         watch: Default::default(),
         store: crate::store::Store::open(&state.join("jobs")).unwrap(),
-        db: crate::db::Db::open(&state.join("graze.redb")).unwrap().into(),
+        db: crate::db::Db::open(&state.join("graze.redb"))
+            .unwrap()
+            .into(),
         deferred: Vec::new(),
         seqs: HashMap::new(),
         seq_dirty: Default::default(),

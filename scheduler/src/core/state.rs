@@ -123,6 +123,10 @@ pub struct Core {
     pub(super) pass_at: u64,
     /// The head job's reservation from the latest pass (EASY backfill), if one has one.
     pub(super) reservation: Option<Reservation>,
+    /// Passes wait for [`Core::run_deferred_pass`] (see [`Core::defer_passes`]).
+    pub(super) defer_passes: bool,
+    /// A pass was asked for and deferred.
+    pub(super) pass_due: bool,
     /// Job arrays by the array's id (no job has that id; its tasks are jobs of their own).
     pub(super) arrays: BTreeMap<JobId, Array>,
     /// For each job or array named in another job's `after`: the jobs that name it.
@@ -156,6 +160,8 @@ impl Core {
             last_timeout: 0,
             pass_at: 0,
             reservation: None,
+            defer_passes: false,
+            pass_due: false,
             arrays: BTreeMap::new(),
             dependents: HashMap::new(),
             next_event: 1,

@@ -94,6 +94,34 @@ fn waits_for_cores_then_packs_on_few_nodes() {
 }
 
 #[test]
+fn deferred_passes_wait_for_the_driver_and_place_the_same() {
+    let mut c = Core::new(CoreConfig {
+        max_job_cores: 16,
+        ..CoreConfig::default()
+    });
+    c.defer_passes();
+    assert!(!c.run_deferred_pass(0), "nothing asked for a pass yet");
+    add(&mut c, 1, "a1", 2, 10);
+    add(&mut c, 2, "a2", 2, 30);
+    add(&mut c, 3, "a3", 2, 20);
+    // A submit still places its own job at once (here it does not fit).
+    let id = c.submit(spec(8), "s".into(), 1).unwrap();
+    drain(&mut c);
+    assert_eq!(c.job_view(id).unwrap().state, JobState::Queued);
+    // The node that makes it fit offers: nothing starts until the driver runs the pass ...
+    add(&mut c, 4, "a4", 2, 5);
+    assert!(starts(&drain(&mut c)).is_empty());
+    assert_eq!(c.job_view(id).unwrap().state, JobState::Queued);
+    // ... which places it as a pass at once would have (see the test above).
+    assert!(c.run_deferred_pass(2));
+    let s = starts(&drain(&mut c));
+    let hosts: Vec<&str> = s[0].2.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(hosts, ["a2", "a3", "a1", "a4"]);
+    assert!(!c.run_deferred_pass(3), "one pass for the whole batch");
+    c.check_invariants().unwrap();
+}
+
+#[test]
 fn packs_onto_biggest_nodes() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "small", 2, 100);

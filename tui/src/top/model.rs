@@ -280,8 +280,12 @@ impl Model {
             DataEvent::Loads(loads) => {
                 let mut changed = false;
                 for l in loads {
-                    if let Some(e) = self.nodes.get_mut(&l.node) {
-                        e.view.status = Some(l.status);
+                    if let Some(s) = self
+                        .nodes
+                        .get_mut(&l.node)
+                        .and_then(|e| e.view.status.as_mut())
+                    {
+                        l.apply(s);
                         changed = true;
                     }
                 }

@@ -485,22 +485,25 @@ fn load_deltas_draw_like_whole_node_views() {
     let mut loads: Vec<graze_proto::NodeLoad> = changed
         .iter()
         .filter_map(|n| {
-            Some(graze_proto::NodeLoad {
-                node: n.info.name.clone(),
-                status: n.status.clone()?,
-            })
+            Some(graze_proto::NodeLoad::of(
+                n.info.name.clone(),
+                n.status.as_ref()?,
+            ))
         })
         .collect();
     assert!(!loads.is_empty());
     loads.push(graze_proto::NodeLoad {
         node: "not-yet-known".into(),
-        status: loads[0].status.clone(),
+        ..loads[0].clone()
     });
     by_loads.update(Event::Data(DataEvent::Loads(loads)));
     for app in [&mut by_views, &mut by_loads] {
         app.update(Event::Tick(NOW_MS + 1000));
     }
-    let (a, b) = (screen(&mut by_views, 120, 30), screen(&mut by_loads, 120, 30));
+    let (a, b) = (
+        screen(&mut by_views, 120, 30),
+        screen(&mut by_loads, 120, 30),
+    );
     assert!(!a.contains("not-yet-known"));
     assert_eq!(a, b);
     assert_ne!(a, screen(&mut fixture(), 120, 30));
