@@ -48,10 +48,38 @@ struct StatusSig {
 
 impl NodeSig {
     fn of(v: &proto::NodeView) -> NodeSig {
+        NodeSig::of_state(&crate::core::NodeState {
+            online: v.online,
+            drained: v.drained,
+            status: v.status.as_ref(),
+            used_cores: v.used_cores,
+            jobs: v.jobs.clone(),
+        })
+    }
+
+    /// Whether `v` tells what this did (compared in place: a status a second per node).
+    fn same(&self, v: &crate::core::NodeState<'_>) -> bool {
+        self.online == v.online
+            && self.drained == v.drained
+            && self.used == v.used_cores
+            && self.jobs == v.jobs
+            && match (&self.status, v.status) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.availability == b.availability
+                        && a.idle_sources == b.idle_sources
+                        && a.unavailable_sources == b.unavailable_sources
+                        && a.window_ends_ms == b.window_ends_ms
+                }
+                _ => false,
+            }
+    }
+
+    fn of_state(v: &crate::core::NodeState<'_>) -> NodeSig {
         NodeSig {
             online: v.online,
             drained: v.drained,
-            status: v.status.as_ref().map(|s| StatusSig {
+            status: v.status.map(|s| StatusSig {
                 availability: s.availability.clone(),
                 idle_sources: s.idle_sources.clone(),
                 unavailable_sources: s.unavailable_sources.clone(),
@@ -129,19 +157,24 @@ impl Watch {
             return;
         }
         for name in std::mem::take(&mut self.touched) {
+            let Some(state) = core.node_state(&name) else {
+                continue;
+            };
+            let significant = self
+                .sent
+                .get(&name)
+                .is_none_or(|(old, _)| !old.same(&state));
+            if !significant {
+                self.pending.insert(name);
+                continue;
+            }
             let Some(view) = core.node_view(&name) else {
                 continue;
             };
-            let sig = NodeSig::of(&view);
-            let significant = self.sent.get(&name).is_none_or(|(old, _)| *old != sig);
-            if significant {
-                self.queue_dirty = true;
-                self.pending.remove(&name);
-                self.sent.insert(name, (sig, now));
-                self.send(&ClientReply::NodeChanged(Box::new(view)));
-            } else {
-                self.pending.insert(name);
-            }
+            self.queue_dirty = true;
+            self.pending.remove(&name);
+            self.sent.insert(name, (NodeSig::of(&view), now));
+            self.send(&ClientReply::NodeChanged(Box::new(view)));
         }
     }
 
@@ -165,14 +198,21 @@ impl Watch {
         let mut loads = Vec::new();
         for name in due {
             self.pending.remove(&name);
-            if let Some(view) = core.node_view(&name) {
-                let sig = NodeSig::of(&view);
-                let significant = self.sent.get(&name).is_none_or(|(old, _)| *old != sig);
-                self.sent.insert(name.clone(), (sig, now));
-                if significant {
-                    self.send(&ClientReply::NodeChanged(Box::new(view)));
-                } else if let Some(status) = &view.status {
-                    loads.push(proto::NodeLoad::of(name, status));
+            let Some(state) = core.node_state(&name) else {
+                continue;
+            };
+            match self.sent.get_mut(&name) {
+                Some((old, at)) if old.same(&state) => {
+                    *at = now;
+                    if let Some(status) = state.status {
+                        loads.push(proto::NodeLoad::of(name, status));
+                    }
+                }
+                _ => {
+                    if let Some(view) = core.node_view(&name) {
+                        self.sent.insert(name, (NodeSig::of(&view), now));
+                        self.send(&ClientReply::NodeChanged(Box::new(view)));
+                    }
                 }
             }
         }

@@ -94,6 +94,7 @@ pub use state::{
     Core, CoreConfig, Output, DEFAULT_CHECKPOINT_NODE_DIR, DEFAULT_FENCE_MARGIN_MS,
     DEFAULT_REQUEUE_WHEN_SUSPENDED_AFTER_MS,
 };
+pub use view::NodeState;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -31,7 +31,11 @@ impl Core {
     ) -> Result<Vec<Placement>, String> {
         let mut late = 0u32;
         let mut cands: Vec<(&Node, u32)> = Vec::new();
-        for n in self.nodes.values() {
+        let nodes: Box<dyn Iterator<Item = &Node>> = match &self.pass_nodes {
+            Some(names) => Box::new(names.iter().filter_map(|n| self.nodes.get(n))),
+            None => Box::new(self.nodes.values()),
+        };
+        for n in nodes {
             if !(n.offered() && eligible(n, spec) && !avoid.contains(&n.info.name)) {
                 continue;
             }

@@ -206,6 +206,13 @@ impl Core {
             };
             return;
         }
+        self.pass_nodes = Some(
+            self.nodes
+                .values()
+                .filter(|n| n.offered() && n.free() > 0)
+                .map(|n| n.info.name.clone())
+                .collect(),
+        );
         let mut res: Option<Reservation> = None;
         let mut cursor: Option<QueueKey> = None;
         loop {
@@ -272,6 +279,7 @@ impl Core {
                 break;
             }
         }
+        self.pass_nodes = None;
         self.reservation = res;
     }
 

@@ -4,7 +4,23 @@
 use super::job::RunState;
 use super::node::{ConnId, Node};
 use super::state::Core;
-use graze_proto::{JobId, JobState, JobView, NodeView};
+use graze_proto::{JobId, JobState, JobView, NodeStatus, NodeView};
+
+/// A node's state without its registration: what `graze top`'s deltas compare for every
+/// status (a whole [`NodeView`] copies the registration each time).
+#[derive(Debug)]
+pub struct NodeState<'a> {
+    /// Connected now.
+    pub online: bool,
+    /// Drained by an admin.
+    pub drained: bool,
+    /// Latest status.
+    pub status: Option<&'a NodeStatus>,
+    /// Cores in use by jobs.
+    pub used_cores: u32,
+    /// Jobs with ranks on this node.
+    pub jobs: Vec<JobId>,
+}
 
 impl Core {
     /// A job as the CLI shows it.
@@ -54,6 +70,17 @@ impl Core {
     /// One node, by name.
     pub fn node_view(&self, name: &str) -> Option<NodeView> {
         self.nodes.get(name).map(Node::view)
+    }
+
+    /// One node's state, by name (see [`NodeState`]).
+    pub fn node_state(&self, name: &str) -> Option<NodeState<'_>> {
+        self.nodes.get(name).map(|n| NodeState {
+            online: n.conn.is_some(),
+            drained: n.drained,
+            status: n.status.as_ref(),
+            used_cores: n.used(),
+            jobs: n.held.keys().copied().collect(),
+        })
     }
 
     /// Nodes of a job's current or last allocation and those still clearing it.
