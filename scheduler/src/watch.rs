@@ -223,10 +223,8 @@ impl Watch {
         if self.queue_dirty && now.saturating_sub(self.queue_sent_ms) >= QUEUE_REFRESH_MS {
             self.queue_dirty = false;
             self.queue_sent_ms = now;
-            for id in core.queued().into_iter().take(QUEUE_REFRESH_MAX) {
-                if let Some(v) = core.job_view(id) {
-                    self.send(&ClientReply::JobChanged(Box::new(v)));
-                }
+            for v in core.job_views_of(core.queued_first(QUEUE_REFRESH_MAX)) {
+                self.send(&ClientReply::JobChanged(Box::new(v)));
             }
         }
     }

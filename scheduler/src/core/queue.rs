@@ -182,13 +182,16 @@ impl Core {
             self.pass_due = false;
         }
         // Free offered cores bound every placement: jobs above it are skipped without a search.
-        let (mut free, offered) = self
-            .nodes
-            .values()
-            .filter(|n| n.offered())
-            .fold((0u32, 0u32), |(f, o), n| {
-                (f.saturating_add(n.free()), o.saturating_add(n.info.cores))
-            });
+        let (mut free, mut offered) = (0u32, 0u32);
+        let mut with_free = Vec::new();
+        for n in self.nodes.values().filter(|n| n.offered()) {
+            let f = n.free();
+            free = free.saturating_add(f);
+            offered = offered.saturating_add(n.info.cores);
+            if f > 0 {
+                with_free.push(n.info.name.clone());
+            }
+        }
         if free == 0 {
             self.reservation = match (submitted, self.reservation.take()) {
                 (Some(id), kept) => {
@@ -206,13 +209,7 @@ impl Core {
             };
             return;
         }
-        self.pass_nodes = Some(
-            self.nodes
-                .values()
-                .filter(|n| n.offered() && n.free() > 0)
-                .map(|n| n.info.name.clone())
-                .collect(),
-        );
+        self.pass_nodes = Some(with_free);
         let mut res: Option<Reservation> = None;
         let mut cursor: Option<QueueKey> = None;
         loop {
@@ -286,5 +283,10 @@ impl Core {
     /// Queued job ids in run order.
     pub fn queued(&self) -> Vec<JobId> {
         self.queue.keys().map(|k| k.2).collect()
+    }
+
+    /// The first `n` queued job ids in run order.
+    pub fn queued_first(&self, n: usize) -> Vec<JobId> {
+        self.queue.keys().take(n).map(|k| k.2).collect()
     }
 }

@@ -122,6 +122,44 @@ fn deferred_passes_wait_for_the_driver_and_place_the_same() {
 }
 
 #[test]
+fn views_of_many_jobs_give_each_its_own_waiting_reason() {
+    let mut c = Core::new(CoreConfig {
+        max_job_cores: 64,
+        ..CoreConfig::default()
+    });
+    add(&mut c, 1, "a1", 2, 10);
+    c.node_connected(2, info("g1", 4, &["gpu"]), 0).unwrap();
+    c.node_status(2, status(true, 5), 0);
+    let big = c.submit(spec(16), "s".into(), 1).unwrap();
+    let gpu = c
+        .submit(
+            JobSpec {
+                groups: vec!["gpu".into()],
+                ..spec(8)
+            },
+            "s".into(),
+            1,
+        )
+        .unwrap();
+    let small = c.submit(spec(1), "s".into(), 1).unwrap();
+    let big2 = c.submit(spec(16), "s".into(), 1).unwrap();
+    let ids = [big, gpu, small, big2];
+    let one_by_one: Vec<Option<String>> = ids
+        .iter()
+        .map(|id| c.job_view(*id).unwrap().waiting_for)
+        .collect();
+    let together: Vec<Option<String>> = c
+        .job_views_of(ids)
+        .into_iter()
+        .map(|v| v.waiting_for)
+        .collect();
+    assert_eq!(together, one_by_one);
+    // Different specs keep different reasons; equal ones share theirs.
+    assert_ne!(together[0], together[1]);
+    assert_eq!(together[0], together[3]);
+}
+
+#[test]
 fn packs_onto_biggest_nodes() {
     let mut c = Core::new(CoreConfig::default());
     add(&mut c, 1, "small", 2, 100);

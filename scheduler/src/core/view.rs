@@ -3,6 +3,7 @@
 
 use super::job::RunState;
 use super::node::{ConnId, Node};
+use super::place::PlaceMemo;
 use super::state::Core;
 use graze_proto::{JobId, JobState, JobView, NodeStatus, NodeView};
 
@@ -25,12 +26,24 @@ pub struct NodeState<'a> {
 impl Core {
     /// A job as the CLI shows it.
     pub fn job_view(&self, id: JobId) -> Option<JobView> {
+        self.job_view_with(id, &mut PlaceMemo::default())
+    }
+
+    /// Jobs as the CLI shows them, sharing one [`PlaceMemo`] (their waiting reasons).
+    pub fn job_views_of(&self, ids: impl IntoIterator<Item = JobId>) -> Vec<JobView> {
+        let mut memo = PlaceMemo::default();
+        ids.into_iter()
+            .filter_map(|id| self.job_view_with(id, &mut memo))
+            .collect()
+    }
+
+    fn job_view_with(&self, id: JobId, memo: &mut PlaceMemo) -> Option<JobView> {
         let j = self.jobs.get(&id)?;
         Some(JobView {
             id,
             spec: j.spec.clone(),
             state: j.state.wire(),
-            waiting_for: self.waiting_for(id, j),
+            waiting_for: self.waiting_for(id, j, memo),
             submitted_ms: j.submitted_ms,
             started_ms: j.started_ms,
             ended_ms: j.state.ended_at(),
@@ -51,15 +64,16 @@ impl Core {
     /// Jobs: all not final, plus final ones when `all`. The ended tasks of an array with
     /// tasks left come too, so the array's line can count them.
     pub fn job_views(&self, all: bool) -> Vec<JobView> {
-        self.jobs
-            .iter()
-            .filter(|(_, j)| {
-                all || !j.state.is_final()
-                    || j.task
-                        .is_some_and(|t| self.array_final(t.array) == Some(false))
-            })
-            .filter_map(|(id, _)| self.job_view(*id))
-            .collect()
+        self.job_views_of(
+            self.jobs
+                .iter()
+                .filter(|(_, j)| {
+                    all || !j.state.is_final()
+                        || j.task
+                            .is_some_and(|t| self.array_final(t.array) == Some(false))
+                })
+                .map(|(id, _)| *id),
+        )
     }
 
     /// All nodes.
