@@ -32,6 +32,11 @@ use crate::auth::TokenStore;
 use crate::core::{Core, CoreConfig};
 use crate::owner::{now_ms, Input, Owner};
 use crate::watch::{Watch, WATCH_TICK};
+
+/// Least time between two deferred scheduling passes (see [`Core::defer_passes`]): at
+/// 10,000 agents jobs end and owners come and go hundreds of times a second, and each pass
+/// walks the nodes for the head job's reservation. A submit still places its job at once.
+const PASS_GAP: Duration = Duration::from_millis(10);
 use anyhow::{Context, Result};
 use audit::Audit;
 pub use config::SchedulerConfig;
@@ -183,6 +188,10 @@ impl Owner {
         // unsettled job (with 5,000 running jobs, about as long as the status itself).
         self.core.run_deferred_pass(now_ms());
         let mut deadline = self.core.poll_timeout();
+        // Deferred passes run at most every `PASS_GAP`: one asked for sooner waits for
+        // `pass_at` (each pass costs a walk of the nodes for the head job's reservation).
+        let mut last_pass = tokio::time::Instant::now();
+        let mut pass_at: Option<tokio::time::Instant> = None;
         loop {
             let sleep = async {
                 match deadline {
@@ -203,8 +212,17 @@ impl Owner {
                         self.touch_input(&input);
                         changed |= self.handle(input, now_ms());
                     }
-                    // One scheduling pass for the whole batch.
-                    changed |= self.core.run_deferred_pass(now_ms());
+                    // One scheduling pass for the whole batch, unless one ran just now.
+                    if self.core.pass_due() {
+                        let now = tokio::time::Instant::now();
+                        if now >= last_pass + PASS_GAP {
+                            changed |= self.core.run_deferred_pass(now_ms());
+                            last_pass = now;
+                            pass_at = None;
+                        } else {
+                            pass_at = Some(last_pass + PASS_GAP);
+                        }
+                    }
                     self.flush().await?;
                     self.watch.push_nodes(&self.core, now_ms());
                     if changed {
@@ -216,6 +234,14 @@ impl Owner {
                     self.core.run_deferred_pass(now_ms());
                     self.flush().await?;
                     deadline = self.core.poll_timeout();
+                }
+                () = async { tokio::time::sleep_until(pass_at.unwrap_or_else(tokio::time::Instant::now)).await }, if pass_at.is_some() => {
+                    pass_at = None;
+                    last_pass = tokio::time::Instant::now();
+                    if self.core.run_deferred_pass(now_ms()) {
+                        self.flush().await?;
+                        deadline = self.core.poll_timeout();
+                    }
                 }
                 _ = tick.tick() => {
                     self.watch.tick(&self.core, now_ms());

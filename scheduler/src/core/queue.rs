@@ -165,6 +165,11 @@ impl Core {
         self.defer_passes = true;
     }
 
+    /// Whether a deferred pass waits for [`Core::run_deferred_pass`].
+    pub fn pass_due(&self) -> bool {
+        self.pass_due
+    }
+
     /// Run the pass deferred since the last one, if any was asked for; true if one ran.
     pub fn run_deferred_pass(&mut self, now: u64) -> bool {
         if !self.pass_due {
