@@ -173,12 +173,7 @@ impl Owner {
         seqs: Vec<(String, (String, u64))>,
         hist: crate::db::history::HistoryWrite,
     ) -> (Result<()>, crate::db::history::HistoryWrite) {
-        if records.is_empty()
-            && infos.is_empty()
-            && outputs.is_empty()
-            && seqs.is_empty()
-            && hist.is_empty()
-        {
+        if crate::db::nothing_to_write(&records, &infos, &outputs, &seqs, &hist) {
             return (Ok(()), hist);
         }
         let db = self.db.clone();

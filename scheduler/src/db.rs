@@ -62,6 +62,17 @@ pub(crate) struct Loaded {
     pub(crate) seqs: Vec<(String, (String, u64))>,
 }
 
+/// True when a [`Db::write`] of these would change nothing (and so commits nothing).
+pub(crate) fn nothing_to_write(
+    jobs: &[JobRecord],
+    nodes: &[(NodeInfo, bool)],
+    outputs: &[(JobId, OutputIndex)],
+    seqs: &[(String, (String, u64))],
+    hist: &history::HistoryWrite,
+) -> bool {
+    jobs.is_empty() && nodes.is_empty() && outputs.is_empty() && seqs.is_empty() && hist.is_empty()
+}
+
 impl Db {
     /// Open (or create) the database, refusing one written with another schema version.
     pub(crate) fn open(path: &Path) -> Result<Db> {
@@ -159,12 +170,7 @@ impl Db {
         seqs: &[(String, (String, u64))],
         hist: &history::HistoryWrite,
     ) -> Result<()> {
-        if jobs.is_empty()
-            && nodes.is_empty()
-            && outputs.is_empty()
-            && seqs.is_empty()
-            && hist.is_empty()
-        {
+        if nothing_to_write(jobs, nodes, outputs, seqs, hist) {
             return Ok(());
         }
         let w = self.db.begin_write()?;

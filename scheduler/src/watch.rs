@@ -28,7 +28,6 @@ pub(crate) const WATCH_TICK: Duration = Duration::from_millis(250);
 
 /// What a node delta last told watchers: the fields sent at once when they change (all but
 /// the load: [`proto::NodeLoad`]).
-#[derive(PartialEq)]
 struct NodeSig {
     online: bool,
     drained: bool,
@@ -38,7 +37,6 @@ struct NodeSig {
 }
 
 /// A status's fields other than the load.
-#[derive(PartialEq)]
 struct StatusSig {
     availability: proto::Availability,
     idle_sources: Vec<String>,
@@ -168,12 +166,13 @@ impl Watch {
                 self.pending.insert(name);
                 continue;
             }
+            let sig = NodeSig::of_state(&state);
             let Some(view) = core.node_view(&name) else {
                 continue;
             };
             self.queue_dirty = true;
             self.pending.remove(&name);
-            self.sent.insert(name, (NodeSig::of(&view), now));
+            self.sent.insert(name, (sig, now));
             self.send(&ClientReply::NodeChanged(Box::new(view)));
         }
     }
@@ -209,8 +208,9 @@ impl Watch {
                     }
                 }
                 _ => {
+                    let sig = NodeSig::of_state(&state);
                     if let Some(view) = core.node_view(&name) {
-                        self.sent.insert(name, (NodeSig::of(&view), now));
+                        self.sent.insert(name, (sig, now));
                         self.send(&ClientReply::NodeChanged(Box::new(view)));
                     }
                 }

@@ -172,15 +172,7 @@ mod tests {
     use serde_json::Value;
 
     fn span(begin_ns: u64, end_ns: u64, what: What) -> Span {
-        Span {
-            begin_ns,
-            end_ns,
-            what,
-            peer: None,
-            tag: None,
-            comm_size: None,
-            bytes: None,
-        }
+        Span::new(begin_ns, end_ns, what)
     }
 
     fn trace() -> Trace {

@@ -63,6 +63,21 @@ pub struct Span {
     pub bytes: Option<u64>,
 }
 
+impl Span {
+    /// A span with no peer, tag, communicator size or byte count.
+    pub fn new(begin_ns: u64, end_ns: u64, what: What) -> Span {
+        Span {
+            begin_ns,
+            end_ns,
+            what,
+            peer: None,
+            tag: None,
+            comm_size: None,
+            bytes: None,
+        }
+    }
+}
+
 /// One rank's track.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankTrack {

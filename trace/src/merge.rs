@@ -144,15 +144,7 @@ pub fn merge(nodes: &[NodeInput]) -> Result<Trace, MergeError> {
                     } => (
                         *begin_ns,
                         *end_ns,
-                        Span {
-                            begin_ns: 0,
-                            end_ns: 0,
-                            what: What::Region(name.clone()),
-                            peer: None,
-                            tag: None,
-                            comm_size: None,
-                            bytes: None,
-                        },
+                        Span::new(0, 0, What::Region(name.clone())),
                     ),
                 };
                 let begin = model.correct(b);

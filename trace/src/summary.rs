@@ -346,13 +346,9 @@ mod tests {
 
     fn span(begin_ns: u64, end_ns: u64, what: What, bytes: Option<u64>) -> Span {
         Span {
-            begin_ns,
-            end_ns,
-            what,
-            peer: None,
-            tag: None,
             comm_size: Some(3),
             bytes,
+            ..Span::new(begin_ns, end_ns, what)
         }
     }
 

@@ -37,6 +37,40 @@ fn big_app() -> App {
     app
 }
 
+fn key(app: &mut App, code: crossterm::event::KeyCode) {
+    app.update(Event::Term(crossterm::event::Event::Key(
+        crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE),
+    )));
+}
+
+/// Draw `frames` frames, each from a blank screen (so the whole frame is diffed and
+/// written), `prepare`d first when asked; their mean, p99 and max.
+fn frame_times(
+    term: &mut Terminal<TestBackend>,
+    app: &mut App,
+    frames: usize,
+    prepare: bool,
+) -> String {
+    let mut times = Vec::with_capacity(frames);
+    for _ in 0..frames {
+        if prepare {
+            app.prepare();
+        }
+        let t = Instant::now();
+        term.draw(|f| app.draw(f)).unwrap();
+        times.push(t.elapsed());
+        term.clear().unwrap();
+    }
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / frames as u32;
+    format!(
+        "mean {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        mean.as_secs_f64() * 1e3,
+        times[frames * 99 / 100].as_secs_f64() * 1e3,
+        times[frames - 1].as_secs_f64() * 1e3
+    )
+}
+
 fn main() {
     let mut app = big_app();
     let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
@@ -54,9 +88,7 @@ fn main() {
             } else {
                 crossterm::event::KeyCode::Char(c)
             };
-            app.update(Event::Term(crossterm::event::Event::Key(
-                crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE),
-            )));
+            key(&mut app, code);
         }
         if name == "job" {
             let id = app.open.unwrap();
@@ -70,36 +102,16 @@ fn main() {
                 reset: true,
             }));
         }
-        let mut times = Vec::with_capacity(frames);
-        for _ in 0..frames {
-            app.prepare();
-            let t = Instant::now();
-            term.draw(|f| app.draw(f)).unwrap();
-            times.push(t.elapsed());
-            // Start each frame from a blank screen, so the whole frame is diffed and written.
-            term.clear().unwrap();
-        }
-        times.sort();
-        let mean = times.iter().sum::<Duration>() / frames as u32;
         println!(
-            "render: {name} view, 1,000 nodes + 10,000 jobs at 200x60: mean {:.3} ms, p99 {:.3} ms, max {:.3} ms (target < 5 ms)",
-            mean.as_secs_f64() * 1e3,
-            times[frames * 99 / 100].as_secs_f64() * 1e3,
-            times[frames - 1].as_secs_f64() * 1e3
+            "render: {name} view, 1,000 nodes + 10,000 jobs at 200x60: {} (target < 5 ms)",
+            frame_times(&mut term, &mut app, frames, true)
         );
     }
 
     // The trace timeline: 16 ranks of 100,000 spans, the whole trace and zoomed in 6 times.
-    let key = |app: &mut App, c: char| {
-        app.update(Event::Term(crossterm::event::Event::Key(
-            crossterm::event::KeyEvent::new(
-                crossterm::event::KeyCode::Char(c),
-                crossterm::event::KeyModifiers::NONE,
-            ),
-        )));
-    };
-    key(&mut app, '2');
-    key(&mut app, 't');
+    let char_key = |app: &mut App, c: char| key(app, crossterm::event::KeyCode::Char(c));
+    char_key(&mut app, '2');
+    char_key(&mut app, 't');
     let job = app.trace.as_ref().unwrap().job;
     let trace = Box::new(testdata::big_trace(16, 100_000));
     let t = Instant::now();
@@ -113,22 +125,11 @@ fn main() {
     );
     for (name, zoom) in [("fit", 0), ("zoomed 64x", 6)] {
         for _ in 0..zoom {
-            key(&mut app, '+');
+            char_key(&mut app, '+');
         }
-        let mut times = Vec::with_capacity(frames);
-        for _ in 0..frames {
-            let t = Instant::now();
-            term.draw(|f| app.draw(f)).unwrap();
-            times.push(t.elapsed());
-            term.clear().unwrap();
-        }
-        times.sort();
-        let mean = times.iter().sum::<Duration>() / frames as u32;
         println!(
-            "render: trace timeline {name}, 16 ranks x 100,000 spans at 200x60: mean {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-            mean.as_secs_f64() * 1e3,
-            times[frames * 99 / 100].as_secs_f64() * 1e3,
-            times[frames - 1].as_secs_f64() * 1e3
+            "render: trace timeline {name}, 16 ranks x 100,000 spans at 200x60: {}",
+            frame_times(&mut term, &mut app, frames, false)
         );
     }
 

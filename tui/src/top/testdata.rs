@@ -306,19 +306,6 @@ pub fn harvest() -> graze_proto::HarvestData {
     }
 }
 
-/// A span of a test trace.
-fn tspan(begin_ns: u64, end_ns: u64, what: graze_trace::What) -> graze_trace::Span {
-    graze_trace::Span {
-        begin_ns,
-        end_ns,
-        what,
-        peer: None,
-        tag: None,
-        comm_size: None,
-        bytes: None,
-    }
-}
-
 /// A traced Pi run: `ranks` ranks, two per node (`ws2`, `ws3`, ...). Each has its Init, then
 /// an Isend from rank 0 to rank 1 (an Irecv and a Wait there), then `rounds` rounds of a
 /// `sample` region (longer on higher ranks) and an Allreduce of 8 bytes that ends together on
@@ -331,13 +318,17 @@ pub fn trace(ranks: i32, rounds: u64) -> graze_trace::Trace {
     let mut tracks = Vec::new();
     for r in 0..ranks {
         let ru = r as u64;
-        let mut spans = vec![tspan(ru * 50_000, 3 * MS + ru * 10_000, mpi(1))];
+        let mut spans = vec![graze_trace::Span::new(
+            ru * 50_000,
+            3 * MS + ru * 10_000,
+            mpi(1),
+        )];
         if r == 0 && ranks > 1 {
             spans.push(graze_trace::Span {
                 peer: Some(1),
                 tag: Some(7),
                 bytes: Some(4096),
-                ..tspan(3 * MS + 100_000, 3 * MS + 150_000, mpi(5))
+                ..graze_trace::Span::new(3 * MS + 100_000, 3 * MS + 150_000, mpi(5))
             });
         }
         if r == 1 {
@@ -345,22 +336,30 @@ pub fn trace(ranks: i32, rounds: u64) -> graze_trace::Trace {
                 peer: Some(0),
                 tag: Some(7),
                 bytes: Some(4096),
-                ..tspan(3 * MS + 100_000, 3 * MS + 120_000, mpi(6))
+                ..graze_trace::Span::new(3 * MS + 100_000, 3 * MS + 120_000, mpi(6))
             });
-            spans.push(tspan(3 * MS + 120_000, 3 * MS + 600_000, mpi(7)));
+            spans.push(graze_trace::Span::new(
+                3 * MS + 120_000,
+                3 * MS + 600_000,
+                mpi(7),
+            ));
         }
         for k in 0..rounds {
             let start = 4 * MS + k * 10 * MS;
             let sampled = start + 6 * MS + ru * 800_000 % (3 * MS);
-            spans.push(tspan(start, sampled, What::Region("sample".into())));
+            spans.push(graze_trace::Span::new(
+                start,
+                sampled,
+                What::Region("sample".into()),
+            ));
             spans.push(graze_trace::Span {
                 comm_size: Some(ranks as u32),
                 bytes: Some(8),
-                ..tspan(sampled, start + 9_500_000 + ru * 5_000, mpi(10))
+                ..graze_trace::Span::new(sampled, start + 9_500_000 + ru * 5_000, mpi(10))
             });
         }
         let fin = 4 * MS + rounds * 10 * MS;
-        spans.push(tspan(fin, fin + MS + ru * 20_000, mpi(2)));
+        spans.push(graze_trace::Span::new(fin, fin + MS + ru * 20_000, mpi(2)));
         tracks.push(RankTrack {
             rank: r,
             node: node(r),
@@ -398,9 +397,9 @@ pub fn big_trace(ranks: i32, spans: u64) -> graze_trace::Trace {
                 .map(|i| {
                     let t = (i / 2) * 10_000;
                     if i % 2 == 0 {
-                        tspan(t, t + 7_000, What::Region("compute".into()))
+                        graze_trace::Span::new(t, t + 7_000, What::Region("compute".into()))
                     } else {
-                        tspan(t + 7_000, t + 10_000, What::Mpi(Op(10)))
+                        graze_trace::Span::new(t + 7_000, t + 10_000, What::Mpi(Op(10)))
                     }
                 })
                 .collect(),

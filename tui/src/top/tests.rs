@@ -12,6 +12,15 @@ fn key(c: KeyCode) -> Event {
     Event::Term(TermEvent::Key(KeyEvent::new(c, KeyModifiers::NONE)))
 }
 
+fn mouse(kind: MouseEventKind, column: u16, row: u16) -> Event {
+    Event::Term(TermEvent::Mouse(MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    }))
+}
+
 fn chars(app: &mut App, s: &str) -> Vec<Command> {
     s.chars()
         .flat_map(|c| app.update(key(KeyCode::Char(c))))
@@ -188,14 +197,7 @@ fn owner_key_and_mouse() {
     let mut app = fixture();
     app.update(key(KeyCode::Down));
     assert_eq!(chars(&mut app, "o"), [Command::TouchOwner("ws3".into())]);
-    let scroll = |kind| {
-        Event::Term(TermEvent::Mouse(MouseEvent {
-            kind,
-            column: 0,
-            row: 5,
-            modifiers: KeyModifiers::NONE,
-        }))
-    };
+    let scroll = |kind| mouse(kind, 0, 5);
     app.update(scroll(MouseEventKind::ScrollDown));
     assert_eq!(app.selected_node(), Some("ws6"));
     app.update(scroll(MouseEventKind::ScrollUp));
@@ -360,14 +362,7 @@ fn trace_timeline() {
     );
 
     // The mouse wheel zooms too.
-    let wheel = |kind| {
-        Event::Term(TermEvent::Mouse(MouseEvent {
-            kind,
-            column: 40,
-            row: 5,
-            modifiers: KeyModifiers::NONE,
-        }))
-    };
+    let wheel = |kind| mouse(kind, 40, 5);
     app.update(wheel(MouseEventKind::ScrollUp));
     assert!(screen(&mut app, 160, 48).contains("22.53 ms of 45.06 ms shown"));
     app.update(wheel(MouseEventKind::ScrollDown));

@@ -12,6 +12,7 @@ use super::app::Screen;
 use super::draw::window;
 use crossterm::event::{KeyCode, KeyEvent};
 use graze_proto::JobId;
+use graze_trace::summary::human_ns;
 use graze_trace::{OpClass, RankTrack, Span as TSpan, Trace, What};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize as _};
@@ -336,20 +337,6 @@ fn first_from(spans: &[TSpan], from: usize, t: u64) -> usize {
     lo + spans[lo..hi].partition_point(|s| s.begin_ns < t)
 }
 
-/// Nanoseconds for a person: `850 ns`, `12.5 µs`, `3.20 ms`, `1.250 s`.
-pub fn duration_ns(d: u64) -> String {
-    let f = d as f64;
-    if d < 1_000 {
-        format!("{d} ns")
-    } else if d < 1_000_000 {
-        format!("{:.1} µs", f / 1e3)
-    } else if d < 1_000_000_000 {
-        format!("{:.2} ms", f / 1e6)
-    } else {
-        format!("{:.3} s", f / 1e9)
-    }
-}
-
 /// The smallest of 1, 2 or 5 times a power of ten that is at least `x` (at least 1).
 pub fn nice_step(x: u64) -> u64 {
     let mut p: u64 = 1;
@@ -534,11 +521,11 @@ fn title(job: JobId, t: &Timeline) -> String {
         " trace of job {job} · {} on {} · {} of {} shown",
         plural(ranks.len(), "rank"),
         plural(nodes.len(), "node"),
-        duration_ns(t.width_ns),
-        duration_ns(t.end_ns)
+        human_ns(t.width_ns),
+        human_ns(t.end_ns)
     );
     if let Some(e) = t.trace.nodes.iter().map(|n| n.error_ns).max() {
-        s.push_str(&format!(" · clock ±{}", duration_ns(e)));
+        s.push_str(&format!(" · clock ±{}", human_ns(e)));
     }
     let dropped: u64 = ranks.iter().map(|r| r.dropped).sum();
     if dropped > 0 {
@@ -559,7 +546,7 @@ fn status(t: &Timeline) -> Line<'static> {
     };
     let head = format!(
         "▼ {} · rank {} on {}: ",
-        duration_ns(t.centre_ns),
+        human_ns(t.centre_ns),
         r.rank,
         r.node
     );
@@ -569,8 +556,8 @@ fn status(t: &Timeline) -> Line<'static> {
     let c = class_of(&s.what);
     let mut rest = format!(
         " {} from {}",
-        duration_ns(s.end_ns - s.begin_ns),
-        duration_ns(s.begin_ns)
+        human_ns(s.end_ns - s.begin_ns),
+        human_ns(s.begin_ns)
     );
     if let Some(p) = s.peer {
         match p {
@@ -648,15 +635,7 @@ mod tests {
     use graze_trace::Op;
 
     fn span(begin_ns: u64, end_ns: u64, what: What) -> TSpan {
-        TSpan {
-            begin_ns,
-            end_ns,
-            what,
-            peer: None,
-            tag: None,
-            comm_size: None,
-            bytes: None,
-        }
+        TSpan::new(begin_ns, end_ns, what)
     }
 
     fn one_rank(spans: Vec<TSpan>) -> Timeline {
@@ -843,9 +822,5 @@ mod tests {
         assert_eq!(axis_label(2_000_000, 1_000_000), "2 ms");
         assert_eq!(axis_label(2_500_000_000, 500_000_000), "2.5 s");
         assert_eq!(axis_label(50, 10), "50 ns");
-        assert_eq!(duration_ns(850), "850 ns");
-        assert_eq!(duration_ns(12_500), "12.5 µs");
-        assert_eq!(duration_ns(3_200_000), "3.20 ms");
-        assert_eq!(duration_ns(1_250_000_000), "1.250 s");
     }
 }
